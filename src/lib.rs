@@ -1,0 +1,10 @@
+//! webrtcd: turns a Linux device into a WebRTC endpoint.
+//!
+//! Dependencies point one way: `service` → `relay` and `session`; `session` → `media`;
+//! `relay` and `session` → `protocol`.
+
+pub mod media;
+pub mod protocol;
+pub mod relay;
+pub mod service;
+pub mod session;

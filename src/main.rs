@@ -1,0 +1,118 @@
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use webrtcd::service::{self, api_client, config::Config};
+
+#[derive(Parser)]
+#[command(
+    name = "webrtcd",
+    version,
+    about = "Turns a Linux device into a WebRTC endpoint"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: HTTP page + API, embedded relay, calls.
+    Run(RunArgs),
+    /// Run a standalone signaling relay.
+    Relay {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Require this bearer token (repeatable).
+        #[arg(long = "token")]
+        tokens: Vec<String>,
+    },
+    /// Ask a running daemon to call PEER.
+    Call {
+        peer: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long, env = "WEBRTCD_TOKEN")]
+        token: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[arg(long)]
+    id: Option<String>,
+    /// Register with this remote relay (ws://host:port/signaling) instead of the embedded one.
+    #[arg(long)]
+    relay: Option<String>,
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Restrict ICE host candidates to this local address (repeatable).
+    #[arg(long = "ice-address")]
+    ice_addresses: Vec<IpAddr>,
+}
+
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(file) => Config::load(file)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if self.id.is_some() {
+            config.id = self.id;
+        }
+        if self.relay.is_some() {
+            config.relay = self.relay;
+        }
+        if let Some(profile) = self.profile {
+            config.profile = profile;
+        }
+        if !self.ice_addresses.is_empty() {
+            config.ice.addresses = self.ice_addresses;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => service::run_daemon(args.into_config()?).await,
+            Command::Relay { listen, tokens } => {
+                let config = Config {
+                    listen,
+                    tokens,
+                    ..Config::default()
+                };
+                service::run_relay(config).await
+            }
+            Command::Call { peer, api, token } => {
+                let body = serde_json::json!({ "to": peer }).to_string();
+                let url = format!("{}/api/calls", api.trim_end_matches('/'));
+                let (status, text) =
+                    api_client::request("POST", &url, Some(body), token.as_deref()).await?;
+                if status != 201 {
+                    anyhow::bail!("{url}: HTTP {status}: {}", text.trim());
+                }
+                println!("{}", text.trim());
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,60 @@
+//! Media: sources, encoders, decoders and sinks as GStreamer bins, and the pipelines' life.
+//! Knows nothing of signaling or WebRTC negotiation.
+
+pub mod codecs;
+pub mod profile;
+pub mod receive;
+pub mod send;
+
+use std::sync::Mutex;
+
+use gst::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("GStreamer could not build the pipeline: {0}")]
+    Build(String),
+    #[error("{0:?} is not a codec for this kind of media")]
+    WrongKind(codecs::Codec),
+    #[error("GStreamer is not usable: {0}")]
+    Init(String),
+}
+
+/// Initialises GStreamer once for the process.
+pub fn init() -> Result<(), MediaError> {
+    gst::init().map_err(|e| MediaError::Init(e.to_string()))
+}
+
+/// Every pipeline this process made, weakly: one that still upgrades has not been freed.
+static PIPELINES: Mutex<Vec<glib::WeakRef<gst::Pipeline>>> = Mutex::new(Vec::new());
+
+/// A new, tracked pipeline.
+pub fn new_pipeline(name: &str) -> gst::Pipeline {
+    let pipeline = gst::Pipeline::with_name(name);
+    let mut all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|w| w.upgrade().is_some());
+    all.push(pipeline.downgrade());
+    pipeline
+}
+
+/// How many pipelines are still alive (not yet finalized). After every call has ended this
+/// must be 0: anything else is a leaked reference.
+pub fn live_pipelines() -> usize {
+    let mut all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|w| w.upgrade().is_some());
+    all.len()
+}
+
+/// Takes a pipeline to NULL and drops it on a blocking thread: state changes can wait on
+/// streaming threads, so they never run on a session task or a signal handler.
+pub fn teardown(pipeline: gst::Pipeline) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = pipeline.set_state(gst::State::Null) {
+            tracing::warn!(pipeline = %pipeline.name(), "could not reach NULL: {err}");
+        }
+        if let Some(bus) = pipeline.bus() {
+            bus.unset_sync_handler();
+        }
+        drop(pipeline);
+    })
+}

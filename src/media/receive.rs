@@ -1,0 +1,64 @@
+//! Receive branches: RTP from webrtcbin → depayloader → decoder → the profile's sink, with
+//! counters of decoded frames so the API (and the tests) can see media really arrives.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use gst::prelude::*;
+
+use super::MediaError;
+use super::codecs::{Codec, MediaKind};
+use super::profile::SinkKind;
+
+/// Decoded remote media, counted after the decoder.
+#[derive(Debug, Default)]
+pub struct ReceiveCounters {
+    pub video_frames: AtomicU64,
+    pub audio_buffers: AtomicU64,
+    /// When the first video frame was decoded.
+    pub first_video: OnceLock<Instant>,
+}
+
+/// Builds the branch for RTP with these caps. `Ok(None)` when the codec is unknown to us:
+/// such a stream is discarded rather than failing the call.
+pub fn branch(
+    rtp_caps: &gst::CapsRef,
+    sink: SinkKind,
+    counters: &Arc<ReceiveCounters>,
+) -> Result<(gst::Bin, Option<Codec>), MediaError> {
+    let codec = rtp_caps
+        .structure(0)
+        .and_then(|s| s.get::<&str>("encoding-name").ok())
+        .and_then(Codec::from_encoding_name);
+    let Some(codec) = codec else {
+        let bin = gst::parse::bin_from_description("fakesink sync=false async=false", true)
+            .map_err(|e| MediaError::Build(e.to_string()))?;
+        return Ok((bin, None));
+    };
+    let output = match (sink, codec.kind()) {
+        (SinkKind::Count, _) => "fakesink sync=false async=false",
+        (SinkKind::Auto, MediaKind::Video) => "videoconvert ! autovideosink sync=false",
+        (SinkKind::Auto, MediaKind::Audio) => "audioconvert ! audioresample ! autoaudiosink",
+    };
+    let desc = format!("queue ! {} name=dec ! {output}", codec.depay_decode());
+    let bin = gst::parse::bin_from_description(&desc, true)
+        .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?;
+    let decoder_src = bin
+        .by_name("dec")
+        .and_then(|d| d.static_pad("src"))
+        .ok_or_else(|| MediaError::Build("decoder has no src pad".into()))?;
+    let counters = Arc::clone(counters);
+    let is_video = codec.is_video();
+    decoder_src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        if is_video {
+            if counters.video_frames.fetch_add(1, Ordering::Relaxed) == 0 {
+                let _ = counters.first_video.set(Instant::now());
+            }
+        } else {
+            counters.audio_buffers.fetch_add(1, Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok((bin, Some(codec)))
+}

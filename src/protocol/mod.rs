@@ -1,0 +1,255 @@
+//! Signaling protocol v1: the JSON messages exchanged over `GET /signaling`.
+//!
+//! Pure data and (de)serialisation; no I/O lives here so the relay, the daemon's signaling
+//! client and the tests all share one definition. The wire format is described for humans in
+//! `docs/protocol.md`. Field names of SDP and candidates follow the browser's
+//! `RTCSessionDescriptionInit` / `RTCIceCandidateInit` so a page can pass them straight through.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest text frame the relay accepts; bigger ones are answered with `too-large`.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Addressing shared by every message the relay routes from one peer to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The recipient's registered id.
+    pub to: String,
+    /// The sender's registered id. Set by the relay; whatever a client puts here is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The call this message belongs to, chosen by the caller.
+    pub session: String,
+}
+
+/// Every message of protocol v1, tagged by its `type` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Message {
+    /// Client → relay: claim an id (or let the relay pick one).
+    Register {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Relay → client: the id now owned by this connection and who else is online.
+    Registered { id: String, peers: Vec<String> },
+    /// Relay → everyone: a peer registered.
+    PeerJoined { id: String },
+    /// Relay → everyone: a peer's connection went away.
+    PeerLeft { id: String },
+    /// Relay → client: something the client sent could not be handled.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// Routed: an invitation to a call. Carries no SDP; the caller offers next.
+    Call {
+        #[serde(flatten)]
+        route: Route,
+    },
+    /// Routed: an SDP offer.
+    Offer {
+        #[serde(flatten)]
+        route: Route,
+        sdp: String,
+    },
+    /// Routed: an SDP answer.
+    Answer {
+        #[serde(flatten)]
+        route: Route,
+        sdp: String,
+    },
+    /// Routed: one trickled ICE candidate; an empty `candidate` means end of candidates.
+    Candidate {
+        #[serde(flatten)]
+        route: Route,
+        candidate: String,
+        #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        #[serde(
+            rename = "sdpMLineIndex",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        sdp_mline_index: Option<u32>,
+    },
+    /// Routed: the call is over.
+    Hangup {
+        #[serde(flatten)]
+        route: Route,
+        #[serde(default)]
+        reason: String,
+    },
+}
+
+/// Machine-readable reason carried by an `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    BadMessage,
+    TooLarge,
+    UnknownPeer,
+    IdTaken,
+    NotRegistered,
+    Unauthorized,
+}
+
+/// Why a text frame could not be turned into a [`Message`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is {0} bytes, the limit is {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("not a valid protocol v1 message: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::TooLarge(_) => ErrorCode::TooLarge,
+            DecodeError::Invalid(_) => ErrorCode::BadMessage,
+        }
+    }
+}
+
+impl Message {
+    /// Parses one text frame, enforcing the size limit before touching the JSON.
+    pub fn decode(text: &str) -> Result<Message, DecodeError> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge(text.len()));
+        }
+        Ok(serde_json::from_str(text)?)
+    }
+
+    pub fn encode(&self) -> String {
+        // Serialising these plain enums of strings cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}")) // ok: infallible
+    }
+
+    /// The routing header of a peer-to-peer message; `None` for relay control messages.
+    pub fn route(&self) -> Option<&Route> {
+        match self {
+            Message::Call { route }
+            | Message::Offer { route, .. }
+            | Message::Answer { route, .. }
+            | Message::Candidate { route, .. }
+            | Message::Hangup { route, .. } => Some(route),
+            _ => None,
+        }
+    }
+
+    pub fn route_mut(&mut self) -> Option<&mut Route> {
+        match self {
+            Message::Call { route }
+            | Message::Offer { route, .. }
+            | Message::Answer { route, .. }
+            | Message::Candidate { route, .. }
+            | Message::Hangup { route, .. } => Some(route),
+            _ => None,
+        }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>, session: Option<String>) -> Message {
+        Message::Error {
+            code,
+            message: message.into(),
+            session,
+        }
+    }
+
+    pub fn hangup(to: &str, session: &str, reason: &str) -> Message {
+        Message::Hangup {
+            route: Route::new(to, session),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl Route {
+    pub fn new(to: &str, session: &str) -> Route {
+        Route {
+            to: to.to_string(),
+            from: None,
+            session: session.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_uses_browser_field_names() {
+        let msg = Message::Candidate {
+            route: Route::new("door", "s1"),
+            candidate: "candidate:1 1 UDP 1 127.0.0.1 5000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+        };
+        let json: serde_json::Value = serde_json::from_str(&msg.encode()).unwrap();
+        assert_eq!(json["type"], "candidate");
+        assert_eq!(json["sdpMid"], "0");
+        assert_eq!(json["sdpMLineIndex"], 0);
+        assert_eq!(json["to"], "door");
+        assert_eq!(json["session"], "s1");
+        assert!(json.get("from").is_none());
+    }
+
+    #[test]
+    fn decodes_browser_end_of_candidates_with_null_mid() {
+        let text = r#"{"type":"candidate","to":"a","session":"s","candidate":"","sdpMid":null,"sdpMLineIndex":null}"#;
+        match Message::decode(text).unwrap() {
+            Message::Candidate {
+                candidate, sdp_mid, ..
+            } => {
+                assert!(candidate.is_empty());
+                assert!(sdp_mid.is_none());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn register_without_id_and_round_trip() {
+        assert_eq!(
+            Message::decode(r#"{"type":"register"}"#).unwrap(),
+            Message::Register { id: None }
+        );
+        let offer = Message::Offer {
+            route: Route::new("b", "s"),
+            sdp: "v=0".into(),
+        };
+        assert_eq!(Message::decode(&offer.encode()).unwrap(), offer);
+    }
+
+    #[test]
+    fn rejects_unknown_type_and_oversize() {
+        assert_eq!(
+            Message::decode(r#"{"type":"teleport"}"#)
+                .unwrap_err()
+                .code(),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            Message::decode("nonsense").unwrap_err().code(),
+            ErrorCode::BadMessage
+        );
+        let big = format!(
+            r#"{{"type":"offer","to":"b","session":"s","sdp":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(
+            Message::decode(&big).unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
+    }
+
+    #[test]
+    fn error_codes_are_kebab_case() {
+        let msg = Message::error(ErrorCode::IdTaken, "taken", None);
+        assert!(msg.encode().contains(r#""code":"id-taken""#));
+    }
+}

@@ -1,0 +1,658 @@
+//! The session task: the one place that calls webrtcbin for a call.
+//!
+//! Ordering (the reason this project exists):
+//! - caller: send `call`, build and link tracks, create the DataChannel, then offer;
+//! - callee: build tracks on `call`; hold an offer that arrives before they are ready; read the
+//!   offer's codecs and payload types, link matching send branches, then set-remote →
+//!   create-answer → set-local → answer;
+//! - remote candidates that arrive before the remote description are held.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_webrtc::{WebRTCDataChannel, WebRTCPeerConnectionState, WebRTCSDPType};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+use super::events::Event;
+use super::{CallInfo, CallSettings, CallState, ChannelState, Role, sdp, webrtc};
+use crate::media::codecs::{self, MediaKind};
+use crate::media::{self, receive, send};
+use crate::protocol::{Message, Route};
+
+/// How long a call may take from its start to a connected peer connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long webrtcbin may take to answer one promise (create-offer, set-*-description).
+const PROMISE_TIMEOUT: Duration = Duration::from_secs(10);
+/// DataChannel pings, for the round-trip time.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Pings remembered while waiting for their pongs.
+const PINGS_IN_FLIGHT: usize = 16;
+
+/// Why a call ends, and whether the peer still needs telling.
+#[derive(Debug)]
+pub struct CallEnd {
+    pub reason: String,
+    pub tell_peer: bool,
+}
+
+impl CallEnd {
+    fn local(reason: impl Into<String>) -> CallEnd {
+        CallEnd {
+            reason: reason.into(),
+            tell_peer: true,
+        }
+    }
+}
+
+type Step = Result<(), CallEnd>;
+
+pub struct Call {
+    info: Arc<CallInfo>,
+    settings: Arc<CallSettings>,
+    signaling: mpsc::Sender<Message>,
+    events: UnboundedSender<Event>,
+    pipeline: gst::Pipeline,
+    webrtcbin: gst::Element,
+    media_ready: bool,
+    held_offer: Option<String>,
+    held_candidates: Vec<RemoteCandidate>,
+    remote: Option<gst_sdp::SDPMessage>,
+    local_mids: Vec<Option<String>>,
+    channel: Option<WebRTCDataChannel>,
+    channel_open: bool,
+    pings: VecDeque<(u64, Instant)>,
+    next_ping: u64,
+    sent_end_of_candidates: bool,
+}
+
+struct RemoteCandidate {
+    candidate: String,
+    sdp_mid: Option<String>,
+    sdp_mline_index: Option<u32>,
+}
+
+/// Runs one call to its end. Returns once the pipeline has been handed to teardown.
+pub async fn run(
+    info: Arc<CallInfo>,
+    settings: Arc<CallSettings>,
+    signaling: mpsc::Sender<Message>,
+    events_tx: UnboundedSender<Event>,
+    mut events: UnboundedReceiver<Event>,
+) -> CallEnd {
+    let call = Call::new(
+        Arc::clone(&info),
+        settings,
+        signaling.clone(),
+        events_tx.clone(),
+    );
+    let mut call = match call {
+        Ok(call) => call,
+        Err(end) => {
+            tracing::warn!(session = %info.session, "call could not start: {}", end.reason);
+            send_hangup(&signaling, &info, &end.reason).await;
+            info.set_state(CallState::Ended);
+            return end;
+        }
+    };
+    let end = call.drive(&mut events).await;
+    call.finish(&end).await;
+    end
+}
+
+async fn send_hangup(signaling: &mpsc::Sender<Message>, info: &CallInfo, reason: &str) {
+    let _ = signaling
+        .send(Message::hangup(&info.peer, &info.session, reason))
+        .await;
+}
+
+impl Call {
+    fn new(
+        info: Arc<CallInfo>,
+        settings: Arc<CallSettings>,
+        signaling: mpsc::Sender<Message>,
+        events: UnboundedSender<Event>,
+    ) -> Result<Call, CallEnd> {
+        let pipeline = media::new_pipeline(&format!("call-{}", info.session));
+        let webrtcbin = webrtc::create(&settings).map_err(|e| CallEnd::local(e.to_string()))?;
+        pipeline
+            .add(&webrtcbin)
+            .map_err(|e| CallEnd::local(e.to_string()))?;
+        webrtc::wire(&webrtcbin, &events);
+        webrtc::watch_bus(&pipeline, &events);
+        Ok(Call {
+            info,
+            settings,
+            signaling,
+            events,
+            pipeline,
+            webrtcbin,
+            media_ready: false,
+            held_offer: None,
+            held_candidates: Vec::new(),
+            remote: None,
+            local_mids: Vec::new(),
+            channel: None,
+            channel_open: false,
+            pings: VecDeque::new(),
+            next_ping: 0,
+            sent_end_of_candidates: false,
+        })
+    }
+
+    async fn drive(&mut self, events: &mut UnboundedReceiver<Event>) -> CallEnd {
+        if self.info.role == Role::Caller {
+            let call = Message::Call {
+                route: Route::new(&self.info.peer, &self.info.session),
+            };
+            if let Err(end) = self.signal(call).await {
+                return end;
+            }
+        } else {
+            // The callee's webrtcbin runs from the start so it can take candidates at once.
+            if let Err(end) = self.set_playing() {
+                return end;
+            }
+        }
+        let media_delay = tokio::time::sleep(self.settings.profile.media_start_delay());
+        tokio::pin!(media_delay);
+        let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(deadline);
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        loop {
+            let step = tokio::select! {
+                _ = &mut media_delay, if !self.media_ready => self.on_media_ready().await,
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => Err(CallEnd::local("shutdown")),
+                },
+                _ = ping.tick(), if self.channel_open => self.send_ping(),
+                _ = &mut deadline, if self.info.state() != CallState::Connected => {
+                    Err(CallEnd::local("timeout"))
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) -> Step {
+        match event {
+            Event::Remote(msg) => self.on_remote(msg).await,
+            Event::End { reason, tell_peer } => Err(CallEnd { reason, tell_peer }),
+            Event::IceCandidate { mline, candidate } => {
+                let sdp_mid = self.local_mids.get(mline as usize).cloned().flatten();
+                self.send_candidate(candidate, sdp_mid, Some(mline)).await
+            }
+            Event::GatheringComplete => self.send_end_of_candidates().await,
+            Event::PadAdded { pad, probe } => self.on_pad_added(&pad, probe),
+            Event::DataChannel(channel) => {
+                self.info.channels_received.fetch_add(1, Ordering::Relaxed);
+                // on-data-channel fires for a channel that is already open; on-open may follow.
+                self.channel = Some(channel);
+                self.on_channel_open();
+                Ok(())
+            }
+            Event::ChannelOpen => {
+                self.on_channel_open();
+                Ok(())
+            }
+            Event::ChannelClosed => {
+                self.channel_open = false;
+                self.info.set_channel(ChannelState::Closed);
+                Ok(())
+            }
+            Event::ChannelText(text) => {
+                self.on_channel_text(&text);
+                Ok(())
+            }
+            Event::ConnectionState(state) => self.on_connection_state(state),
+            Event::PipelineError(text) => {
+                tracing::warn!(session = %self.info.session, "pipeline error: {text}");
+                Err(CallEnd::local("media-error"))
+            }
+        }
+    }
+
+    async fn on_remote(&mut self, msg: Message) -> Step {
+        match msg {
+            Message::Offer { sdp, .. } if self.info.role == Role::Callee => {
+                if self.remote.is_some() || self.held_offer.is_some() {
+                    tracing::debug!(session = %self.info.session, "ignoring a second offer");
+                    return Ok(());
+                }
+                if self.media_ready {
+                    self.answer(&sdp).await
+                } else {
+                    tracing::debug!(session = %self.info.session, "offer before media: held");
+                    self.held_offer = Some(sdp);
+                    Ok(())
+                }
+            }
+            Message::Answer { sdp, .. } if self.info.role == Role::Caller => {
+                if self.remote.is_some() {
+                    return Ok(());
+                }
+                let answer = parse_sdp(&sdp)?;
+                self.set_description("set-remote-description", WebRTCSDPType::Answer, &answer)
+                    .await?;
+                self.remote = Some(answer);
+                self.info.set_state(CallState::Connecting);
+                self.apply_held_candidates();
+                Ok(())
+            }
+            Message::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                ..
+            } => {
+                self.on_remote_candidate(RemoteCandidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index,
+                });
+                Ok(())
+            }
+            Message::Hangup { reason, .. } => Err(CallEnd {
+                reason: if reason.is_empty() {
+                    "remote-hangup".into()
+                } else {
+                    reason
+                },
+                tell_peer: false,
+            }),
+            other => {
+                tracing::debug!(session = %self.info.session, "ignoring {other:?}");
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_media_ready(&mut self) -> Step {
+        self.media_ready = true;
+        match self.info.role {
+            Role::Caller => self.offer().await,
+            Role::Callee => match self.held_offer.take() {
+                Some(offer) => self.answer(&offer).await,
+                None => {
+                    self.info.set_state(CallState::AwaitingOffer);
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Caller: tracks, then the DataChannel, then the offer.
+    async fn offer(&mut self) -> Step {
+        let profile = Arc::clone(&self.settings.profile);
+        if let Some(video) = &profile.video {
+            let codec = video.codecs[0];
+            let branch = send::video(video, codec, codec.default_payload_type());
+            self.link_send_branch(branch)?;
+        }
+        if let Some(audio) = &profile.audio {
+            let codec = audio.codecs[0];
+            let branch = send::audio(audio, codec, codec.default_payload_type());
+            self.link_send_branch(branch)?;
+        }
+        self.set_playing()?;
+        let channel = self
+            .webrtcbin
+            .emit_by_name::<Option<WebRTCDataChannel>>(
+                "create-data-channel",
+                &[&"chat", &None::<gst::Structure>],
+            )
+            .ok_or_else(|| CallEnd::local("could not create the DataChannel"))?;
+        webrtc::wire_channel(&channel, &self.events);
+        self.channel = Some(channel);
+        self.info.channels_created.fetch_add(1, Ordering::Relaxed);
+        self.info.set_channel(ChannelState::Connecting);
+
+        let offer = self.create_description("create-offer", "offer").await?;
+        self.local_mids = sdp::mids(offer.sdp());
+        let text = offer.sdp().to_string();
+        self.set_local(offer).await?;
+        self.info.set_state(CallState::Offered);
+        let route = Route::new(&self.info.peer, &self.info.session);
+        self.signal(Message::Offer { route, sdp: text }).await
+    }
+
+    /// Callee: send branches matching the offer, then set-remote → create-answer → set-local.
+    async fn answer(&mut self, offer_text: &str) -> Step {
+        let offer = parse_sdp(offer_text)?;
+        let profile = Arc::clone(&self.settings.profile);
+        // Link in the offer's m-line order so transceivers line up with its m-lines.
+        for offered in codecs::offered_media(&offer) {
+            let branch = match offered.kind {
+                MediaKind::Video => profile.video.as_ref().and_then(|video| {
+                    codecs::choose(&offered, &video.codecs)
+                        .map(|(codec, pt)| send::video(video, codec, pt))
+                }),
+                MediaKind::Audio => profile.audio.as_ref().and_then(|audio| {
+                    codecs::choose(&offered, &audio.codecs)
+                        .map(|(codec, pt)| send::audio(audio, codec, pt))
+                }),
+            };
+            match branch {
+                Some(branch) => self.link_send_branch(branch)?,
+                None => tracing::info!(
+                    session = %self.info.session,
+                    mline = offered.mline,
+                    "no common codec to send on this m-line; receiving only"
+                ),
+            }
+        }
+        self.set_description("set-remote-description", WebRTCSDPType::Offer, &offer)
+            .await?;
+        self.remote = Some(offer);
+        self.apply_held_candidates();
+        let answer = self.create_description("create-answer", "answer").await?;
+        self.local_mids = sdp::mids(answer.sdp());
+        let text = answer.sdp().to_string();
+        self.set_local(answer).await?;
+        self.info.set_state(CallState::Connecting);
+        let route = Route::new(&self.info.peer, &self.info.session);
+        self.signal(Message::Answer { route, sdp: text }).await
+    }
+
+    fn link_send_branch(&mut self, branch: Result<send::SendBranch, media::MediaError>) -> Step {
+        let branch = branch.map_err(|e| {
+            tracing::warn!(session = %self.info.session, "{e}");
+            CallEnd::local("media-error")
+        })?;
+        let fail = |what: &str| CallEnd::local(format!("media-error: {what}"));
+        self.pipeline
+            .add(&branch.bin)
+            .map_err(|_| fail("add send branch"))?;
+        let src = branch
+            .bin
+            .static_pad("src")
+            .ok_or_else(|| fail("send branch has no src pad"))?;
+        let sink = self
+            .webrtcbin
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| fail("webrtcbin gave no sink pad"))?;
+        src.link(&sink).map_err(|_| fail("link send branch"))?;
+        branch
+            .bin
+            .sync_state_with_parent()
+            .map_err(|_| fail("start send branch"))?;
+        tracing::debug!(
+            session = %self.info.session,
+            codec = ?branch.codec,
+            pt = branch.payload_type,
+            "send branch linked"
+        );
+        Ok(())
+    }
+
+    fn set_playing(&self) -> Step {
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map(|_| ())
+            .map_err(|_| CallEnd::local("media-error: pipeline would not start"))
+    }
+
+    async fn create_description(
+        &self,
+        signal: &str,
+        field: &str,
+    ) -> Result<gst_webrtc::WebRTCSessionDescription, CallEnd> {
+        let (promise, reply) = gst::Promise::new_future();
+        self.webrtcbin
+            .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
+        let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
+            .await
+            .map_err(|_| CallEnd::local(format!("{signal} timed out")))?;
+        match reply {
+            Ok(Some(reply)) => reply
+                .get::<gst_webrtc::WebRTCSessionDescription>(field)
+                .map_err(|_| {
+                    let error = reply.value("error").ok().map(|v| format!("{v:?}"));
+                    CallEnd::local(format!("{signal} failed: {}", error.unwrap_or_default()))
+                }),
+            _ => Err(CallEnd::local(format!("{signal} gave no reply"))),
+        }
+    }
+
+    async fn set_local(&self, desc: gst_webrtc::WebRTCSessionDescription) -> Step {
+        self.promise_call("set-local-description", &desc).await
+    }
+
+    async fn set_description(
+        &self,
+        signal: &str,
+        kind: WebRTCSDPType,
+        sdp: &gst_sdp::SDPMessage,
+    ) -> Step {
+        let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp.clone());
+        self.promise_call(signal, &desc).await
+    }
+
+    async fn promise_call(
+        &self,
+        signal: &str,
+        desc: &gst_webrtc::WebRTCSessionDescription,
+    ) -> Step {
+        let (promise, reply) = gst::Promise::new_future();
+        self.webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
+        let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
+            .await
+            .map_err(|_| CallEnd::local(format!("{signal} timed out")))?;
+        match reply {
+            // webrtcbin replies with no structure on success, an `error` field on failure.
+            Ok(None) => Ok(()),
+            Ok(Some(reply)) => match reply.value("error") {
+                Ok(err) => Err(CallEnd::local(format!("{signal} failed: {err:?}"))),
+                Err(_) => Ok(()),
+            },
+            Err(err) => Err(CallEnd::local(format!("{signal}: {err:?}"))),
+        }
+    }
+
+    fn on_remote_candidate(&mut self, candidate: RemoteCandidate) {
+        if candidate.candidate.trim().is_empty() {
+            tracing::debug!(session = %self.info.session, "remote end of candidates");
+            return;
+        }
+        // Every stream is rtcp-muxed: RTCP (component 2) candidates have no use here.
+        if sdp::candidate_component(&candidate.candidate).is_some_and(|c| c != 1) {
+            return;
+        }
+        if self.remote.is_none() {
+            self.held_candidates.push(candidate);
+            return;
+        }
+        self.add_candidate(&candidate);
+    }
+
+    fn apply_held_candidates(&mut self) {
+        for candidate in std::mem::take(&mut self.held_candidates) {
+            self.add_candidate(&candidate);
+        }
+    }
+
+    fn add_candidate(&self, candidate: &RemoteCandidate) {
+        let Some(remote) = &self.remote else { return };
+        // Under max-bundle everything travels on the bundle's transport, whichever m-line
+        // the peer (browsers send one copy per m-line) attached the candidate to.
+        let mline = sdp::bundle_transport_mline(remote)
+            .or_else(|| {
+                candidate
+                    .sdp_mid
+                    .as_deref()
+                    .and_then(|mid| sdp::mline_of_mid(remote, mid))
+            })
+            .or(candidate.sdp_mline_index)
+            .unwrap_or(0);
+        let line = candidate
+            .candidate
+            .strip_prefix("a=")
+            .unwrap_or(&candidate.candidate);
+        self.webrtcbin
+            .emit_by_name::<()>("add-ice-candidate", &[&mline, &line]);
+    }
+
+    async fn send_candidate(
+        &mut self,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u32>,
+    ) -> Step {
+        let route = Route::new(&self.info.peer, &self.info.session);
+        self.signal(Message::Candidate {
+            route,
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+        })
+        .await
+    }
+
+    async fn send_end_of_candidates(&mut self) -> Step {
+        if self.sent_end_of_candidates {
+            return Ok(());
+        }
+        self.sent_end_of_candidates = true;
+        let mid = self.local_mids.first().cloned().flatten();
+        self.send_candidate(String::new(), mid, Some(0)).await
+    }
+
+    fn on_pad_added(&mut self, pad: &gst::Pad, probe: Option<gst::PadProbeId>) -> Step {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let sink = self.settings.profile.receive.clone();
+        let kind_sink = |is_video: bool| if is_video { sink.video } else { sink.audio };
+        let is_video = caps
+            .structure(0)
+            .and_then(|s| s.get::<&str>("media").ok())
+            .is_some_and(|m| m == "video");
+        let built = receive::branch(&caps, kind_sink(is_video), &self.info.received);
+        let result = built.map_err(|e| e.to_string()).and_then(|(bin, codec)| {
+            self.pipeline.add(&bin).map_err(|e| e.to_string())?;
+            let sink_pad = bin.static_pad("sink").ok_or("receive branch has no sink")?;
+            pad.link(&sink_pad).map_err(|e| e.to_string())?;
+            bin.sync_state_with_parent().map_err(|e| e.to_string())?;
+            Ok(codec)
+        });
+        if let Some(probe) = probe {
+            pad.remove_probe(probe);
+        }
+        match result {
+            Ok(codec) => {
+                tracing::debug!(session = %self.info.session, ?codec, "receiving");
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(session = %self.info.session, "receive branch: {err}");
+                Err(CallEnd::local("media-error"))
+            }
+        }
+    }
+
+    fn on_channel_open(&mut self) {
+        let open = self
+            .channel
+            .as_ref()
+            .is_some_and(|c| c.ready_state() == gst_webrtc::WebRTCDataChannelState::Open);
+        if open && !self.channel_open {
+            self.channel_open = true;
+            self.info.set_channel(ChannelState::Open);
+            tracing::debug!(session = %self.info.session, "data channel open");
+        }
+    }
+
+    fn on_channel_text(&mut self, text: &str) {
+        let parsed: Option<ChannelMessage> = serde_json::from_str(text).ok();
+        match parsed {
+            Some(ChannelMessage::Ping { id }) => {
+                let pong = serde_json::json!({"type": "pong", "id": id}).to_string();
+                if self.channel_send(&pong) {
+                    self.info.pings_answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(ChannelMessage::Pong { id }) => {
+                if let Some(pos) = self.pings.iter().position(|(n, _)| *n == id) {
+                    let (_, sent) = self.pings.remove(pos).unwrap_or((id, Instant::now()));
+                    let rtt = sent.elapsed().as_micros().max(1) as u64;
+                    self.info.rtt_us.store(rtt, Ordering::Relaxed);
+                    self.info.pongs_received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                tracing::debug!(session = %self.info.session, "data channel: {text}");
+            }
+        }
+    }
+
+    fn send_ping(&mut self) -> Step {
+        self.next_ping += 1;
+        let ping = serde_json::json!({"type": "ping", "id": self.next_ping}).to_string();
+        if self.channel_send(&ping) {
+            if self.pings.len() == PINGS_IN_FLIGHT {
+                self.pings.pop_front();
+            }
+            self.pings.push_back((self.next_ping, Instant::now()));
+        }
+        Ok(())
+    }
+
+    fn channel_send(&self, text: &str) -> bool {
+        match &self.channel {
+            Some(channel) => channel.send_string_full(Some(text)).is_ok(),
+            None => false,
+        }
+    }
+
+    fn on_connection_state(&mut self, state: WebRTCPeerConnectionState) -> Step {
+        tracing::debug!(session = %self.info.session, ?state, "connection state");
+        match state {
+            WebRTCPeerConnectionState::Connected => {
+                self.info.set_state(CallState::Connected);
+                Ok(())
+            }
+            WebRTCPeerConnectionState::Failed => Err(CallEnd::local("ice-failed")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn signal(&self, msg: Message) -> Step {
+        self.signaling
+            .send(msg)
+            .await
+            .map_err(|_| CallEnd::local("signaling gone"))
+    }
+
+    /// Tells the peer if needed, and hands the pipeline to teardown off this task.
+    async fn finish(self, end: &CallEnd) {
+        tracing::info!(session = %self.info.session, peer = %self.info.peer, reason = %end.reason, "call ended");
+        if end.tell_peer {
+            send_hangup(&self.signaling, &self.info, &end.reason).await;
+        }
+        self.info.set_state(CallState::Ended);
+        self.info.set_channel(ChannelState::Closed);
+        let Call {
+            pipeline,
+            webrtcbin,
+            channel,
+            ..
+        } = self;
+        drop(channel);
+        drop(webrtcbin);
+        media::teardown(pipeline);
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ChannelMessage {
+    Ping { id: u64 },
+    Pong { id: u64 },
+}
+
+fn parse_sdp(text: &str) -> Result<gst_sdp::SDPMessage, CallEnd> {
+    gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).map_err(|_| CallEnd::local("bad-sdp"))
+}

@@ -1,0 +1,249 @@
+//! All calls of this daemon: starts session tasks, routes signaling messages to them, and
+//! answers the questions the HTTP API asks. Holds its lock only to read or change the maps;
+//! it never calls webrtcbin (that is the session task's job).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::call::{self, CallEnd};
+use super::events::Event;
+use super::{CallInfo, CallSettings, CallSnapshot, Role};
+use crate::protocol::{ErrorCode, Message};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlaceCallError {
+    #[error("not registered with a relay yet")]
+    NotRegistered,
+    #[error("no peer '{0}' is registered")]
+    UnknownPeer(String),
+    #[error("this device is busy ({0} calls)")]
+    Busy(usize),
+}
+
+struct SessionHandle {
+    events: mpsc::UnboundedSender<Event>,
+    info: Arc<CallInfo>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Keyed by (peer, session): a session id is only unique per caller.
+    sessions: HashMap<(String, String), SessionHandle>,
+    peers: BTreeSet<String>,
+    id: Option<String>,
+}
+
+pub struct CallManager {
+    settings: Arc<CallSettings>,
+    signaling: mpsc::Sender<Message>,
+    state: Mutex<State>,
+    next_session: AtomicU64,
+    pub ended: AtomicU64,
+}
+
+impl CallManager {
+    /// `signaling` carries this daemon's messages to the relay.
+    pub fn new(settings: CallSettings, signaling: mpsc::Sender<Message>) -> Arc<CallManager> {
+        Arc::new(CallManager {
+            settings: Arc::new(settings),
+            signaling,
+            state: Mutex::default(),
+            next_session: AtomicU64::new(1),
+            ended: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn id(&self) -> Option<String> {
+        self.lock().id.clone()
+    }
+
+    pub fn peers(&self) -> Vec<String> {
+        self.lock().peers.iter().cloned().collect()
+    }
+
+    pub fn calls(&self) -> Vec<CallSnapshot> {
+        let mut calls: Vec<CallSnapshot> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|h| h.info.snapshot())
+            .collect();
+        calls.sort_by(|a, b| a.session.cmp(&b.session));
+        calls
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Places a call to `to`; returns the new session id.
+    pub fn place_call(self: &Arc<Self>, to: &str) -> Result<String, PlaceCallError> {
+        let mut state = self.lock();
+        let Some(me) = state.id.clone() else {
+            return Err(PlaceCallError::NotRegistered);
+        };
+        if !state.peers.contains(to) {
+            return Err(PlaceCallError::UnknownPeer(to.to_string()));
+        }
+        let max = self.settings.profile.max_sessions;
+        if state.sessions.len() >= max {
+            return Err(PlaceCallError::Busy(max));
+        }
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let session = format!("{me}-{}-{n}", std::process::id());
+        self.start(&mut state, to, &session, Role::Caller);
+        Ok(session)
+    }
+
+    /// Ends the call with this session id (any peer). False when there is no such call.
+    pub fn hangup(&self, session: &str) -> bool {
+        let state = self.lock();
+        let found = state.sessions.values().find(|h| h.info.session == session);
+        match found {
+            Some(handle) => {
+                let _ = handle.events.send(Event::End {
+                    reason: "hangup".into(),
+                    tell_peer: true,
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every call (shutdown).
+    pub fn hangup_all(&self, reason: &str) {
+        for handle in self.lock().sessions.values() {
+            let _ = handle.events.send(Event::End {
+                reason: reason.to_string(),
+                tell_peer: true,
+            });
+        }
+    }
+
+    /// The relay connection was lost: nobody is known to be online any more. Running calls
+    /// keep their media (it does not pass through the relay).
+    pub fn on_signaling_down(&self) {
+        let mut state = self.lock();
+        state.id = None;
+        state.peers.clear();
+    }
+
+    /// Handles one message from the relay.
+    pub fn on_signaling(self: &Arc<Self>, msg: Message) {
+        match msg {
+            Message::Registered { id, peers } => {
+                tracing::info!(id = %id, peers = peers.len(), "registered with the relay");
+                let mut state = self.lock();
+                state.peers = peers.into_iter().filter(|p| *p != id).collect();
+                state.id = Some(id);
+            }
+            Message::PeerJoined { id } => {
+                let mut state = self.lock();
+                if state.id.as_deref() != Some(id.as_str()) {
+                    state.peers.insert(id);
+                }
+            }
+            Message::PeerLeft { id } => {
+                let mut state = self.lock();
+                state.peers.remove(&id);
+                for ((peer, _), handle) in state.sessions.iter() {
+                    if *peer == id {
+                        let _ = handle.events.send(Event::End {
+                            reason: "peer-left".into(),
+                            tell_peer: false,
+                        });
+                    }
+                }
+            }
+            Message::Error {
+                code,
+                message,
+                session,
+            } => {
+                tracing::warn!(?code, session = ?session, "relay error: {message}");
+                if let (ErrorCode::UnknownPeer, Some(session)) = (code, session) {
+                    self.end_session(&session, "unknown-peer");
+                }
+            }
+            Message::Call { route } => {
+                let Some(from) = route.from else { return };
+                let mut state = self.lock();
+                let key = (from.clone(), route.session.clone());
+                if state.sessions.contains_key(&key) {
+                    return;
+                }
+                if state.sessions.len() >= self.settings.profile.max_sessions {
+                    drop(state);
+                    tracing::info!(peer = %from, "busy: refusing a call");
+                    let busy = Message::hangup(&from, &route.session, "busy");
+                    if self.signaling.try_send(busy).is_err() {
+                        tracing::warn!("signaling queue full; busy not sent");
+                    }
+                    return;
+                }
+                self.start(&mut state, &from, &route.session, Role::Callee);
+            }
+            Message::Register { .. } => {}
+            routed => self.route_to_session(routed),
+        }
+    }
+
+    fn route_to_session(&self, msg: Message) {
+        let Some(route) = msg.route() else { return };
+        let Some(from) = route.from.clone() else {
+            return;
+        };
+        let key = (from, route.session.clone());
+        let state = self.lock();
+        match state.sessions.get(&key) {
+            Some(handle) => {
+                let _ = handle.events.send(Event::Remote(msg));
+            }
+            // Ended, or never started: a late hangup or candidate is normal. Ignore quietly.
+            None => tracing::debug!(session = %key.1, "message for an unknown session ignored"),
+        }
+    }
+
+    fn end_session(&self, session: &str, reason: &str) {
+        let state = self.lock();
+        if let Some(handle) = state.sessions.values().find(|h| h.info.session == session) {
+            let _ = handle.events.send(Event::End {
+                reason: reason.to_string(),
+                tell_peer: false,
+            });
+        }
+    }
+
+    /// Registers a session and spawns its task. Called with the lock held; the task itself
+    /// runs elsewhere, and removes its entry when it ends.
+    fn start(self: &Arc<Self>, state: &mut State, peer: &str, session: &str, role: Role) {
+        let info = Arc::new(CallInfo::new(session, peer, role));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let key = (peer.to_string(), session.to_string());
+        state.sessions.insert(
+            key.clone(),
+            SessionHandle {
+                events: events_tx.clone(),
+                info: Arc::clone(&info),
+            },
+        );
+        tracing::info!(session, peer, ?role, "call starting");
+        let manager = Arc::clone(self);
+        let settings = Arc::clone(&self.settings);
+        let signaling = self.signaling.clone();
+        tokio::spawn(async move {
+            let end: CallEnd = call::run(info, settings, signaling, events_tx, events_rx).await;
+            tracing::debug!(session = %key.1, reason = %end.reason, "session task done");
+            manager.lock().sessions.remove(&key);
+            manager.ended.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+}

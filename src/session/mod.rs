@@ -1,0 +1,166 @@
+//! One call: a task that owns a webrtcbin pipeline and bridges it to signaling messages.
+//!
+//! The session task is the only code that calls webrtcbin. webrtcbin's signals, the data
+//! channel's signals and the bus post [`events::Event`]s to that task and return at once.
+
+mod call;
+mod events;
+pub mod ice;
+pub mod manager;
+pub mod sdp;
+mod webrtc;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::media::profile::Profile;
+use crate::media::receive::ReceiveCounters;
+
+pub use manager::{CallManager, PlaceCallError};
+
+/// What every call of this daemon is built with.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    pub profile: Arc<Profile>,
+    /// Restrict ICE host candidates to these local addresses (none: libnice's own choice).
+    pub ice_addresses: Vec<IpAddr>,
+    /// `stun://host:port`.
+    pub stun_server: Option<String>,
+    /// `turn(s)://user:password@host:port`.
+    pub turn_servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Caller,
+    Callee,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallState {
+    /// Building media.
+    Starting,
+    /// Caller: offer sent, waiting for the answer.
+    Offered,
+    /// Callee: media ready, waiting for the offer.
+    AwaitingOffer,
+    /// Descriptions exchanged; ICE/DTLS under way.
+    Connecting,
+    Connected,
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelState {
+    None,
+    Connecting,
+    Open,
+    Closed,
+}
+
+/// What the outside world may read about a running call. Written by the session task.
+#[derive(Debug)]
+pub struct CallInfo {
+    pub session: String,
+    pub peer: String,
+    pub role: Role,
+    pub started: Instant,
+    state: Mutex<CallState>,
+    channel: Mutex<ChannelState>,
+    pub received: Arc<ReceiveCounters>,
+    pub channels_created: AtomicU32,
+    pub channels_received: AtomicU32,
+    pub pings_answered: AtomicU64,
+    pub pongs_received: AtomicU64,
+    /// Last DataChannel ping round trip, microseconds (0: none yet).
+    pub rtt_us: AtomicU64,
+}
+
+/// A point-in-time view of a call, as `GET /api/calls` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallSnapshot {
+    pub session: String,
+    pub peer: String,
+    pub role: Role,
+    pub state: CallState,
+    pub video_frames: u64,
+    pub audio_buffers: u64,
+    pub datachannel: ChannelState,
+    pub datachannels_created: u32,
+    pub datachannels_received: u32,
+    pub pings_answered: u64,
+    pub pongs_received: u64,
+    pub rtt_ms: Option<f64>,
+    pub first_frame_ms: Option<f64>,
+    pub age_ms: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl CallInfo {
+    fn new(session: &str, peer: &str, role: Role) -> CallInfo {
+        CallInfo {
+            session: session.to_string(),
+            peer: peer.to_string(),
+            role,
+            started: Instant::now(),
+            state: Mutex::new(CallState::Starting),
+            channel: Mutex::new(ChannelState::None),
+            received: Arc::default(),
+            channels_created: AtomicU32::new(0),
+            channels_received: AtomicU32::new(0),
+            pings_answered: AtomicU64::new(0),
+            pongs_received: AtomicU64::new(0),
+            rtt_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn state(&self) -> CallState {
+        *lock(&self.state)
+    }
+
+    fn set_state(&self, state: CallState) {
+        let mut current = lock(&self.state);
+        if *current != state {
+            tracing::debug!(session = %self.session, from = ?*current, to = ?state, "call state");
+            *current = state;
+        }
+    }
+
+    fn set_channel(&self, state: ChannelState) {
+        *lock(&self.channel) = state;
+    }
+
+    pub fn snapshot(&self) -> CallSnapshot {
+        let micros_to_ms = |us: u64| (us > 0).then(|| us as f64 / 1000.0);
+        CallSnapshot {
+            session: self.session.clone(),
+            peer: self.peer.clone(),
+            role: self.role,
+            state: self.state(),
+            video_frames: self.received.video_frames.load(Ordering::Relaxed),
+            audio_buffers: self.received.audio_buffers.load(Ordering::Relaxed),
+            datachannel: *lock(&self.channel),
+            datachannels_created: self.channels_created.load(Ordering::Relaxed),
+            datachannels_received: self.channels_received.load(Ordering::Relaxed),
+            pings_answered: self.pings_answered.load(Ordering::Relaxed),
+            pongs_received: self.pongs_received.load(Ordering::Relaxed),
+            rtt_ms: micros_to_ms(self.rtt_us.load(Ordering::Relaxed)),
+            first_frame_ms: self
+                .received
+                .first_video
+                .get()
+                .map(|t| t.duration_since(self.started).as_secs_f64() * 1000.0),
+            age_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Creating a webrtcbin and wiring its signals to the session task.
+//!
+//! Every handler here only posts an [`Event`] and returns: no webrtcbin calls, no state
+//! changes, no locks. Closures hold the event sender and nothing else, so no reference cycle
+//! keeps a pipeline alive after teardown.
+
+use gst::prelude::*;
+use gst_webrtc::{WebRTCDataChannel, WebRTCICEGatheringState, WebRTCPeerConnectionState};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::CallSettings;
+use super::events::Event;
+use super::ice;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebRtcError {
+    #[error("webrtcbin is not available (is gstreamer1.0-plugins-bad installed?): {0}")]
+    Missing(String),
+    #[error(transparent)]
+    Ice(#[from] ice::IceError),
+}
+
+pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
+    let webrtcbin = gst::ElementFactory::make("webrtcbin")
+        .name("webrtc")
+        .property_from_str("bundle-policy", "max-bundle")
+        .property("latency", settings.profile.receive.latency_ms)
+        .build()
+        .map_err(|e| WebRtcError::Missing(e.to_string()))?;
+    if let Some(stun) = &settings.stun_server {
+        webrtcbin.set_property("stun-server", stun);
+    }
+    for turn in &settings.turn_servers {
+        let _added: bool = webrtcbin.emit_by_name("add-turn-server", &[turn]);
+    }
+    ice::restrict_host_addresses(&webrtcbin, &settings.ice_addresses)?;
+    Ok(webrtcbin)
+}
+
+pub fn wire(webrtcbin: &gst::Element, events: &UnboundedSender<Event>) {
+    let tx = events.clone();
+    webrtcbin.connect("on-ice-candidate", false, move |args| {
+        let mline = args.get(1).and_then(|v| v.get::<u32>().ok());
+        let candidate = args.get(2).and_then(|v| v.get::<String>().ok());
+        if let (Some(mline), Some(candidate)) = (mline, candidate) {
+            let _ = tx.send(Event::IceCandidate { mline, candidate });
+        }
+        None
+    });
+
+    let tx = events.clone();
+    webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
+        let state = bin.property::<WebRTCICEGatheringState>("ice-gathering-state");
+        if state == WebRTCICEGatheringState::Complete {
+            let _ = tx.send(Event::GatheringComplete);
+        }
+    });
+
+    let tx = events.clone();
+    webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
+        let state = bin.property::<WebRTCPeerConnectionState>("connection-state");
+        let _ = tx.send(Event::ConnectionState(state));
+    });
+
+    let tx = events.clone();
+    webrtcbin.connect_pad_added(move |_, pad| {
+        if pad.direction() != gst::PadDirection::Src {
+            return;
+        }
+        // Hold the stream until the task has linked a decoder: an unlinked pad would make
+        // the jitterbuffer's task pause for good on not-linked.
+        let probe = pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, |_, _| {
+            gst::PadProbeReturn::Ok
+        });
+        let _ = tx.send(Event::PadAdded {
+            pad: pad.clone(),
+            probe,
+        });
+    });
+
+    let tx = events.clone();
+    webrtcbin.connect("on-data-channel", false, move |args| {
+        if let Some(channel) = args.get(1).and_then(|v| v.get::<WebRTCDataChannel>().ok()) {
+            wire_channel(&channel, &tx);
+            let _ = tx.send(Event::DataChannel(channel));
+        }
+        None
+    });
+
+    // on-negotiation-needed is deliberately not connected: the caller offers once its tracks
+    // and DataChannel exist, never on a negotiation-needed that fires before that.
+}
+
+/// Connects a data channel's signals. Done inside on-data-channel (connecting handlers is not
+/// a webrtcbin call) so no message that arrives right after the channel opens is missed.
+pub fn wire_channel(channel: &WebRTCDataChannel, events: &UnboundedSender<Event>) {
+    let tx = events.clone();
+    channel.connect_on_open(move |_| {
+        let _ = tx.send(Event::ChannelOpen);
+    });
+    let tx = events.clone();
+    channel.connect_on_close(move |_| {
+        let _ = tx.send(Event::ChannelClosed);
+    });
+    let tx = events.clone();
+    channel.connect_on_message_string(move |_, text| {
+        if let Some(text) = text {
+            let _ = tx.send(Event::ChannelText(text.to_string()));
+        }
+    });
+}
+
+/// Bus errors and warnings go to the task; nothing else is needed from the bus.
+pub fn watch_bus(pipeline: &gst::Pipeline, events: &UnboundedSender<Event>) {
+    let Some(bus) = pipeline.bus() else { return };
+    let tx = events.clone();
+    bus.set_sync_handler(move |_, msg| {
+        match msg.view() {
+            gst::MessageView::Error(err) => {
+                let source = msg.src().map(|s| s.path_string().to_string());
+                let text = format!(
+                    "{}: {} ({:?})",
+                    source.unwrap_or_default(),
+                    err.error(),
+                    err.debug()
+                );
+                let _ = tx.send(Event::PipelineError(text));
+            }
+            gst::MessageView::Warning(w) => {
+                tracing::debug!("pipeline warning: {} ({:?})", w.error(), w.debug());
+            }
+            _ => {}
+        }
+        gst::BusSyncReply::Drop
+    });
+}
