@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian packages webrtcd needs, only those missing. Idempotent; uses sudo only
+# when not root. Usage: scripts/install-deps.sh run|test
+set -euo pipefail
+
+RUN_DEBS=(
+  pkg-config
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav gstreamer1.0-alsa
+  gstreamer1.0-tools libnice-dev
+)
+TEST_DEBS=(
+  curl procps iproute2
+)
+
+case "${1:-run}" in
+  run) wanted=("${RUN_DEBS[@]}") ;;
+  test) wanted=("${RUN_DEBS[@]}" "${TEST_DEBS[@]}") ;;
+  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "Installing missing Debian packages: ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo (Rust 1.95) is required: https://rustup.rs" >&2
+  exit 1
+fi

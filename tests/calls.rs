@@ -1,0 +1,203 @@
+//! Daemon-to-daemon calls: real processes, real webrtcbin, real WebSocket, 127.0.0.1 only.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_through_the_callees_embedded_relay() {
+    let _serial = serial();
+    let profile = light_profile("embedded", "");
+    let door = Proc::daemon("door", &profile, &[]);
+    let alice = Proc::daemon("alice", &profile, &["--relay", &door.ws_url()]);
+    wait_peer(&alice, "door").await;
+    let session = place_call(&alice, "door").await;
+    assert_call_works(&alice, &door, &session).await;
+    // The pipeline count is real: one per call while it runs, 0 once torn down.
+    assert_eq!(status(&alice).await["pipelines"], 1);
+    assert_eq!(status(&door).await["pipelines"], 1);
+    assert_eq!(hang_up(&alice, &session).await, 204);
+    wait_idle(&alice).await;
+    wait_idle(&door).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_through_a_standalone_relay() {
+    let _serial = serial();
+    let profile = light_profile("standalone", "");
+    let relay = Proc::relay("relay", "127.0.0.1:0", &[]);
+    let door = Proc::daemon("door2", &profile, &["--relay", &relay.ws_url()]);
+    let alice = Proc::daemon("alice2", &profile, &["--relay", &relay.ws_url()]);
+    wait_peer(&alice, "door2").await;
+    let session = place_call(&alice, "door2").await;
+    assert_call_works(&alice, &door, &session).await;
+}
+
+/// The callee's media takes a second to start, so the offer arrives first: it is held, and the
+/// answer still sends on both media lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_before_callee_media_is_held_and_answered_sendrecv() {
+    let _serial = serial();
+    let slow = light_profile("slow-callee", "media_start_delay_ms = 1000");
+    let fast = light_profile("fast-caller", "");
+    let alice = Proc::daemon("alice3", &fast, &[]);
+    let tap = Proxy::start(alice.ws_url(), None, Duration::ZERO).await;
+    let door = Proc::daemon("door3", &slow, &["--relay", &tap.url]);
+    wait_peer(&alice, "door3").await;
+    let session = place_call(&alice, "door3").await;
+    assert_call_works(&alice, &door, &session).await;
+
+    assert!(
+        door.log_text().contains("offer before media: held"),
+        "the offer did not arrive before the callee's media; the test proves nothing"
+    );
+    let answers = tap.messages(Direction::ToRelay, "answer");
+    assert_eq!(answers.len(), 1);
+    let sdp = answers[0]["sdp"].as_str().expect("sdp");
+    let media_sections: Vec<&str> = sdp
+        .split("m=")
+        .skip(1)
+        .filter(|m| m.starts_with("audio") || m.starts_with("video"))
+        .collect();
+    assert_eq!(media_sections.len(), 2, "{sdp}");
+    for m in media_sections {
+        assert!(m.contains("a=sendrecv"), "not sendrecv:\nm={m}");
+    }
+}
+
+/// The caller's offer is held back on its way to the relay, so its candidates reach the
+/// callee first: the callee holds them until the offer, and the call connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_before_the_offer_still_connect() {
+    let _serial = serial();
+    let profile = light_profile("early-candidates", "");
+    let door = Proc::daemon("door4", &profile, &[]);
+    let late_offers = Proxy::start(door.ws_url(), Some("offer"), Duration::from_millis(1000)).await;
+    let alice = Proc::daemon("alice4", &profile, &["--relay", &late_offers.url]);
+    wait_peer(&alice, "door4").await;
+    let session = place_call(&alice, "door4").await;
+    assert_call_works(&alice, &door, &session).await;
+
+    let order = late_offers.sent_types();
+    let offer_at = order.iter().position(|t| t == "offer").expect("offer sent");
+    let first_candidate = order
+        .iter()
+        .position(|t| t == "candidate")
+        .expect("candidates sent");
+    assert!(
+        first_candidate < offer_at,
+        "candidates did not overtake the offer: {order:?}"
+    );
+    // Every candidate we send names its m-line both ways (sdpMid and sdpMLineIndex).
+    for c in late_offers.messages(Direction::ToRelay, "candidate") {
+        assert!(c["sdpMid"].is_string(), "{c}");
+        assert!(c["sdpMLineIndex"].is_u64(), "{c}");
+    }
+    let end_of_candidates = late_offers
+        .messages(Direction::ToRelay, "candidate")
+        .iter()
+        .any(|c| c["candidate"] == "");
+    assert!(end_of_candidates, "the daemon sends end-of-candidates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangup_from_the_callee_ends_both_sides() {
+    let _serial = serial();
+    let profile = light_profile("callee-hangup", "");
+    let door = Proc::daemon("door5", &profile, &[]);
+    let alice = Proc::daemon("alice5", &profile, &["--relay", &door.ws_url()]);
+    wait_peer(&alice, "door5").await;
+    let session = place_call(&alice, "door5").await;
+    wait_call(&door, &session, "connected", |c| c["state"] == "connected").await;
+    assert_eq!(hang_up(&door, &session).await, 204);
+    wait_idle(&door).await;
+    wait_idle(&alice).await;
+    // Hanging up again is a 404, not a crash.
+    assert_eq!(hang_up(&door, &session).await, 404);
+
+    // A following call works.
+    let again = place_call(&alice, "door5").await;
+    assert_call_works(&alice, &door, &again).await;
+}
+
+/// The callee's process dies mid-call: the caller hears `peer-left` from the relay and ends
+/// the call; the caller keeps serving, and a new callee can be called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_call_ends_the_call_and_the_next_call_works() {
+    let _serial = serial();
+    let profile = light_profile("killed", "");
+    let alice = Proc::daemon("alice6", &profile, &[]);
+    let mut door = Proc::daemon("door6", &profile, &["--relay", &alice.ws_url()]);
+    wait_peer(&alice, "door6").await;
+    let session = place_call(&alice, "door6").await;
+    wait_call(&alice, &session, "connected", |c| c["state"] == "connected").await;
+    door.kill();
+    wait_idle(&alice).await;
+    assert_eq!(
+        status(&alice).await["peers"].as_array().map(Vec::len),
+        Some(0)
+    );
+
+    let door = Proc::daemon("door6", &profile, &["--relay", &alice.ws_url()]);
+    wait_peer(&alice, "door6").await;
+    let session = place_call(&alice, "door6").await;
+    assert_call_works(&alice, &door, &session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_beyond_max_sessions_is_refused_busy() {
+    let _serial = serial();
+    let single = light_profile("single", "max_sessions = 1");
+    let profile = light_profile("busy-callers", "");
+    let door = Proc::daemon("door7", &single, &[]);
+    let tap = Proxy::start(door.ws_url(), None, Duration::ZERO).await;
+    let alice = Proc::daemon("alice7", &profile, &["--relay", &door.ws_url()]);
+    let bob = Proc::daemon("bob7", &profile, &["--relay", &tap.url]);
+    wait_peer(&alice, "door7").await;
+    wait_peer(&bob, "door7").await;
+    let first = place_call(&alice, "door7").await;
+    wait_call(&door, &first, "connected", |c| c["state"] == "connected").await;
+    let second = place_call(&bob, "door7").await;
+    wait_for("bob's call to end", Duration::from_secs(15), || async {
+        calls(&bob).await.is_empty().then_some(())
+    })
+    .await;
+    let hangups = tap.messages(Direction::FromRelay, "hangup");
+    assert!(
+        hangups
+            .iter()
+            .any(|h| h["session"] == second && h["reason"] == "busy"),
+        "{hangups:?}"
+    );
+    // The first call is untouched.
+    assert_eq!(calls(&door).await.len(), 1);
+    wait_idle(&bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_re_registers_when_its_relay_comes_back() {
+    let _serial = serial();
+    let profile = light_profile("reregister", "");
+    let mut relay = Proc::relay("relay8", "127.0.0.1:0", &[]);
+    let addr = relay.addr.clone();
+    let door = Proc::daemon("door8", &profile, &["--relay", &relay.ws_url()]);
+    wait_for("registration", Duration::from_secs(10), || async {
+        (status(&door).await["registered"] == true).then_some(())
+    })
+    .await;
+    relay.kill();
+    wait_for(
+        "the loss to be noticed",
+        Duration::from_secs(10),
+        || async { (status(&door).await["registered"] == false).then_some(()) },
+    )
+    .await;
+    let _relay = Proc::relay("relay8b", &addr, &[]);
+    wait_for("re-registration", Duration::from_secs(15), || async {
+        let s = status(&door).await;
+        (s["registered"] == true && s["id"] == "door8").then_some(())
+    })
+    .await;
+}

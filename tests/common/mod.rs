@@ -1,0 +1,406 @@
+//! Test harness: real `webrtcd` processes on 127.0.0.1 (port 0), their HTTP API, and a
+//! signaling proxy that can watch and delay frames between a daemon and its relay.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::Message as Frame;
+use futures::StreamExt;
+use serde_json::Value;
+use webrtcd::service::api_client;
+
+/// Calls need most of this 2-core machine: run the tests that make them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    std::fs::create_dir_all(&dir).expect("create target/test-logs");
+    dir
+}
+
+/// A light version of the test profile (320x240) so two daemons fit on two cores, with
+/// `top` (keys like `media_start_delay_ms = 1000`) added at the top level.
+pub fn light_profile(name: &str, top: &str) -> PathBuf {
+    let text = format!(
+        "name = \"{name}\"\n{top}\n\
+         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\nframerate = 30\n\
+         codecs = [\"vp8\"]\nbitrate_kbps = 500\n\
+         [audio]\nsource = \"test\"\ncodecs = [\"opus\"]\n"
+    );
+    let path = artifacts_dir().join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write profile");
+    path
+}
+
+/// A running `webrtcd` process, killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// `webrtcd run` on a free port, ICE on loopback, debug logs to target/test-logs.
+    pub fn daemon(id: &str, profile: &Path, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            id,
+            "--ice-address",
+            "127.0.0.1",
+            "--profile",
+            profile.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(id, &args)
+    }
+
+    /// `webrtcd relay` on `listen` (`127.0.0.1:0` for a free port).
+    pub fn relay(name: &str, listen: &str, extra: &[&str]) -> Proc {
+        let mut args = vec!["relay", "--listen", listen];
+        args.extend_from_slice(extra);
+        Proc::spawn(name, &args)
+    }
+
+    pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        let log = artifacts_dir().join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).expect("create log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webrtcd"))
+            .args(args)
+            .env("RUST_LOG", "webrtcd=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn webrtcd");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{name} did not announce its address; see {log:?}"));
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .expect("listening line")
+            .trim()
+            .to_string();
+        Proc {
+            name: name.to_string(),
+            child,
+            addr,
+            log,
+        }
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/signaling", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL: the peer vanishes without a word.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn get(p: &Proc, path: &str) -> Value {
+    let (status, body) = api_client::request("GET", &p.api(path), None, None)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", p.name));
+    assert_eq!(status, 200, "GET {path} on {}: {body}", p.name);
+    serde_json::from_str(&body).expect("JSON")
+}
+
+pub async fn status(p: &Proc) -> Value {
+    get(p, "/api/status").await
+}
+
+pub async fn calls(p: &Proc) -> Vec<Value> {
+    match get(p, "/api/calls").await {
+        Value::Array(calls) => calls,
+        other => panic!("calls is not a list: {other}"),
+    }
+}
+
+/// `POST /api/calls`; returns the session id.
+pub async fn place_call(from: &Proc, to: &str) -> String {
+    let body = serde_json::json!({ "to": to }).to_string();
+    let (status, text) = api_client::request("POST", &from.api("/api/calls"), Some(body), None)
+        .await
+        .expect("POST /api/calls");
+    assert_eq!(status, 201, "place call: {text}");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    v["session"].as_str().expect("session").to_string()
+}
+
+pub async fn hang_up(p: &Proc, session: &str) -> u16 {
+    let path = format!("/api/calls/{session}");
+    let (status, _) = api_client::request("DELETE", &p.api(&path), None, None)
+        .await
+        .expect("DELETE");
+    status
+}
+
+/// Polls `check` every 100 ms until it yields a value, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `p` has registered and sees `peer` online.
+pub async fn wait_peer(p: &Proc, peer: &str) {
+    wait_for(
+        &format!("{} to see {peer}", p.name),
+        Duration::from_secs(15),
+        || async {
+            let s = status(p).await;
+            let peers = s["peers"].as_array().cloned().unwrap_or_default();
+            peers.iter().any(|x| x == peer).then_some(())
+        },
+    )
+    .await
+}
+
+/// The call with this session id on `p`, once `accept` holds for it.
+pub async fn wait_call(
+    p: &Proc,
+    session: &str,
+    what: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(
+        &format!("{what} on {}", p.name),
+        Duration::from_secs(30),
+        || async {
+            calls(p)
+                .await
+                .into_iter()
+                .find(|c| c["session"] == session && accept(c))
+        },
+    )
+    .await
+}
+
+/// Media and DataChannel flow both ways on this side of the call.
+pub fn media_and_pings_flow(c: &Value) -> bool {
+    c["video_frames"].as_u64().unwrap_or(0) >= 30
+        && c["audio_buffers"].as_u64().unwrap_or(0) > 0
+        && c["pongs_received"].as_u64().unwrap_or(0) >= 1
+        && c["pings_answered"].as_u64().unwrap_or(0) >= 1
+}
+
+/// Both sides decode ≥ 30 video frames and audio, ping/pong works both ways, and only the
+/// caller created a DataChannel.
+pub async fn assert_call_works(caller: &Proc, callee: &Proc, session: &str) {
+    let a = wait_call(caller, session, "media + pings", media_and_pings_flow).await;
+    let b = wait_call(callee, session, "media + pings", media_and_pings_flow).await;
+    assert_eq!(a["role"], "caller");
+    assert_eq!(b["role"], "callee");
+    assert_eq!(a["state"], "connected");
+    assert_eq!(b["state"], "connected");
+    assert_eq!(
+        a["datachannels_created"], 1,
+        "caller creates the channel: {a}"
+    );
+    assert_eq!(a["datachannels_received"], 0, "{a}");
+    assert_eq!(
+        b["datachannels_created"], 0,
+        "callee never creates one: {b}"
+    );
+    assert_eq!(b["datachannels_received"], 1, "{b}");
+}
+
+/// No sessions and no live pipelines left.
+pub async fn wait_idle(p: &Proc) {
+    wait_for(
+        &format!("{} to have no sessions and no pipelines", p.name),
+        Duration::from_secs(15),
+        || async {
+            let s = status(p).await;
+            (s["sessions"] == 0 && s["pipelines"] == 0).then_some(())
+        },
+    )
+    .await
+}
+
+/// A signaling man-in-the-middle: daemons connect to it as if it were the relay; it forwards
+/// every frame to the real relay, records them, and can hold back chosen message types.
+pub struct Proxy {
+    pub url: String,
+    pub frames: Arc<Mutex<Vec<(Direction, Value)>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToRelay,
+    FromRelay,
+}
+
+impl Proxy {
+    /// Frames of type `delay_type` going to the relay are forwarded `delay` late; every
+    /// other frame passes at once (so later frames overtake them).
+    pub async fn start(
+        upstream: String,
+        delay_type: Option<&'static str>,
+        delay: Duration,
+    ) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("ws://{}/signaling", listener.local_addr().expect("addr"));
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&frames);
+        tokio::spawn(async move {
+            // Bounded: a test makes a handful of connections.
+            for _ in 0..16 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let _ = Proxy::pipe(tcp, upstream, log, delay_type, delay).await;
+                });
+            }
+        });
+        Proxy { url, frames }
+    }
+
+    async fn pipe(
+        tcp: tokio::net::TcpStream,
+        upstream: String,
+        log: Arc<Mutex<Vec<(Direction, Value)>>>,
+        delay_type: Option<&'static str>,
+        delay: Duration,
+    ) -> anyhow::Result<()> {
+        let client = async_tungstenite::tokio::accept_async(tcp).await?;
+        let (relay, _) = async_tungstenite::tokio::connect_async(upstream).await?;
+        let (mut client_tx, mut client_rx) = client.split();
+        let (mut relay_tx, mut relay_rx) = relay.split();
+        let (to_relay, mut to_relay_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let record = |dir: Direction, text: &str| {
+            if let Ok(v) = serde_json::from_str::<Value>(text) {
+                log.lock().unwrap_or_else(|p| p.into_inner()).push((dir, v));
+            }
+        };
+        loop {
+            tokio::select! {
+                frame = client_rx.next() => match frame {
+                    Some(Ok(Frame::Text(text))) => {
+                        let text = text.to_string();
+                        let kind = serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .and_then(|v| v["type"].as_str().map(str::to_string));
+                        if delay_type.is_some() && kind.as_deref() == delay_type {
+                            let tx = to_relay.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = tx.send(text);
+                            });
+                        } else {
+                            let _ = to_relay.send(text);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return Ok(()),
+                },
+                Some(text) = to_relay_rx.recv() => {
+                    record(Direction::ToRelay, &text);
+                    relay_tx.send(Frame::text(text)).await?;
+                }
+                frame = relay_rx.next() => match frame {
+                    Some(Ok(Frame::Text(text))) => {
+                        record(Direction::FromRelay, text.as_str());
+                        client_tx.send(Frame::Text(text)).await?;
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// Recorded messages of one type, in the order they passed.
+    pub fn messages(&self, dir: Direction, kind: &str) -> Vec<Value> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(d, v)| *d == dir && v["type"] == kind)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Types of the messages that went to the relay, in order.
+    pub fn sent_types(&self) -> Vec<String> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(d, _)| *d == Direction::ToRelay)
+            .filter_map(|(_, v)| v["type"].as_str().map(str::to_string))
+            .collect()
+    }
+}
