@@ -8,7 +8,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_through_the_callees_embedded_relay() {
-    let _serial = serial();
+    let _serial = serial().await;
     let profile = light_profile("embedded", "");
     let door = Proc::daemon("door", &profile, &[]);
     let alice = Proc::daemon("alice", &profile, &["--relay", &door.ws_url()]);
@@ -25,7 +25,7 @@ async fn call_through_the_callees_embedded_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_through_a_standalone_relay() {
-    let _serial = serial();
+    let _serial = serial().await;
     let profile = light_profile("standalone", "");
     let relay = Proc::relay("relay", "127.0.0.1:0", &[]);
     let door = Proc::daemon("door2", &profile, &["--relay", &relay.ws_url()]);
@@ -39,7 +39,7 @@ async fn call_through_a_standalone_relay() {
 /// answer still sends on both media lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offer_before_callee_media_is_held_and_answered_sendrecv() {
-    let _serial = serial();
+    let _serial = serial().await;
     let slow = light_profile("slow-callee", "media_start_delay_ms = 1000");
     let fast = light_profile("fast-caller", "");
     let alice = Proc::daemon("alice3", &fast, &[]);
@@ -71,7 +71,7 @@ async fn offer_before_callee_media_is_held_and_answered_sendrecv() {
 /// callee first: the callee holds them until the offer, and the call connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidates_before_the_offer_still_connect() {
-    let _serial = serial();
+    let _serial = serial().await;
     let profile = light_profile("early-candidates", "");
     let door = Proc::daemon("door4", &profile, &[]);
     let late_offers = Proxy::start(door.ws_url(), Some("offer"), Duration::from_millis(1000)).await;
@@ -104,7 +104,7 @@ async fn candidates_before_the_offer_still_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hangup_from_the_callee_ends_both_sides() {
-    let _serial = serial();
+    let _serial = serial().await;
     let profile = light_profile("callee-hangup", "");
     let door = Proc::daemon("door5", &profile, &[]);
     let alice = Proc::daemon("alice5", &profile, &["--relay", &door.ws_url()]);
@@ -126,7 +126,7 @@ async fn hangup_from_the_callee_ends_both_sides() {
 /// the call; the caller keeps serving, and a new callee can be called.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_call_ends_the_call_and_the_next_call_works() {
-    let _serial = serial();
+    let _serial = serial().await;
     let profile = light_profile("killed", "");
     let alice = Proc::daemon("alice6", &profile, &[]);
     let mut door = Proc::daemon("door6", &profile, &["--relay", &alice.ws_url()]);
@@ -148,7 +148,7 @@ async fn a_peer_killed_mid_call_ends_the_call_and_the_next_call_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_beyond_max_sessions_is_refused_busy() {
-    let _serial = serial();
+    let _serial = serial().await;
     let single = light_profile("single", "max_sessions = 1");
     let profile = light_profile("busy-callers", "");
     let door = Proc::daemon("door7", &single, &[]);
@@ -178,7 +178,7 @@ async fn a_call_beyond_max_sessions_is_refused_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_re_registers_when_its_relay_comes_back() {
-    let _serial = serial();
+    let _serial = serial().await;
     let profile = light_profile("reregister", "");
     let mut relay = Proc::relay("relay8", "127.0.0.1:0", &[]);
     let addr = relay.addr.clone();

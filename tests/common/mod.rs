@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message as Frame;
@@ -14,10 +14,11 @@ use serde_json::Value;
 use webrtcd::service::api_client;
 
 /// Calls need most of this 2-core machine: run the tests that make them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// (An async mutex: the guard is held across awaits; it works across the tests' runtimes.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 pub fn artifacts_dir() -> PathBuf {
