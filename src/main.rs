@@ -28,6 +28,9 @@ enum Command {
         /// Require this bearer token (repeatable).
         #[arg(long = "token")]
         tokens: Vec<String>,
+        /// Seconds between pings of idle connections; silent for two intervals: closed.
+        #[arg(long, default_value_t = 20)]
+        keepalive_secs: u64,
     },
     /// Ask a running daemon to call PEER.
     Call {
@@ -94,10 +97,15 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => service::run_daemon(args.into_config()?).await,
-            Command::Relay { listen, tokens } => {
+            Command::Relay {
+                listen,
+                tokens,
+                keepalive_secs,
+            } => {
                 let config = Config {
                     listen,
                     tokens,
+                    keepalive_secs,
                     ..Config::default()
                 };
                 service::run_relay(config).await

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_through_the_callees_embedded_relay() {
@@ -31,8 +32,22 @@ async fn call_through_a_standalone_relay() {
     let door = Proc::daemon("door2", &profile, &["--relay", &relay.ws_url()]);
     let alice = Proc::daemon("alice2", &profile, &["--relay", &relay.ws_url()]);
     wait_peer(&alice, "door2").await;
-    let session = place_call(&alice, "door2").await;
+    // Placed with the thin CLI client this time.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webrtcd"))
+        .args(["call", "door2", "--api", &alice.api("")])
+        .output()
+        .expect("webrtcd call");
+    assert!(out.status.success(), "{out:?}");
+    let reply: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let session = reply["session"].as_str().expect("session").to_string();
     assert_call_works(&alice, &door, &session).await;
+    // Calling nobody fails with a clear message and a non-zero exit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webrtcd"))
+        .args(["call", "nobody", "--api", &alice.api("")])
+        .output()
+        .expect("webrtcd call");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 }
 
 /// The callee's media takes a second to start, so the offer arrives first: it is held, and the
@@ -43,7 +58,7 @@ async fn offer_before_callee_media_is_held_and_answered_sendrecv() {
     let slow = light_profile("slow-callee", "media_start_delay_ms = 1000");
     let fast = light_profile("fast-caller", "");
     let alice = Proc::daemon("alice3", &fast, &[]);
-    let tap = Proxy::start(alice.ws_url(), None, Duration::ZERO).await;
+    let tap = Proxy::start(alice.ws_url(), pass).await;
     let door = Proc::daemon("door3", &slow, &["--relay", &tap.url]);
     wait_peer(&alice, "door3").await;
     let session = place_call(&alice, "door3").await;
@@ -74,7 +89,7 @@ async fn candidates_before_the_offer_still_connect() {
     let _serial = serial().await;
     let profile = light_profile("early-candidates", "");
     let door = Proc::daemon("door4", &profile, &[]);
-    let late_offers = Proxy::start(door.ws_url(), Some("offer"), Duration::from_millis(1000)).await;
+    let late_offers = Proxy::start(door.ws_url(), delay_offers).await;
     let alice = Proc::daemon("alice4", &profile, &["--relay", &late_offers.url]);
     wait_peer(&alice, "door4").await;
     let session = place_call(&alice, "door4").await;
@@ -100,6 +115,63 @@ async fn candidates_before_the_offer_still_connect() {
         .iter()
         .any(|c| c["candidate"] == "");
     assert!(end_of_candidates, "the daemon sends end-of-candidates");
+}
+
+fn delay_offers(v: Value) -> Vec<(Duration, Value)> {
+    let delay = if v["type"] == "offer" {
+        Duration::from_secs(1)
+    } else {
+        Duration::ZERO
+    };
+    vec![(delay, v)]
+}
+
+/// Stands in for a peer that never trickles and sends what browsers send: its own candidates
+/// never arrive (nor any end-of-candidates); instead the callee gets, for the same session,
+/// an unresolvable `.local` (mDNS) candidate, an RTCP (component 2) candidate, copies for
+/// other m-lines, and end-of-candidates with a null mid.
+fn never_trickle_but_send_oddities(v: Value) -> Vec<(Duration, Value)> {
+    if v["type"] != "candidate" {
+        return pass(v);
+    }
+    if v["candidate"] != "" {
+        return Vec::new();
+    }
+    let odd = |candidate: &str, mid: Value, index: Value| {
+        let mut c = v.clone();
+        c["candidate"] = candidate.into();
+        c["sdpMid"] = mid;
+        c["sdpMLineIndex"] = index;
+        c
+    };
+    let mdns = "candidate:9 1 udp 2122260223 0b5d2f3e-1c1d-4e3f-9a1b-6c7d8e9f0a1b.local 50123 typ host generation 0";
+    let rtcp = "candidate:9 2 udp 2122260222 127.0.0.1 50124 typ host";
+    vec![
+        (Duration::ZERO, odd(mdns, "0".into(), 0.into())),
+        (Duration::ZERO, odd(mdns, "1".into(), 1.into())),
+        (Duration::ZERO, odd(rtcp, "0".into(), 0.into())),
+        (Duration::ZERO, odd("", Value::Null, Value::Null)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_trickles_still_connects() {
+    let _serial = serial().await;
+    let profile = light_profile("no-trickle", "");
+    let door = Proc::daemon("door9", &profile, &[]);
+    let silent = Proxy::start(door.ws_url(), never_trickle_but_send_oddities).await;
+    let alice = Proc::daemon("alice9", &profile, &["--relay", &silent.url]);
+    wait_peer(&alice, "door9").await;
+    let session = place_call(&alice, "door9").await;
+    assert_call_works(&alice, &door, &session).await;
+    let forwarded = silent.messages(Direction::ToRelay, "candidate");
+    assert!(
+        forwarded.iter().all(|c| c["candidate"] == ""
+            || c["candidate"]
+                .as_str()
+                .is_some_and(|s| s.contains(".local") || s.contains(" 2 udp"))),
+        "none of the caller's real candidates reached the callee: {forwarded:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +224,7 @@ async fn a_call_beyond_max_sessions_is_refused_busy() {
     let single = light_profile("single", "max_sessions = 1");
     let profile = light_profile("busy-callers", "");
     let door = Proc::daemon("door7", &single, &[]);
-    let tap = Proxy::start(door.ws_url(), None, Duration::ZERO).await;
+    let tap = Proxy::start(door.ws_url(), pass).await;
     let alice = Proc::daemon("alice7", &profile, &["--relay", &door.ws_url()]);
     let bob = Proc::daemon("bob7", &profile, &["--relay", &tap.url]);
     wait_peer(&alice, "door7").await;

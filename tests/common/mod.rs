@@ -287,7 +287,7 @@ pub async fn wait_idle(p: &Proc) {
 }
 
 /// A signaling man-in-the-middle: daemons connect to it as if it were the relay; it forwards
-/// every frame to the real relay, records them, and can hold back chosen message types.
+/// every frame to the real relay, records what passed, and can rewrite what goes to the relay.
 pub struct Proxy {
     pub url: String,
     pub frames: Arc<Mutex<Vec<(Direction, Value)>>>,
@@ -299,14 +299,16 @@ pub enum Direction {
     FromRelay,
 }
 
+/// Decides what becomes of one message on its way to the relay: the messages to forward
+/// instead (none: dropped), each after its own delay (later frames may overtake it).
+pub type Rewrite = fn(Value) -> Vec<(Duration, Value)>;
+
+pub fn pass(v: Value) -> Vec<(Duration, Value)> {
+    vec![(Duration::ZERO, v)]
+}
+
 impl Proxy {
-    /// Frames of type `delay_type` going to the relay are forwarded `delay` late; every
-    /// other frame passes at once (so later frames overtake them).
-    pub async fn start(
-        upstream: String,
-        delay_type: Option<&'static str>,
-        delay: Duration,
-    ) -> Proxy {
+    pub async fn start(upstream: String, rewrite: Rewrite) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy");
@@ -322,7 +324,7 @@ impl Proxy {
                 let upstream = upstream.clone();
                 let log = Arc::clone(&log);
                 tokio::spawn(async move {
-                    let _ = Proxy::pipe(tcp, upstream, log, delay_type, delay).await;
+                    let _ = Proxy::pipe(tcp, upstream, log, rewrite).await;
                 });
             }
         });
@@ -333,47 +335,47 @@ impl Proxy {
         tcp: tokio::net::TcpStream,
         upstream: String,
         log: Arc<Mutex<Vec<(Direction, Value)>>>,
-        delay_type: Option<&'static str>,
-        delay: Duration,
+        rewrite: Rewrite,
     ) -> anyhow::Result<()> {
         let client = async_tungstenite::tokio::accept_async(tcp).await?;
         let (relay, _) = async_tungstenite::tokio::connect_async(upstream).await?;
         let (mut client_tx, mut client_rx) = client.split();
         let (mut relay_tx, mut relay_rx) = relay.split();
-        let (to_relay, mut to_relay_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let record = |dir: Direction, text: &str| {
-            if let Ok(v) = serde_json::from_str::<Value>(text) {
-                log.lock().unwrap_or_else(|p| p.into_inner()).push((dir, v));
-            }
+        let (to_relay, mut to_relay_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let record = |dir: Direction, v: &Value| {
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((dir, v.clone()));
         };
         loop {
             tokio::select! {
                 frame = client_rx.next() => match frame {
                     Some(Ok(Frame::Text(text))) => {
-                        let text = text.to_string();
-                        let kind = serde_json::from_str::<Value>(&text)
-                            .ok()
-                            .and_then(|v| v["type"].as_str().map(str::to_string));
-                        if delay_type.is_some() && kind.as_deref() == delay_type {
+                        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                        for (delay, out) in rewrite(v) {
+                            if delay.is_zero() {
+                                let _ = to_relay.send(out);
+                                continue;
+                            }
                             let tx = to_relay.clone();
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
-                                let _ = tx.send(text);
+                                let _ = tx.send(out);
                             });
-                        } else {
-                            let _ = to_relay.send(text);
                         }
                     }
                     Some(Ok(_)) => {}
                     _ => return Ok(()),
                 },
-                Some(text) = to_relay_rx.recv() => {
-                    record(Direction::ToRelay, &text);
-                    relay_tx.send(Frame::text(text)).await?;
+                Some(v) = to_relay_rx.recv() => {
+                    record(Direction::ToRelay, &v);
+                    relay_tx.send(Frame::text(v.to_string())).await?;
                 }
                 frame = relay_rx.next() => match frame {
                     Some(Ok(Frame::Text(text))) => {
-                        record(Direction::FromRelay, text.as_str());
+                        if let Ok(v) = serde_json::from_str::<Value>(text.as_str()) {
+                            record(Direction::FromRelay, &v);
+                        }
                         client_tx.send(Frame::Text(text)).await?;
                     }
                     Some(Ok(_)) => {}
