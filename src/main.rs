@@ -85,7 +85,20 @@ impl RunArgs {
     }
 }
 
+/// glibc gives every thread that allocates its own malloc arena and never returns them. Each
+/// call starts and stops a few dozen GStreamer streaming threads, so without a cap the RSS of a
+/// long-running daemon creeps up by megabytes per call (measured: 55 MiB in a call, 171 MiB
+/// after 20 sequential calls; with the cap it levels off near 77 MiB).
+fn cap_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    cap_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -56,5 +56,11 @@ pub fn teardown(pipeline: gst::Pipeline) -> tokio::task::JoinHandle<()> {
             bus.unset_sync_handler();
         }
         drop(pipeline);
+        // Hand the freed call's memory back to the system rather than keeping it cached.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free heap pages; it is thread-safe.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     })
 }
