@@ -55,6 +55,9 @@ struct RunArgs {
     relay: Option<String>,
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Where the DTLS certificate is kept.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Restrict ICE host candidates to this local address (repeatable).
     #[arg(long = "ice-address")]
     ice_addresses: Vec<IpAddr>,
@@ -77,6 +80,9 @@ impl RunArgs {
         }
         if let Some(profile) = self.profile {
             config.profile = profile;
+        }
+        if self.state_dir.is_some() {
+            config.state_dir = self.state_dir;
         }
         if !self.ice_addresses.is_empty() {
             config.ice.addresses = self.ice_addresses;

@@ -37,6 +37,8 @@ pub struct Config {
     /// Seconds between WebSocket pings of idle relay connections.
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// Where the DTLS certificate is kept (default: `$STATE_DIRECTORY`, else `./state`).
+    pub state_dir: Option<PathBuf>,
     /// Most WebSocket connections the embedded relay serves at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -79,12 +81,21 @@ impl Default for Config {
             tokens: Vec::new(),
             ice: IceConfig::default(),
             keepalive_secs: default_keepalive(),
+            state_dir: None,
             max_connections: default_max_connections(),
         }
     }
 }
 
 impl Config {
+    /// The state directory: the configured one, systemd's `StateDirectory=`, or `./state`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("state"))
+    }
+
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_path_buf(),

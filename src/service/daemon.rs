@@ -13,6 +13,7 @@ use super::http::{self, RelayState};
 use crate::media::{self, profile::Profile};
 use crate::relay::Relay;
 use crate::relay::link::{self, LinkEvent};
+use crate::session::identity::DtlsIdentity;
 use crate::session::{CallManager, CallSettings};
 
 /// How long shutdown waits for calls to end before exiting anyway.
@@ -42,7 +43,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     media::init()?;
     let profile = Profile::load(&config.profile)?;
     tracing::info!(profile = %profile.name, file = %config.profile.display(), "profile loaded");
+    let identity = DtlsIdentity::load_or_create(&config.state_dir())?;
+    tracing::info!(fingerprint = %identity.fingerprint(), "DTLS identity (ECDSA P-256)");
+    let warm_up = tokio::task::spawn_blocking(crate::session::identity::warm_up_dtls);
     let settings = CallSettings {
+        identity: Arc::new(identity),
         profile: Arc::new(profile),
         ice_addresses: config.ice.addresses.clone(),
         stun_server: config.ice.stun_server.clone(),
@@ -56,6 +61,8 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     let calls = CallManager::new(settings, link.outgoing.clone());
     tokio::spawn(pump_signaling(link.incoming, Arc::clone(&calls)));
 
+    // Ready only once the DTLS default certificate exists: the first call must not pay for it.
+    let _ = warm_up.await;
     let listener = bind(config.listen, "webrtcd").await?;
     let app = http::daemon_router(relay_state(&relay, &config), Arc::clone(&calls));
     axum::serve(listener, app)

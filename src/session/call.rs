@@ -17,7 +17,7 @@ use gst_webrtc::{WebRTCDataChannel, WebRTCPeerConnectionState, WebRTCSDPType};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::events::Event;
-use super::{CallInfo, CallSettings, CallState, ChannelState, Role, sdp, webrtc};
+use super::{CallInfo, CallSettings, CallState, ChannelState, Role, identity, sdp, webrtc};
 use crate::media::codecs::{self, MediaKind};
 use crate::media::{self, receive, send};
 use crate::protocol::{Message, Route};
@@ -312,7 +312,8 @@ impl Call {
         self.info.channels_created.fetch_add(1, Ordering::Relaxed);
         self.info.set_channel(ChannelState::Connecting);
 
-        let offer = self.create_description("create-offer", "offer").await?;
+        let mut offer = self.create_description("create-offer", "offer").await?;
+        sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(offer.sdp());
         let text = offer.sdp().to_string();
         self.set_local(offer).await?;
@@ -350,7 +351,8 @@ impl Call {
             .await?;
         self.remote = Some(offer);
         self.apply_held_candidates();
-        let answer = self.create_description("create-answer", "answer").await?;
+        let mut answer = self.create_description("create-answer", "answer").await?;
+        sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(answer.sdp());
         let text = answer.sdp().to_string();
         self.set_local(answer).await?;
@@ -612,10 +614,27 @@ impl Call {
         match state {
             WebRTCPeerConnectionState::Connected => {
                 self.info.set_state(CallState::Connected);
+                self.record_remote_certificate();
                 Ok(())
             }
             WebRTCPeerConnectionState::Failed => Err(CallEnd::local("ice-failed")),
             _ => Ok(()),
+        }
+    }
+
+    /// Notes which certificate the peer used in the handshake (all m-lines share one
+    /// transport under max-bundle).
+    fn record_remote_certificate(&self) {
+        let transceiver = self
+            .webrtcbin
+            .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32]);
+        let pem = transceiver
+            .and_then(|t| t.sender())
+            .and_then(|s| s.transport())
+            .and_then(|t| t.property::<Option<String>>("remote-certificate"));
+        if let Some(fingerprint) = pem.as_deref().and_then(identity::fingerprint_of_pem) {
+            tracing::debug!(session = %self.info.session, %fingerprint, "peer certificate");
+            self.info.set_remote_fingerprint(fingerprint);
         }
     }
 

@@ -6,6 +6,7 @@
 mod call;
 mod events;
 pub mod ice;
+pub mod identity;
 pub mod manager;
 pub mod sdp;
 mod webrtc;
@@ -32,6 +33,8 @@ pub struct CallSettings {
     pub stun_server: Option<String>,
     /// `turn(s)://user:password@host:port`.
     pub turn_servers: Vec<String>,
+    /// The certificate every call uses for DTLS.
+    pub identity: Arc<identity::DtlsIdentity>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,6 +77,8 @@ pub struct CallInfo {
     pub started: Instant,
     state: Mutex<CallState>,
     channel: Mutex<ChannelState>,
+    /// Fingerprint of the certificate the peer presented in the DTLS handshake.
+    remote_fingerprint: Mutex<Option<String>>,
     pub received: Arc<ReceiveCounters>,
     pub channels_created: AtomicU32,
     pub channels_received: AtomicU32,
@@ -99,6 +104,8 @@ pub struct CallSnapshot {
     pub pongs_received: u64,
     pub rtt_ms: Option<f64>,
     pub first_frame_ms: Option<f64>,
+    /// `sha-256 …` of the certificate the peer really used (compare with its SDP to pin it).
+    pub remote_fingerprint: Option<String>,
     pub age_ms: u64,
 }
 
@@ -115,6 +122,7 @@ impl CallInfo {
             started: Instant::now(),
             state: Mutex::new(CallState::Starting),
             channel: Mutex::new(ChannelState::None),
+            remote_fingerprint: Mutex::new(None),
             received: Arc::default(),
             channels_created: AtomicU32::new(0),
             channels_received: AtomicU32::new(0),
@@ -134,6 +142,10 @@ impl CallInfo {
             tracing::debug!(session = %self.session, from = ?*current, to = ?state, "call state");
             *current = state;
         }
+    }
+
+    fn set_remote_fingerprint(&self, fingerprint: String) {
+        *lock(&self.remote_fingerprint) = Some(fingerprint);
     }
 
     fn set_channel(&self, state: ChannelState) {
@@ -160,6 +172,7 @@ impl CallInfo {
                 .first_video
                 .get()
                 .map(|t| t.duration_since(self.started).as_secs_f64() * 1000.0),
+            remote_fingerprint: lock(&self.remote_fingerprint).clone(),
             age_ms: self.started.elapsed().as_millis() as u64,
         }
     }

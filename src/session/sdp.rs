@@ -21,6 +21,46 @@ pub fn bundle_transport_mline(sdp: &gst_sdp::SDPMessageRef) -> Option<u32> {
         .map(|i| i as u32)
 }
 
+/// Every `a=fingerprint` value (session and media level), e.g. `sha-256 AB:CD:…`.
+pub fn fingerprints(sdp: &gst_sdp::SDPMessageRef) -> Vec<String> {
+    let session = sdp.attributes().filter(|a| a.key() == "fingerprint");
+    let media = sdp.medias().flat_map(|m| {
+        m.attributes()
+            .filter(|a| a.key() == "fingerprint")
+            .collect::<Vec<_>>()
+    });
+    session
+        .chain(media)
+        .filter_map(|a| a.value().map(str::to_string))
+        .collect()
+}
+
+/// Replaces every `a=fingerprint` (session and media level) with `fingerprint`.
+pub fn set_fingerprint(sdp: &mut gst_sdp::SDPMessageRef, fingerprint: &str) {
+    let session_idx: Vec<u32> = sdp
+        .attributes()
+        .enumerate()
+        .filter(|(_, a)| a.key() == "fingerprint")
+        .map(|(i, _)| i as u32)
+        .collect();
+    for i in session_idx {
+        let attr = gst_sdp::SDPAttribute::new("fingerprint", Some(fingerprint));
+        let _ = sdp.replace_attribute(i, attr);
+    }
+    for media in sdp.medias_mut() {
+        let idx: Vec<u32> = media
+            .attributes()
+            .enumerate()
+            .filter(|(_, a)| a.key() == "fingerprint")
+            .map(|(i, _)| i as u32)
+            .collect();
+        for i in idx {
+            let attr = gst_sdp::SDPAttribute::new("fingerprint", Some(fingerprint));
+            let _ = media.replace_attribute(i, attr);
+        }
+    }
+}
+
 /// The m-line index with this mid.
 pub fn mline_of_mid(sdp: &gst_sdp::SDPMessageRef, mid: &str) -> Option<u32> {
     mids(sdp)
@@ -56,6 +96,18 @@ m=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:audio1\r\nm=video 9 UDP/TLS/RTP/SAVPF 97
             mids(&sdp),
             vec![Some("audio1".into()), Some("video0".into())]
         );
+    }
+
+    #[test]
+    fn fingerprint_replaced_everywhere() {
+        gst::init().unwrap();
+        let text = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 00:11\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=fingerprint:sha-256 00:11\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=fingerprint:sha-256 00:11\r\na=mid:1\r\n";
+        let mut sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap();
+        set_fingerprint(&mut sdp, "sha-256 AA:BB");
+        assert_eq!(fingerprints(&sdp), vec!["sha-256 AA:BB"; 3]);
+        assert_eq!(mids(&sdp), vec![Some("0".into()), Some("1".into())]);
     }
 
     #[test]

@@ -8,9 +8,12 @@ use gst::prelude::*;
 use gst_webrtc::{WebRTCDataChannel, WebRTCICEGatheringState, WebRTCPeerConnectionState};
 use tokio::sync::mpsc::UnboundedSender;
 
+use std::sync::Arc;
+
 use super::CallSettings;
 use super::events::Event;
 use super::ice;
+use super::identity::DtlsIdentity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebRtcError {
@@ -34,7 +37,27 @@ pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
         let _added: bool = webrtcbin.emit_by_name("add-turn-server", &[turn]);
     }
     ice::restrict_host_addresses(&webrtcbin, &settings.ice_addresses)?;
+    use_identity(&webrtcbin, &settings.identity);
     Ok(webrtcbin)
+}
+
+/// Gives every DTLS element of this webrtcbin our certificate as soon as it is created.
+/// Setting a property of a new child element is not a webrtcbin call.
+///
+/// webrtcbin 1.22 then writes a wrong `a=fingerprint`: it hashes every base64 line of the
+/// `pem` string, private key included. The session therefore writes our certificate's
+/// fingerprint into each SDP before using it ([`super::sdp::set_fingerprint`]).
+fn use_identity(webrtcbin: &gst::Element, identity: &Arc<DtlsIdentity>) {
+    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
+        return;
+    };
+    let pem = identity.pem().to_string();
+    bin.connect_deep_element_added(move |_, _, element| {
+        let is_dtls_decoder = element.factory().is_some_and(|f| f.name() == "dtlssrtpdec");
+        if is_dtls_decoder {
+            element.set_property("pem", &pem);
+        }
+    });
 }
 
 pub fn wire(webrtcbin: &gst::Element, events: &UnboundedSender<Event>) {

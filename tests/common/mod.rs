@@ -41,6 +41,11 @@ pub fn light_profile(name: &str, top: &str) -> PathBuf {
     path
 }
 
+/// Each daemon's own state directory (its DTLS identity lives there).
+pub fn state_dir(id: &str) -> PathBuf {
+    artifacts_dir().join("state").join(id)
+}
+
 /// A running `webrtcd` process, killed when dropped.
 pub struct Proc {
     pub name: String,
@@ -53,8 +58,10 @@ pub struct Proc {
 impl Proc {
     /// `webrtcd run` on a free port, ICE on loopback, debug logs to target/test-logs.
     pub fn daemon(id: &str, profile: &Path, extra: &[&str]) -> Proc {
+        let state = state_dir(id);
         let mut args = vec![
-            "run",
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
             "--listen",
             "127.0.0.1:0",
             "--id",
@@ -65,6 +72,7 @@ impl Proc {
             profile.to_str().expect("utf-8 path"),
         ];
         args.extend_from_slice(extra);
+        args.insert(0, "run");
         Proc::spawn(id, &args)
     }
 
