@@ -11,7 +11,7 @@ RUN_DEBS=(
   gstreamer1.0-tools libnice-dev
 )
 TEST_DEBS=(
-  curl procps iproute2 openssl
+  curl procps iproute2 openssl util-linux chromium chromium-driver firefox-esr
 )
 
 case "${1:-run}" in

@@ -52,6 +52,8 @@ pub fn daemon_router(relay: RelayState, calls: Arc<CallManager>) -> Router {
         .route("/api/calls", get(list_calls).post(place_call))
         .route("/api/calls/{session}", delete(hang_up))
         .route("/", get(page))
+        .route("/app.js", get(script))
+        .route("/style.css", get(style))
         .layer(axum::middleware::from_fn_with_state(
             relay.tokens.clone(),
             require_token,
@@ -74,6 +76,22 @@ async fn require_token(
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../web/app.js"),
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../web/style.css"),
+    )
+        .into_response()
 }
 
 async fn status(State(state): State<DaemonState>) -> Response {

@@ -184,6 +184,7 @@ impl Call {
             Event::Remote(msg) => self.on_remote(msg).await,
             Event::End { reason, tell_peer } => Err(CallEnd { reason, tell_peer }),
             Event::IceCandidate { mline, candidate } => {
+                tracing::debug!(session = %self.info.session, mline, %candidate, "local candidate");
                 let sdp_mid = self.local_mids.get(mline as usize).cloned().flatten();
                 self.send_candidate(candidate, sdp_mid, Some(mline)).await
             }

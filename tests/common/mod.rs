@@ -2,6 +2,8 @@
 //! signaling proxy that can watch and delay frames between a daemon and its relay.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,10 +32,15 @@ pub fn artifacts_dir() -> PathBuf {
 /// A light version of the test profile (320x240) so two daemons fit on two cores, with
 /// `top` (keys like `media_start_delay_ms = 1000`) added at the top level.
 pub fn light_profile(name: &str, top: &str) -> PathBuf {
+    profile_with_codecs(name, top, "\"vp8\"")
+}
+
+/// Like [`light_profile`], with the video codecs given (`"\"h264\", \"vp8\""`).
+pub fn profile_with_codecs(name: &str, top: &str, video_codecs: &str) -> PathBuf {
     let text = format!(
         "name = \"{name}\"\n{top}\n\
          [video]\nsource = \"test\"\nwidth = 320\nheight = 240\nframerate = 30\n\
-         codecs = [\"vp8\"]\nbitrate_kbps = 500\n\
+         codecs = [{video_codecs}]\nbitrate_kbps = 500\n\
          [audio]\nsource = \"test\"\ncodecs = [\"opus\"]\n"
     );
     let path = artifacts_dir().join(format!("{name}.toml"));

@@ -1,0 +1,214 @@
+//! Browsers against the daemon, both directions, both codecs, strictly on loopback inside a
+//! fresh network namespace (see common/browser.rs).
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::{Browser, Collector, Engine, Net, Options, isolated};
+use common::*;
+use serde_json::Value;
+
+/// Where the page is, what it reports to, and the daemon it talks to.
+struct Scene {
+    daemon: Proc,
+    collector: Collector,
+}
+
+async fn scene(id: &str, codecs: &str) -> Scene {
+    let profile = profile_with_codecs(id, "", codecs);
+    let daemon = Proc::daemon(id, &profile, &[]);
+    let collector = Collector::start().await;
+    Scene { daemon, collector }
+}
+
+impl Scene {
+    fn page(&self, query: &str) -> String {
+        format!(
+            "http://{}/?{query}&report={}",
+            self.daemon.addr, self.collector.url
+        )
+    }
+}
+
+fn call_of(report: &Value) -> &Value {
+    &report["call"]
+}
+
+/// The browser decodes ≥ 30 frames, receives audio, and ping/pong runs both ways.
+fn browser_receives(report: &Value) -> bool {
+    let call = call_of(report);
+    call["connected"] == true
+        && call["stats"]["framesDecoded"].as_u64().unwrap_or(0) >= 30
+        && call["stats"]["audioPackets"].as_u64().unwrap_or(0) > 0
+        && call["pongs"].as_u64().unwrap_or(0) >= 1
+        && call["pingsAnswered"].as_u64().unwrap_or(0) >= 1
+}
+
+async fn daemon_side(daemon: &Proc) -> Value {
+    wait_for("the daemon's call", Duration::from_secs(20), || async {
+        calls(daemon).await.into_iter().next()
+    })
+    .await
+}
+
+async fn browser_calls_daemon(
+    engine: Engine,
+    codec: &str,
+    codecs: &str,
+    mode: &str,
+    permission: bool,
+) -> (Value, Value) {
+    let s = scene("door", codecs).await;
+    let media = mode == "intercom";
+    let _browser = Browser::open(
+        engine,
+        &s.page(&format!("call=door&codec={codec}&mode={mode}")),
+        Options { permission },
+    );
+    let report = s
+        .collector
+        .wait(&format!("{engine:?} to receive"), browser_receives)
+        .await;
+    let call = daemon_side(&s.daemon).await;
+    let session = call["session"].as_str().unwrap_or_default().to_string();
+    let daemon = wait_call(&s.daemon, &session, "daemon side of the call", |c| {
+        c["pongs_received"].as_u64().unwrap_or(0) >= 1 && (!media || media_and_pings_flow(c))
+    })
+    .await;
+    assert_eq!(daemon["role"], "callee");
+    assert_eq!(
+        daemon["datachannels_created"], 0,
+        "the callee never creates a channel"
+    );
+    assert_eq!(daemon["datachannels_received"], 1);
+    (report, daemon)
+}
+
+async fn daemon_calls_browser(engine: Engine, codecs: &str) -> (Value, Value) {
+    let s = scene("door", codecs).await;
+    let _browser = Browser::open(
+        engine,
+        &s.page("id=viewer&autoanswer=1"),
+        Options { permission: true },
+    );
+    wait_peer(&s.daemon, "viewer").await;
+    let session = place_call(&s.daemon, "viewer").await;
+    let report = s
+        .collector
+        .wait(&format!("{engine:?} to receive"), browser_receives)
+        .await;
+    let daemon = wait_call(&s.daemon, &session, "pongs", |c| {
+        c["pongs_received"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(daemon["role"], "caller");
+    assert_eq!(daemon["datachannels_created"], 1);
+    assert_eq!(call_of(&report)["role"], "callee");
+    (report, daemon)
+}
+
+fn codec_of(report: &Value) -> String {
+    call_of(report)["stats"]["codec"]
+        .as_str()
+        .unwrap_or_default()
+        .to_uppercase()
+}
+
+// ---- Chromium ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_calls_the_daemon_vp8() {
+    let _serial = serial().await;
+    if !isolated("chromium_calls_the_daemon_vp8", Net::LoopbackOnly) {
+        return;
+    }
+    let (report, _) =
+        browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\", \"h264\"", "viewer", true).await;
+    assert_eq!(codec_of(&report), "VP8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_calls_the_daemon_h264() {
+    let _serial = serial().await;
+    if !isolated("chromium_calls_the_daemon_h264", Net::LoopbackOnly) {
+        return;
+    }
+    let (report, _) = browser_calls_daemon(
+        Engine::Chromium,
+        "h264",
+        "\"vp8\", \"h264\"",
+        "viewer",
+        true,
+    )
+    .await;
+    assert_eq!(codec_of(&report), "H264");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_calls_chromium_vp8() {
+    let _serial = serial().await;
+    if !isolated("the_daemon_calls_chromium_vp8", Net::LoopbackOnly) {
+        return;
+    }
+    let (report, _) = daemon_calls_browser(Engine::Chromium, "\"vp8\"").await;
+    assert_eq!(codec_of(&report), "VP8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_calls_chromium_h264() {
+    let _serial = serial().await;
+    if !isolated("the_daemon_calls_chromium_h264", Net::LoopbackOnly) {
+        return;
+    }
+    let (report, _) = daemon_calls_browser(Engine::Chromium, "\"h264\"").await;
+    assert_eq!(codec_of(&report), "H264");
+}
+
+/// Intercom: Chromium sends its (fake) camera and microphone; the daemon decodes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_intercom_sends_camera_and_microphone() {
+    let _serial = serial().await;
+    if !isolated(
+        "chromium_intercom_sends_camera_and_microphone",
+        Net::LoopbackOnly,
+    ) {
+        return;
+    }
+    let (_, daemon) =
+        browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\"", "intercom", true).await;
+    assert!(
+        daemon["video_frames"].as_u64().unwrap_or(0) >= 30,
+        "{daemon}"
+    );
+    assert!(
+        daemon["audio_buffers"].as_u64().unwrap_or(0) > 0,
+        "{daemon}"
+    );
+}
+
+/// Without media permission Chromium hides its addresses behind `.local` names that the
+/// daemon cannot resolve; the call connects through peer-reflexive candidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_without_media_permission_sends_mdns_candidates_and_connects() {
+    let _serial = serial().await;
+    if !isolated(
+        "chromium_without_media_permission_sends_mdns_candidates_and_connects",
+        Net::WithMdns,
+    ) {
+        return;
+    }
+    let (report, _) =
+        browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\"", "viewer", false).await;
+    let candidates = call_of(&report)["localCandidates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!candidates.is_empty(), "{report}");
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c.as_str().is_some_and(|c| c.ends_with(".local"))),
+        "Chromium was expected to send only mDNS candidates: {candidates:?}"
+    );
+}

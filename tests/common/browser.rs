@@ -1,0 +1,260 @@
+//! Real browsers (Debian's chromium and firefox-esr, headless) in a fresh network namespace.
+//!
+//! A browser test re-runs itself under `unshare -n` with only `lo` up, so the daemon, the
+//! browser and the test's own HTTP calls all share one private loopback: nothing can reach
+//! or leave the machine, and both ICE stacks use 127.0.0.1. The page reports its state to a
+//! small collector (the client's `?report=URL` feature).
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{artifacts_dir, wait_for};
+
+const INSIDE: &str = "WEBRTCD_TEST_IN_NETNS";
+
+/// How the namespace is set up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// Only `lo`.
+    LoopbackOnly,
+    /// `lo` plus a dummy interface (private address, multicast on, default route): Chromium
+    /// without media permission hands out `.local` names only for its default route's address,
+    /// and its mDNS responder needs a multicast interface.
+    WithMdns,
+}
+
+/// Outside the namespace: re-runs test `name` inside a fresh one, asserts it passed, and
+/// returns false. Inside: sets the namespace up and returns true (run the test body).
+pub fn isolated(name: &str, net: Net) -> bool {
+    if std::env::var_os(INSIDE).is_some() {
+        run(&["ip", "link", "set", "lo", "up"]);
+        if net == Net::WithMdns {
+            let added = Command::new("ip")
+                .args(["link", "add", "nl0", "type", "dummy"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !added {
+                run(&["ip", "link", "add", "nl0", "type", "ifb"]);
+            }
+            run(&["ip", "addr", "add", "10.213.0.1/24", "dev", "nl0"]);
+            run(&["ip", "link", "set", "nl0", "multicast", "on", "up"]);
+            run(&["ip", "route", "add", "224.0.0.0/4", "dev", "nl0"]);
+            // Without media permission Chromium only uses the default route's address: give
+            // it one. The device drops what is sent into it; nothing leaves a namespace.
+            run(&["ip", "route", "add", "default", "dev", "nl0"]);
+        }
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = Command::new("unshare");
+    if !is_root() {
+        // Unprivileged: a user namespace makes us root inside it.
+        cmd.arg("-r");
+    }
+    let status = cmd
+        .args(["-n", "--"])
+        .arg(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .status()
+        .expect("unshare (util-linux)");
+    assert!(
+        status.success(),
+        "{name} failed inside its network namespace"
+    );
+    false
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+fn run(args: &[&str]) {
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(status.success(), "{args:?} failed");
+}
+
+/// Receives the page's reports (`POST /report`), keeps the latest.
+pub struct Collector {
+    pub url: String,
+    latest: Arc<Mutex<Option<Value>>>,
+}
+
+impl Collector {
+    pub async fn start() -> Collector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind collector");
+        let url = format!("http://{}/report", listener.local_addr().expect("addr"));
+        let latest = Arc::new(Mutex::new(None));
+        let store = Arc::clone(&latest);
+        let app = axum::Router::new().route(
+            "/report",
+            axum::routing::post(move |body: String| {
+                let store = Arc::clone(&store);
+                async move {
+                    if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                        *store.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+                    }
+                    ([("access-control-allow-origin", "*")], "")
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Collector { url, latest }
+    }
+
+    pub fn latest(&self) -> Option<Value> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until the page's report satisfies `accept`; the last report is in the panic.
+    pub async fn wait(&self, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        let result = tokio::time::timeout(
+            Duration::from_secs(40),
+            wait_for(what, Duration::from_secs(40), || async {
+                self.latest().filter(|v| accept(v))
+            }),
+        )
+        .await;
+        match result {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "timed out waiting for {what}; last report: {:?}",
+                self.latest()
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+/// A headless browser showing one URL; its whole process group is killed on drop.
+pub struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+pub struct Options {
+    /// Grant camera/microphone permission (with fake devices). Without it Chromium hides its
+    /// addresses behind mDNS names.
+    pub permission: bool,
+}
+
+impl Browser {
+    pub fn open(engine: Engine, url: &str, options: Options) -> Browser {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let log = artifacts_dir().join(format!("{engine:?}.log").to_lowercase());
+        let log = std::fs::File::create(log).expect("browser log");
+        let mut cmd = match engine {
+            Engine::Chromium => chromium(url, profile.path().to_path_buf(), &options),
+            Engine::Firefox => firefox(url, profile.path().to_path_buf(), &options),
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {engine:?}: {e}"));
+        Browser {
+            child,
+            _profile: profile,
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's process group.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+pub fn chromium_flags(profile: &std::path::Path, media: bool) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--allow-loopback-in-peer-connection",
+        "--autoplay-policy=no-user-gesture-required",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        "--window-size=1024,640",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    flags.push(format!("--user-data-dir={}", profile.display()));
+    if media {
+        flags.push("--use-fake-ui-for-media-stream".into());
+        flags.push("--use-fake-device-for-media-stream".into());
+    }
+    flags
+}
+
+fn chromium(url: &str, profile: PathBuf, options: &Options) -> Command {
+    let mut cmd = Command::new("/usr/bin/chromium");
+    cmd.args(chromium_flags(&profile, options.permission))
+        .arg(url);
+    cmd
+}
+
+fn firefox(url: &str, profile: PathBuf, options: &Options) -> Command {
+    let mut prefs = vec![
+        ("media.peerconnection.ice.loopback", "true"),
+        ("media.peerconnection.ice.obfuscate_host_addresses", "false"),
+        ("media.autoplay.default", "0"),
+        ("media.autoplay.blocking_policy", "0"),
+        ("network.dns.forceResolve", "\"127.0.0.1\""),
+        ("network.trr.mode", "5"),
+        ("app.update.enabled", "false"),
+        ("browser.shell.checkDefaultBrowser", "false"),
+        ("datareporting.policy.dataSubmissionEnabled", "false"),
+        ("toolkit.telemetry.enabled", "false"),
+        ("media.gmp-manager.updateEnabled", "false"),
+        ("network.captive-portal-service.enabled", "false"),
+        ("network.connectivity-service.enabled", "false"),
+    ];
+    // Firefox gathers only its default-route address unless the page holds a capture: the
+    // fake devices are always granted so loopback candidates are gathered.
+    let _ = options.permission;
+    prefs.push(("media.navigator.streams.fake", "true"));
+    prefs.push(("media.navigator.permission.fake", "true"));
+    let user_js: String = prefs
+        .iter()
+        .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
+        .collect();
+    std::fs::write(profile.join("user.js"), user_js).expect("user.js");
+    let mut cmd = Command::new("/usr/bin/firefox-esr");
+    cmd.args(["--headless", "--no-remote", "--profile"])
+        .arg(&profile)
+        .arg(url)
+        .env("MOZ_DISABLE_CONTENT_SANDBOX", "1");
+    cmd
+}

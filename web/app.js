@@ -1,0 +1,420 @@
+// webrtcd's built-in client: signaling protocol v1 (docs/protocol.md) over /signaling.
+// URL parameters: token (relay/API token), id (our id), mode (viewer|intercom),
+// codec (auto|vp8|h264), autoanswer (1|0), call (a peer to call once it is online),
+// report (a URL that receives this page's state as JSON every half second, for monitoring).
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const token = params.get("token");
+const myId = params.get("id") || "browser-" + Math.random().toString(36).slice(2, 8);
+if (params.get("mode")) $("mode").value = params.get("mode");
+if (params.get("codec")) $("codec").value = params.get("codec");
+if (params.get("autoanswer")) $("autoanswer").checked = params.get("autoanswer") === "1";
+
+const state = {
+  ws: null, registered: false, peers: [], call: null, errors: [], log: [],
+  pageLoaded: performance.now(), firstFrameMs: null,
+};
+
+// ---- messages to the person --------------------------------------------------------------
+function banner(text, kind = "error") {
+  const b = $("banner");
+  b.textContent = text;
+  b.className = "banner " + kind;
+  b.hidden = !text;
+  if (text && kind === "error") state.errors.push(text);
+}
+function log(text) {
+  state.log.push(text);
+  if (state.log.length > 50) state.log.shift();
+  console.log(text);
+}
+const REASONS = {
+  busy: "The device is busy: it has as many calls as it can take.",
+  "peer-left": "The other side went away.",
+  timeout: "The call could not be connected in time.",
+  "ice-failed": "No network path to the device was found (ICE failed).",
+  "media-error": "The device could not start its camera or microphone.",
+  shutdown: "The device is shutting down.",
+};
+
+// ---- signaling ---------------------------------------------------------------------------
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = `${scheme}//${location.host}/signaling` + (token ? `?token=${encodeURIComponent(token)}` : "");
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  ws.onopen = () => send({ type: "register", id: myId });
+  ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { return; }
+    onSignal(msg);
+  };
+  ws.onclose = async () => {
+    state.registered = false;
+    $("me").textContent = "offline";
+    // A refused upgrade looks like any other failure: ask the API why.
+    let why = "The daemon is unreachable. Retrying…";
+    try {
+      const r = await fetch("/api/status", { headers: token ? { Authorization: "Bearer " + token } : {} });
+      if (r.status === 401) why = token ? "The token in the address is not accepted." : "A token is needed: add ?token=… to the address.";
+    } catch { /* unreachable indeed */ }
+    banner(why);
+    setTimeout(connect, 2000);
+  };
+}
+function send(msg) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
+}
+
+function onSignal(msg) {
+  switch (msg.type) {
+    case "registered":
+      state.registered = true;
+      state.peers = msg.peers;
+      $("me").textContent = "you are " + msg.id;
+      banner("");
+      renderPeers();
+      maybeAutoCall();
+      break;
+    case "peer-joined":
+      if (!state.peers.includes(msg.id)) state.peers.push(msg.id);
+      renderPeers();
+      maybeAutoCall();
+      break;
+    case "peer-left":
+      state.peers = state.peers.filter((p) => p !== msg.id);
+      renderPeers();
+      if (state.call && state.call.peer === msg.id) endCall("peer-left", false);
+      break;
+    case "error":
+      if (msg.code === "id-taken") banner(`The name ${myId} is already in use.`);
+      else banner(`The relay refused a message: ${msg.message}`);
+      if (state.call && msg.session === state.call.session) endCall("error", false);
+      break;
+    case "call": onIncomingCall(msg); break;
+    case "offer": onOffer(msg); break;
+    case "answer": onAnswer(msg); break;
+    case "candidate": onCandidate(msg); break;
+    case "hangup":
+      if (state.call && msg.session === state.call.session) endCall(msg.reason || "hangup", false);
+      break;
+  }
+}
+
+function renderPeers() {
+  const ul = $("peers");
+  if (!state.peers.length) {
+    ul.innerHTML = '<li class="muted">nobody yet</li>';
+    return;
+  }
+  ul.replaceChildren(...state.peers.map((p) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = p;
+    const b = document.createElement("button");
+    b.textContent = "Call";
+    b.className = "call";
+    b.dataset.peer = p;
+    b.onclick = () => startCall(p);
+    li.append(name, b);
+    return li;
+  }));
+}
+
+let autoCalled = false;
+function maybeAutoCall() {
+  const target = params.get("call");
+  if (target && !autoCalled && state.peers.includes(target)) {
+    autoCalled = true;
+    startCall(target);
+  }
+}
+
+// ---- the call ----------------------------------------------------------------------------
+function newCall(peer, session, role) {
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  const call = {
+    peer, session, role, pc, channel: null, pending: [], remoteSet: false,
+    pings: new Map(), nextPing: 1, pongs: 0, pingsAnswered: 0, rttMs: null,
+    started: performance.now(), connected: false, stats: {}, localCandidates: [],
+  };
+  pc.onicecandidate = (ev) => {
+    const c = ev.candidate;
+    if (c) call.localCandidates.push(c.address || c.candidate);
+    send(c ? { type: "candidate", to: peer, session, candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex }
+           : { type: "candidate", to: peer, session, candidate: "", sdpMid: null, sdpMLineIndex: null });
+  };
+  pc.ontrack = (ev) => {
+    const el = ev.track.kind === "video" ? $("remote") : $("remote-audio");
+    el.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+    el.play().catch(() => {});
+  };
+  pc.onconnectionstatechange = () => {
+    setCallState(pc.connectionState);
+    if (pc.connectionState === "connected") call.connected = true;
+    if (pc.connectionState === "failed") endCall("ice-failed", true);
+  };
+  pc.ondatachannel = (ev) => useChannel(call, ev.channel);
+  $("remote").onloadeddata = () => {
+    if (state.firstFrameMs === null) state.firstFrameMs = performance.now() - state.pageLoaded;
+  };
+  state.call = call;
+  $("call-bar").hidden = false;
+  setCallState("connecting to " + peer);
+  return call;
+}
+
+function setCallState(text) { $("call-state").textContent = text; }
+
+async function localMedia() {
+  if ($("mode").value !== "intercom") return null;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    $("local").srcObject = stream;
+    $("local").hidden = false;
+    return stream;
+  } catch (e) {
+    banner("Camera or microphone refused (" + e.name + "): continuing as a viewer.");
+    return null;
+  }
+}
+
+function preferCodec(transceiver) {
+  const want = $("codec").value;
+  if (want === "auto" || !RTCRtpReceiver.getCapabilities || !transceiver.setCodecPreferences) return;
+  const mime = want === "h264" ? "video/h264" : "video/vp8";
+  const codecs = RTCRtpReceiver.getCapabilities("video").codecs;
+  let first = codecs.filter((c) => c.mimeType.toLowerCase() === mime);
+  if (want === "h264") {
+    // Constrained baseline with packetization-mode 1 first: what cameras and webrtcd encode.
+    first.sort((a, b) => (/42e01f/.test(b.sdpFmtpLine) && /packetization-mode=1/.test(b.sdpFmtpLine)) -
+                         (/42e01f/.test(a.sdpFmtpLine) && /packetization-mode=1/.test(a.sdpFmtpLine)));
+  }
+  const rest = codecs.filter((c) => /rtx|red|ulpfec/i.test(c.mimeType));
+  if (first.length) transceiver.setCodecPreferences([...first, ...rest]);
+  else banner("This browser cannot use " + want.toUpperCase() + ".");
+}
+
+async function startCall(peer) {
+  if (state.call) endCall("hangup", true);
+  banner("");
+  const session = myId + "-" + Date.now().toString(36);
+  send({ type: "call", to: peer, session });
+  const call = newCall(peer, session, "caller");
+  const stream = await localMedia();
+  const direction = stream ? "sendrecv" : "recvonly";
+  const video = call.pc.addTransceiver(stream ? stream.getVideoTracks()[0] : "video", { direction, streams: stream ? [stream] : [] });
+  call.pc.addTransceiver(stream ? stream.getAudioTracks()[0] : "audio", { direction, streams: stream ? [stream] : [] });
+  preferCodec(video);
+  useChannel(call, call.pc.createDataChannel("chat"));
+  const offer = await call.pc.createOffer();
+  await call.pc.setLocalDescription(offer);
+  send({ type: "offer", to: peer, session, sdp: call.pc.localDescription.sdp });
+}
+
+function onIncomingCall(msg) {
+  if (state.call) {
+    send({ type: "hangup", to: msg.from, session: msg.session, reason: "busy" });
+    return;
+  }
+  if (!$("autoanswer").checked && !confirm(`${msg.from} is calling. Answer?`)) {
+    send({ type: "hangup", to: msg.from, session: msg.session, reason: "declined" });
+    return;
+  }
+  newCall(msg.from, msg.session, "callee");
+}
+
+async function onOffer(msg) {
+  const call = state.call;
+  if (!call || call.session !== msg.session) return;
+  const stream = await localMedia();
+  await call.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+  call.remoteSet = true;
+  for (const t of call.pc.getTransceivers()) {
+    const kind = t.receiver.track.kind;
+    const track = stream && (kind === "video" ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0]);
+    if (track) {
+      await t.sender.replaceTrack(track);
+      t.sender.setStreams && t.sender.setStreams(stream);
+      t.direction = "sendrecv";
+    } else {
+      t.direction = "recvonly";
+    }
+  }
+  await flushCandidates(call);
+  const answer = await call.pc.createAnswer();
+  await call.pc.setLocalDescription(answer);
+  send({ type: "answer", to: call.peer, session: call.session, sdp: call.pc.localDescription.sdp });
+}
+
+async function onAnswer(msg) {
+  const call = state.call;
+  if (!call || call.session !== msg.session) return;
+  await call.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+  call.remoteSet = true;
+  await flushCandidates(call);
+}
+
+async function onCandidate(msg) {
+  const call = state.call;
+  if (!call || call.session !== msg.session) return;
+  const init = { candidate: msg.candidate || "", sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex };
+  if (!call.remoteSet) { call.pending.push(init); return; }
+  await addCandidate(call, init);
+}
+async function flushCandidates(call) {
+  for (const c of call.pending.splice(0)) await addCandidate(call, c);
+}
+async function addCandidate(call, init) {
+  if (!init.candidate) return; // end of candidates: nothing to add
+  try { await call.pc.addIceCandidate(init); } catch (e) { log("candidate refused: " + e); }
+}
+
+function endCall(reason, tellPeer) {
+  const call = state.call;
+  if (!call) return;
+  if (tellPeer) send({ type: "hangup", to: call.peer, session: call.session, reason });
+  call.pc.close();
+  state.call = null;
+  $("remote").srcObject = null;
+  $("remote-audio").srcObject = null;
+  const local = $("local").srcObject;
+  if (local) local.getTracks().forEach((t) => t.stop());
+  $("local").hidden = true;
+  $("call-bar").hidden = true;
+  $("stats").hidden = true;
+  $("chat-input").disabled = $("chat-form").querySelector("button").disabled = true;
+  state.lastEnd = reason;
+  if (!tellPeer && reason !== "hangup") banner(REASONS[reason] || `The call ended (${reason}).`, "info");
+}
+
+// ---- DataChannel: chat and ping ----------------------------------------------------------
+function useChannel(call, channel) {
+  call.channel = channel;
+  channel.onopen = () => {
+    $("chat-input").disabled = $("chat-form").querySelector("button").disabled = false;
+  };
+  channel.onmessage = (ev) => {
+    let msg = null;
+    try { msg = JSON.parse(ev.data); } catch { /* plain chat text */ }
+    if (msg && msg.type === "ping") {
+      channel.send(JSON.stringify({ type: "pong", id: msg.id }));
+      call.pingsAnswered++;
+    } else if (msg && msg.type === "pong" && call.pings.has(msg.id)) {
+      call.rttMs = performance.now() - call.pings.get(msg.id);
+      call.pings.delete(msg.id);
+      call.pongs++;
+      $("rtt").textContent = call.rttMs.toFixed(1) + " ms";
+    } else {
+      chatLine(call.peer + ": " + ev.data);
+    }
+  };
+}
+function chatLine(text) {
+  const div = document.createElement("div");
+  div.textContent = text;
+  $("chat-log").append(div);
+  $("chat-log").scrollTop = 1e9;
+}
+$("chat-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  const call = state.call;
+  const text = $("chat-input").value;
+  if (call && call.channel && call.channel.readyState === "open" && text) {
+    call.channel.send(text);
+    chatLine("me: " + text);
+    $("chat-input").value = "";
+  }
+};
+setInterval(() => {
+  const call = state.call;
+  if (call && call.channel && call.channel.readyState === "open") {
+    const id = call.nextPing++;
+    call.pings.set(id, performance.now());
+    if (call.pings.size > 16) call.pings.delete(call.pings.keys().next().value);
+    call.channel.send(JSON.stringify({ type: "ping", id }));
+  }
+}, 1000);
+
+// ---- statistics --------------------------------------------------------------------------
+let lastBytes = null;
+async function readStats() {
+  const call = state.call;
+  if (!call) return;
+  const report = await call.pc.getStats();
+  const byId = new Map();
+  report.forEach((s) => byId.set(s.id, s));
+  const s = {};
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      s.codec = byId.get(r.codecId)?.mimeType?.split("/")[1];
+      s.width = r.frameWidth; s.height = r.frameHeight; s.fps = r.framesPerSecond;
+      s.framesDecoded = r.framesDecoded || 0;
+      s.packetsLost = r.packetsLost || 0; s.packetsReceived = r.packetsReceived || 0;
+      const now = r.timestamp;
+      if (lastBytes) s.kbps = (8 * (r.bytesReceived - lastBytes.bytes)) / (now - lastBytes.t);
+      lastBytes = { bytes: r.bytesReceived, t: now };
+    }
+    if (r.type === "inbound-rtp" && r.kind === "audio") {
+      s.audioPackets = r.packetsReceived || 0;
+      s.audioSamples = r.totalSamplesReceived || 0;
+      s.audioCodec = byId.get(r.codecId)?.mimeType?.split("/")[1];
+    }
+    if (r.type === "outbound-rtp" && r.kind === "video") {
+      s.framesSent = r.framesEncoded || r.framesSent || 0;
+      s.sentCodec = byId.get(r.codecId)?.mimeType?.split("/")[1];
+    }
+    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+      s.rttMs = r.currentRoundTripTime !== undefined ? r.currentRoundTripTime * 1000 : undefined;
+      const local = byId.get(r.localCandidateId), remote = byId.get(r.remoteCandidateId);
+      s.path = local && remote ? `${local.candidateType} ${local.address || local.ip} ⇄ ${remote.candidateType} ${remote.address || remote.ip}` : undefined;
+    }
+  });
+  call.stats = s;
+  const loss = s.packetsReceived ? (100 * s.packetsLost / (s.packetsLost + s.packetsReceived)).toFixed(1) : "0.0";
+  $("stats").textContent = [
+    `codec      ${s.codec || "–"}${s.audioCodec ? " + " + s.audioCodec : ""}`,
+    `resolution ${s.width ? s.width + "×" + s.height : "–"}`,
+    `fps        ${s.fps ?? "–"}`,
+    `bitrate    ${s.kbps ? s.kbps.toFixed(0) + " kbit/s" : "–"}`,
+    `loss       ${loss} %`,
+    `rtt        ${s.rttMs !== undefined ? s.rttMs.toFixed(1) + " ms" : "–"}`,
+  ].join("\n");
+  $("stats").hidden = !$("show-stats").checked;
+}
+setInterval(() => readStats().catch((e) => log("stats: " + e)), 1000);
+
+// ---- monitoring report (?report=URL) -----------------------------------------------------
+const reportUrl = params.get("report");
+if (reportUrl) {
+  setInterval(() => {
+    const call = state.call;
+    const video = $("remote");
+    const body = {
+      id: myId, registered: state.registered, peers: state.peers, errors: state.errors,
+      lastEnd: state.lastEnd || null, log: state.log.slice(-10),
+      firstFrameMs: state.firstFrameMs,
+      playing: !!(video.srcObject && video.videoWidth > 0 && video.currentTime > 0),
+      call: call && {
+        session: call.session, peer: call.peer, role: call.role, connected: call.connected,
+        connectionState: call.pc.connectionState, signalingState: call.pc.signalingState,
+        iceConnectionState: call.pc.iceConnectionState, iceGatheringState: call.pc.iceGatheringState,
+        channel: call.channel ? call.channel.readyState : null,
+        localCandidates: call.localCandidates, pongs: call.pongs, pingsAnswered: call.pingsAnswered, rttMs: call.rttMs, stats: call.stats,
+      },
+    };
+    fetch(reportUrl, { method: "POST", mode: "no-cors", body: JSON.stringify(body) }).catch(() => {});
+  }, 500);
+}
+
+// Anything that fails inside the call's async steps is shown, not swallowed.
+window.addEventListener("unhandledrejection", (ev) => {
+  banner("The call failed: " + (ev.reason && ev.reason.message ? ev.reason.message : ev.reason));
+});
+
+$("hangup").onclick = () => endCall("hangup", true);
+$("unmute").onclick = () => { $("remote").muted = false; $("remote-audio").play().catch(() => {}); };
+$("show-stats").onchange = () => { $("stats").hidden = !$("show-stats").checked || !state.call; };
+connect();
