@@ -194,7 +194,7 @@ async fn chromium_without_media_permission_sends_mdns_candidates_and_connects() 
     let _serial = serial().await;
     if !isolated(
         "chromium_without_media_permission_sends_mdns_candidates_and_connects",
-        Net::WithMdns,
+        Net::WithDummyRoute,
     ) {
         return;
     }
@@ -211,4 +211,66 @@ async fn chromium_without_media_permission_sends_mdns_candidates_and_connects() 
             .all(|c| c.as_str().is_some_and(|c| c.ends_with(".local"))),
         "Chromium was expected to send only mDNS candidates: {candidates:?}"
     );
+}
+
+// ---- Firefox -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_calls_the_daemon_vp8() {
+    let _serial = serial().await;
+    if !isolated("firefox_calls_the_daemon_vp8", Net::WithDummyRoute) {
+        return;
+    }
+    let (report, _) =
+        browser_calls_daemon(Engine::Firefox, "vp8", "\"vp8\", \"h264\"", "viewer", true).await;
+    assert_eq!(codec_of(&report), "VP8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_calls_firefox_vp8() {
+    let _serial = serial().await;
+    if !isolated("the_daemon_calls_firefox_vp8", Net::WithDummyRoute) {
+        return;
+    }
+    let (report, _) = daemon_calls_browser(Engine::Firefox, "\"vp8\"").await;
+    assert_eq!(codec_of(&report), "VP8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_intercom_sends_camera_and_microphone() {
+    let _serial = serial().await;
+    if !isolated(
+        "firefox_intercom_sends_camera_and_microphone",
+        Net::WithDummyRoute,
+    ) {
+        return;
+    }
+    let (_, daemon) =
+        browser_calls_daemon(Engine::Firefox, "vp8", "\"vp8\"", "intercom", true).await;
+    assert!(
+        daemon["video_frames"].as_u64().unwrap_or(0) >= 30,
+        "{daemon}"
+    );
+    assert!(
+        daemon["audio_buffers"].as_u64().unwrap_or(0) > 0,
+        "{daemon}"
+    );
+}
+
+/// Firefox here has no H.264 (its OpenH264 plugin is downloaded at run time, which this
+/// machine cannot do): the page says so and the call goes ahead in VP8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_without_h264_says_so_and_falls_back_to_vp8() {
+    let _serial = serial().await;
+    if !isolated(
+        "firefox_without_h264_says_so_and_falls_back_to_vp8",
+        Net::WithDummyRoute,
+    ) {
+        return;
+    }
+    let (report, _) =
+        browser_calls_daemon(Engine::Firefox, "h264", "\"vp8\", \"h264\"", "viewer", true).await;
+    assert_eq!(codec_of(&report), "VP8");
+    let errors = report["errors"].to_string();
+    assert!(errors.contains("cannot use H264"), "{errors}");
 }

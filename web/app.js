@@ -138,7 +138,7 @@ function newCall(peer, session, role) {
   const call = {
     peer, session, role, pc, channel: null, pending: [], remoteSet: false,
     pings: new Map(), nextPing: 1, pongs: 0, pingsAnswered: 0, rttMs: null,
-    started: performance.now(), connected: false, stats: {}, localCandidates: [],
+    started: performance.now(), connected: false, stats: {}, localCandidates: [], remoteCandidates: [],
   };
   pc.onicecandidate = (ev) => {
     const c = ev.candidate;
@@ -261,6 +261,7 @@ async function onCandidate(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
   const init = { candidate: msg.candidate || "", sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex };
+  call.remoteCandidates.push(init.candidate);
   if (!call.remoteSet) { call.pending.push(init); return; }
   await addCandidate(call, init);
 }
@@ -276,6 +277,9 @@ function endCall(reason, tellPeer) {
   const call = state.call;
   if (!call) return;
   if (tellPeer) send({ type: "hangup", to: call.peer, session: call.session, reason });
+  state.lastCall = { session: call.session, reason, localCandidates: call.localCandidates,
+    remoteCandidates: call.remoteCandidates, iceConnectionState: call.pc.iceConnectionState,
+    iceGatheringState: call.pc.iceGatheringState, stats: call.stats };
   call.pc.close();
   state.call = null;
   $("remote").srcObject = null;
@@ -394,7 +398,7 @@ if (reportUrl) {
     const video = $("remote");
     const body = {
       id: myId, registered: state.registered, peers: state.peers, errors: state.errors,
-      lastEnd: state.lastEnd || null, log: state.log.slice(-10),
+      lastEnd: state.lastEnd || null, lastCall: state.lastCall || null, log: state.log.slice(-10),
       firstFrameMs: state.firstFrameMs,
       playing: !!(video.srcObject && video.videoWidth > 0 && video.currentTime > 0),
       call: call && {

@@ -22,10 +22,11 @@ const INSIDE: &str = "WEBRTCD_TEST_IN_NETNS";
 pub enum Net {
     /// Only `lo`.
     LoopbackOnly,
-    /// `lo` plus a dummy interface (private address, multicast on, default route): Chromium
-    /// without media permission hands out `.local` names only for its default route's address,
-    /// and its mDNS responder needs a multicast interface.
-    WithMdns,
+    /// `lo` plus a dummy interface (a private address of this namespace, multicast on, the
+    /// default route). Chromium without media permission hands out `.local` names only for
+    /// its default route's address, and its mDNS responder needs a multicast interface;
+    /// Firefox gathers nothing at all without a default route.
+    WithDummyRoute,
 }
 
 /// Outside the namespace: re-runs test `name` inside a fresh one, asserts it passed, and
@@ -33,7 +34,7 @@ pub enum Net {
 pub fn isolated(name: &str, net: Net) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         run(&["ip", "link", "set", "lo", "up"]);
-        if net == Net::WithMdns {
+        if net == Net::WithDummyRoute {
             let added = Command::new("ip")
                 .args(["link", "add", "nl0", "type", "dummy"])
                 .stderr(Stdio::null())
@@ -241,11 +242,15 @@ fn firefox(url: &str, profile: PathBuf, options: &Options) -> Command {
         ("network.captive-portal-service.enabled", "false"),
         ("network.connectivity-service.enabled", "false"),
     ];
-    // Firefox gathers only its default-route address unless the page holds a capture: the
-    // fake devices are always granted so loopback candidates are gathered.
+    // Camera and microphone are always granted (fake devices); Firefox has no equivalent of
+    // Chromium's mDNS-hiding mode to test.
     let _ = options.permission;
     prefs.push(("media.navigator.streams.fake", "true"));
     prefs.push(("media.navigator.permission.fake", "true"));
+    // Without this getUserMedia never settles in headless Firefox (measured here).
+    prefs.push(("media.navigator.permission.disabled", "true"));
+    prefs.push(("permissions.default.camera", "1"));
+    prefs.push(("permissions.default.microphone", "1"));
     let user_js: String = prefs
         .iter()
         .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
