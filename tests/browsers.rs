@@ -274,3 +274,57 @@ async fn firefox_without_h264_says_so_and_falls_back_to_vp8() {
     let errors = report["errors"].to_string();
     assert!(errors.contains("cannot use H264"), "{errors}");
 }
+
+/// The built-in page used as a person would: open it, click "Call" next to the device, and
+/// see the video play. A screenshot of the page mid-call is kept as a test artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_opens_the_page_clicks_call_and_sees_video() {
+    let _serial = serial().await;
+    if !isolated(
+        "a_person_opens_the_page_clicks_call_and_sees_video",
+        Net::LoopbackOnly,
+    ) {
+        return;
+    }
+    let profile = profile_with_codecs("front-door", "", "\"vp8\"");
+    let daemon = Proc::daemon("front-door", &profile, &[]);
+    let chrome = common::browser::Driven::start().await;
+    chrome
+        .open(&format!("http://{}/?id=visitor", daemon.addr))
+        .await;
+    chrome.click("#peers button[data-peer='front-door']").await;
+    let playing = wait_for(
+        "the remote video to play",
+        Duration::from_secs(30),
+        || async {
+            let v = chrome
+                .script(
+                    "const v = document.getElementById('remote'); \
+                 return {w: v.videoWidth, t: v.currentTime, paused: v.paused, \
+                 stats: document.getElementById('stats').textContent, \
+                 bar: !document.getElementById('call-bar').hidden};",
+                )
+                .await;
+            (v["w"].as_u64().unwrap_or(0) > 0
+                && v["t"].as_f64().unwrap_or(0.0) > 1.5
+                && v["paused"] == false)
+                .then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        playing["bar"], true,
+        "the call bar (hang up) is shown: {playing}"
+    );
+    assert!(
+        playing["stats"].as_str().unwrap_or("").contains("VP8"),
+        "{playing}"
+    );
+    let png = chrome.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(artifacts_dir().join("page-in-call.png"), &png).expect("write screenshot");
+
+    // Hanging up from the page ends the daemon's side too.
+    chrome.click("#hangup").await;
+    wait_idle(&daemon).await;
+}

@@ -206,7 +206,7 @@ pub fn chromium_flags(profile: &std::path::Path, media: bool) -> Vec<String> {
         "--allow-loopback-in-peer-connection",
         "--autoplay-policy=no-user-gesture-required",
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        "--window-size=1024,640",
+        "--window-size=1024,800",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -262,4 +262,132 @@ fn firefox(url: &str, profile: PathBuf, options: &Options) -> Command {
         .arg(url)
         .env("MOZ_DISABLE_CONTENT_SANDBOX", "1");
     cmd
+}
+
+/// A Chromium driven through WebDriver (Debian's chromedriver), as a person would use it.
+pub struct Driven {
+    driver: Child,
+    base: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Driven {
+    pub async fn start() -> Driven {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let log = std::fs::File::create(artifacts_dir().join("chromedriver.log")).expect("log");
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver)");
+        let base = format!("http://127.0.0.1:{port}");
+        let profile = tempfile::tempdir().expect("profile");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": chromium_flags(profile.path(), true),
+            }
+        }}});
+        let created = wait_for("chromedriver", Duration::from_secs(20), || {
+            let url = format!("{base}/session");
+            let body = caps.to_string();
+            async move {
+                let (status, text) =
+                    webrtcd::service::api_client::request("POST", &url, Some(body), None)
+                        .await
+                        .ok()?;
+                (status == 200).then(|| serde_json::from_str::<Value>(&text).ok())?
+            }
+        })
+        .await;
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string();
+        Driven {
+            driver,
+            base,
+            session,
+            _profile: profile,
+        }
+    }
+
+    async fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let body = Some(body.unwrap_or_else(|| serde_json::json!({})).to_string())
+            .filter(|_| method != "GET");
+        let (status, text) = webrtcd::service::api_client::request(method, &url, body, None)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"));
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status != 200 {
+            return Value::Null;
+        }
+        v["value"].clone()
+    }
+
+    pub async fn open(&self, url: &str) {
+        self.command("POST", "/url", Some(serde_json::json!({ "url": url })))
+            .await;
+    }
+
+    /// Clicks the first element matching `css`, waiting for it to appear.
+    pub async fn click(&self, css: &str) {
+        let element = wait_for(
+            &format!("element {css}"),
+            Duration::from_secs(20),
+            || async {
+                let found = self
+                    .command(
+                        "POST",
+                        "/element",
+                        Some(serde_json::json!({"using": "css selector", "value": css})),
+                    )
+                    .await;
+                found
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            },
+        )
+        .await;
+        self.command("POST", &format!("/element/{element}/click"), None)
+            .await;
+    }
+
+    pub async fn script(&self, js: &str) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({"script": js, "args": []})),
+        )
+        .await
+    }
+
+    /// A PNG of the window.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = self.command("GET", "/screenshot", None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("screenshot"))
+            .expect("base64 PNG")
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's process group (chromedriver and its browser).
+        unsafe {
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.driver.wait();
+    }
 }
