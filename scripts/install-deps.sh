@@ -12,6 +12,7 @@ RUN_DEBS=(
 )
 TEST_DEBS=(
   curl procps iproute2 openssl util-linux chromium chromium-driver firefox-esr
+  python3 python3-venv
 )
 
 case "${1:-run}" in
@@ -33,6 +34,17 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# An independent WebRTC stack for the interop tests (aiortc: ECDSA-only DTLS), from PyPI,
+# in a venv under target/ so the system Python is left alone.
+if [ "${1:-run}" = test ]; then
+  venv="$(dirname "$0")/../target/interop-venv"
+  if ! "$venv/bin/python" -c "import aiortc, websockets" >/dev/null 2>&1; then
+    echo "Installing aiortc into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check aiortc==1.16.0 websockets==17.4
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

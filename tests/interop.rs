@@ -1,0 +1,97 @@
+//! An independent WebRTC stack against the daemon: aiortc, whose DTLS offers only
+//! ECDHE-ECDSA cipher suites (an RSA-certificate daemon fails with "no shared cipher" when it
+//! is the DTLS server) and which never trickles (candidates only in its SDP). Both directions.
+//!
+//! aioice never uses 127.0.0.1, so these run in a private network namespace that also has a
+//! dummy interface: every packet stays inside the namespace the test made.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::browser::{Net, isolated};
+use common::*;
+use serde_json::Value;
+
+fn python() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python")
+}
+
+fn peer_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiortc_peer.py")
+}
+
+/// Runs the aiortc peer to completion (bounded by `--seconds`) and returns its report.
+fn run_aiortc(daemon: &Proc, id: &str, call: Option<&str>) -> std::thread::JoinHandle<Value> {
+    let report = artifacts_dir().join(format!("{id}-report.json"));
+    let _ = std::fs::remove_file(&report);
+    let mut cmd = Command::new(python());
+    cmd.arg(peer_script())
+        .args([
+            "--signaling",
+            &daemon.ws_url(),
+            "--id",
+            id,
+            "--seconds",
+            "30",
+        ])
+        .arg("--report")
+        .arg(&report);
+    if let Some(peer) = call {
+        cmd.args(["--call", peer]);
+    }
+    std::thread::spawn(move || {
+        let out = cmd
+            .output()
+            .expect("python with aiortc (make test installs it)");
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert!(
+            out.status.success(),
+            "aiortc peer failed: {v}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        v
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecdsa_only_stack_calls_the_daemon() {
+    let _serial = serial().await;
+    if !isolated("an_ecdsa_only_stack_calls_the_daemon", Net::WithDummyRoute) {
+        return;
+    }
+    let daemon = Proc::daemon("door", &light_profile("interop-callee", ""), &[]);
+    let peer = run_aiortc(&daemon, "aiortc", Some("door"));
+    let daemon_call = wait_for("the daemon's side", Duration::from_secs(30), || async {
+        calls(&daemon)
+            .await
+            .into_iter()
+            .find(|c| c["pongs_received"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    let report = peer.join().expect("aiortc peer");
+    assert_eq!(report["channel_created_locally"], true);
+    assert_eq!(daemon_call["role"], "callee");
+    assert_eq!(daemon_call["datachannels_created"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_calls_an_ecdsa_only_stack() {
+    let _serial = serial().await;
+    if !isolated("the_daemon_calls_an_ecdsa_only_stack", Net::WithDummyRoute) {
+        return;
+    }
+    let daemon = Proc::daemon("door", &light_profile("interop-caller", ""), &[]);
+    let peer = run_aiortc(&daemon, "aiortc", None);
+    wait_peer(&daemon, "aiortc").await;
+    let session = place_call(&daemon, "aiortc").await;
+    wait_call(&daemon, &session, "pongs from aiortc", |c| {
+        c["pongs_received"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let report = peer.join().expect("aiortc peer");
+    assert_eq!(report["channel_received"], true);
+}

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""A protocol-v1 peer built on aiortc, an independent WebRTC stack whose DTLS offers only
+ECDHE-ECDSA cipher suites and which never trickles (its candidates are inside its SDP).
+
+Calls PEER (--call) or answers the first call it gets; counts decoded video frames, audio
+frames and DataChannel pongs; writes a JSON report to --report when it has seen enough (or
+when --seconds run out) and exits 0 if the call worked.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import websockets
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+
+class Peer:
+    def __init__(self, args):
+        self.args = args
+        self.ws = None
+        self.pc = None
+        self.session = None
+        self.remote = None
+        self.channel = None
+        self.pending = []
+        self.report = {"video_frames": 0, "audio_frames": 0, "pongs": 0, "pings_answered": 0,
+                       "connected": False, "channel_created_locally": False,
+                       "channel_received": False, "errors": []}
+
+    async def send(self, msg):
+        await self.ws.send(json.dumps(msg))
+
+    def new_pc(self):
+        pc = RTCPeerConnection()
+
+        @pc.on("track")
+        def on_track(track):
+            asyncio.ensure_future(self.consume(track))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel):
+            self.report["channel_received"] = True
+            self.use_channel(channel)
+
+        @pc.on("connectionstatechange")
+        async def on_state():
+            if pc.connectionState == "connected":
+                self.report["connected"] = True
+            if pc.connectionState == "failed":
+                self.report["errors"].append("connection failed")
+
+        self.pc = pc
+        return pc
+
+    async def consume(self, track):
+        key = "video_frames" if track.kind == "video" else "audio_frames"
+        while True:
+            try:
+                await track.recv()
+            except Exception:
+                return
+            self.report[key] += 1
+
+    def use_channel(self, channel):
+        self.channel = channel
+
+        @channel.on("message")
+        def on_message(message):
+            try:
+                msg = json.loads(message)
+            except (TypeError, ValueError):
+                return
+            if msg.get("type") == "ping":
+                channel.send(json.dumps({"type": "pong", "id": msg.get("id")}))
+                self.report["pings_answered"] += 1
+            elif msg.get("type") == "pong":
+                self.report["pongs"] += 1
+
+    async def pinger(self):
+        n = 0
+        while True:
+            await asyncio.sleep(0.5)
+            if self.channel is not None and self.channel.readyState == "open":
+                n += 1
+                self.channel.send(json.dumps({"type": "ping", "id": n}))
+
+    async def call(self, peer):
+        self.session = f"{self.args.id}-{int(time.time() * 1000)}"
+        self.remote = peer
+        await self.send({"type": "call", "to": peer, "session": self.session})
+        pc = self.new_pc()
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        self.use_channel(pc.createDataChannel("chat"))
+        self.report["channel_created_locally"] = True
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.send({"type": "offer", "to": peer, "session": self.session,
+                         "sdp": pc.localDescription.sdp})
+
+    async def on_message(self, msg):
+        kind = msg.get("type")
+        if kind == "registered" and self.args.call:
+            if self.args.call in msg.get("peers", []):
+                await self.call(self.args.call)
+        elif kind == "peer-joined" and self.args.call and self.session is None:
+            if msg.get("id") == self.args.call:
+                await self.call(self.args.call)
+        elif kind == "call" and self.session is None:
+            self.session = msg["session"]
+            self.remote = msg["from"]
+            self.new_pc()
+        elif kind == "offer" and msg.get("session") == self.session:
+            await self.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+            await self.flush()
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            await self.send({"type": "answer", "to": self.remote, "session": self.session,
+                             "sdp": self.pc.localDescription.sdp})
+        elif kind == "answer" and msg.get("session") == self.session:
+            await self.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "answer"))
+            await self.flush()
+        elif kind == "candidate" and msg.get("session") == self.session:
+            self.pending.append(msg)
+            if self.pc is not None and self.pc.remoteDescription is not None:
+                await self.flush()
+        elif kind == "error":
+            self.report["errors"].append(msg.get("message"))
+        elif kind == "hangup" and msg.get("session") == self.session:
+            self.report["errors"].append("hangup: " + msg.get("reason", ""))
+
+    async def flush(self):
+        for msg in self.pending:
+            text = msg.get("candidate") or ""
+            if not text:
+                continue
+            candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+            candidate.sdpMid = msg.get("sdpMid")
+            candidate.sdpMLineIndex = msg.get("sdpMLineIndex")
+            await self.pc.addIceCandidate(candidate)
+        self.pending = []
+
+    def done(self):
+        r = self.report
+        return (r["connected"] and r["video_frames"] >= 30 and r["audio_frames"] > 0
+                and r["pongs"] >= 1 and r["pings_answered"] >= 1)
+
+    async def run(self):
+        async with websockets.connect(self.args.signaling) as ws:
+            self.ws = ws
+            await self.send({"type": "register", "id": self.args.id})
+            pinger = asyncio.ensure_future(self.pinger())
+            deadline = time.monotonic() + self.args.seconds
+            while time.monotonic() < deadline and not self.done():
+                try:
+                    text = await asyncio.wait_for(ws.recv(), timeout=0.2)
+                except asyncio.TimeoutError:
+                    continue
+                await self.on_message(json.loads(text))
+            pinger.cancel()
+            if self.pc is not None:
+                await self.pc.close()
+        with open(self.args.report, "w") as f:
+            json.dump(self.report, f)
+        return 0 if self.done() else 1
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--signaling", required=True)
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--call")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--report", required=True)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(Peer(args).run()))
+
+
+if __name__ == "__main__":
+    main()
