@@ -23,8 +23,15 @@ fn peer_script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiortc_peer.py")
 }
 
-/// Runs the aiortc peer to completion (bounded by `--seconds`) and returns its report.
-fn run_aiortc(daemon: &Proc, id: &str, call: Option<&str>) -> std::thread::JoinHandle<Value> {
+/// What the aiortc peer did: its exit status, its JSON report and its stderr.
+struct PeerRun {
+    ok: bool,
+    report: Value,
+    stderr: String,
+}
+
+/// Starts the aiortc peer (bounded by `--seconds`); join the handle for its [`PeerRun`].
+fn run_aiortc(daemon: &Proc, id: &str, call: Option<&str>) -> std::thread::JoinHandle<PeerRun> {
     let report = artifacts_dir().join(format!("{id}-report.json"));
     let _ = std::fs::remove_file(&report);
     let mut cmd = Command::new(python());
@@ -35,7 +42,7 @@ fn run_aiortc(daemon: &Proc, id: &str, call: Option<&str>) -> std::thread::JoinH
             "--id",
             id,
             "--seconds",
-            "30",
+            "40",
         ])
         .arg("--report")
         .arg(&report);
@@ -47,14 +54,26 @@ fn run_aiortc(daemon: &Proc, id: &str, call: Option<&str>) -> std::thread::JoinH
             .output()
             .expect("python with aiortc (make test installs it)");
         let text = std::fs::read_to_string(&report).unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        assert!(
-            out.status.success(),
-            "aiortc peer failed: {v}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        v
+        PeerRun {
+            ok: out.status.success(),
+            report: serde_json::from_str(&text).unwrap_or(Value::Null),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     })
+}
+
+/// Waits for the peer to finish; panics with everything it said if it failed.
+async fn finished(peer: std::thread::JoinHandle<PeerRun>, daemon: &Proc) -> Value {
+    let run = tokio::task::spawn_blocking(move || peer.join())
+        .await
+        .expect("join")
+        .expect("peer thread");
+    assert!(
+        run.ok,
+        "aiortc peer failed: {}\n{}\ndaemon log: {:?}",
+        run.report, run.stderr, daemon.log
+    );
+    run.report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,16 +82,17 @@ async fn an_ecdsa_only_stack_calls_the_daemon() {
     if !isolated("an_ecdsa_only_stack_calls_the_daemon", Net::WithDummyRoute) {
         return;
     }
-    let daemon = Proc::daemon("door", &light_profile("interop-callee", ""), &[]);
-    let peer = run_aiortc(&daemon, "aiortc", Some("door"));
-    let daemon_call = wait_for("the daemon's side", Duration::from_secs(30), || async {
+    let daemon = Proc::daemon("interop-callee", &light_profile("interop-callee", ""), &[]);
+    let peer = run_aiortc(&daemon, "aiortc", Some("interop-callee"));
+    let daemon_call = poll(Duration::from_secs(40), || async {
         calls(&daemon)
             .await
             .into_iter()
             .find(|c| c["pongs_received"].as_u64().unwrap_or(0) >= 1)
     })
     .await;
-    let report = peer.join().expect("aiortc peer");
+    let report = finished(peer, &daemon).await;
+    let daemon_call = daemon_call.expect("the daemon received pongs from aiortc");
     assert_eq!(report["channel_created_locally"], true);
     assert_eq!(daemon_call["role"], "callee");
     assert_eq!(daemon_call["datachannels_created"], 0);
@@ -84,14 +104,18 @@ async fn the_daemon_calls_an_ecdsa_only_stack() {
     if !isolated("the_daemon_calls_an_ecdsa_only_stack", Net::WithDummyRoute) {
         return;
     }
-    let daemon = Proc::daemon("door", &light_profile("interop-caller", ""), &[]);
+    let daemon = Proc::daemon("interop-caller", &light_profile("interop-caller", ""), &[]);
     let peer = run_aiortc(&daemon, "aiortc", None);
     wait_peer(&daemon, "aiortc").await;
     let session = place_call(&daemon, "aiortc").await;
-    wait_call(&daemon, &session, "pongs from aiortc", |c| {
-        c["pongs_received"].as_u64().unwrap_or(0) >= 1
+    let pongs = poll(Duration::from_secs(40), || async {
+        calls(&daemon)
+            .await
+            .into_iter()
+            .find(|c| c["session"] == session && c["pongs_received"].as_u64().unwrap_or(0) >= 1)
     })
     .await;
-    let report = peer.join().expect("aiortc peer");
+    let report = finished(peer, &daemon).await;
+    assert!(pongs.is_some(), "the daemon received pongs from aiortc");
     assert_eq!(report["channel_received"], true);
 }

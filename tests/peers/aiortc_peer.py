@@ -159,6 +159,14 @@ class Peer:
                 except asyncio.TimeoutError:
                     continue
                 await self.on_message(json.loads(text))
+            if self.done():
+                # Keep the call up a little so the other side can see it working too.
+                end = time.monotonic() + 3
+                while time.monotonic() < end:
+                    try:
+                        await asyncio.wait_for(ws.recv(), timeout=0.2)
+                    except asyncio.TimeoutError:
+                        pass
             pinger.cancel()
             if self.pc is not None:
                 await self.pc.close()
