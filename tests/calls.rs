@@ -16,9 +16,15 @@ async fn call_through_the_callees_embedded_relay() {
     wait_peer(&alice, "door").await;
     let session = place_call(&alice, "door").await;
     assert_call_works(&alice, &door, &session).await;
-    // The pipeline count is real: one per call while it runs, 0 once torn down.
-    assert_eq!(status(&alice).await["pipelines"], 1);
-    assert_eq!(status(&door).await["pipelines"], 1);
+    // The pipeline count is real: the call's and the shared encoders' while the call runs,
+    // 0 once everything is torn down.
+    let s = status(&alice).await;
+    assert_eq!(
+        s["pipelines"], 3,
+        "the call and shared VP8 and Opus encoders: {s}"
+    );
+    assert_eq!(s["encoders"]["video"], 1, "{s}");
+    assert_eq!(s["encoders"]["audio"], 1, "{s}");
     assert_eq!(hang_up(&alice, &session).await, 204);
     wait_idle(&alice).await;
     wait_idle(&door).await;

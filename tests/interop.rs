@@ -45,7 +45,9 @@ fn run_aiortc(daemon: &Proc, id: &str, call: Option<&str>) -> std::thread::JoinH
             "40",
         ])
         .arg("--report")
-        .arg(&report);
+        .arg(&report)
+        .arg("--log")
+        .arg(artifacts_dir().join(format!("{id}-{}.log", daemon.name)));
     if let Some(peer) = call {
         cmd.args(["--call", peer]);
     }

@@ -2,9 +2,11 @@
 //! Knows nothing of signaling or WebRTC negotiation.
 
 pub mod codecs;
+pub mod fragments;
 pub mod profile;
 pub mod receive;
 pub mod send;
+pub mod shared;
 
 use std::sync::Mutex;
 
@@ -18,6 +20,8 @@ pub enum MediaError {
     WrongKind(codecs::Codec),
     #[error("GStreamer is not usable: {0}")]
     Init(String),
+    #[error("the profile has no source for {0:?}")]
+    NoSource(codecs::Codec),
 }
 
 /// Initialises GStreamer once for the process.
@@ -43,6 +47,37 @@ pub fn live_pipelines() -> usize {
     let mut all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
     all.retain(|w| w.upgrade().is_some());
     all.len()
+}
+
+/// How many media encoders run in live pipelines, found by walking them: the honest answer
+/// to "how many encoders for N viewers".
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct EncoderCount {
+    pub video: usize,
+    pub audio: usize,
+}
+
+pub fn live_encoders() -> EncoderCount {
+    let pipelines: Vec<gst::Pipeline> = {
+        let all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().filter_map(|w| w.upgrade()).collect()
+    };
+    let mut count = EncoderCount::default();
+    for element in pipelines
+        .iter()
+        .flat_map(|p| p.iterate_recurse().into_iter().flatten())
+    {
+        let klass = element
+            .factory()
+            .and_then(|f| f.metadata("klass").map(str::to_string))
+            .unwrap_or_default();
+        if klass.contains("Encoder/Video") {
+            count.video += 1;
+        } else if klass.contains("Encoder/Audio") {
+            count.audio += 1;
+        }
+    }
+    count
 }
 
 /// Takes a pipeline to NULL and drops it on a blocking thread: state changes can wait on

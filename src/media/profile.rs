@@ -35,6 +35,13 @@ pub struct Profile {
     /// for reproducing ordering problems; 0 in every shipped profile.
     #[serde(default)]
     pub media_start_delay_ms: u64,
+    /// Encode separately for every call (the way webrtcsink does), for comparison. By default
+    /// one capture and one encoder per codec serve every call.
+    #[serde(default)]
+    pub per_viewer_encoder: bool,
+    /// How long a shared encoder keeps running after its last viewer left.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +108,9 @@ pub enum SinkKind {
     Auto,
 }
 
+fn default_linger_ms() -> u64 {
+    2000
+}
 fn default_max_sessions() -> usize {
     8
 }

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use super::config::Config;
 use super::http::{self, RelayState};
+use crate::media::shared::Encoders;
 use crate::media::{self, profile::Profile};
 use crate::relay::Relay;
 use crate::relay::link::{self, LinkEvent};
@@ -41,14 +42,16 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     media::init()?;
-    let profile = Profile::load(&config.profile)?;
+    let profile = Arc::new(Profile::load(&config.profile)?);
     tracing::info!(profile = %profile.name, file = %config.profile.display(), "profile loaded");
     let identity = DtlsIdentity::load_or_create(&config.state_dir())?;
     tracing::info!(fingerprint = %identity.fingerprint(), "DTLS identity (ECDSA P-256)");
     let warm_up = tokio::task::spawn_blocking(crate::session::identity::warm_up_dtls);
+    let encoders = Encoders::new(Arc::clone(&profile));
     let settings = CallSettings {
         identity: Arc::new(identity),
-        profile: Arc::new(profile),
+        encoders: Arc::clone(&encoders),
+        profile,
         ice_addresses: config.ice.addresses.clone(),
         stun_server: config.ice.stun_server.clone(),
         turn_servers: config.ice.turn_servers.clone(),
@@ -64,7 +67,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     // Ready only once the DTLS default certificate exists: the first call must not pay for it.
     let _ = warm_up.await;
     let listener = bind(config.listen, "webrtcd").await?;
-    let app = http::daemon_router(relay_state(&relay, &config), Arc::clone(&calls));
+    let app = http::daemon_router(relay_state(&relay, &config), Arc::clone(&calls), encoders);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::media::shared::Encoders;
 use crate::relay::{Relay, ws};
 use crate::session::{CallManager, PlaceCallError};
 
@@ -36,6 +37,7 @@ pub struct RelayState {
 #[derive(Clone)]
 struct DaemonState {
     calls: Arc<CallManager>,
+    encoders: Arc<Encoders>,
 }
 
 pub fn relay_router(state: RelayState) -> Router {
@@ -45,8 +47,12 @@ pub fn relay_router(state: RelayState) -> Router {
         .with_state(state)
 }
 
-pub fn daemon_router(relay: RelayState, calls: Arc<CallManager>) -> Router {
-    let state = DaemonState { calls };
+pub fn daemon_router(
+    relay: RelayState,
+    calls: Arc<CallManager>,
+    encoders: Arc<Encoders>,
+) -> Router {
+    let state = DaemonState { calls, encoders };
     let api = Router::new()
         .route("/api/status", get(status))
         .route("/api/calls", get(list_calls).post(place_call))
@@ -103,6 +109,8 @@ async fn status(State(state): State<DaemonState>) -> Response {
         "sessions": calls.session_count(),
         "calls_ended": calls.ended.load(std::sync::atomic::Ordering::Relaxed),
         "pipelines": crate::media::live_pipelines(),
+        "encoders": crate::media::live_encoders(),
+        "shared_streams": state.encoders.streams(),
     }))
     .into_response()
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use super::events::Event;
 use super::{CallInfo, CallSettings, CallState, ChannelState, Role, identity, sdp, webrtc};
 use crate::media::codecs::{self, MediaKind};
-use crate::media::{self, receive, send};
+use crate::media::{self, receive, send, shared};
 use crate::protocol::{Message, Route};
 
 /// How long a call may take from its start to a connected peer connection.
@@ -66,6 +66,8 @@ pub struct Call {
     pings: VecDeque<(u64, Instant)>,
     next_ping: u64,
     sent_end_of_candidates: bool,
+    /// Holds the shared encoders feeding this call.
+    subscriptions: Vec<shared::Subscription>,
 }
 
 struct RemoteCandidate {
@@ -139,6 +141,7 @@ impl Call {
             pings: VecDeque::new(),
             next_ping: 0,
             sent_end_of_candidates: false,
+            subscriptions: Vec::new(),
         })
     }
 
@@ -290,14 +293,15 @@ impl Call {
     /// Caller: tracks, then the DataChannel, then the offer.
     async fn offer(&mut self) -> Step {
         let profile = Arc::clone(&self.settings.profile);
-        if let Some(video) = &profile.video {
-            let codec = video.codecs[0];
-            let branch = send::video(video, codec, codec.default_payload_type());
-            self.link_send_branch(branch)?;
-        }
-        if let Some(audio) = &profile.audio {
-            let codec = audio.codecs[0];
-            let branch = send::audio(audio, codec, codec.default_payload_type());
+        let first_codecs = [
+            profile.video.as_ref().map(|v| v.codecs[0]),
+            profile.audio.as_ref().map(|a| a.codecs[0]),
+        ];
+        for codec in first_codecs.into_iter().flatten() {
+            let branch = self
+                .settings
+                .encoders
+                .branch(codec, codec.default_payload_type());
             self.link_send_branch(branch)?;
         }
         self.set_playing()?;
@@ -329,16 +333,13 @@ impl Call {
         let profile = Arc::clone(&self.settings.profile);
         // Link in the offer's m-line order so transceivers line up with its m-lines.
         for offered in codecs::offered_media(&offer) {
-            let branch = match offered.kind {
-                MediaKind::Video => profile.video.as_ref().and_then(|video| {
-                    codecs::choose(&offered, &video.codecs)
-                        .map(|(codec, pt)| send::video(video, codec, pt))
-                }),
-                MediaKind::Audio => profile.audio.as_ref().and_then(|audio| {
-                    codecs::choose(&offered, &audio.codecs)
-                        .map(|(codec, pt)| send::audio(audio, codec, pt))
-                }),
+            let ours = match offered.kind {
+                MediaKind::Video => profile.video.as_ref().map(|v| v.codecs.as_slice()),
+                MediaKind::Audio => profile.audio.as_ref().map(|a| a.codecs.as_slice()),
             };
+            let branch = ours
+                .and_then(|ours| codecs::choose(&offered, ours))
+                .map(|(codec, pt)| self.settings.encoders.branch(codec, pt));
             match branch {
                 Some(branch) => self.link_send_branch(branch)?,
                 None => tracing::info!(
@@ -363,10 +364,13 @@ impl Call {
     }
 
     fn link_send_branch(&mut self, branch: Result<send::SendBranch, media::MediaError>) -> Step {
-        let branch = branch.map_err(|e| {
+        let mut branch = branch.map_err(|e| {
             tracing::warn!(session = %self.info.session, "{e}");
             CallEnd::local("media-error")
         })?;
+        if let Some(subscription) = branch.subscription.take() {
+            self.subscriptions.push(subscription);
+        }
         let fail = |what: &str| CallEnd::local(format!("media-error: {what}"));
         self.pipeline
             .add(&branch.bin)
@@ -658,8 +662,11 @@ impl Call {
             pipeline,
             webrtcbin,
             channel,
+            subscriptions,
             ..
         } = self;
+        // Stop being fed before the pipeline goes down.
+        drop(subscriptions);
         drop(channel);
         drop(webrtcbin);
         media::teardown(pipeline);

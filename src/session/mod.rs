@@ -35,6 +35,8 @@ pub struct CallSettings {
     pub turn_servers: Vec<String>,
     /// The certificate every call uses for DTLS.
     pub identity: Arc<identity::DtlsIdentity>,
+    /// Where send branches come from (shared encoders by default).
+    pub encoders: Arc<crate::media::shared::Encoders>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,6 +81,8 @@ pub struct CallInfo {
     channel: Mutex<ChannelState>,
     /// Fingerprint of the certificate the peer presented in the DTLS handshake.
     remote_fingerprint: Mutex<Option<String>>,
+    /// When the peer connection reached `connected`.
+    connected_at: Mutex<Option<Instant>>,
     pub received: Arc<ReceiveCounters>,
     pub channels_created: AtomicU32,
     pub channels_received: AtomicU32,
@@ -104,6 +108,8 @@ pub struct CallSnapshot {
     pub pongs_received: u64,
     pub rtt_ms: Option<f64>,
     pub first_frame_ms: Option<f64>,
+    /// From the call's start to its connection being up.
+    pub connected_ms: Option<f64>,
     /// `sha-256 …` of the certificate the peer really used (compare with its SDP to pin it).
     pub remote_fingerprint: Option<String>,
     pub age_ms: u64,
@@ -123,6 +129,7 @@ impl CallInfo {
             state: Mutex::new(CallState::Starting),
             channel: Mutex::new(ChannelState::None),
             remote_fingerprint: Mutex::new(None),
+            connected_at: Mutex::new(None),
             received: Arc::default(),
             channels_created: AtomicU32::new(0),
             channels_received: AtomicU32::new(0),
@@ -137,6 +144,9 @@ impl CallInfo {
     }
 
     fn set_state(&self, state: CallState) {
+        if state == CallState::Connected {
+            lock(&self.connected_at).get_or_insert_with(Instant::now);
+        }
         let mut current = lock(&self.state);
         if *current != state {
             tracing::debug!(session = %self.session, from = ?*current, to = ?state, "call state");
@@ -171,6 +181,8 @@ impl CallInfo {
                 .received
                 .first_video
                 .get()
+                .map(|t| t.duration_since(self.started).as_secs_f64() * 1000.0),
+            connected_ms: lock(&self.connected_at)
                 .map(|t| t.duration_since(self.started).as_secs_f64() * 1000.0),
             remote_fingerprint: lock(&self.remote_fingerprint).clone(),
             age_ms: self.started.elapsed().as_millis() as u64,

@@ -35,6 +35,13 @@ pub fn light_profile(name: &str, top: &str) -> PathBuf {
     profile_with_codecs(name, top, "\"vp8\"")
 }
 
+/// Writes a profile with this exact text.
+pub fn write_profile(name: &str, text: &str) -> PathBuf {
+    let path = artifacts_dir().join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write profile");
+    path
+}
+
 /// Like [`light_profile`], with the video codecs given (`"\"h264\", \"vp8\""`).
 pub fn profile_with_codecs(name: &str, top: &str, video_codecs: &str) -> PathBuf {
     let text = format!(

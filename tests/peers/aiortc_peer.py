@@ -75,8 +75,12 @@ class Peer:
             except (TypeError, ValueError):
                 return
             if msg.get("type") == "ping":
-                channel.send(json.dumps({"type": "pong", "id": msg.get("id")}))
-                self.report["pings_answered"] += 1
+                # A ping can arrive just before aiortc marks its own channel open; sending
+                # then raises and would tear down the whole DTLS transport. The next ping,
+                # a second later, gets its pong.
+                if channel.readyState == "open":
+                    channel.send(json.dumps({"type": "pong", "id": msg.get("id")}))
+                    self.report["pings_answered"] += 1
             elif msg.get("type") == "pong":
                 self.report["pongs"] += 1
 
@@ -182,7 +186,12 @@ def main():
     parser.add_argument("--call")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--report", required=True)
+    parser.add_argument("--log", help="write aiortc's debug log here")
     args = parser.parse_args()
+    if args.log:
+        import logging
+        logging.basicConfig(filename=args.log, level=logging.DEBUG,
+                            format="%(asctime)s %(name)s %(message)s")
     sys.exit(asyncio.run(Peer(args).run()))
 
 

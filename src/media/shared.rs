@@ -1,0 +1,390 @@
+//! Encode once, fan out: one capture and one encoder per codec, shared by every call.
+//!
+//! The shared pipeline ends in an appsink; each call's send branch starts with its own appsrc
+//! (then the call's own payloader, since payload types differ per call). The appsink thread
+//! hands each encoded frame to every subscriber without ever blocking on one:
+//! - a new subscriber waits for a keyframe, and its arrival forces one at once;
+//! - a subscriber whose queue is full (a stalled viewer) drops frames, then waits for the next
+//!   keyframe, which it asks for (rate-limited);
+//! - a keyframe request from a viewer (PLI/FIR, arriving as an upstream force-key-unit event
+//!   on its appsrc) reaches the encoder, rate-limited per stream.
+//!
+//! A stream starts with its first subscriber and stops `linger` after its last one left.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::codecs::{Codec, MediaKind};
+use super::profile::Profile;
+use super::send::{self, SendBranch};
+use super::{MediaError, fragments};
+
+/// Frames that may wait in one subscriber's appsrc before it counts as stalled.
+const MAX_QUEUED: u64 = 30;
+/// Keyframes asked for by viewers (PLI/FIR, stalls) are at least this far apart.
+const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where calls get their send branches: shared encoders, or (`per_viewer_encoder = true`)
+/// a capture and encoder of their own.
+pub struct Encoders {
+    profile: Arc<Profile>,
+    streams: Mutex<HashMap<Codec, Arc<SharedStream>>>,
+    linger: Duration,
+    next_id: AtomicU64,
+}
+
+/// Counters of one shared stream.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub frames: AtomicU64,
+    pub keyframes_forced: AtomicU64,
+    pub frames_dropped: AtomicU64,
+}
+
+pub struct SharedStream {
+    codec: Codec,
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    subscribers: Mutex<Vec<Arc<Subscriber>>>,
+    last_keyframe_request: Mutex<Option<Instant>>,
+    pub stats: StreamStats,
+}
+
+struct Subscriber {
+    id: u64,
+    appsrc: gst_app::AppSrc,
+    waiting_for_keyframe: AtomicBool,
+    caps: Mutex<Option<gst::Caps>>,
+}
+
+/// A call's hold on a shared stream; dropping it unsubscribes.
+pub struct Subscription {
+    stream: Arc<SharedStream>,
+    id: u64,
+    owner: Weak<Encoders>,
+}
+
+/// What `GET /api/status` shows about a shared stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamInfo {
+    pub codec: String,
+    pub subscribers: usize,
+    pub frames: u64,
+    pub keyframes_forced: u64,
+    pub frames_dropped: u64,
+}
+
+impl std::fmt::Debug for Encoders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoders")
+            .field("streams", &self.streams())
+            .finish()
+    }
+}
+
+impl Encoders {
+    pub fn new(profile: Arc<Profile>) -> Arc<Encoders> {
+        Arc::new(Encoders {
+            linger: Duration::from_millis(profile.linger_ms),
+            profile,
+            streams: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn profile(&self) -> &Arc<Profile> {
+        &self.profile
+    }
+
+    /// A send branch for `codec` with payload type `pt`.
+    pub fn branch(self: &Arc<Self>, codec: Codec, pt: u32) -> Result<SendBranch, MediaError> {
+        if self.profile.per_viewer_encoder {
+            return match codec.kind() {
+                MediaKind::Video => {
+                    let video = self
+                        .profile
+                        .video
+                        .as_ref()
+                        .ok_or(MediaError::NoSource(codec))?;
+                    send::video(video, codec, pt)
+                }
+                MediaKind::Audio => {
+                    let audio = self
+                        .profile
+                        .audio
+                        .as_ref()
+                        .ok_or(MediaError::NoSource(codec))?;
+                    send::audio(audio, codec, pt)
+                }
+            };
+        }
+        let stream = self.stream(codec)?;
+        let desc = format!(
+            "appsrc name=feed is-live=true format=time do-timestamp=true min-latency=0 ! {}",
+            fragments::payloader(codec, pt)
+        );
+        let mut branch = send::build(&desc, codec, pt)?;
+        let appsrc = branch
+            .bin
+            .by_name("feed")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| MediaError::Build("appsrc missing".into()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        forward_keyframe_requests(&appsrc, Arc::downgrade(&stream));
+        stream.subscribe(Subscriber {
+            id,
+            appsrc,
+            waiting_for_keyframe: AtomicBool::new(true),
+            caps: Mutex::new(None),
+        });
+        branch.subscription = Some(Subscription {
+            stream,
+            id,
+            owner: Arc::downgrade(self),
+        });
+        Ok(branch)
+    }
+
+    /// The running stream for `codec`, started if there is none.
+    fn stream(&self, codec: Codec) -> Result<Arc<SharedStream>, MediaError> {
+        let mut streams = lock(&self.streams);
+        if let Some(stream) = streams.get(&codec) {
+            return Ok(Arc::clone(stream));
+        }
+        let stream = SharedStream::start(&self.profile, codec)?;
+        streams.insert(codec, Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        let mut out: Vec<StreamInfo> = lock(&self.streams)
+            .values()
+            .map(|s| StreamInfo {
+                codec: format!("{:?}", s.codec).to_lowercase(),
+                subscribers: lock(&s.subscribers).len(),
+                frames: s.stats.frames.load(Ordering::Relaxed),
+                keyframes_forced: s.stats.keyframes_forced.load(Ordering::Relaxed),
+                frames_dropped: s.stats.frames_dropped.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by(|a, b| a.codec.cmp(&b.codec));
+        out
+    }
+
+    /// After the last subscriber left: stop the stream once `linger` has passed without a
+    /// new one.
+    fn schedule_stop(self: Arc<Self>, stream: Arc<SharedStream>) {
+        let linger = self.linger;
+        let stop = move || {
+            let mut streams = lock(&self.streams);
+            let still_ours = streams
+                .get(&stream.codec)
+                .is_some_and(|s| Arc::ptr_eq(s, &stream));
+            if still_ours && lock(&stream.subscribers).is_empty() {
+                streams.remove(&stream.codec);
+                drop(streams);
+                tracing::info!(codec = ?stream.codec, "shared encoder stopped (no viewers)");
+                super::teardown(stream.pipeline.clone());
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(linger).await;
+                    stop();
+                });
+            }
+            Err(_) => stop(),
+        }
+    }
+}
+
+impl SharedStream {
+    fn start(profile: &Profile, codec: Codec) -> Result<Arc<SharedStream>, MediaError> {
+        let (source, encoder) = match codec.kind() {
+            MediaKind::Video => {
+                let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
+                (
+                    fragments::video_source(video),
+                    fragments::video_encoder(codec, video),
+                )
+            }
+            MediaKind::Audio => {
+                let audio = profile.audio.as_ref().ok_or(MediaError::NoSource(codec))?;
+                (
+                    fragments::audio_source(audio),
+                    fragments::audio_encoder(codec, audio),
+                )
+            }
+        };
+        let encoder = encoder.ok_or(MediaError::WrongKind(codec))?;
+        let desc =
+            format!("{source} ! {encoder} ! appsink name=out sync=false max-buffers=4 drop=true");
+        let pipeline = super::new_pipeline(&format!("shared-{codec:?}").to_lowercase());
+        let bin = gst::parse::bin_from_description(&desc, false)
+            .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?;
+        pipeline
+            .add(&bin)
+            .map_err(|e| MediaError::Build(e.to_string()))?;
+        let sink = bin
+            .by_name("out")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| MediaError::Build("appsink missing".into()))?;
+        if let Some(bus) = pipeline.bus() {
+            bus.set_sync_handler(move |_, msg| {
+                if let gst::MessageView::Error(err) = msg.view() {
+                    tracing::warn!(
+                        ?codec,
+                        "shared encoder error: {} ({:?})",
+                        err.error(),
+                        err.debug()
+                    );
+                }
+                gst::BusSyncReply::Drop
+            });
+        }
+        let stream = Arc::new(SharedStream {
+            codec,
+            pipeline,
+            sink: sink.clone(),
+            subscribers: Mutex::default(),
+            last_keyframe_request: Mutex::new(None),
+            stats: StreamStats::default(),
+        });
+        let weak = Arc::downgrade(&stream);
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    match weak.upgrade() {
+                        Some(stream) => {
+                            stream.fan_out(&sample);
+                            Ok(gst::FlowSuccess::Ok)
+                        }
+                        None => Err(gst::FlowError::Flushing),
+                    }
+                })
+                .build(),
+        );
+        stream
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| MediaError::Build(format!("{codec:?} encoder would not start")))?;
+        tracing::info!(?codec, "shared encoder started");
+        Ok(stream)
+    }
+
+    fn subscribe(&self, subscriber: Subscriber) {
+        lock(&self.subscribers).push(Arc::new(subscriber));
+        // A joining viewer must not wait for the next scheduled keyframe.
+        self.request_keyframe(true);
+    }
+
+    fn unsubscribe(&self, id: u64) -> bool {
+        let mut subs = lock(&self.subscribers);
+        subs.retain(|s| s.id != id);
+        subs.is_empty()
+    }
+
+    /// Runs on the shared pipeline's streaming thread: never blocks on a subscriber.
+    fn fan_out(&self, sample: &gst::Sample) {
+        let Some(buffer) = sample.buffer() else {
+            return;
+        };
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        let caps = sample.caps();
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let mut stalled = false;
+        for sub in lock(&self.subscribers).iter() {
+            if sub.waiting_for_keyframe.load(Ordering::Relaxed) && !keyframe {
+                continue;
+            }
+            if sub.appsrc.current_level_buffers() >= MAX_QUEUED {
+                // This viewer stopped taking frames: skip it, resume at a keyframe.
+                sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
+                self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                stalled = true;
+                continue;
+            }
+            {
+                let mut known = lock(&sub.caps);
+                if known.as_ref().map(|c| c.as_ref()) != caps {
+                    sub.appsrc.set_caps(caps.map(|c| c.to_owned()).as_ref());
+                    *known = caps.map(|c| c.to_owned());
+                }
+            }
+            // Each call's appsrc stamps the frame with its own pipeline's clock.
+            let mut out = buffer.copy();
+            {
+                let out = out.make_mut();
+                out.set_pts(gst::ClockTime::NONE);
+                out.set_dts(gst::ClockTime::NONE);
+            }
+            if sub.appsrc.push_buffer(out).is_ok() {
+                sub.waiting_for_keyframe.store(false, Ordering::Relaxed);
+            }
+        }
+        if stalled {
+            self.request_keyframe(false);
+        }
+    }
+
+    /// Asks the encoder for a keyframe now. Requests from viewers are rate-limited;
+    /// `joining` ones are not (a new viewer must see a picture at once).
+    fn request_keyframe(&self, joining: bool) {
+        {
+            let mut last = lock(&self.last_keyframe_request);
+            let recent = last.is_some_and(|t| t.elapsed() < KEYFRAME_MIN_INTERVAL);
+            if recent && !joining {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        if self.codec.kind() != MediaKind::Video {
+            return;
+        }
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        if self.sink.send_event(event) {
+            self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A viewer's PLI/FIR reaches its appsrc as an upstream force-key-unit event: pass it on to
+/// the shared encoder (rate-limited there) instead of to an appsrc that cannot act on it.
+fn forward_keyframe_requests(appsrc: &gst_app::AppSrc, stream: Weak<SharedStream>) {
+    let Some(pad) = appsrc.static_pad("src") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+        let is_key_request = info
+            .event()
+            .is_some_and(|e| gst_video::ForceKeyUnitEvent::is(e));
+        if !is_key_request {
+            return gst::PadProbeReturn::Ok;
+        }
+        if let Some(stream) = stream.upgrade() {
+            stream.request_keyframe(false);
+        }
+        gst::PadProbeReturn::Drop
+    });
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let last = self.stream.unsubscribe(self.id);
+        if let (true, Some(owner)) = (last, self.owner.upgrade()) {
+            owner.schedule_stop(Arc::clone(&self.stream));
+        }
+    }
+}
