@@ -32,6 +32,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         keepalive_secs: u64,
     },
+    /// List cameras, microphones, speakers and every encoder candidate (works / missing / failed).
+    Devices,
     /// Ask a running daemon to call PEER.
     Call {
         peer: String,
@@ -103,6 +105,43 @@ fn cap_malloc_arenas() {
     }
 }
 
+fn print_devices() -> anyhow::Result<()> {
+    use webrtcd::media::{self, encoder::ProbeResult};
+    media::init()?;
+    let devices = media::devices::list();
+    for (title, class) in [
+        ("Cameras", "Video/Source"),
+        ("Microphones", "Audio/Source"),
+        ("Speakers", "Audio/Sink"),
+    ] {
+        println!("{title}:");
+        let found: Vec<_> = devices.iter().filter(|d| d.class.contains(class)).collect();
+        if found.is_empty() {
+            println!("  (none found)");
+        }
+        for d in found {
+            println!("  {} {}", d.name, d.path.as_deref().unwrap_or(""));
+            for f in d.formats.iter().take(12) {
+                println!("      {f}");
+            }
+        }
+    }
+    println!("Encoders:");
+    for p in media::encoder::probe_all() {
+        let result = match &p.result {
+            ProbeResult::Works => "works".to_string(),
+            ProbeResult::Missing => "missing".to_string(),
+            ProbeResult::Failed(why) => format!("failed: {why}"),
+        };
+        println!(
+            "  {:<5} {:<14} {result}",
+            format!("{:?}", p.codec).to_lowercase(),
+            p.encoder
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     cap_malloc_arenas();
     tracing_subscriber::fmt()
@@ -129,6 +168,10 @@ fn main() -> anyhow::Result<()> {
                     ..Config::default()
                 };
                 service::run_relay(config).await
+            }
+            Command::Devices => {
+                tokio::task::spawn_blocking(print_devices).await??;
+                Ok(())
             }
             Command::Call { peer, api, token } => {
                 let body = serde_json::json!({ "to": peer }).to_string();

@@ -2,6 +2,7 @@
 //! encoder and the per-viewer branches are built from.
 
 use super::codecs::Codec;
+use super::encoder::{self, EncodeSettings};
 use super::profile::{AudioSend, AudioSourceKind, VideoSend, VideoSourceKind};
 
 /// Raw video from the profile's source, at its size and rate.
@@ -29,32 +30,21 @@ pub fn audio_source(audio: &AudioSend) -> String {
     )
 }
 
-/// The software encoder for `codec`, tuned for live low-latency streaming.
-pub fn video_encoder(codec: Codec, video: &VideoSend) -> Option<String> {
-    let kbps = video.bitrate_kbps;
-    let kf = video.keyframe_interval;
-    match codec {
-        Codec::Vp8 => Some(format!(
-            "vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate={bps} \
-             keyframe-max-dist={kf} lag-in-frames=0 error-resilient=partitions threads=2",
-            bps = kbps * 1000
-        )),
-        Codec::H264 => Some(format!(
-            "x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={kf} ! \
-             video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"
-        )),
-        Codec::Opus => None,
-    }
+/// The chosen encoder for a video codec, with the profile's rate and keyframe settings.
+pub fn video_encoder(codec: Codec, factory: &str, video: &VideoSend) -> String {
+    let settings = EncodeSettings {
+        bitrate_kbps: video.bitrate_kbps,
+        keyframe_interval: video.keyframe_interval,
+    };
+    encoder::fragment(codec, factory, settings)
 }
 
-pub fn audio_encoder(codec: Codec, audio: &AudioSend) -> Option<String> {
-    match codec {
-        Codec::Opus => Some(format!(
-            "opusenc bitrate={bps} frame-size=20",
-            bps = audio.bitrate_kbps * 1000
-        )),
-        Codec::Vp8 | Codec::H264 => None,
-    }
+pub fn audio_encoder(codec: Codec, factory: &str, audio: &AudioSend) -> String {
+    let settings = EncodeSettings {
+        bitrate_kbps: audio.bitrate_kbps,
+        keyframe_interval: 0,
+    };
+    encoder::fragment(codec, factory, settings)
 }
 
 /// The RTP payloader for `codec` with payload type `pt`.

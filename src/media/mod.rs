@@ -2,6 +2,8 @@
 //! Knows nothing of signaling or WebRTC negotiation.
 
 pub mod codecs;
+pub mod devices;
+pub mod encoder;
 pub mod fragments;
 pub mod profile;
 pub mod receive;
@@ -22,6 +24,26 @@ pub enum MediaError {
     Init(String),
     #[error("the profile has no source for {0:?}")]
     NoSource(codecs::Codec),
+    #[error(
+        "no working encoder for any of {codecs:?}; tried: {}",
+        describe_probes(probes)
+    )]
+    NoEncoder {
+        codecs: Vec<codecs::Codec>,
+        probes: Vec<encoder::Probe>,
+    },
+}
+
+fn describe_probes(probes: &[encoder::Probe]) -> String {
+    let parts: Vec<String> = probes
+        .iter()
+        .map(|p| match &p.result {
+            encoder::ProbeResult::Works => format!("{} works", p.encoder),
+            encoder::ProbeResult::Missing => format!("{} missing", p.encoder),
+            encoder::ProbeResult::Failed(why) => format!("{} failed ({why})", p.encoder),
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// Initialises GStreamer once for the process.

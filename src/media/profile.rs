@@ -62,6 +62,12 @@ pub struct VideoSend {
     /// Frames between forced keyframes.
     #[serde(default = "default_keyframe_interval")]
     pub keyframe_interval: u32,
+    /// Try only these encoders, in this order (default: the built-in ranking, hardware first).
+    #[serde(default)]
+    pub encoders: Vec<String>,
+    /// Never use these encoders.
+    #[serde(default)]
+    pub exclude_encoders: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -77,6 +83,10 @@ pub struct AudioSend {
     pub codecs: Vec<Codec>,
     #[serde(default = "default_audio_kbps")]
     pub bitrate_kbps: u32,
+    #[serde(default)]
+    pub encoders: Vec<String>,
+    #[serde(default)]
+    pub exclude_encoders: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

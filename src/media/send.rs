@@ -20,8 +20,13 @@ pub struct SendBranch {
     pub subscription: Option<super::shared::Subscription>,
 }
 
-pub fn video(video: &VideoSend, codec: Codec, payload_type: u32) -> Result<SendBranch, MediaError> {
-    let encoder = fragments::video_encoder(codec, video).ok_or(MediaError::WrongKind(codec))?;
+pub fn video(
+    video: &VideoSend,
+    codec: Codec,
+    factory: &str,
+    payload_type: u32,
+) -> Result<SendBranch, MediaError> {
+    let encoder = fragments::video_encoder(codec, factory, video);
     let desc = format!(
         "{} ! {encoder} ! {}",
         fragments::video_source(video),
@@ -30,8 +35,13 @@ pub fn video(video: &VideoSend, codec: Codec, payload_type: u32) -> Result<SendB
     build(&desc, codec, payload_type)
 }
 
-pub fn audio(audio: &AudioSend, codec: Codec, payload_type: u32) -> Result<SendBranch, MediaError> {
-    let encoder = fragments::audio_encoder(codec, audio).ok_or(MediaError::WrongKind(codec))?;
+pub fn audio(
+    audio: &AudioSend,
+    codec: Codec,
+    factory: &str,
+    payload_type: u32,
+) -> Result<SendBranch, MediaError> {
+    let encoder = fragments::audio_encoder(codec, factory, audio);
     let desc = format!(
         "{} ! {encoder} ! {}",
         fragments::audio_source(audio),

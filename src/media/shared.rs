@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 
 use super::codecs::{Codec, MediaKind};
+use super::encoder::{self, Probe};
 use super::profile::Profile;
 use super::send::{self, SendBranch};
 use super::{MediaError, fragments};
@@ -36,6 +37,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// a capture and encoder of their own.
 pub struct Encoders {
     profile: Arc<Profile>,
+    /// The encoder element chosen for each usable codec, by probing.
+    chosen: HashMap<Codec, String>,
     streams: Mutex<HashMap<Codec, Arc<SharedStream>>>,
     linger: Duration,
     next_id: AtomicU64,
@@ -91,9 +94,47 @@ impl std::fmt::Debug for Encoders {
 }
 
 impl Encoders {
-    pub fn new(profile: Arc<Profile>) -> Arc<Encoders> {
+    /// Probes encoders for every codec the profile lists. A codec with no working encoder is
+    /// dropped (with a warning); a kind of media left with no codec is an error.
+    pub fn probe(profile: Arc<Profile>) -> Result<(Arc<Encoders>, Vec<Probe>), MediaError> {
+        let mut chosen = HashMap::new();
+        let mut probes = Vec::new();
+        let lists = [
+            profile
+                .video
+                .as_ref()
+                .map(|v| (&v.codecs, &v.encoders, &v.exclude_encoders)),
+            profile
+                .audio
+                .as_ref()
+                .map(|a| (&a.codecs, &a.encoders, &a.exclude_encoders)),
+        ];
+        for (codecs, pinned, excluded) in lists.into_iter().flatten() {
+            for &codec in codecs {
+                let (encoder, tried) = encoder::choose(codec, pinned, excluded);
+                probes.extend(tried);
+                match encoder {
+                    Some(encoder) => {
+                        tracing::info!(?codec, %encoder, "encoder chosen");
+                        chosen.insert(codec, encoder);
+                    }
+                    None => tracing::warn!(?codec, "no working encoder; codec not offered"),
+                }
+            }
+            if !codecs.iter().any(|c| chosen.contains_key(c)) {
+                return Err(MediaError::NoEncoder {
+                    codecs: codecs.clone(),
+                    probes,
+                });
+            }
+        }
+        Ok((Encoders::new(profile, chosen), probes))
+    }
+
+    pub fn new(profile: Arc<Profile>, chosen: HashMap<Codec, String>) -> Arc<Encoders> {
         Arc::new(Encoders {
             linger: Duration::from_millis(profile.linger_ms),
+            chosen,
             profile,
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -104,8 +145,29 @@ impl Encoders {
         &self.profile
     }
 
+    /// The profile's codecs for `kind` that have a working encoder, in preference order.
+    pub fn codecs(&self, kind: MediaKind) -> Vec<Codec> {
+        let listed = match kind {
+            MediaKind::Video => self.profile.video.as_ref().map(|v| v.codecs.clone()),
+            MediaKind::Audio => self.profile.audio.as_ref().map(|a| a.codecs.clone()),
+        };
+        listed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| self.chosen.contains_key(c))
+            .collect()
+    }
+
+    fn encoder_for(&self, codec: Codec) -> Result<&str, MediaError> {
+        self.chosen
+            .get(&codec)
+            .map(String::as_str)
+            .ok_or(MediaError::NoSource(codec))
+    }
+
     /// A send branch for `codec` with payload type `pt`.
     pub fn branch(self: &Arc<Self>, codec: Codec, pt: u32) -> Result<SendBranch, MediaError> {
+        let factory = self.encoder_for(codec)?;
         if self.profile.per_viewer_encoder {
             return match codec.kind() {
                 MediaKind::Video => {
@@ -114,7 +176,7 @@ impl Encoders {
                         .video
                         .as_ref()
                         .ok_or(MediaError::NoSource(codec))?;
-                    send::video(video, codec, pt)
+                    send::video(video, codec, factory, pt)
                 }
                 MediaKind::Audio => {
                     let audio = self
@@ -122,7 +184,7 @@ impl Encoders {
                         .audio
                         .as_ref()
                         .ok_or(MediaError::NoSource(codec))?;
-                    send::audio(audio, codec, pt)
+                    send::audio(audio, codec, factory, pt)
                 }
             };
         }
@@ -159,7 +221,7 @@ impl Encoders {
         if let Some(stream) = streams.get(&codec) {
             return Ok(Arc::clone(stream));
         }
-        let stream = SharedStream::start(&self.profile, codec)?;
+        let stream = SharedStream::start(&self.profile, codec, self.encoder_for(codec)?)?;
         streams.insert(codec, Arc::clone(&stream));
         Ok(stream)
     }
@@ -208,24 +270,27 @@ impl Encoders {
 }
 
 impl SharedStream {
-    fn start(profile: &Profile, codec: Codec) -> Result<Arc<SharedStream>, MediaError> {
+    fn start(
+        profile: &Profile,
+        codec: Codec,
+        factory: &str,
+    ) -> Result<Arc<SharedStream>, MediaError> {
         let (source, encoder) = match codec.kind() {
             MediaKind::Video => {
                 let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
                 (
                     fragments::video_source(video),
-                    fragments::video_encoder(codec, video),
+                    fragments::video_encoder(codec, factory, video),
                 )
             }
             MediaKind::Audio => {
                 let audio = profile.audio.as_ref().ok_or(MediaError::NoSource(codec))?;
                 (
                     fragments::audio_source(audio),
-                    fragments::audio_encoder(codec, audio),
+                    fragments::audio_encoder(codec, factory, audio),
                 )
             }
         };
-        let encoder = encoder.ok_or(MediaError::WrongKind(codec))?;
         let desc =
             format!("{source} ! {encoder} ! appsink name=out sync=false max-buffers=4 drop=true");
         let pipeline = super::new_pipeline(&format!("shared-{codec:?}").to_lowercase());

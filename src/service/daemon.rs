@@ -47,7 +47,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     let identity = DtlsIdentity::load_or_create(&config.state_dir())?;
     tracing::info!(fingerprint = %identity.fingerprint(), "DTLS identity (ECDSA P-256)");
     let warm_up = tokio::task::spawn_blocking(crate::session::identity::warm_up_dtls);
-    let encoders = Encoders::new(Arc::clone(&profile));
+    // Probing runs short real encodes: off the async threads, before we say we are ready.
+    let probe_profile = Arc::clone(&profile);
+    let (encoders, _) = tokio::task::spawn_blocking(move || Encoders::probe(probe_profile))
+        .await
+        .context("encoder probing")??;
     let settings = CallSettings {
         identity: Arc::new(identity),
         encoders: Arc::clone(&encoders),

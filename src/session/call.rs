@@ -292,10 +292,10 @@ impl Call {
 
     /// Caller: tracks, then the DataChannel, then the offer.
     async fn offer(&mut self) -> Step {
-        let profile = Arc::clone(&self.settings.profile);
+        let encoders = &self.settings.encoders;
         let first_codecs = [
-            profile.video.as_ref().map(|v| v.codecs[0]),
-            profile.audio.as_ref().map(|a| a.codecs[0]),
+            encoders.codecs(MediaKind::Video).first().copied(),
+            encoders.codecs(MediaKind::Audio).first().copied(),
         ];
         for codec in first_codecs.into_iter().flatten() {
             let branch = self
@@ -330,15 +330,10 @@ impl Call {
     /// Callee: send branches matching the offer, then set-remote → create-answer → set-local.
     async fn answer(&mut self, offer_text: &str) -> Step {
         let offer = parse_sdp(offer_text)?;
-        let profile = Arc::clone(&self.settings.profile);
         // Link in the offer's m-line order so transceivers line up with its m-lines.
         for offered in codecs::offered_media(&offer) {
-            let ours = match offered.kind {
-                MediaKind::Video => profile.video.as_ref().map(|v| v.codecs.as_slice()),
-                MediaKind::Audio => profile.audio.as_ref().map(|a| a.codecs.as_slice()),
-            };
-            let branch = ours
-                .and_then(|ours| codecs::choose(&offered, ours))
+            let ours = self.settings.encoders.codecs(offered.kind);
+            let branch = codecs::choose(&offered, &ours)
                 .map(|(codec, pt)| self.settings.encoders.branch(codec, pt));
             match branch {
                 Some(branch) => self.link_send_branch(branch)?,

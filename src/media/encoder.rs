@@ -1,0 +1,265 @@
+//! Encoder choice: a ranked list of candidates per codec (hardware first), each tried with a
+//! short real encode at start; the first that works is used. A profile may pin its own list
+//! or exclude candidates. Bitrate, keyframe interval and low-latency settings are mapped per
+//! encoder, because every vendor names them differently.
+
+use std::time::Duration;
+
+use gst::prelude::*;
+use serde::Serialize;
+
+use super::codecs::{Codec, MediaKind};
+
+/// Candidates in order of preference: hardware encoders first, software last.
+pub fn candidates(codec: Codec) -> &'static [&'static str] {
+    match codec {
+        Codec::H264 => &[
+            "v4l2h264enc",   // Raspberry Pi and other V4L2 M2M SoCs
+            "vah264enc",     // VA-API (new va plugin)
+            "vaapih264enc",  // VA-API (gstreamer-vaapi)
+            "nvh264enc",     // NVIDIA NVENC
+            "nvv4l2h264enc", // NVIDIA Jetson
+            "qsvh264enc",    // Intel Quick Sync
+            "x264enc",
+            "openh264enc",
+        ],
+        Codec::Vp8 => &["v4l2vp8enc", "vavp8enc", "vaapivp8enc", "vp8enc"],
+        Codec::Opus => &["opusenc"],
+    }
+}
+
+/// What a short real encode with one candidate showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "result", content = "why")]
+pub enum ProbeResult {
+    Works,
+    Missing,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    pub codec: Codec,
+    pub encoder: String,
+    pub result: ProbeResult,
+}
+
+/// Rate and keyframe settings every encoder is given.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeSettings {
+    pub bitrate_kbps: u32,
+    /// Frames between keyframes (video).
+    pub keyframe_interval: u32,
+}
+
+/// Launch syntax for `factory` encoding `codec` live, at low latency, with `settings`.
+/// Unknown (pinned) encoders get no properties. H.264 output is constrained baseline
+/// byte-stream: what browsers decode and RTP payloading expects.
+pub fn fragment(codec: Codec, factory: &str, s: EncodeSettings) -> String {
+    let kbps = s.bitrate_kbps;
+    let bps = kbps * 1000;
+    let kf = s.keyframe_interval;
+    let element = match factory {
+        "x264enc" => format!(
+            "x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={kf}"
+        ),
+        "openh264enc" => format!(
+            "openh264enc bitrate={bps} gop-size={kf} rate-control=bitrate complexity=low \
+             usage-type=camera"
+        ),
+        "v4l2h264enc" => format!(
+            "v4l2h264enc extra-controls=\"controls,video_bitrate={bps},h264_i_frame_period={kf},\
+             repeat_sequence_header=1\""
+        ),
+        "vah264enc" => format!("vah264enc bitrate={kbps} key-int-max={kf} rate-control=cbr"),
+        "vaapih264enc" => {
+            format!("vaapih264enc bitrate={kbps} keyframe-period={kf} rate-control=cbr")
+        }
+        "nvh264enc" => {
+            format!("nvh264enc bitrate={kbps} gop-size={kf} preset=low-latency-hq zerolatency=true")
+        }
+        "nvv4l2h264enc" => {
+            format!("nvv4l2h264enc bitrate={bps} iframeinterval={kf} insert-sps-pps=true")
+        }
+        "qsvh264enc" => format!("qsvh264enc bitrate={kbps} gop-size={kf} target-usage=7"),
+        "vp8enc" => format!(
+            "vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate={bps} \
+             keyframe-max-dist={kf} lag-in-frames=0 error-resilient=partitions threads=2"
+        ),
+        "vaapivp8enc" | "vavp8enc" => {
+            format!("{factory} bitrate={kbps} keyframe-period={kf}")
+        }
+        "v4l2vp8enc" => format!("v4l2vp8enc extra-controls=\"controls,video_bitrate={bps}\""),
+        "opusenc" => format!("opusenc bitrate={bps} frame-size=20"),
+        other => other.to_string(),
+    };
+    match codec {
+        Codec::H264 => format!(
+            "{element} ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,\
+             alignment=au"
+        ),
+        Codec::Vp8 | Codec::Opus => element,
+    }
+}
+
+/// Tries `factory` with a short real encode (a fraction of a second).
+pub fn probe(codec: Codec, factory: &str) -> ProbeResult {
+    if gst::ElementFactory::find(factory).is_none() {
+        return ProbeResult::Missing;
+    }
+    let settings = EncodeSettings {
+        bitrate_kbps: 500,
+        keyframe_interval: 30,
+    };
+    let source = match codec.kind() {
+        MediaKind::Video => {
+            "videotestsrc num-buffers=10 ! video/x-raw,width=320,height=240,framerate=30/1 ! \
+             videoconvert"
+        }
+        MediaKind::Audio => {
+            "audiotestsrc num-buffers=10 ! audioconvert ! audioresample ! \
+             audio/x-raw,rate=48000,channels=2"
+        }
+    };
+    let desc = format!(
+        "{source} ! {} ! fakesink name=out",
+        fragment(codec, factory, settings)
+    );
+    let pipeline = match gst::parse::launch(&desc) {
+        Ok(p) => p,
+        Err(e) => return ProbeResult::Failed(e.to_string()),
+    };
+    // Reaching the end is not enough: some encoders report errors and output nothing.
+    let encoded = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&encoded);
+    let sink_pad = pipeline
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("out"))
+        .and_then(|e| e.static_pad("sink"));
+    if let Some(pad) = sink_pad {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let result = run_to_eos(&pipeline, Duration::from_secs(5));
+    let _ = pipeline.set_state(gst::State::Null);
+    match result {
+        ProbeResult::Works if encoded.load(std::sync::atomic::Ordering::Relaxed) == 0 => {
+            ProbeResult::Failed("ran, but produced no encoded frames".into())
+        }
+        other => other,
+    }
+}
+
+fn run_to_eos(pipeline: &gst::Element, timeout: Duration) -> ProbeResult {
+    let Some(bus) = pipeline.bus() else {
+        return ProbeResult::Failed("no bus".into());
+    };
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        // The reason, if any, is on the bus.
+        let error = bus.pop_filtered(&[gst::MessageType::Error]);
+        if let Some(gst::MessageView::Error(err)) = error.as_ref().map(|m| m.view()) {
+            return ProbeResult::Failed(err.error().to_string());
+        }
+        return ProbeResult::Failed("would not start".into());
+    }
+    let timeout = gst::ClockTime::from_nseconds(timeout.as_nanos() as u64);
+    match bus.timed_pop_filtered(timeout, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Eos(_) => ProbeResult::Works,
+            gst::MessageView::Error(err) => ProbeResult::Failed(err.error().to_string()),
+            _ => ProbeResult::Failed("unexpected message".into()),
+        },
+        None => ProbeResult::Failed("no output within the time limit".into()),
+    }
+}
+
+/// Probes candidates in order (the profile's pinned list, else the built-in ranking, minus
+/// exclusions) and stops at the first that works. Returns it and every probe made.
+pub fn choose(
+    codec: Codec,
+    pinned: &[String],
+    excluded: &[String],
+) -> (Option<String>, Vec<Probe>) {
+    let ranked: Vec<String> = if pinned.is_empty() {
+        candidates(codec).iter().map(|s| s.to_string()).collect()
+    } else {
+        pinned.to_vec()
+    };
+    let mut probes = Vec::new();
+    for encoder in ranked.into_iter().filter(|e| !excluded.contains(e)) {
+        let result = probe(codec, &encoder);
+        let works = result == ProbeResult::Works;
+        probes.push(Probe {
+            codec,
+            encoder: encoder.clone(),
+            result,
+        });
+        if works {
+            return (Some(encoder), probes);
+        }
+    }
+    (None, probes)
+}
+
+/// Every built-in candidate for every codec, probed (for `webrtcd devices`).
+pub fn probe_all() -> Vec<Probe> {
+    [Codec::H264, Codec::Vp8, Codec::Opus]
+        .into_iter()
+        .flat_map(|codec| {
+            candidates(codec).iter().map(move |e| Probe {
+                codec,
+                encoder: e.to_string(),
+                result: probe(codec, e),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init() {
+        let _ = gst::init();
+    }
+
+    #[test]
+    fn missing_failing_and_working_encoders_are_told_apart() {
+        init();
+        assert_eq!(
+            probe(Codec::H264, "nvh264enc-does-not-exist"),
+            ProbeResult::Missing
+        );
+        assert_eq!(probe(Codec::Vp8, "vp8enc"), ProbeResult::Works);
+        assert_eq!(probe(Codec::Opus, "opusenc"), ProbeResult::Works);
+    }
+
+    #[test]
+    fn falls_back_past_missing_and_failing_candidates() {
+        init();
+        // avenc_h264_omx exists on Debian (gstreamer1.0-libav) but fails without OMX.
+        let pinned = vec![
+            "v4l2h264enc".to_string(),
+            "avenc_h264_omx".to_string(),
+            "x264enc".to_string(),
+        ];
+        let (chosen, probes) = choose(Codec::H264, &pinned, &[]);
+        assert_eq!(chosen.as_deref(), Some("x264enc"), "{probes:?}");
+        assert_eq!(probes[0].result, ProbeResult::Missing);
+        let omx = &probes[1].result;
+        assert!(
+            matches!(omx, ProbeResult::Failed(_) | ProbeResult::Missing),
+            "{omx:?}"
+        );
+    }
+
+    #[test]
+    fn exclusions_are_skipped() {
+        init();
+        let (chosen, probes) = choose(Codec::H264, &[], &["x264enc".to_string()]);
+        assert_eq!(chosen.as_deref(), Some("openh264enc"), "{probes:?}");
+        assert!(probes.iter().all(|p| p.encoder != "x264enc"));
+    }
+}
