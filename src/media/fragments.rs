@@ -4,28 +4,67 @@
 use super::codecs::Codec;
 use super::encoder::{self, EncodeSettings};
 use super::profile::{AudioSend, AudioSourceKind, VideoSend, VideoSourceKind};
+use super::v4l2;
 
-/// Raw video from the profile's source, at its size and rate.
-pub fn video_source(video: &VideoSend) -> String {
-    let source = match video.source {
-        VideoSourceKind::Test => "videotestsrc is-live=true pattern=ball",
+/// Raw video from the profile's source, at its size and rate. `camera_caps` is what the
+/// camera offers (from the device monitor), used to pick a capture format when the profile
+/// names none.
+pub fn video_source(video: &VideoSend, camera_caps: Option<&gst::CapsRef>) -> String {
+    let (w, h, f) = (video.width, video.height, video.framerate);
+    let size = format!("width={w},height={h},framerate={f}/1");
+    let device = video.device.as_deref().unwrap_or("");
+    let capture = match video.source {
+        VideoSourceKind::Test => {
+            format!("videotestsrc is-live=true pattern=ball ! video/x-raw,{size}")
+        }
+        VideoSourceKind::V4l2 => {
+            let format = video
+                .format
+                .clone()
+                .or_else(|| camera_caps.and_then(|caps| v4l2::choose_format(caps, w, h, f)));
+            match format.as_deref() {
+                Some("MJPG") => {
+                    format!("v4l2src device=\"{device}\" ! image/jpeg,{size} ! jpegdec")
+                }
+                Some(raw) => {
+                    format!("v4l2src device=\"{device}\" ! video/x-raw,format={raw},{size}")
+                }
+                None => format!("v4l2src device=\"{device}\" ! video/x-raw,{size}"),
+            }
+        }
+        VideoSourceKind::Libcamera => {
+            let name = if device.is_empty() {
+                String::new()
+            } else {
+                format!(" camera-name=\"{device}\"")
+            };
+            format!("libcamerasrc{name} ! video/x-raw,{size}")
+        }
+        VideoSourceKind::Launch => format!(
+            "{} ! videoconvert ! videoscale ! videorate ! video/x-raw,{size}",
+            video.launch.as_deref().unwrap_or("")
+        ),
     };
     format!(
-        "{source} ! video/x-raw,width={w},height={h},framerate={f}/1 ! videoconvert ! \
-         queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream",
-        w = video.width,
-        h = video.height,
-        f = video.framerate,
+        "{capture} ! videoconvert ! \
+         queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream"
     )
 }
 
 /// Raw 48 kHz stereo audio from the profile's source.
 pub fn audio_source(audio: &AudioSend) -> String {
-    let source = match audio.source {
-        AudioSourceKind::Test => "audiotestsrc is-live=true wave=sine freq=440 volume=0.2",
+    let capture = match audio.source {
+        AudioSourceKind::Test => {
+            "audiotestsrc is-live=true wave=sine freq=440 volume=0.2".to_string()
+        }
+        AudioSourceKind::Alsa => format!(
+            "alsasrc device=\"{}\"",
+            audio.device.as_deref().unwrap_or("default")
+        ),
+        AudioSourceKind::Launch => audio.launch.clone().unwrap_or_default(),
     };
     format!(
-        "{source} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! \
+        "{capture} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! \
          queue max-size-time=100000000 leaky=downstream"
     )
 }

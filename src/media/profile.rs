@@ -47,8 +47,16 @@ pub struct Profile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VideoSend {
-    /// `test` (videotestsrc) for now.
+    /// `test` (videotestsrc), `v4l2` (a camera), `libcamera`, or `launch` (a gst-launch
+    /// fragment producing raw video, for experts).
     pub source: VideoSourceKind,
+    /// The camera: `/dev/video0` (v4l2) or a libcamera camera name.
+    pub device: Option<String>,
+    /// Capture format: `YUY2`, `NV12`, `I420`, `MJPG`… (v4l2; default: chosen from what the
+    /// camera offers at the wanted size and rate).
+    pub format: Option<String>,
+    /// With `source = "launch"`: the gst-launch fragment.
+    pub launch: Option<String>,
     #[serde(default = "default_width")]
     pub width: u32,
     #[serde(default = "default_height")]
@@ -74,12 +82,19 @@ pub struct VideoSend {
 #[serde(rename_all = "kebab-case")]
 pub enum VideoSourceKind {
     Test,
+    V4l2,
+    Libcamera,
+    Launch,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudioSend {
+    /// `test` (audiotestsrc), `alsa` (a microphone), or `launch` (a gst-launch fragment).
     pub source: AudioSourceKind,
+    /// The ALSA capture device, e.g. `default` or `hw:1,0`.
+    pub device: Option<String>,
+    pub launch: Option<String>,
     pub codecs: Vec<Codec>,
     #[serde(default = "default_audio_kbps")]
     pub bitrate_kbps: u32,
@@ -93,6 +108,8 @@ pub struct AudioSend {
 #[serde(rename_all = "kebab-case")]
 pub enum AudioSourceKind {
     Test,
+    Alsa,
+    Launch,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -102,6 +119,8 @@ pub struct Receive {
     pub video: SinkKind,
     #[serde(default)]
     pub audio: SinkKind,
+    /// With `audio = "alsa"`: the ALSA playback device (`default`, `hw:0,0`, …).
+    pub audio_device: Option<String>,
     /// Receive jitterbuffer latency; webrtcbin's default of 200 ms delays the first frame.
     #[serde(default = "default_latency_ms")]
     pub latency_ms: u32,
@@ -116,7 +135,16 @@ pub enum SinkKind {
     Count,
     /// Decode and play on the default output (autovideosink / autoaudiosink).
     Auto,
+    /// Audio to an ALSA device (`receive.audio_device`).
+    Alsa,
+    /// Video straight to the display, without a desktop (kmssink).
+    Kms,
+    /// Video to a Wayland compositor (waylandsink).
+    Wayland,
 }
+
+/// Capture formats a v4l2 camera may be asked for.
+pub const KNOWN_FORMATS: &[&str] = &["YUY2", "UYVY", "NV12", "I420", "YV12", "RGB", "BGR", "MJPG"];
 
 fn default_linger_ms() -> u64 {
     2000
@@ -179,6 +207,27 @@ impl Profile {
             if video.width == 0 || video.height == 0 || video.framerate == 0 {
                 return Err("video: width, height and framerate must be positive".into());
             }
+            match video.source {
+                VideoSourceKind::V4l2 if video.device.is_none() => {
+                    return Err(
+                        "video.device: a v4l2 source needs a device, e.g. \"/dev/video0\"".into(),
+                    );
+                }
+                VideoSourceKind::Launch
+                    if video.launch.as_deref().unwrap_or("").trim().is_empty() =>
+                {
+                    return Err("video.launch: a launch source needs a gst-launch fragment".into());
+                }
+                _ => {}
+            }
+            if let Some(format) = &video.format {
+                if !KNOWN_FORMATS.contains(&format.as_str()) {
+                    return Err(format!(
+                        "video.format: {format:?} is not one of {}",
+                        KNOWN_FORMATS.join(", ")
+                    ));
+                }
+            }
         }
         if let Some(audio) = &self.audio {
             if audio.codecs.is_empty() {
@@ -187,9 +236,78 @@ impl Profile {
             if let Some(c) = audio.codecs.iter().find(|c| c.is_video()) {
                 return Err(format!("audio.codecs: {c:?} is not an audio codec"));
             }
+            if audio.source == AudioSourceKind::Launch
+                && audio.launch.as_deref().unwrap_or("").trim().is_empty()
+            {
+                return Err("audio.launch: a launch source needs a gst-launch fragment".into());
+            }
+        }
+        if matches!(self.receive.video, SinkKind::Alsa) {
+            return Err("receive.video: alsa is an audio output".into());
+        }
+        if matches!(self.receive.audio, SinkKind::Kms | SinkKind::Wayland) {
+            return Err("receive.audio: kms and wayland are video outputs".into());
         }
         if self.video.is_none() && self.audio.is_none() {
             return Err("a profile sends [video], [audio] or both".into());
+        }
+        Ok(())
+    }
+
+    /// Checks what only this machine can tell: the camera exists, the plugins are there.
+    /// Needs GStreamer initialised. Fails fast with the file and key, instead of a call that
+    /// hangs on a missing device.
+    pub fn check_devices(&self, file: &Path) -> Result<(), ProfileError> {
+        let invalid = |message: String| ProfileError::Invalid {
+            file: file.to_path_buf(),
+            message,
+        };
+        let has = |factory: &str| gst::ElementFactory::find(factory).is_some();
+        if let Some(video) = &self.video {
+            match video.source {
+                VideoSourceKind::V4l2 => {
+                    let device = video.device.as_deref().unwrap_or("");
+                    if !Path::new(device).exists() {
+                        return Err(invalid(format!(
+                            "video.device: {device} does not exist (is the camera plugged in? \
+                             `webrtcd devices` lists cameras)"
+                        )));
+                    }
+                    if !has("v4l2src") {
+                        return Err(invalid(
+                            "video.source: v4l2src is missing (install gstreamer1.0-plugins-good)"
+                                .into(),
+                        ));
+                    }
+                }
+                VideoSourceKind::Libcamera if !has("libcamerasrc") => {
+                    return Err(invalid(
+                        "video.source: libcamerasrc is missing (install gstreamer1.0-libcamera)"
+                            .into(),
+                    ));
+                }
+                VideoSourceKind::Launch => {
+                    let fragment = video.launch.as_deref().unwrap_or("");
+                    gst::parse::bin_from_description(fragment, true)
+                        .map_err(|e| invalid(format!("video.launch: {e}")))?;
+                }
+                _ => {}
+            }
+        }
+        if let Some(audio) = &self.audio {
+            match audio.source {
+                AudioSourceKind::Alsa if !has("alsasrc") => {
+                    return Err(invalid(
+                        "audio.source: alsasrc is missing (install gstreamer1.0-alsa)".into(),
+                    ));
+                }
+                AudioSourceKind::Launch => {
+                    let fragment = audio.launch.as_deref().unwrap_or("");
+                    gst::parse::bin_from_description(fragment, true)
+                        .map_err(|e| invalid(format!("audio.launch: {e}")))?;
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -218,6 +336,27 @@ mod tests {
         let p = Profile::load(&path).unwrap();
         assert_eq!(p.video.unwrap().codecs[0], Codec::Vp8);
         assert_eq!(p.audio.unwrap().codecs[0], Codec::Opus);
+    }
+
+    #[test]
+    fn a_camera_that_is_not_there_is_a_clear_error() {
+        let _ = gst::init();
+        let f = Path::new("camera.toml");
+        let text = "name='cam'\n[video]\nsource='v4l2'\ndevice='/dev/video-does-not-exist'\ncodecs=['h264']";
+        let p = Profile::parse(text, f).unwrap();
+        let err = p.check_devices(f).unwrap_err().to_string();
+        assert!(
+            err.starts_with("camera.toml: video.device: /dev/video-does-not-exist does not exist"),
+            "{err}"
+        );
+        let err = Profile::parse("name='cam'\n[video]\nsource='v4l2'\ncodecs=['h264']", f)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("video.device"), "{err}");
+        let err = Profile::parse("name='cam'\n[video]\nsource='v4l2'\ndevice='/dev/video0'\nformat='H265'\ncodecs=['h264']", f)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("video.format"), "{err}");
     }
 
     #[test]

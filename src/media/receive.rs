@@ -9,7 +9,7 @@ use gst::prelude::*;
 
 use super::MediaError;
 use super::codecs::{Codec, MediaKind};
-use super::profile::SinkKind;
+use super::profile::{Receive, SinkKind};
 
 /// Decoded remote media, counted after the decoder.
 #[derive(Debug, Default)]
@@ -24,7 +24,7 @@ pub struct ReceiveCounters {
 /// such a stream is discarded rather than failing the call.
 pub fn branch(
     rtp_caps: &gst::CapsRef,
-    sink: SinkKind,
+    receive: &Receive,
     counters: &Arc<ReceiveCounters>,
 ) -> Result<(gst::Bin, Option<Codec>), MediaError> {
     let codec = rtp_caps
@@ -36,10 +36,20 @@ pub fn branch(
             .map_err(|e| MediaError::Build(e.to_string()))?;
         return Ok((bin, None));
     };
+    let sink = match codec.kind() {
+        MediaKind::Video => receive.video,
+        MediaKind::Audio => receive.audio,
+    };
     let output = match (sink, codec.kind()) {
-        (SinkKind::Count, _) => "fakesink sync=false async=false",
-        (SinkKind::Auto, MediaKind::Video) => "videoconvert ! autovideosink sync=false",
-        (SinkKind::Auto, MediaKind::Audio) => "audioconvert ! audioresample ! autoaudiosink",
+        (SinkKind::Count, _) => "fakesink sync=false async=false".to_string(),
+        (SinkKind::Auto, MediaKind::Video) => "videoconvert ! autovideosink sync=false".into(),
+        (SinkKind::Auto, MediaKind::Audio) => "audioconvert ! audioresample ! autoaudiosink".into(),
+        (SinkKind::Kms, _) => "videoconvert ! kmssink sync=false".into(),
+        (SinkKind::Wayland, _) => "videoconvert ! waylandsink sync=false".into(),
+        (SinkKind::Alsa, _) => format!(
+            "audioconvert ! audioresample ! alsasink device=\"{}\" sync=false",
+            receive.audio_device.as_deref().unwrap_or("default")
+        ),
     };
     let desc = format!("queue ! {} name=dec ! {output}", codec.depay_decode());
     let bin = gst::parse::bin_from_description(&desc, true)

@@ -29,7 +29,7 @@ pub fn video(
     let encoder = fragments::video_encoder(codec, factory, video);
     let desc = format!(
         "{} ! {encoder} ! {}",
-        fragments::video_source(video),
+        fragments::video_source(video, None),
         fragments::payloader(codec, payload_type)
     );
     build(&desc, codec, payload_type)

@@ -278,8 +278,10 @@ impl SharedStream {
         let (source, encoder) = match codec.kind() {
             MediaKind::Video => {
                 let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
+                // The camera's own description picks the capture format when none is set.
+                let caps = camera_caps(video);
                 (
-                    fragments::video_source(video),
+                    fragments::video_source(video, caps.as_ref().map(|c| c.as_ref())),
                     fragments::video_encoder(codec, factory, video),
                 )
             }
@@ -423,6 +425,18 @@ impl SharedStream {
             self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// What the profile's V4L2 camera offers, from the device monitor.
+fn camera_caps(video: &super::profile::VideoSend) -> Option<gst::Caps> {
+    if video.source != super::profile::VideoSourceKind::V4l2 || video.format.is_some() {
+        return None;
+    }
+    let device = video.device.as_deref()?;
+    super::devices::list()
+        .into_iter()
+        .find(|d| d.path.as_deref() == Some(device))
+        .and_then(|d| d.formats.join("; ").parse().ok())
 }
 
 /// A viewer's PLI/FIR reaches its appsrc as an upstream force-key-unit event: pass it on to

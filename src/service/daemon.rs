@@ -43,6 +43,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     media::init()?;
     let profile = Arc::new(Profile::load(&config.profile)?);
+    profile.check_devices(&config.profile)?;
     tracing::info!(profile = %profile.name, file = %config.profile.display(), "profile loaded");
     let identity = DtlsIdentity::load_or_create(&config.state_dir())?;
     tracing::info!(fingerprint = %identity.fingerprint(), "DTLS identity (ECDSA P-256)");

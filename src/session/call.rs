@@ -526,13 +526,7 @@ impl Call {
 
     fn on_pad_added(&mut self, pad: &gst::Pad, probe: Option<gst::PadProbeId>) -> Step {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        let sink = self.settings.profile.receive.clone();
-        let kind_sink = |is_video: bool| if is_video { sink.video } else { sink.audio };
-        let is_video = caps
-            .structure(0)
-            .and_then(|s| s.get::<&str>("media").ok())
-            .is_some_and(|m| m == "video");
-        let built = receive::branch(&caps, kind_sink(is_video), &self.info.received);
+        let built = receive::branch(&caps, &self.settings.profile.receive, &self.info.received);
         let result = built.map_err(|e| e.to_string()).and_then(|(bin, codec)| {
             self.pipeline.add(&bin).map_err(|e| e.to_string())?;
             let sink_pad = bin.static_pad("sink").ok_or("receive branch has no sink")?;

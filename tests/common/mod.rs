@@ -72,6 +72,10 @@ pub struct Proc {
 impl Proc {
     /// `webrtcd run` on a free port, ICE on loopback, debug logs to target/test-logs.
     pub fn daemon(id: &str, profile: &Path, extra: &[&str]) -> Proc {
+        Proc::daemon_env(id, profile, extra, &[])
+    }
+
+    pub fn daemon_env(id: &str, profile: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Proc {
         let state = state_dir(id);
         let mut args = vec![
             "--state-dir",
@@ -87,7 +91,7 @@ impl Proc {
         ];
         args.extend_from_slice(extra);
         args.insert(0, "run");
-        Proc::spawn(id, &args)
+        Proc::spawn_env(id, &args, envs)
     }
 
     /// `webrtcd relay` on `listen` (`127.0.0.1:0` for a free port).
@@ -98,10 +102,16 @@ impl Proc {
     }
 
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Proc::spawn_env(name, args, &[])
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
         let log = artifacts_dir().join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_webrtcd"))
             .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "webrtcd=debug,info")
             .stdout(Stdio::piped())
             .stderr(stderr)
