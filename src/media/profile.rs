@@ -220,13 +220,15 @@ impl Profile {
                 }
                 _ => {}
             }
-            if let Some(format) = &video.format {
-                if !KNOWN_FORMATS.contains(&format.as_str()) {
-                    return Err(format!(
-                        "video.format: {format:?} is not one of {}",
-                        KNOWN_FORMATS.join(", ")
-                    ));
-                }
+            let unknown_format = video
+                .format
+                .as_ref()
+                .filter(|f| !KNOWN_FORMATS.contains(&f.as_str()));
+            if let Some(format) = unknown_format {
+                return Err(format!(
+                    "video.format: {format:?} is not one of {}",
+                    KNOWN_FORMATS.join(", ")
+                ));
             }
         }
         if let Some(audio) = &self.audio {
