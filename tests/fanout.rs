@@ -122,3 +122,68 @@ async fn a_joining_viewer_gets_a_keyframe_at_once() {
         .unwrap_or(Value::Null);
     assert!(vp8["keyframes_forced"].as_u64().unwrap_or(0) >= 2, "{s}");
 }
+
+/// A camera whose stream ends every second (as an unplugged-and-replugged camera would).
+fn flaky_camera(name: &str, restart_limit: u32, frames_per_life: u32) -> std::path::PathBuf {
+    write_profile(
+        name,
+        &format!(
+            "name = \"{name}\"\nsource_restart_limit = {restart_limit}\n\
+             [video]\nsource = \"launch\"\n\
+             launch = \"videotestsrc is-live=true pattern=ball num-buffers={frames_per_life}\"\n\
+             width = 320\nheight = 240\nframerate = 30\ncodecs = [\"vp8\"]\nbitrate_kbps = 400\n\
+             [audio]\nsource = \"test\"\ncodecs = [\"opus\"]\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_is_restarted_and_viewers_see_video_again() {
+    let _serial = serial().await;
+    let camera = Proc::daemon("cam-flaky", &flaky_camera("cam-flaky", 100, 30), &[]);
+    let viewer = Proc::daemon(
+        "flaky-viewer",
+        &light_profile("flaky-viewer", ""),
+        &["--relay", &camera.ws_url()],
+    );
+    wait_peer(&viewer, "cam-flaky").await;
+    let session = place_call(&viewer, "cam-flaky").await;
+    // Each life of the source gives 30 frames: 100 decoded frames need several restarts.
+    let c = wait_call(&viewer, &session, "video across source restarts", |c| {
+        c["video_frames"].as_u64().unwrap_or(0) >= 100
+    })
+    .await;
+    assert_eq!(c["state"], "connected", "{c}");
+    let restarts = camera.log_text().matches("shared source restarted").count();
+    assert!(restarts >= 2, "restarted {restarts} times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_keeps_failing_ends_its_calls_with_source_error() {
+    let _serial = serial().await;
+    let camera = Proc::daemon("cam-broken", &flaky_camera("cam-broken", 1, 10), &[]);
+    let tap = Proxy::start(camera.ws_url(), pass).await;
+    let viewer = Proc::daemon(
+        "broken-viewer",
+        &light_profile("broken-viewer", ""),
+        &["--relay", &tap.url],
+    );
+    wait_peer(&viewer, "cam-broken").await;
+    let session = place_call(&viewer, "cam-broken").await;
+    wait_for(
+        "the call to end with source-error",
+        Duration::from_secs(20),
+        || async {
+            tap.messages(Direction::FromRelay, "hangup")
+                .into_iter()
+                .find(|h| h["session"] == session && h["reason"] == "source-error")
+        },
+    )
+    .await;
+    wait_idle(&viewer).await;
+    // The daemon is still up, and serves a new call (with a fresh source).
+    let s = status(&camera).await;
+    assert_eq!(s["registered"], true, "{s}");
+    let again = place_call(&viewer, "cam-broken").await;
+    wait_call(&camera, &again, "a new call", |c| c["state"] == "connected").await;
+}

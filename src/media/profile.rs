@@ -42,6 +42,10 @@ pub struct Profile {
     /// How long a shared encoder keeps running after its last viewer left.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
+    /// A shared source that fails (error, end of stream, unplugged) is restarted with backoff,
+    /// at most this many times a minute; beyond that its calls end with `source-error`.
+    #[serde(default = "default_source_restart_limit")]
+    pub source_restart_limit: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +150,9 @@ pub enum SinkKind {
 /// Capture formats a v4l2 camera may be asked for.
 pub const KNOWN_FORMATS: &[&str] = &["YUY2", "UYVY", "NV12", "I420", "YV12", "RGB", "BGR", "MJPG"];
 
+fn default_source_restart_limit() -> usize {
+    5
+}
 fn default_linger_ms() -> u64 {
     2000
 }

@@ -11,7 +11,7 @@
 //!
 //! A stream starts with its first subscriber and stops `linger` after its last one left.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -26,6 +26,10 @@ use super::{MediaError, fragments};
 
 /// Frames that may wait in one subscriber's appsrc before it counts as stalled.
 const MAX_QUEUED: u64 = 30;
+/// Source failures counted towards the restart limit are those within this window.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// Keyframes asked for by viewers (PLI/FIR, stalls) are at least this far apart.
 const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -42,6 +46,7 @@ pub struct Encoders {
     streams: Mutex<HashMap<Codec, Arc<SharedStream>>>,
     linger: Duration,
     next_id: AtomicU64,
+    me: Weak<Encoders>,
 }
 
 /// Counters of one shared stream.
@@ -54,11 +59,25 @@ pub struct StreamStats {
 
 pub struct SharedStream {
     codec: Codec,
-    pipeline: gst::Pipeline,
-    sink: gst_app::AppSink,
+    /// The launch description, kept to rebuild the pipeline after a source failure.
+    desc: String,
+    running: Mutex<Option<Running>>,
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
     last_keyframe_request: Mutex<Option<Instant>>,
+    /// When the source failed recently (for the restart limit and backoff).
+    failures: Mutex<VecDeque<Instant>>,
+    restarting: AtomicBool,
+    /// Stopped for good: no viewers left, or the source failed too often.
+    stopped: AtomicBool,
+    restart_limit: usize,
+    owner: Weak<Encoders>,
+    runtime: Option<tokio::runtime::Handle>,
     pub stats: StreamStats,
+}
+
+struct Running {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
 }
 
 struct Subscriber {
@@ -66,6 +85,8 @@ struct Subscriber {
     appsrc: gst_app::AppSrc,
     waiting_for_keyframe: AtomicBool,
     caps: Mutex<Option<gst::Caps>>,
+    /// Called if the source is given up on: the call ends with `source-error`.
+    on_failure: Box<dyn Fn() + Send + Sync>,
 }
 
 /// A call's hold on a shared stream; dropping it unsubscribes.
@@ -132,13 +153,25 @@ impl Encoders {
     }
 
     pub fn new(profile: Arc<Profile>, chosen: HashMap<Codec, String>) -> Arc<Encoders> {
-        Arc::new(Encoders {
+        Arc::new_cyclic(|me| Encoders {
             linger: Duration::from_millis(profile.linger_ms),
             chosen,
             profile,
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
+            me: Weak::clone(me),
         })
+    }
+
+    /// Forgets a stream that stopped for good, so the next call starts a fresh one.
+    fn forget(&self, stream: &Arc<SharedStream>) {
+        let mut streams = lock(&self.streams);
+        if streams
+            .get(&stream.codec)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            streams.remove(&stream.codec);
+        }
     }
 
     pub fn profile(&self) -> &Arc<Profile> {
@@ -165,8 +198,14 @@ impl Encoders {
             .ok_or(MediaError::NoSource(codec))
     }
 
-    /// A send branch for `codec` with payload type `pt`.
-    pub fn branch(self: &Arc<Self>, codec: Codec, pt: u32) -> Result<SendBranch, MediaError> {
+    /// A send branch for `codec` with payload type `pt`. `on_failure` is called if the
+    /// shared source fails for good while this branch uses it.
+    pub fn branch(
+        self: &Arc<Self>,
+        codec: Codec,
+        pt: u32,
+        on_failure: impl Fn() + Send + Sync + 'static,
+    ) -> Result<SendBranch, MediaError> {
         let factory = self.encoder_for(codec)?;
         if self.profile.per_viewer_encoder {
             return match codec.kind() {
@@ -206,6 +245,7 @@ impl Encoders {
             appsrc,
             waiting_for_keyframe: AtomicBool::new(true),
             caps: Mutex::new(None),
+            on_failure: Box::new(on_failure),
         });
         branch.subscription = Some(Subscription {
             stream,
@@ -221,7 +261,12 @@ impl Encoders {
         if let Some(stream) = streams.get(&codec) {
             return Ok(Arc::clone(stream));
         }
-        let stream = SharedStream::start(&self.profile, codec, self.encoder_for(codec)?)?;
+        let stream = SharedStream::start(
+            &self.profile,
+            codec,
+            self.encoder_for(codec)?,
+            Weak::clone(&self.me),
+        )?;
         streams.insert(codec, Arc::clone(&stream));
         Ok(stream)
     }
@@ -254,7 +299,7 @@ impl Encoders {
                 streams.remove(&stream.codec);
                 drop(streams);
                 tracing::info!(codec = ?stream.codec, "shared encoder stopped (no viewers)");
-                super::teardown(stream.pipeline.clone());
+                stream.stop();
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -274,6 +319,7 @@ impl SharedStream {
         profile: &Profile,
         codec: Codec,
         factory: &str,
+        owner: Weak<Encoders>,
     ) -> Result<Arc<SharedStream>, MediaError> {
         let (source, encoder) = match codec.kind() {
             MediaKind::Video => {
@@ -295,9 +341,31 @@ impl SharedStream {
         };
         let desc =
             format!("{source} ! {encoder} ! appsink name=out sync=false max-buffers=4 drop=true");
+        let stream = Arc::new(SharedStream {
+            codec,
+            desc,
+            running: Mutex::new(None),
+            subscribers: Mutex::default(),
+            last_keyframe_request: Mutex::new(None),
+            failures: Mutex::default(),
+            restarting: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            restart_limit: profile.source_restart_limit,
+            owner,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            stats: StreamStats::default(),
+        });
+        stream.launch()?;
+        tracing::info!(?codec, "shared encoder started");
+        Ok(stream)
+    }
+
+    /// Builds the pipeline from the description and starts it.
+    fn launch(self: &Arc<Self>) -> Result<(), MediaError> {
+        let codec = self.codec;
         let pipeline = super::new_pipeline(&format!("shared-{codec:?}").to_lowercase());
-        let bin = gst::parse::bin_from_description(&desc, false)
-            .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?;
+        let bin = gst::parse::bin_from_description(&self.desc, false)
+            .map_err(|e| MediaError::Build(format!("{}: {e}", self.desc)))?;
         pipeline
             .add(&bin)
             .map_err(|e| MediaError::Build(e.to_string()))?;
@@ -306,27 +374,22 @@ impl SharedStream {
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| MediaError::Build("appsink missing".into()))?;
         if let Some(bus) = pipeline.bus() {
+            let weak = Arc::downgrade(self);
             bus.set_sync_handler(move |_, msg| {
-                if let gst::MessageView::Error(err) = msg.view() {
-                    tracing::warn!(
-                        ?codec,
-                        "shared encoder error: {} ({:?})",
-                        err.error(),
-                        err.debug()
-                    );
+                let failure = match msg.view() {
+                    gst::MessageView::Error(err) => {
+                        Some(format!("{} ({:?})", err.error(), err.debug()))
+                    }
+                    gst::MessageView::Eos(_) => Some("the source ended".to_string()),
+                    _ => None,
+                };
+                if let (Some(why), Some(stream)) = (failure, weak.upgrade()) {
+                    stream.on_source_failure(why);
                 }
                 gst::BusSyncReply::Drop
             });
         }
-        let stream = Arc::new(SharedStream {
-            codec,
-            pipeline,
-            sink: sink.clone(),
-            subscribers: Mutex::default(),
-            last_keyframe_request: Mutex::new(None),
-            stats: StreamStats::default(),
-        });
-        let weak = Arc::downgrade(&stream);
+        let weak = Arc::downgrade(self);
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -341,12 +404,97 @@ impl SharedStream {
                 })
                 .build(),
         );
-        stream
-            .pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| MediaError::Build(format!("{codec:?} encoder would not start")))?;
-        tracing::info!(?codec, "shared encoder started");
-        Ok(stream)
+        let started = pipeline.set_state(gst::State::Playing).is_ok();
+        *lock(&self.running) = Some(Running { pipeline, sink });
+        if !started {
+            return Err(MediaError::Build(format!(
+                "{codec:?} source/encoder would not start"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs on a streaming thread (bus sync handler): only schedules the restart.
+    fn on_source_failure(self: &Arc<Self>, why: String) {
+        if self.stopped.load(Ordering::Relaxed) || self.restarting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let recent = {
+            let mut failures = lock(&self.failures);
+            let now = Instant::now();
+            failures.push_back(now);
+            while failures
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > FAILURE_WINDOW)
+            {
+                failures.pop_front();
+            }
+            failures.len()
+        };
+        let backoff = RESTART_BACKOFF_MIN
+            .saturating_mul(1 << (recent.min(5) as u32 - 1))
+            .min(RESTART_BACKOFF_MAX);
+        tracing::warn!(codec = ?self.codec, failures = recent, ?backoff, "shared source failed: {why}");
+        let stream = Arc::clone(self);
+        let restart = move || stream.restart(recent);
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    let _ = tokio::task::spawn_blocking(restart).await;
+                });
+            }
+            None => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(backoff);
+                    restart();
+                });
+            }
+        }
+    }
+
+    /// Replaces the failed pipeline, or gives up past the restart limit.
+    fn restart(self: &Arc<Self>, recent_failures: usize) {
+        if let Some(old) = lock(&self.running).take() {
+            super::teardown(old.pipeline);
+        }
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        if recent_failures > self.restart_limit {
+            self.give_up("it failed too often");
+            return;
+        }
+        match self.launch() {
+            Ok(()) => {
+                tracing::info!(codec = ?self.codec, "shared source restarted");
+                for sub in lock(&self.subscribers).iter() {
+                    sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
+                }
+                self.restarting.store(false, Ordering::Release);
+                self.request_keyframe(true);
+            }
+            Err(err) => self.give_up(&err.to_string()),
+        }
+    }
+
+    /// Stops for good and ends every call that used this source.
+    fn give_up(self: &Arc<Self>, why: &str) {
+        tracing::error!(codec = ?self.codec, "shared source given up: {why}");
+        self.stop();
+        if let Some(owner) = self.owner.upgrade() {
+            owner.forget(self);
+        }
+        for sub in lock(&self.subscribers).iter() {
+            (sub.on_failure)();
+        }
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        if let Some(old) = lock(&self.running).take() {
+            super::teardown(old.pipeline);
+        }
     }
 
     fn subscribe(&self, subscriber: Subscriber) {
@@ -397,6 +545,11 @@ impl SharedStream {
             }
             if sub.appsrc.push_buffer(out).is_ok() {
                 sub.waiting_for_keyframe.store(false, Ordering::Relaxed);
+            } else {
+                // Not running (yet): what it was given is gone, caps included. Start over
+                // at a keyframe, with caps, once it takes buffers.
+                *lock(&sub.caps) = None;
+                sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
             }
         }
         if stalled {
@@ -421,7 +574,8 @@ impl SharedStream {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        if self.sink.send_event(event) {
+        let sink = lock(&self.running).as_ref().map(|r| r.sink.clone());
+        if sink.is_some_and(|sink| sink.send_event(event)) {
             self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -153,11 +153,13 @@ impl Call {
             if let Err(end) = self.signal(call).await {
                 return end;
             }
-        } else {
-            // The callee's webrtcbin runs from the start so it can take candidates at once.
-            if let Err(end) = self.set_playing() {
-                return end;
-            }
+        }
+        // The pipeline runs before any branch is linked: a branch fed by a shared encoder
+        // must start as soon as it is added (an appsrc pushed to before it starts drops what
+        // it gets). The callee can also take candidates at once. on-negotiation-needed, which
+        // this fires, is not used.
+        if let Err(end) = self.set_playing() {
+            return end;
         }
         let media_delay = tokio::time::sleep(self.settings.profile.media_start_delay());
         tokio::pin!(media_delay);
@@ -298,13 +300,13 @@ impl Call {
             encoders.codecs(MediaKind::Audio).first().copied(),
         ];
         for codec in first_codecs.into_iter().flatten() {
-            let branch = self
-                .settings
-                .encoders
-                .branch(codec, codec.default_payload_type());
+            let branch = self.settings.encoders.branch(
+                codec,
+                codec.default_payload_type(),
+                self.source_failure_notice(),
+            );
             self.link_send_branch(branch)?;
         }
-        self.set_playing()?;
         let channel = self
             .webrtcbin
             .emit_by_name::<Option<WebRTCDataChannel>>(
@@ -333,8 +335,10 @@ impl Call {
         // Link in the offer's m-line order so transceivers line up with its m-lines.
         for offered in codecs::offered_media(&offer) {
             let ours = self.settings.encoders.codecs(offered.kind);
-            let branch = codecs::choose(&offered, &ours)
-                .map(|(codec, pt)| self.settings.encoders.branch(codec, pt));
+            let branch = codecs::choose(&offered, &ours).map(|(codec, pt)| {
+                let notice = self.source_failure_notice();
+                self.settings.encoders.branch(codec, pt, notice)
+            });
             match branch {
                 Some(branch) => self.link_send_branch(branch)?,
                 None => tracing::info!(
@@ -356,6 +360,17 @@ impl Call {
         self.info.set_state(CallState::Connecting);
         let route = Route::new(&self.info.peer, &self.info.session);
         self.signal(Message::Answer { route, sdp: text }).await
+    }
+
+    /// What a shared source calls if it fails for good: this call ends with `source-error`.
+    fn source_failure_notice(&self) -> impl Fn() + Send + Sync + 'static {
+        let events = self.events.clone();
+        move || {
+            let _ = events.send(Event::End {
+                reason: "source-error".into(),
+                tell_peer: true,
+            });
+        }
     }
 
     fn link_send_branch(&mut self, branch: Result<send::SendBranch, media::MediaError>) -> Step {
