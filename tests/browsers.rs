@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{Browser, Collector, Engine, Net, Options, isolated};
+use common::browser::{Browser, Collector, Engine, Net, Options};
 use common::*;
 use serde_json::Value;
 
@@ -117,23 +117,13 @@ fn codec_of(report: &Value) -> String {
 
 // ---- Chromium ------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_calls_the_daemon_vp8() {
-    let _serial = serial().await;
-    if !isolated("chromium_calls_the_daemon_vp8", Net::LoopbackOnly) {
-        return;
-    }
+netns_test!(chromium_calls_the_daemon_vp8, Net::LoopbackOnly, {
     let (report, _) =
         browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\", \"h264\"", "viewer", true).await;
     assert_eq!(codec_of(&report), "VP8");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_calls_the_daemon_h264() {
-    let _serial = serial().await;
-    if !isolated("chromium_calls_the_daemon_h264", Net::LoopbackOnly) {
-        return;
-    }
+netns_test!(chromium_calls_the_daemon_h264, Net::LoopbackOnly, {
     let (report, _) = browser_calls_daemon(
         Engine::Chromium,
         "h264",
@@ -143,188 +133,149 @@ async fn chromium_calls_the_daemon_h264() {
     )
     .await;
     assert_eq!(codec_of(&report), "H264");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_calls_chromium_vp8() {
-    let _serial = serial().await;
-    if !isolated("the_daemon_calls_chromium_vp8", Net::LoopbackOnly) {
-        return;
-    }
+netns_test!(the_daemon_calls_chromium_vp8, Net::LoopbackOnly, {
     let (report, _) = daemon_calls_browser(Engine::Chromium, "\"vp8\"").await;
     assert_eq!(codec_of(&report), "VP8");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_calls_chromium_h264() {
-    let _serial = serial().await;
-    if !isolated("the_daemon_calls_chromium_h264", Net::LoopbackOnly) {
-        return;
-    }
+netns_test!(the_daemon_calls_chromium_h264, Net::LoopbackOnly, {
     let (report, _) = daemon_calls_browser(Engine::Chromium, "\"h264\"").await;
     assert_eq!(codec_of(&report), "H264");
-}
+});
 
-/// Intercom: Chromium sends its (fake) camera and microphone; the daemon decodes them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_intercom_sends_camera_and_microphone() {
-    let _serial = serial().await;
-    if !isolated(
-        "chromium_intercom_sends_camera_and_microphone",
-        Net::LoopbackOnly,
-    ) {
-        return;
+// Intercom: Chromium sends its (fake) camera and microphone; the daemon decodes them.
+netns_test!(
+    chromium_intercom_sends_camera_and_microphone,
+    Net::LoopbackOnly,
+    {
+        let (_, daemon) =
+            browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\"", "intercom", true).await;
+        assert!(
+            daemon["video_frames"].as_u64().unwrap_or(0) >= 30,
+            "{daemon}"
+        );
+        assert!(
+            daemon["audio_buffers"].as_u64().unwrap_or(0) > 0,
+            "{daemon}"
+        );
     }
-    let (_, daemon) =
-        browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\"", "intercom", true).await;
-    assert!(
-        daemon["video_frames"].as_u64().unwrap_or(0) >= 30,
-        "{daemon}"
-    );
-    assert!(
-        daemon["audio_buffers"].as_u64().unwrap_or(0) > 0,
-        "{daemon}"
-    );
-}
+);
 
-/// Without media permission Chromium hides its addresses behind `.local` names that the
-/// daemon cannot resolve; the call connects through peer-reflexive candidates.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_without_media_permission_sends_mdns_candidates_and_connects() {
-    let _serial = serial().await;
-    if !isolated(
-        "chromium_without_media_permission_sends_mdns_candidates_and_connects",
-        Net::WithDummyRoute,
-    ) {
-        return;
+// Without media permission Chromium hides its addresses behind `.local` names that the
+// daemon cannot resolve; the call connects through peer-reflexive candidates.
+netns_test!(
+    chromium_without_media_permission_sends_mdns_candidates_and_connects,
+    Net::WithDummyRoute,
+    {
+        let (report, _) =
+            browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\"", "viewer", false).await;
+        let candidates = call_of(&report)["localCandidates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!candidates.is_empty(), "{report}");
+        assert!(
+            candidates
+                .iter()
+                .all(|c| c.as_str().is_some_and(|c| c.ends_with(".local"))),
+            "Chromium was expected to send only mDNS candidates: {candidates:?}"
+        );
     }
-    let (report, _) =
-        browser_calls_daemon(Engine::Chromium, "vp8", "\"vp8\"", "viewer", false).await;
-    let candidates = call_of(&report)["localCandidates"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(!candidates.is_empty(), "{report}");
-    assert!(
-        candidates
-            .iter()
-            .all(|c| c.as_str().is_some_and(|c| c.ends_with(".local"))),
-        "Chromium was expected to send only mDNS candidates: {candidates:?}"
-    );
-}
+);
 
 // ---- Firefox -------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firefox_calls_the_daemon_vp8() {
-    let _serial = serial().await;
-    if !isolated("firefox_calls_the_daemon_vp8", Net::WithDummyRoute) {
-        return;
-    }
+netns_test!(firefox_calls_the_daemon_vp8, Net::WithDummyRoute, {
     let (report, _) =
         browser_calls_daemon(Engine::Firefox, "vp8", "\"vp8\", \"h264\"", "viewer", true).await;
     assert_eq!(codec_of(&report), "VP8");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_calls_firefox_vp8() {
-    let _serial = serial().await;
-    if !isolated("the_daemon_calls_firefox_vp8", Net::WithDummyRoute) {
-        return;
-    }
+netns_test!(the_daemon_calls_firefox_vp8, Net::WithDummyRoute, {
     let (report, _) = daemon_calls_browser(Engine::Firefox, "\"vp8\"").await;
     assert_eq!(codec_of(&report), "VP8");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firefox_intercom_sends_camera_and_microphone() {
-    let _serial = serial().await;
-    if !isolated(
-        "firefox_intercom_sends_camera_and_microphone",
-        Net::WithDummyRoute,
-    ) {
-        return;
+netns_test!(
+    firefox_intercom_sends_camera_and_microphone,
+    Net::WithDummyRoute,
+    {
+        let (_, daemon) =
+            browser_calls_daemon(Engine::Firefox, "vp8", "\"vp8\"", "intercom", true).await;
+        assert!(
+            daemon["video_frames"].as_u64().unwrap_or(0) >= 30,
+            "{daemon}"
+        );
+        assert!(
+            daemon["audio_buffers"].as_u64().unwrap_or(0) > 0,
+            "{daemon}"
+        );
     }
-    let (_, daemon) =
-        browser_calls_daemon(Engine::Firefox, "vp8", "\"vp8\"", "intercom", true).await;
-    assert!(
-        daemon["video_frames"].as_u64().unwrap_or(0) >= 30,
-        "{daemon}"
-    );
-    assert!(
-        daemon["audio_buffers"].as_u64().unwrap_or(0) > 0,
-        "{daemon}"
-    );
-}
+);
 
-/// Firefox here has no H.264 (its OpenH264 plugin is downloaded at run time, which this
-/// machine cannot do): the page says so and the call goes ahead in VP8.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firefox_without_h264_says_so_and_falls_back_to_vp8() {
-    let _serial = serial().await;
-    if !isolated(
-        "firefox_without_h264_says_so_and_falls_back_to_vp8",
-        Net::WithDummyRoute,
-    ) {
-        return;
+// Firefox here has no H.264 (its OpenH264 plugin is downloaded at run time, which this
+// machine cannot do): the page says so and the call goes ahead in VP8.
+netns_test!(
+    firefox_without_h264_says_so_and_falls_back_to_vp8,
+    Net::WithDummyRoute,
+    {
+        let (report, _) =
+            browser_calls_daemon(Engine::Firefox, "h264", "\"vp8\", \"h264\"", "viewer", true)
+                .await;
+        assert_eq!(codec_of(&report), "VP8");
+        let errors = report["errors"].to_string();
+        assert!(errors.contains("cannot use H264"), "{errors}");
     }
-    let (report, _) =
-        browser_calls_daemon(Engine::Firefox, "h264", "\"vp8\", \"h264\"", "viewer", true).await;
-    assert_eq!(codec_of(&report), "VP8");
-    let errors = report["errors"].to_string();
-    assert!(errors.contains("cannot use H264"), "{errors}");
-}
+);
 
-/// The built-in page used as a person would: open it, click "Call" next to the device, and
-/// see the video play. A screenshot of the page mid-call is kept as a test artifact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_opens_the_page_clicks_call_and_sees_video() {
-    let _serial = serial().await;
-    if !isolated(
-        "a_person_opens_the_page_clicks_call_and_sees_video",
-        Net::LoopbackOnly,
-    ) {
-        return;
-    }
-    let profile = profile_with_codecs("front-door", "", "\"vp8\"");
-    let daemon = Proc::daemon("front-door", &profile, &[]);
-    let chrome = common::browser::Driven::start().await;
-    chrome
-        .open(&format!("http://{}/?id=visitor", daemon.addr))
-        .await;
-    chrome.click("#peers button[data-peer='front-door']").await;
-    let playing = wait_for(
-        "the remote video to play",
-        Duration::from_secs(30),
-        || async {
-            let v = chrome
-                .script(
-                    "const v = document.getElementById('remote'); \
+// The built-in page used as a person would: open it, click "Call" next to the device, and
+// see the video play. A screenshot of the page mid-call is kept as a test artifact.
+netns_test!(
+    a_person_opens_the_page_clicks_call_and_sees_video,
+    Net::LoopbackOnly,
+    {
+        let profile = profile_with_codecs("front-door", "", "\"vp8\"");
+        let daemon = Proc::daemon("front-door", &profile, &[]);
+        let chrome = common::browser::Driven::start().await;
+        chrome
+            .open(&format!("http://{}/?id=visitor", daemon.addr))
+            .await;
+        chrome.click("#peers button[data-peer='front-door']").await;
+        let playing = wait_for(
+            "the remote video to play",
+            Duration::from_secs(30),
+            || async {
+                let v = chrome
+                    .script(
+                        "const v = document.getElementById('remote'); \
                  return {w: v.videoWidth, t: v.currentTime, paused: v.paused, \
                  stats: document.getElementById('stats').textContent, \
                  bar: !document.getElementById('call-bar').hidden};",
-                )
-                .await;
-            (v["w"].as_u64().unwrap_or(0) > 0
-                && v["t"].as_f64().unwrap_or(0.0) > 1.5
-                && v["paused"] == false)
-                .then_some(v)
-        },
-    )
-    .await;
-    assert_eq!(
-        playing["bar"], true,
-        "the call bar (hang up) is shown: {playing}"
-    );
-    assert!(
-        playing["stats"].as_str().unwrap_or("").contains("VP8"),
-        "{playing}"
-    );
-    let png = chrome.screenshot().await;
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    std::fs::write(artifacts_dir().join("page-in-call.png"), &png).expect("write screenshot");
+                    )
+                    .await;
+                (v["w"].as_u64().unwrap_or(0) > 0
+                    && v["t"].as_f64().unwrap_or(0.0) > 1.5
+                    && v["paused"] == false)
+                    .then_some(v)
+            },
+        )
+        .await;
+        assert_eq!(
+            playing["bar"], true,
+            "the call bar (hang up) is shown: {playing}"
+        );
+        assert!(
+            playing["stats"].as_str().unwrap_or("").contains("VP8"),
+            "{playing}"
+        );
+        let png = chrome.screenshot().await;
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        std::fs::write(artifacts_dir().join("page-in-call.png"), &png).expect("write screenshot");
 
-    // Hanging up from the page ends the daemon's side too.
-    chrome.click("#hangup").await;
-    wait_idle(&daemon).await;
-}
+        // Hanging up from the page ends the daemon's side too.
+        chrome.click("#hangup").await;
+        wait_idle(&daemon).await;
+    }
+);

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::browser::{Net, isolated};
+use common::browser::Net;
 use common::*;
 use serde_json::Value;
 
@@ -78,12 +78,7 @@ async fn finished(peer: std::thread::JoinHandle<PeerRun>, daemon: &Proc) -> Valu
     run.report
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ecdsa_only_stack_calls_the_daemon() {
-    let _serial = serial().await;
-    if !isolated("an_ecdsa_only_stack_calls_the_daemon", Net::WithDummyRoute) {
-        return;
-    }
+netns_test!(an_ecdsa_only_stack_calls_the_daemon, Net::WithDummyRoute, {
     let daemon = Proc::daemon("interop-callee", &light_profile("interop-callee", ""), &[]);
     let peer = run_aiortc(&daemon, "aiortc", Some("interop-callee"));
     let daemon_call = poll(Duration::from_secs(40), || async {
@@ -98,14 +93,9 @@ async fn an_ecdsa_only_stack_calls_the_daemon() {
     assert_eq!(report["channel_created_locally"], true);
     assert_eq!(daemon_call["role"], "callee");
     assert_eq!(daemon_call["datachannels_created"], 0);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_calls_an_ecdsa_only_stack() {
-    let _serial = serial().await;
-    if !isolated("the_daemon_calls_an_ecdsa_only_stack", Net::WithDummyRoute) {
-        return;
-    }
+netns_test!(the_daemon_calls_an_ecdsa_only_stack, Net::WithDummyRoute, {
     let daemon = Proc::daemon("interop-caller", &light_profile("interop-caller", ""), &[]);
     let peer = run_aiortc(&daemon, "aiortc", None);
     wait_peer(&daemon, "aiortc").await;
@@ -120,4 +110,4 @@ async fn the_daemon_calls_an_ecdsa_only_stack() {
     let report = finished(peer, &daemon).await;
     assert!(pongs.is_some(), "the daemon received pongs from aiortc");
     assert_eq!(report["channel_received"], true);
-}
+});

@@ -29,6 +29,24 @@ pub enum Net {
     WithDummyRoute,
 }
 
+/// A test that runs inside a fresh network namespace: declares the `#[tokio::test]`, takes the
+/// serial lock, and re-runs itself under `unshare` (its name comes from the function's, so
+/// the two cannot drift apart).
+#[macro_export]
+macro_rules! netns_test {
+    ($(#[$meta:meta])* $name:ident, $net:expr, $body:block) => {
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let _serial = $crate::common::serial().await;
+            if !$crate::common::browser::isolated(stringify!($name), $net) {
+                return;
+            }
+            $body
+        }
+    };
+}
+
 /// Outside the namespace: re-runs test `name` inside a fresh one, asserts it passed, and
 /// returns false. Inside: sets the namespace up and returns true (run the test body).
 pub fn isolated(name: &str, net: Net) -> bool {
