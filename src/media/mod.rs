@@ -80,16 +80,28 @@ pub struct EncoderCount {
     pub audio: usize,
 }
 
-pub fn live_encoders() -> EncoderCount {
+fn live_elements() -> Vec<gst::Element> {
     let pipelines: Vec<gst::Pipeline> = {
         let all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
         all.iter().filter_map(|w| w.upgrade()).collect()
     };
-    let mut count = EncoderCount::default();
-    for element in pipelines
+    pipelines
         .iter()
         .flat_map(|p| p.iterate_recurse().into_iter().flatten())
-    {
+        .collect()
+}
+
+/// How many elements made by `factory` exist in live pipelines.
+pub fn live_elements_of(factory: &str) -> usize {
+    live_elements()
+        .iter()
+        .filter(|e| e.factory().is_some_and(|f| f.name() == factory))
+        .count()
+}
+
+pub fn live_encoders() -> EncoderCount {
+    let mut count = EncoderCount::default();
+    for element in live_elements() {
         let klass = element
             .factory()
             .and_then(|f| f.metadata("klass").map(str::to_string))

@@ -106,6 +106,15 @@ pub struct AudioSend {
     pub encoders: Vec<String>,
     #[serde(default)]
     pub exclude_encoders: Vec<String>,
+    /// Cancel the echo of the speaker in the microphone (webrtcdsp + webrtcechoprobe).
+    #[serde(default)]
+    pub echo_cancel: bool,
+    /// With echo_cancel: also suppress stationary noise.
+    #[serde(default)]
+    pub noise_suppression: bool,
+    /// With echo_cancel: automatic gain control of the microphone.
+    #[serde(default)]
+    pub gain_control: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -305,6 +314,9 @@ impl Profile {
         }
         if let Some(audio) = &self.audio {
             match audio.source {
+                _ if audio.echo_cancel && !(has("webrtcdsp") && has("webrtcechoprobe")) => {
+                    return Err(invalid("audio.echo_cancel: webrtcdsp is missing (install gstreamer1.0-plugins-bad)".into()));
+                }
                 AudioSourceKind::Alsa if !has("alsasrc") => {
                     return Err(invalid(
                         "audio.source: alsasrc is missing (install gstreamer1.0-alsa)".into(),
@@ -319,6 +331,11 @@ impl Profile {
             }
         }
         Ok(())
+    }
+
+    /// Whether calls put an echo probe in their speaker path.
+    pub fn echo_cancel(&self) -> bool {
+        self.audio.as_ref().is_some_and(|a| a.echo_cancel)
     }
 
     pub fn media_start_delay(&self) -> Duration {

@@ -20,12 +20,45 @@ pub struct ReceiveCounters {
     pub first_video: OnceLock<Instant>,
 }
 
+/// `queue ! depay ! decoder ! S16 48 kHz ! probe ! output`, as one bin.
+fn with_probe(codec: Codec, output: &str, probe: gst::Element) -> Result<gst::Bin, MediaError> {
+    let err = |e: &dyn std::fmt::Display| MediaError::Build(e.to_string());
+    let head = format!(
+        "queue ! {} name=dec ! audioconvert ! audioresample ! \
+         capsfilter caps=\"audio/x-raw,format=S16LE,rate=48000,channels=2\"",
+        codec.depay_decode()
+    );
+    let head = gst::parse::bin_from_description(&head, true).map_err(|e| err(&e))?;
+    let tail = gst::parse::bin_from_description(output, true).map_err(|e| err(&e))?;
+    let bin = gst::Bin::new();
+    bin.add_many([head.upcast_ref(), &probe, tail.upcast_ref()])
+        .map_err(|e| err(&e))?;
+    gst::Element::link_many([head.upcast_ref(), &probe, tail.upcast_ref()]).map_err(|e| err(&e))?;
+    let sink = head
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Build("no sink pad".into()))?;
+    let ghost = gst::GhostPad::with_target(&sink).map_err(|e| err(&e))?;
+    bin.add_pad(&ghost).map_err(|e| err(&e))?;
+    Ok(bin)
+}
+
 /// Builds the branch for RTP with these caps. `Ok(None)` when the codec is unknown to us:
 /// such a stream is discarded rather than failing the call.
+/// An echo probe made when the call starts: it must exist before the microphone's echo
+/// canceller starts, which happens before any remote audio arrives.
+pub fn echo_probe() -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make("webrtcechoprobe")
+        .name(super::fragments::ECHO_PROBE)
+        .build()
+        .map_err(|e| MediaError::Build(format!("webrtcechoprobe: {e}")))
+}
+
+/// Builds the receive branch; `echo_probe`, when given, goes in front of the audio output.
 pub fn branch(
     rtp_caps: &gst::CapsRef,
     receive: &Receive,
     counters: &Arc<ReceiveCounters>,
+    echo_probe: Option<gst::Element>,
 ) -> Result<(gst::Bin, Option<Codec>), MediaError> {
     let codec = rtp_caps
         .structure(0)
@@ -51,9 +84,15 @@ pub fn branch(
             receive.audio_device.as_deref().unwrap_or("default")
         ),
     };
-    let desc = format!("queue ! {} name=dec ! {output}", codec.depay_decode());
-    let bin = gst::parse::bin_from_description(&desc, true)
-        .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?;
+    let bin = match echo_probe.filter(|_| !codec.is_video()) {
+        None => {
+            let desc = format!("queue ! {} name=dec ! {output}", codec.depay_decode());
+            gst::parse::bin_from_description(&desc, true)
+                .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?
+        }
+        Some(probe) => with_probe(codec, &output, probe)?,
+    };
+    // (by_name looks inside child bins too.)
     let decoder_src = bin
         .by_name("dec")
         .and_then(|d| d.static_pad("src"))

@@ -111,6 +111,10 @@ async fn status(State(state): State<DaemonState>) -> Response {
         "pipelines": crate::media::live_pipelines(),
         "encoders": crate::media::live_encoders(),
         "shared_streams": state.encoders.streams(),
+        "echo_cancellers": {
+            "dsp": crate::media::live_elements_of("webrtcdsp"),
+            "probe": crate::media::live_elements_of("webrtcechoprobe"),
+        },
     }))
     .into_response()
 }

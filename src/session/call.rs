@@ -68,6 +68,8 @@ pub struct Call {
     sent_end_of_candidates: bool,
     /// Holds the shared encoders feeding this call.
     subscriptions: Vec<shared::Subscription>,
+    /// With echo cancellation: the speaker-side probe, made before the microphone starts.
+    echo_probe: Option<gst::Element>,
 }
 
 struct RemoteCandidate {
@@ -124,6 +126,11 @@ impl Call {
             .map_err(|e| CallEnd::local(e.to_string()))?;
         webrtc::wire(&webrtcbin, &events);
         webrtc::watch_bus(&pipeline, &events);
+        let echo_probe = if settings.profile.echo_cancel() {
+            Some(receive::echo_probe().map_err(|e| CallEnd::local(e.to_string()))?)
+        } else {
+            None
+        };
         Ok(Call {
             info,
             settings,
@@ -142,6 +149,7 @@ impl Call {
             next_ping: 0,
             sent_end_of_candidates: false,
             subscriptions: Vec::new(),
+            echo_probe,
         })
     }
 
@@ -541,7 +549,21 @@ impl Call {
 
     fn on_pad_added(&mut self, pad: &gst::Pad, probe: Option<gst::PadProbeId>) -> Step {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        let built = receive::branch(&caps, &self.settings.profile.receive, &self.info.received);
+        let is_audio = caps
+            .structure(0)
+            .and_then(|s| s.get::<&str>("media").ok())
+            .is_some_and(|m| m == "audio");
+        let echo_probe = if is_audio {
+            self.echo_probe.take()
+        } else {
+            None
+        };
+        let built = receive::branch(
+            &caps,
+            &self.settings.profile.receive,
+            &self.info.received,
+            echo_probe,
+        );
         let result = built.map_err(|e| e.to_string()).and_then(|(bin, codec)| {
             self.pipeline.add(&bin).map_err(|e| e.to_string())?;
             let sink_pad = bin.static_pad("sink").ok_or("receive branch has no sink")?;

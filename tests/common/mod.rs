@@ -5,6 +5,7 @@
 pub mod browser;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -109,7 +110,16 @@ impl Proc {
     pub fn spawn_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
         let log = artifacts_dir().join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webrtcd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webrtcd"));
+        // SAFETY: prctl is async-signal-safe; this runs in the child between fork and exec.
+        // A daemon must not outlive a test that was killed (it could run, and write, forever).
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(args)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "webrtcd=debug,info")
