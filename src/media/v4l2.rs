@@ -94,6 +94,40 @@ mod tests {
     }
 
     #[test]
+    fn the_capture_pipeline_follows_the_choice_and_parses() {
+        use crate::media::fragments::video_source;
+        use crate::media::profile::Profile;
+        let profile = Profile::parse(
+            "name='cam'\n[video]\nsource='v4l2'\ndevice='/dev/video0'\nwidth=1280\n\
+             height=720\nframerate=30\ncodecs=['h264']",
+            std::path::Path::new("camera.toml"),
+        )
+        .unwrap();
+        let video = profile.video.unwrap();
+        let caps = caps();
+        let desc = video_source(&video, Some(&caps));
+        assert!(
+            desc.starts_with(
+                "v4l2src device=\"/dev/video0\" ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec"
+            ),
+            "{desc}"
+        );
+        // Every element exists and the description is well formed (no device is opened
+        // before the pipeline starts).
+        gst::parse::bin_from_description(&desc, true).unwrap();
+        let small = Profile::parse(
+            "name='cam'\n[video]\nsource='v4l2'\ndevice='/dev/video0'\ncodecs=['vp8']",
+            std::path::Path::new("camera.toml"),
+        )
+        .unwrap();
+        let desc = video_source(&small.video.unwrap(), Some(&caps));
+        assert!(
+            desc.contains("video/x-raw,format=YUY2,width=640,height=480"),
+            "{desc}"
+        );
+    }
+
+    #[test]
     fn nothing_when_the_camera_cannot() {
         assert_eq!(choose_format(&caps(), 1920, 1080, 30), None);
     }
