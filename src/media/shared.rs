@@ -174,10 +174,6 @@ impl Encoders {
         }
     }
 
-    pub fn profile(&self) -> &Arc<Profile> {
-        &self.profile
-    }
-
     /// The profile's codecs for `kind` that have a working encoder, in preference order.
     pub fn codecs(&self, kind: MediaKind) -> Vec<Codec> {
         let listed = match kind {

@@ -75,7 +75,8 @@ impl Relay {
     }
 
     /// Ids currently registered, sorted.
-    pub fn peer_ids(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn peer_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.lock().by_id.keys().cloned().collect();
         ids.sort();
         ids

@@ -21,44 +21,25 @@ pub fn bundle_transport_mline(sdp: &gst_sdp::SDPMessageRef) -> Option<u32> {
         .map(|i| i as u32)
 }
 
-/// Every `a=fingerprint` value (session and media level), e.g. `sha-256 AB:CD:…`.
-pub fn fingerprints(sdp: &gst_sdp::SDPMessageRef) -> Vec<String> {
-    let session = sdp.attributes().filter(|a| a.key() == "fingerprint");
-    let media = sdp.medias().flat_map(|m| {
-        m.attributes()
-            .filter(|a| a.key() == "fingerprint")
-            .collect::<Vec<_>>()
-    });
-    session
-        .chain(media)
-        .filter_map(|a| a.value().map(str::to_string))
-        .collect()
-}
-
 /// Replaces every `a=fingerprint` (session and media level) with `fingerprint`.
 pub fn set_fingerprint(sdp: &mut gst_sdp::SDPMessageRef, fingerprint: &str) {
-    let session_idx: Vec<u32> = sdp
-        .attributes()
+    let attr = || gst_sdp::SDPAttribute::new("fingerprint", Some(fingerprint));
+    for i in fingerprint_positions(sdp.attributes()) {
+        let _ = sdp.replace_attribute(i, attr());
+    }
+    for media in sdp.medias_mut() {
+        for i in fingerprint_positions(media.attributes()) {
+            let _ = media.replace_attribute(i, attr());
+        }
+    }
+}
+
+fn fingerprint_positions<'a>(attrs: impl Iterator<Item = &'a gst_sdp::SDPAttribute>) -> Vec<u32> {
+    attrs
         .enumerate()
         .filter(|(_, a)| a.key() == "fingerprint")
         .map(|(i, _)| i as u32)
-        .collect();
-    for i in session_idx {
-        let attr = gst_sdp::SDPAttribute::new("fingerprint", Some(fingerprint));
-        let _ = sdp.replace_attribute(i, attr);
-    }
-    for media in sdp.medias_mut() {
-        let idx: Vec<u32> = media
-            .attributes()
-            .enumerate()
-            .filter(|(_, a)| a.key() == "fingerprint")
-            .map(|(i, _)| i as u32)
-            .collect();
-        for i in idx {
-            let attr = gst_sdp::SDPAttribute::new("fingerprint", Some(fingerprint));
-            let _ = media.replace_attribute(i, attr);
-        }
-    }
+        .collect()
 }
 
 /// The m-line index with this mid.
@@ -83,6 +64,20 @@ pub fn candidate_component(candidate: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `a=fingerprint` value (session and media level), e.g. `sha-256 AB:CD:…`.
+    pub fn fingerprints(sdp: &gst_sdp::SDPMessageRef) -> Vec<String> {
+        let session = sdp.attributes().filter(|a| a.key() == "fingerprint");
+        let media = sdp.medias().flat_map(|m| {
+            m.attributes()
+                .filter(|a| a.key() == "fingerprint")
+                .collect::<Vec<_>>()
+        });
+        session
+            .chain(media)
+            .filter_map(|a| a.value().map(str::to_string))
+            .collect()
+    }
 
     #[test]
     fn reads_bundle_and_mids() {
