@@ -27,6 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long webrtcbin may take to answer one promise (create-offer, set-*-description).
 const PROMISE_TIMEOUT: Duration = Duration::from_secs(10);
 /// DataChannel pings, for the round-trip time.
+/// How long a description waits for the send branches' first caps (see `wait_for_send_caps`).
+const SEND_CAPS_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// Pings remembered while waiting for their pongs.
 const PINGS_IN_FLIGHT: usize = 16;
@@ -68,6 +70,8 @@ pub struct Call {
     sent_end_of_candidates: bool,
     /// Holds the shared encoders feeding this call.
     subscriptions: Vec<shared::Subscription>,
+    /// webrtcbin's sink pads fed by this call's send branches.
+    send_pads: Vec<gst::Pad>,
     /// With echo cancellation: the speaker-side probe, made before the microphone starts.
     echo_probe: Option<gst::Element>,
 }
@@ -149,6 +153,7 @@ impl Call {
             next_ping: 0,
             sent_end_of_candidates: false,
             subscriptions: Vec::new(),
+            send_pads: Vec::new(),
             echo_probe,
         })
     }
@@ -327,6 +332,7 @@ impl Call {
         self.info.channels_created.fetch_add(1, Ordering::Relaxed);
         self.info.set_channel(ChannelState::Connecting);
 
+        self.wait_for_send_caps().await;
         let mut offer = self.create_description("create-offer", "offer").await?;
         sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(offer.sdp());
@@ -360,6 +366,7 @@ impl Call {
             .await?;
         self.remote = Some(offer);
         self.apply_held_candidates();
+        self.wait_for_send_caps().await;
         let mut answer = self.create_description("create-answer", "answer").await?;
         sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(answer.sdp());
@@ -402,6 +409,7 @@ impl Call {
             .request_pad_simple("sink_%u")
             .ok_or_else(|| fail("webrtcbin gave no sink pad"))?;
         src.link(&sink).map_err(|_| fail("link send branch"))?;
+        self.send_pads.push(sink);
         branch
             .bin
             .sync_state_with_parent()
@@ -413,6 +421,30 @@ impl Call {
             "send branch linked"
         );
         Ok(())
+    }
+
+    /// webrtcbin writes a track's `a=ssrc`/`msid` lines from the caps on its sink pad. A
+    /// description made before the first buffer reaches the pad (a busy machine, a slow
+    /// encoder start) lacks them, and a browser must then guess which stream is which from
+    /// payload types alone; on a loaded machine Chromium once never played the audio. So
+    /// wait, briefly and bounded, for every send branch to have caps with an SSRC.
+    async fn wait_for_send_caps(&self) {
+        let has_ssrc = |pad: &gst::Pad| {
+            pad.current_caps()
+                .and_then(|caps| caps.structure(0).map(|s| s.has_field("ssrc")))
+                .unwrap_or(false)
+        };
+        let started = Instant::now();
+        while !self.send_pads.iter().all(has_ssrc) {
+            if started.elapsed() > SEND_CAPS_TIMEOUT {
+                tracing::warn!(
+                    session = %self.info.session,
+                    "a send branch has no caps yet; describing it without its SSRC"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     fn set_playing(&self) -> Step {
@@ -445,6 +477,7 @@ impl Call {
     }
 
     async fn set_local(&self, desc: gst_webrtc::WebRTCSessionDescription) -> Step {
+        tracing::debug!(session = %self.info.session, sdp = %desc.sdp(), "local description");
         self.promise_call("set-local-description", &desc).await
     }
 
@@ -454,6 +487,7 @@ impl Call {
         kind: WebRTCSDPType,
         sdp: &gst_sdp::SDPMessage,
     ) -> Step {
+        tracing::debug!(session = %self.info.session, %sdp, "remote description");
         let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp.clone());
         self.promise_call(signal, &desc).await
     }

@@ -195,6 +195,15 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        // CI shows a failed test's output, not the files it leaves: show the log's end.
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- last lines of {} ----", self.log.display());
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{}", line.chars().take(400).collect::<String>());
+            }
+        }
     }
 }
 
