@@ -12,7 +12,7 @@ RUN_DEBS=(
 )
 TEST_DEBS=(
   curl procps iproute2 openssl util-linux chromium chromium-driver firefox-esr
-  python3 python3-venv
+  python3 python3-venv systemd dpkg-dev binutils
 )
 
 case "${1:-run}" in
@@ -52,4 +52,10 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo (Rust 1.95) is required: https://rustup.rs" >&2
   exit 1
+fi
+
+# The packaging test builds the .deb with cargo-deb (from crates.io).
+if [ "${1:-run}" = test ] && ! cargo deb --version >/dev/null 2>&1; then
+  echo "Installing cargo-deb"
+  cargo install --quiet --locked cargo-deb --version 3.8.0
 fi

@@ -4,7 +4,9 @@
 //! `relay` and `session` → `protocol`.
 
 pub mod media;
+pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod service;
 pub mod session;
+mod toml_error;

@@ -34,6 +34,12 @@ enum Command {
     },
     /// List cameras, microphones, speakers and every encoder candidate (works / missing / failed).
     Devices,
+    /// Check the config file and its profile; print `file: key: what is wrong` per problem.
+    CheckConfig {
+        /// Default: $WEBRTCD_CONFIG, else /etc/webrtcd/webrtcd.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Ask a running daemon to call PEER.
     Call {
         peer: String,
@@ -46,6 +52,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
+    /// Default: $WEBRTCD_CONFIG, else /etc/webrtcd/webrtcd.toml if it exists, else built-in
+    /// defaults.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long)]
@@ -67,10 +75,7 @@ struct RunArgs {
 
 impl RunArgs {
     fn into_config(self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(file) => Config::load(file)?,
-            None => Config::default(),
-        };
+        let mut config = Config::load_or_default(Config::locate(self.config).as_deref())?;
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
@@ -144,16 +149,10 @@ fn print_devices() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     cap_malloc_arenas();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    service::logging::init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => service::run_daemon(args.into_config()?).await,
             Command::Relay {
@@ -168,6 +167,18 @@ fn main() -> anyhow::Result<()> {
                     ..Config::default()
                 };
                 service::run_relay(config).await
+            }
+            Command::CheckConfig { config } => {
+                let checked =
+                    tokio::task::spawn_blocking(move || service::check_config(config)).await?;
+                for problem in &checked.problems {
+                    println!("{problem}");
+                }
+                if !checked.problems.is_empty() {
+                    std::process::exit(2);
+                }
+                println!("{}", checked.summary);
+                Ok(())
             }
             Command::Devices => {
                 tokio::task::spawn_blocking(print_devices).await??;
@@ -185,5 +196,8 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // Do not wait for blocking threads still tearing down (they hold no state we need).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }

@@ -157,7 +157,7 @@ async fn tokens_guard_the_relay_and_the_api() {
     // The daemon: tokens from its config file guard /api and /signaling, not the page.
     let _serial = serial().await;
     let config = artifacts_dir().join("token-config.toml");
-    std::fs::write(&config, "tokens = [\"t0ken\"]\n").expect("write config");
+    std::fs::write(&config, "tokens = [\"t0ken-for-tests\"]\n").expect("write config");
     let profile = light_profile("token-daemon", "");
     let daemon = Proc::daemon(
         "token-daemon",
@@ -170,11 +170,11 @@ async fn tokens_guard_the_relay_and_the_api() {
         401
     );
     assert_eq!(
-        http_status(&daemon.api("/api/calls"), Some("t0ken")).await,
+        http_status(&daemon.api("/api/calls"), Some("t0ken-for-tests")).await,
         200
     );
     assert_eq!(
-        http_status(&daemon.api("/api/status?token=t0ken"), None).await,
+        http_status(&daemon.api("/api/status?token=t0ken-for-tests"), None).await,
         200
     );
     assert_eq!(http_status(&daemon.api("/"), None).await, 200);

@@ -21,6 +21,15 @@ pub enum MediaKind {
 }
 
 impl Codec {
+    /// As profiles spell it: `vp8`, `h264`, `opus`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Vp8 => "vp8",
+            Codec::H264 => "h264",
+            Codec::Opus => "opus",
+        }
+    }
+
     pub fn encoding_name(self) -> &'static str {
         match self {
             Codec::Vp8 => "VP8",

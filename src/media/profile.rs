@@ -204,7 +204,8 @@ impl Profile {
             file: file.to_path_buf(),
             message,
         };
-        let profile: Profile = toml::from_str(text).map_err(|e| invalid(describe_toml(&e)))?;
+        let profile: Profile =
+            toml::from_str(text).map_err(|e| invalid(crate::toml_error::describe(text, &e)))?;
         profile.validate().map_err(invalid)?;
         Ok(profile)
     }
@@ -340,15 +341,6 @@ impl Profile {
 
     pub fn media_start_delay(&self) -> Duration {
         Duration::from_millis(self.media_start_delay_ms)
-    }
-}
-
-/// `key: what is wrong` from a TOML error, without the source excerpt toml prints.
-fn describe_toml(err: &toml::de::Error) -> String {
-    let message = err.message().trim().to_string();
-    match err.span() {
-        Some(span) => format!("{message} (at byte {})", span.start),
-        None => message,
     }
 }
 

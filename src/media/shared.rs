@@ -73,6 +73,10 @@ pub struct SharedStream {
     owner: Weak<Encoders>,
     runtime: Option<tokio::runtime::Handle>,
     pub stats: StreamStats,
+    /// When the pipeline last started, or last handed out a frame (for the health check).
+    last_progress: Mutex<Instant>,
+    frames_metric: prometheus_client::metrics::counter::Counter,
+    keyframes_metric: prometheus_client::metrics::counter::Counter,
 }
 
 struct Running {
@@ -267,6 +271,35 @@ impl Encoders {
         Ok(stream)
     }
 
+    /// Stops every shared stream now, without lingering (the daemon is shutting down).
+    pub fn stop_all(&self) {
+        let streams: Vec<Arc<SharedStream>> = lock(&self.streams).drain().map(|(_, s)| s).collect();
+        for stream in streams {
+            stream.stop();
+        }
+    }
+
+    /// Shared streams that viewers wait on but that have produced nothing for `after`
+    /// (neither failed nor restarting): a wedged source or encoder thread.
+    pub fn stalled(&self, after: Duration) -> Vec<String> {
+        lock(&self.streams)
+            .values()
+            .filter(|s| {
+                !s.stopped.load(Ordering::Relaxed)
+                    && !s.restarting.load(Ordering::Relaxed)
+                    && !lock(&s.subscribers).is_empty()
+                    && lock(&s.last_progress).elapsed() > after
+            })
+            .map(|s| {
+                format!(
+                    "the shared {} encoder has produced nothing for {} s",
+                    s.codec.name(),
+                    lock(&s.last_progress).elapsed().as_secs()
+                )
+            })
+            .collect()
+    }
+
     pub fn streams(&self) -> Vec<StreamInfo> {
         let mut out: Vec<StreamInfo> = lock(&self.streams)
             .values()
@@ -350,6 +383,19 @@ impl SharedStream {
             owner,
             runtime: tokio::runtime::Handle::try_current().ok(),
             stats: StreamStats::default(),
+            last_progress: Mutex::new(Instant::now()),
+            frames_metric: crate::metrics::get()
+                .frames_encoded
+                .get_or_create(&crate::metrics::EncoderLabel {
+                    encoder: factory.to_string(),
+                })
+                .clone(),
+            keyframes_metric: crate::metrics::get()
+                .keyframes_forced
+                .get_or_create(&crate::metrics::CodecLabel {
+                    codec: codec.name(),
+                })
+                .clone(),
         });
         stream.launch()?;
         tracing::info!(?codec, "shared encoder started");
@@ -400,6 +446,7 @@ impl SharedStream {
                 })
                 .build(),
         );
+        *lock(&self.last_progress) = Instant::now();
         let started = pipeline.set_state(gst::State::Playing).is_ok();
         *lock(&self.running) = Some(Running { pipeline, sink });
         if !started {
@@ -511,6 +558,8 @@ impl SharedStream {
             return;
         };
         self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        self.frames_metric.inc();
+        *lock(&self.last_progress) = Instant::now();
         let caps = sample.caps();
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let mut stalled = false;
@@ -573,6 +622,7 @@ impl SharedStream {
         let sink = lock(&self.running).as_ref().map(|r| r.sink.clone());
         if sink.is_some_and(|sink| sink.send_event(event)) {
             self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+            self.keyframes_metric.inc();
         }
     }
 }

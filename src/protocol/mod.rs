@@ -105,6 +105,20 @@ pub enum DecodeError {
     Invalid(#[from] serde_json::Error),
 }
 
+impl ErrorCode {
+    /// The wire name (`bad-message`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::IdTaken => "id-taken",
+            ErrorCode::NotRegistered => "not-registered",
+            ErrorCode::Unauthorized => "unauthorized",
+        }
+    }
+}
+
 impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -126,6 +140,22 @@ impl Message {
     pub fn encode(&self) -> String {
         // Serialising these plain enums of strings cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}")) // ok: infallible
+    }
+
+    /// The wire `type` (`offer`, `peer-joined`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Register { .. } => "register",
+            Message::Registered { .. } => "registered",
+            Message::PeerJoined { .. } => "peer-joined",
+            Message::PeerLeft { .. } => "peer-left",
+            Message::Error { .. } => "error",
+            Message::Call { .. } => "call",
+            Message::Offer { .. } => "offer",
+            Message::Answer { .. } => "answer",
+            Message::Candidate { .. } => "candidate",
+            Message::Hangup { .. } => "hangup",
+        }
     }
 
     /// The routing header of a peer-to-peer message; `None` for relay control messages.

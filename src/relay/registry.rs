@@ -4,6 +4,7 @@
 //! it reads and drains the bounded channel it writes from. The daemon attaches to its own
 //! embedded relay the same way, without a socket, and the unit tests drive it with channels.
 
+use crate::metrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,6 +75,12 @@ impl Relay {
         (attachment, inbox)
     }
 
+    /// How many peers are registered (takes the registry lock: the health check uses it to
+    /// see that routing is not wedged).
+    pub fn peer_count(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
     /// Ids currently registered, sorted.
     #[cfg(test)]
     fn peer_ids(&self) -> Vec<String> {
@@ -128,6 +135,7 @@ impl Relay {
             if peers.by_id.remove(&id).is_none() {
                 continue;
             }
+            metrics::get().relay_peers.dec();
             let left = Message::PeerLeft { id: id.clone() };
             let ids: Vec<String> = peers.by_id.keys().cloned().collect();
             for other in ids {
@@ -152,10 +160,7 @@ impl Attachment {
     pub fn handle_text(&mut self, text: &str) {
         match Message::decode(text) {
             Ok(msg) => self.handle(msg),
-            Err(err) => {
-                self.relay.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                self.reply(Message::error(err.code(), err.to_string(), None));
-            }
+            Err(err) => self.reject(err.code(), err.to_string(), None),
         }
     }
 
@@ -177,6 +182,7 @@ impl Attachment {
         // The relay, not the client, says who a message is from.
         route.from = Some(me);
         let to = route.to.clone();
+        let kind = msg.kind();
         let mut peers = self.relay.lock();
         if !peers.by_id.contains_key(&to) {
             drop(peers);
@@ -185,7 +191,12 @@ impl Attachment {
         }
         let gone = Relay::deliver(&mut peers, &to, msg);
         Relay::remove_dead(&mut peers, gone);
+        drop(peers);
         self.relay.stats.routed.fetch_add(1, Ordering::Relaxed);
+        metrics::get()
+            .relay_routed
+            .get_or_create(&metrics::TypeLabel { r#type: kind })
+            .inc();
     }
 
     fn register(&mut self, requested: Option<String>) {
@@ -231,6 +242,7 @@ impl Attachment {
                 kicked: Arc::clone(&self.kicked),
             },
         );
+        metrics::get().relay_peers.inc();
         let welcome = Message::Registered {
             id: id.clone(),
             peers: others,
@@ -245,6 +257,12 @@ impl Attachment {
 
     fn reject(&self, code: ErrorCode, message: impl Into<String>, session: Option<String>) {
         self.relay.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        metrics::get()
+            .relay_rejected
+            .get_or_create(&metrics::ReasonLabel {
+                reason: code.as_str(),
+            })
+            .inc();
         self.reply(Message::error(code, message, session));
     }
 

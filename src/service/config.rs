@@ -1,9 +1,16 @@
-//! Daemon configuration: a TOML file, overridden by command-line flags.
+//! Daemon configuration: a TOML file (`/etc/webrtcd/webrtcd.toml` unless `--config` or
+//! `WEBRTCD_CONFIG` names another), secrets from the environment or systemd credentials,
+//! and command-line flags over all of it. `webrtcd.example.toml` documents every key.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+/// Where the packaged config lives; used when neither `--config` nor `WEBRTCD_CONFIG` is set.
+pub const DEFAULT_FILE: &str = "/etc/webrtcd/webrtcd.toml";
+/// Environment variable naming the config file.
+pub const FILE_ENV: &str = "WEBRTCD_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +49,11 @@ pub struct Config {
     /// Most WebSocket connections the embedded relay serves at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Serve the web client from this directory instead of the copy built into the binary.
+    pub web_dir: Option<PathBuf>,
+    /// The file this was read from (none: built-in defaults).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -83,6 +95,8 @@ impl Default for Config {
             keepalive_secs: default_keepalive(),
             state_dir: None,
             max_connections: default_max_connections(),
+            web_dir: None,
+            file: None,
         }
     }
 }
@@ -96,21 +110,261 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("state"))
     }
 
+    /// The config file to read: `explicit` (`--config`), else `$WEBRTCD_CONFIG`, else the
+    /// packaged default if it exists. `None`: built-in defaults (a checkout running the demo).
+    pub fn locate(explicit: Option<PathBuf>) -> Option<PathBuf> {
+        explicit
+            .or_else(|| std::env::var_os(FILE_ENV).map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.exists()))
+    }
+
+    /// Reads `file`, or the built-in defaults when there is none; then adds secrets from the
+    /// environment and systemd credentials.
+    pub fn load_or_default(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(file) => Config::load(file)?,
+            None => Config::default(),
+        };
+        config.add_secrets(&Secrets::from_environment());
+        Ok(config)
+    }
+
+    /// Reads and parses `file`. A relative `profile` or `web_dir` is relative to the file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             file: file.to_path_buf(),
-            message: e.message().trim().to_string(),
+            message: crate::toml_error::describe(&text, &e),
+        })?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        if config.profile.is_relative() && text_sets(&text, "profile") {
+            config.profile = dir.join(&config.profile);
+        }
+        config.web_dir = config.web_dir.map(|d| dir.join(d));
+        config.file = Some(file.to_path_buf());
+        Ok(config)
+    }
+
+    /// Bearer tokens and TURN servers kept out of the config file.
+    pub fn add_secrets(&mut self, secrets: &Secrets) {
+        self.tokens.extend(secrets.tokens.iter().cloned());
+        self.ice
+            .turn_servers
+            .extend(secrets.turn_servers.iter().cloned());
+    }
+
+    /// Every problem found, as `key: what is wrong`; empty when the config is good.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(id) = &self.id
+            && (id.is_empty() || id.len() > 64 || id.chars().any(char::is_whitespace))
+        {
+            out.push(format!(
+                "id: {id:?} must be 1 to 64 characters without spaces"
+            ));
+        }
+        if let Some(relay) = &self.relay
+            && let Err(why) = check_url(relay, &["ws", "wss"], false)
+        {
+            out.push(format!("relay: {relay:?}: {why}"));
+        }
+        for token in &self.tokens {
+            if token.len() < 8 || token.chars().any(char::is_whitespace) {
+                out.push("tokens: a token must be at least 8 characters, without spaces".into());
+            }
+        }
+        if !(1..=3600).contains(&self.keepalive_secs) {
+            out.push(format!(
+                "keepalive_secs: {} is not between 1 and 3600",
+                self.keepalive_secs
+            ));
+        }
+        if self.max_connections == 0 {
+            out.push("max_connections: must be at least 1".into());
+        }
+        if let Some(stun) = &self.ice.stun_server
+            && let Err(why) = check_url(stun, &["stun", "stuns"], false)
+        {
+            out.push(format!("ice.stun_server: {stun:?}: {why}"));
+        }
+        for turn in &self.ice.turn_servers {
+            if let Err(why) = check_url(turn, &["turn", "turns"], true) {
+                // The URL holds a password: name the problem, not the URL.
+                out.push(format!("ice.turn_servers: {why}"));
+            }
+        }
+        if let Some(dir) = &self.web_dir
+            && !dir.join("index.html").is_file()
+        {
+            out.push(format!("web_dir: {} has no index.html", dir.display()));
+        }
+        out
+    }
+}
+
+/// Whether `text` sets top-level `key` (so a relative value is relative to the file).
+fn text_sets(text: &str, key: &str) -> bool {
+    text.lines()
+        .map(str::trim_start)
+        .take_while(|l| !l.starts_with('['))
+        .any(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
+}
+
+fn check_url(text: &str, schemes: &[&str], needs_credentials: bool) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!("the scheme must be {}", schemes.join(" or ")));
+    }
+    // stun:host:port parses as a path; only the ws URLs have an authority.
+    let host = url.host_str().map(str::to_string).or_else(|| {
+        url.path()
+            .split([':', '@'])
+            .find(|s| !s.is_empty())
+            .map(String::from)
+    });
+    if host.is_none_or(|h| h.is_empty()) {
+        return Err("no host".into());
+    }
+    if needs_credentials && url.username().is_empty() && !url.path().contains('@') {
+        return Err("a TURN server needs user:password@ in its URL".into());
+    }
+    Ok(())
+}
+
+/// Secrets from outside the config file: `WEBRTCD_TOKENS` / `WEBRTCD_TURN_SERVERS`
+/// (separated by commas or whitespace), and systemd credentials `tokens` / `turn-servers`
+/// (one per line) in `$CREDENTIALS_DIRECTORY`.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    pub tokens: Vec<String>,
+    pub turn_servers: Vec<String>,
+}
+
+impl Secrets {
+    pub fn from_environment() -> Secrets {
+        let env = |name: &str| std::env::var(name).unwrap_or_default();
+        let credential = |name: &str| {
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .and_then(|dir| std::fs::read_to_string(Path::new(&dir).join(name)).ok())
+                .unwrap_or_default()
+        };
+        let split = |text: String| -> Vec<String> {
+            text.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let mut secrets = Secrets {
+            tokens: split(env("WEBRTCD_TOKENS")),
+            turn_servers: split(env("WEBRTCD_TURN_SERVERS")),
+        };
+        secrets.tokens.extend(split(credential("tokens")));
+        secrets
+            .turn_servers
+            .extend(split(credential("turn-servers")));
+        secrets
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problems_name_their_key() {
+        let c: Config = toml::from_str(
+            "relay = 'http://x'\ntokens = ['short']\nkeepalive_secs = 0\n[ice]\nstun_server = 'stun:'\nturn_servers = ['turn:relay.example:3478']",
+        )
+        .unwrap();
+        let problems = c.problems();
+        for key in [
+            "relay:",
+            "tokens:",
+            "keepalive_secs:",
+            "ice.stun_server:",
+            "ice.turn_servers:",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} in {problems:?}"
+            );
+        }
+        let good: Config = toml::from_str(
+            "relay = 'wss://relay.example/signaling'\ntokens = ['0123456789']\n[ice]\nstun_server = 'stun://stun.example:3478'\nturn_servers = ['turn://u:p@relay.example:3478']",
+        )
+        .unwrap();
+        assert_eq!(good.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_relative_profile_is_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("webrtcd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("webrtcd.toml");
+        std::fs::write(&file, "profile = 'pipelines/camera.toml'\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.profile, dir.join("pipelines/camera.toml"));
+        std::fs::write(&file, "id = 'door'\n").unwrap();
+        assert_eq!(
+            Config::load(&file).unwrap().profile,
+            PathBuf::from("pipelines/test.toml")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The shipped config documents every key, with values that parse.
+    #[test]
+    fn the_shipped_config_documents_every_key() {
+        let text = include_str!("../../config/webrtcd.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some() => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c: Config = toml::from_str(&uncommented).unwrap();
+        let problems = c.problems();
+        assert!(
+            problems.iter().all(|p| p.starts_with("web_dir:")),
+            "only web_dir may be missing here: {problems:?}"
+        );
+        for key in [
+            "listen",
+            "profile",
+            "id",
+            "relay",
+            "tokens",
+            "keepalive_secs",
+            "max_connections",
+            "state_dir",
+            "web_dir",
+            "[ice]",
+            "stun_server",
+            "turn_servers",
+            "addresses",
+        ] {
+            assert!(text.contains(key), "{key} is not documented");
+        }
+    }
+
+    #[test]
+    fn secrets_are_added() {
+        let mut c = Config::default();
+        c.add_secrets(&Secrets {
+            tokens: vec!["from-credentials".into()],
+            turn_servers: vec!["turn://u:p@h:3478".into()],
+        });
+        assert_eq!(c.tokens, ["from-credentials"]);
+        assert_eq!(c.ice.turn_servers.len(), 1);
+    }
 
     #[test]
     fn empty_is_defaults_and_unknown_keys_fail() {

@@ -4,12 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::IntoFuture;
+
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::config::Config;
+use super::health::Health;
 use super::http::{self, RelayState};
+use super::notify::{self, Notifier};
 use crate::media::shared::Encoders;
 use crate::media::{self, profile::Profile};
 use crate::relay::Relay;
@@ -17,8 +21,11 @@ use crate::relay::link::{self, LinkEvent};
 use crate::session::identity::DtlsIdentity;
 use crate::session::{CallManager, CallSettings};
 
-/// How long shutdown waits for calls to end before exiting anyway.
+/// How long shutdown waits for calls to end before exiting anyway (systemd and the issue
+/// allow 3 s from SIGTERM to exit).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long the HTTP listener gets to close its connections after that.
+const LISTENER_GRACE: Duration = Duration::from_millis(300);
 
 fn relay_state(relay: &Arc<Relay>, config: &Config) -> RelayState {
     RelayState {
@@ -41,7 +48,18 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env();
+    let problems = config.problems();
+    if !problems.is_empty() {
+        let file = config
+            .file
+            .as_ref()
+            .map_or("(built-in defaults)".into(), |f| f.display().to_string());
+        let lines: Vec<String> = problems.iter().map(|p| format!("{file}: {p}")).collect();
+        anyhow::bail!("the config is not valid:\n{}", lines.join("\n"));
+    }
     media::init()?;
+    super::logging::route_gstreamer();
     let profile = Arc::new(Profile::load(&config.profile)?);
     profile.check_devices(&config.profile)?;
     tracing::info!(profile = %profile.name, file = %config.profile.display(), "profile loaded");
@@ -68,26 +86,89 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     };
     let calls = CallManager::new(settings, link.outgoing.clone());
     tokio::spawn(pump_signaling(link.incoming, Arc::clone(&calls)));
+    let health = Arc::new(Health::new(
+        Arc::clone(&relay),
+        Arc::clone(&calls),
+        Arc::clone(&encoders),
+    ));
 
     // Ready only once the DTLS default certificate exists: the first call must not pay for it.
     let _ = warm_up.await;
     let listener = bind(config.listen, "webrtcd").await?;
-    let app = http::daemon_router(relay_state(&relay, &config), Arc::clone(&calls), encoders);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = http::daemon_router(
+        relay_state(&relay, &config),
+        Arc::clone(&calls),
+        Arc::clone(&encoders),
+        Arc::clone(&health),
+        config.web_dir.clone(),
+    );
+    let (stop_listener, listener_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = listener_stopped.await;
+            })
+            .into_future(),
+    );
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {}", config.listen));
+    if let Some(interval) = notify::watchdog_interval() {
+        tracing::info!(?interval, "pinging the systemd watchdog while healthy");
+        tokio::spawn(watchdog(Arc::clone(&health), interval));
+    }
 
+    shutdown_signal().await;
+    notifier.notify("STOPPING=1\nSTATUS=hanging up");
     tracing::info!("shutting down: ending {} calls", calls.session_count());
     calls.hangup_all("shutdown");
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let mut encoders_stopped = false;
     while (calls.session_count() > 0 || media::live_pipelines() > 0)
         && tokio::time::Instant::now() < deadline
     {
+        // Shared encoders would linger for the next viewer; there is none to come.
+        if calls.session_count() == 0 && !encoders_stopped {
+            encoders.stop_all();
+            encoders_stopped = true;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let the last hangups leave the signaling queue.
+    // Let the last hangups leave the signaling queue and the relay's sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop_listener.send(());
+    let _ = tokio::time::timeout(LISTENER_GRACE, server).await;
+    tracing::info!(
+        calls = calls.session_count(),
+        pipelines = media::live_pipelines(),
+        "stopped"
+    );
     Ok(())
+}
+
+/// Pings systemd's watchdog every `interval` while the daemon is healthy; stops pinging
+/// (so systemd restarts it) while it is not.
+async fn watchdog(health: Arc<Health>, interval: Duration) {
+    let notifier = Notifier::from_env();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut healthy = true;
+    loop {
+        tick.tick().await;
+        match health.check(false).await {
+            Ok(()) => {
+                if !healthy {
+                    tracing::info!("healthy again; pinging the watchdog");
+                }
+                healthy = true;
+                notifier.notify("WATCHDOG=1");
+            }
+            Err(why) => {
+                if healthy {
+                    tracing::error!("unhealthy, not pinging the systemd watchdog: {why}");
+                }
+                healthy = false;
+            }
+        }
+    }
 }
 
 async fn pump_signaling(

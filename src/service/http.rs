@@ -1,5 +1,6 @@
-//! The HTTP listener: the page at `/`, the JSON API under `/api`, and `/signaling` (the
-//! embedded relay). The standalone relay serves only `/signaling`.
+//! The HTTP listener: the page at `/`, the JSON API under `/api`, `/metrics`, `/healthz`,
+//! and `/signaling` (the embedded relay). The standalone relay serves `/signaling` and
+//! `/healthz`. With tokens configured, everything but the page itself needs one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,18 +13,21 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use std::path::PathBuf;
+
 use crate::media::shared::Encoders;
 use crate::relay::{Relay, ws};
 use crate::session::{CallManager, PlaceCallError};
 
 use super::auth;
+use super::health::Health;
 
 /// What `/signaling` needs: the relay, its keepalive, tokens and a connection limit.
 #[derive(Clone)]
@@ -38,12 +42,23 @@ pub struct RelayState {
 struct DaemonState {
     calls: Arc<CallManager>,
     encoders: Arc<Encoders>,
+    health: Arc<Health>,
+    /// Serve the web client from here instead of the built-in copy.
+    web_dir: Option<Arc<PathBuf>>,
 }
 
+/// The standalone relay: `/signaling`, and `/healthz` (200 while its registry answers).
 pub fn relay_router(state: RelayState) -> Router {
+    let tokens = state.tokens.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_token))
+        .merge(signaling_router(state))
+}
+
+fn signaling_router(state: RelayState) -> Router {
     Router::new()
         .route("/signaling", get(signaling))
-        .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
 
@@ -51,12 +66,21 @@ pub fn daemon_router(
     relay: RelayState,
     calls: Arc<CallManager>,
     encoders: Arc<Encoders>,
+    health: Arc<Health>,
+    web_dir: Option<PathBuf>,
 ) -> Router {
-    let state = DaemonState { calls, encoders };
+    let state = DaemonState {
+        calls,
+        encoders,
+        health,
+        web_dir: web_dir.map(Arc::new),
+    };
     let api = Router::new()
         .route("/api/status", get(status))
         .route("/api/calls", get(list_calls).post(place_call))
         .route("/api/calls/{session}", delete(hang_up))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
         .route("/", get(page))
         .route("/app.js", get(script))
         .route("/style.css", get(style))
@@ -65,39 +89,76 @@ pub fn daemon_router(
             require_token,
         ))
         .with_state(state);
-    api.merge(relay_router(relay))
+    api.merge(signaling_router(relay))
 }
+
+/// The page and its script and style are public (they hold no data); the page passes its
+/// token on to the API and `/signaling`.
+const PUBLIC: [&str; 3] = ["/", "/app.js", "/style.css"];
 
 async fn require_token(
     State(tokens): State<Arc<Vec<String>>>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    // The page itself is public (it has no data); it passes its token on to the API.
-    if req.uri().path() == "/" || auth::authorized(&tokens, req.headers(), req.uri().query()) {
+    let path = req.uri().path();
+    if PUBLIC.contains(&path) || auth::authorized(&tokens, req.headers(), req.uri().query()) {
         return next.run(req).await;
     }
     (StatusCode::UNAUTHORIZED, "a token is required\n").into_response()
 }
 
-async fn page() -> Html<&'static str> {
-    Html(include_str!("../../web/index.html"))
+/// One file of the web client: from `web_dir` when configured, else the built-in copy.
+async fn web_file(
+    state: &DaemonState,
+    name: &str,
+    builtin: &'static str,
+    content_type: &'static str,
+) -> Response {
+    let body = match &state.web_dir {
+        Some(dir) => match tokio::fs::read_to_string(dir.join(name)).await {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::warn!("web_dir: {name}: {err}");
+                return StatusCode::NOT_FOUND.into_response();
+            }
+        },
+        None => builtin.to_string(),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn script() -> Response {
+async fn page(State(state): State<DaemonState>) -> Response {
+    let html = include_str!("../../web/index.html");
+    web_file(&state, "index.html", html, "text/html; charset=utf-8").await
+}
+
+async fn script(State(state): State<DaemonState>) -> Response {
+    let js = include_str!("../../web/app.js");
+    web_file(&state, "app.js", js, "text/javascript; charset=utf-8").await
+}
+
+async fn style(State(state): State<DaemonState>) -> Response {
+    let css = include_str!("../../web/style.css");
+    web_file(&state, "style.css", css, "text/css; charset=utf-8").await
+}
+
+async fn metrics() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../web/app.js"),
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::get().encode(),
     )
         .into_response()
 }
 
-async fn style() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../../web/style.css"),
-    )
-        .into_response()
+async fn healthz(State(state): State<DaemonState>) -> Response {
+    match state.health.check(true).await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
 }
 
 async fn status(State(state): State<DaemonState>) -> Response {

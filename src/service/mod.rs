@@ -3,8 +3,13 @@
 
 pub mod api_client;
 pub mod auth;
+mod check;
 pub mod config;
 mod daemon;
+mod health;
 pub mod http;
+pub mod logging;
+mod notify;
 
+pub use check::{Checked, check_config};
 pub use daemon::{run_daemon, run_relay};

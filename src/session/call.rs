@@ -29,6 +29,8 @@ const PROMISE_TIMEOUT: Duration = Duration::from_secs(10);
 /// DataChannel pings, for the round-trip time.
 /// How long a description waits for the send branches' first caps (see `wait_for_send_caps`).
 const SEND_CAPS_TIMEOUT: Duration = Duration::from_secs(2);
+/// The session task goes round its loop at least this often (see `CallInfo::beat`).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// Pings remembered while waiting for their pongs.
 const PINGS_IN_FLIGHT: usize = 16;
@@ -179,8 +181,11 @@ impl Call {
         let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
         tokio::pin!(deadline);
         let mut ping = tokio::time::interval(PING_INTERVAL);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         loop {
+            self.info.beat();
             let step = tokio::select! {
+                _ = heartbeat.tick() => Ok(()),
                 _ = &mut media_delay, if !self.media_ready => self.on_media_ready().await,
                 event = events.recv() => match event {
                     Some(event) => self.handle(event).await,
@@ -188,6 +193,7 @@ impl Call {
                 },
                 _ = ping.tick(), if self.channel_open => self.send_ping(),
                 _ = &mut deadline, if self.info.state() != CallState::Connected => {
+                    crate::metrics::get().ice_failures.inc();
                     Err(CallEnd::local("timeout"))
                 }
             };
@@ -409,6 +415,7 @@ impl Call {
             .request_pad_simple("sink_%u")
             .ok_or_else(|| fail("webrtcbin gave no sink pad"))?;
         src.link(&sink).map_err(|_| fail("link send branch"))?;
+        webrtc::count_rtp(&sink, branch.codec.kind(), webrtc::Direction::Sent);
         self.send_pads.push(sink);
         branch
             .bin
@@ -602,6 +609,12 @@ impl Call {
             self.pipeline.add(&bin).map_err(|e| e.to_string())?;
             let sink_pad = bin.static_pad("sink").ok_or("receive branch has no sink")?;
             pad.link(&sink_pad).map_err(|e| e.to_string())?;
+            let kind = if is_audio {
+                MediaKind::Audio
+            } else {
+                MediaKind::Video
+            };
+            webrtc::count_rtp(pad, kind, webrtc::Direction::Received);
             bin.sync_state_with_parent().map_err(|e| e.to_string())?;
             Ok(codec)
         });
@@ -682,7 +695,10 @@ impl Call {
                 self.record_remote_certificate();
                 Ok(())
             }
-            WebRTCPeerConnectionState::Failed => Err(CallEnd::local("ice-failed")),
+            WebRTCPeerConnectionState::Failed => {
+                crate::metrics::get().ice_failures.inc();
+                Err(CallEnd::local("ice-failed"))
+            }
             _ => Ok(()),
         }
     }

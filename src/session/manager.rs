@@ -79,6 +79,22 @@ impl CallManager {
         calls
     }
 
+    /// Sessions whose task has not gone round its loop for `after`, described.
+    pub fn stuck_sessions(&self, after: std::time::Duration) -> Vec<String> {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|h| h.info.since_heartbeat() > after)
+            .map(|h| {
+                format!(
+                    "the task of call {} has not run for {} s",
+                    h.info.session,
+                    h.info.since_heartbeat().as_secs()
+                )
+            })
+            .collect()
+    }
+
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }
@@ -236,6 +252,13 @@ impl CallManager {
             },
         );
         tracing::info!(session, peer, ?role, "call starting");
+        let active = crate::metrics::get()
+            .sessions_active
+            .get_or_create(&crate::metrics::RoleLabel {
+                role: role.as_str(),
+            })
+            .clone();
+        active.inc();
         let manager = Arc::clone(self);
         let settings = Arc::clone(&self.settings);
         let signaling = self.signaling.clone();
@@ -244,6 +267,14 @@ impl CallManager {
             tracing::debug!(session = %key.1, reason = %end.reason, "session task done");
             manager.lock().sessions.remove(&key);
             manager.ended.fetch_add(1, Ordering::Relaxed);
+            active.dec();
+            crate::metrics::get()
+                .sessions_ended
+                .get_or_create(&crate::metrics::EndLabels {
+                    role: role.as_str(),
+                    reason: crate::metrics::reason_label(&end.reason),
+                })
+                .inc();
         });
     }
 }

@@ -46,6 +46,15 @@ pub enum Role {
     Callee,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Caller => "caller",
+            Role::Callee => "callee",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallState {
@@ -90,6 +99,10 @@ pub struct CallInfo {
     pub pongs_received: AtomicU64,
     /// Last DataChannel ping round trip, microseconds (0: none yet).
     pub rtt_us: AtomicU64,
+    /// Milliseconds after `started` when the session task last went round its loop: a task
+    /// that stops doing so is stuck (the health check and the watchdog look at this).
+    pub heartbeat_ms: AtomicU64,
+    first_frame_recorded: std::sync::atomic::AtomicBool,
 }
 
 /// A point-in-time view of a call, as `GET /api/calls` shows it.
@@ -136,7 +149,28 @@ impl CallInfo {
             pings_answered: AtomicU64::new(0),
             pongs_received: AtomicU64::new(0),
             rtt_us: AtomicU64::new(0),
+            heartbeat_ms: AtomicU64::new(0),
+            first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The session task is alive; also records the first frame's time once it is known.
+    fn beat(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.heartbeat_ms.store(now, Ordering::Relaxed);
+        if let Some(first) = self.received.first_video.get()
+            && !self.first_frame_recorded.swap(true, Ordering::Relaxed)
+        {
+            crate::metrics::get()
+                .first_frame_seconds
+                .observe(first.duration_since(self.started).as_secs_f64());
+        }
+    }
+
+    /// How long since the session task last went round its loop.
+    pub fn since_heartbeat(&self) -> std::time::Duration {
+        let beat = std::time::Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(beat)
     }
 
     pub fn state(&self) -> CallState {
@@ -145,7 +179,14 @@ impl CallInfo {
 
     fn set_state(&self, state: CallState) {
         if state == CallState::Connected {
-            lock(&self.connected_at).get_or_insert_with(Instant::now);
+            let mut connected = lock(&self.connected_at);
+            if connected.is_none() {
+                let now = Instant::now();
+                *connected = Some(now);
+                crate::metrics::get()
+                    .negotiation_seconds
+                    .observe(now.duration_since(self.started).as_secs_f64());
+            }
         }
         let mut current = lock(&self.state);
         if *current != state {

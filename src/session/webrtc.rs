@@ -14,6 +14,7 @@ use super::CallSettings;
 use super::events::Event;
 use super::ice;
 use super::identity::DtlsIdentity;
+use crate::media::codecs::MediaKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebRtcError {
@@ -156,4 +157,44 @@ pub fn watch_bus(pipeline: &gst::Pipeline, events: &UnboundedSender<Event>) {
         }
         gst::BusSyncReply::Drop
     });
+}
+
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+/// Counts RTP packets and bytes through `pad` into `/metrics`. The counters are looked up
+/// once here, not per packet.
+pub fn count_rtp(pad: &gst::Pad, kind: MediaKind, direction: Direction) {
+    let metrics = crate::metrics::get();
+    let label = crate::metrics::KindLabel {
+        kind: match kind {
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+        },
+    };
+    let (packets, bytes) = match direction {
+        Direction::Sent => (&metrics.rtp_packets_sent, &metrics.rtp_bytes_sent),
+        Direction::Received => (&metrics.rtp_packets_received, &metrics.rtp_bytes_received),
+    };
+    let packets = packets.get_or_create(&label).clone();
+    let bytes = bytes.get_or_create(&label).clone();
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    packets.inc();
+                    bytes.inc_by(buffer.size() as u64);
+                }
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    packets.inc_by(list.len() as u64);
+                    bytes.inc_by(list.calculate_size() as u64);
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }

@@ -121,6 +121,15 @@ impl Proc {
         }
         let mut child = command
             .args(args)
+            // Not the machine's /etc/webrtcd/webrtcd.toml, nor secrets or systemd sockets
+            // from the test's own environment; a test sets what it needs in `envs`.
+            .env("WEBRTCD_CONFIG", "/dev/null")
+            .env_remove("WEBRTCD_TOKENS")
+            .env_remove("WEBRTCD_TURN_SERVERS")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
             .envs(envs.iter().copied())
             .env("RUST_LOG", "webrtcd=debug,info")
             .stdout(Stdio::piped())

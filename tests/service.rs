@@ -1,0 +1,346 @@
+//! The daemon as a service: systemd notifications and watchdog, shutdown, metrics, health.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::*;
+use webrtcd::service::api_client;
+
+/// A stand-in for systemd's notification socket: collects what the daemon sends.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket {
+            socket,
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn env(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Every datagram that arrives within `window`, with when it arrived.
+    fn collect(&self, window: Duration) -> Vec<(Instant, String)> {
+        let end = Instant::now() + window;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded by the deadline: each wait is at most what is left of the window.
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            self.socket
+                .set_read_timeout(Some(left))
+                .expect("read timeout");
+            match self.socket.recv(&mut buf) {
+                Ok(n) => out.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                )),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Waits (bounded) for a datagram containing `what`; returns everything seen until then.
+    fn wait_for(&self, what: &str, timeout: Duration) -> Vec<String> {
+        let end = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while Instant::now() < end {
+            for (_, msg) in self.collect(Duration::from_millis(200)) {
+                let found = msg.contains(what);
+                seen.push(msg);
+                if found {
+                    return seen;
+                }
+            }
+        }
+        panic!("no {what} within {timeout:?}; got {seen:?}");
+    }
+}
+
+fn pings(msgs: &[(Instant, String)]) -> usize {
+    msgs.iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_ready_then_pings_the_watchdog_then_stopping() {
+    let _serial = serial().await;
+    let notify = NotifySocket::new();
+    let profile = light_profile("notify", "");
+    // WATCHDOG_USEC = 1 s: the daemon pings every 500 ms.
+    let mut door = Proc::daemon_env(
+        "notify-door",
+        &profile,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", &notify.env()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    // The listening line came first (Proc waited for it); READY=1 follows it.
+    let before_ready = notify.wait_for("READY=1", Duration::from_secs(10));
+    assert!(
+        !before_ready.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{before_ready:?}"
+    );
+    let window = notify.collect(Duration::from_secs(3));
+    let n = pings(&window);
+    assert!(
+        (3..=12).contains(&n),
+        "{n} watchdog pings in 3 s at a 500 ms pace: {window:?}"
+    );
+    let (status, body) = api_client::request("GET", &door.api("/healthz"), None, None)
+        .await
+        .expect("healthz");
+    assert_eq!((status, body.trim()), (200, "ok"));
+
+    let status = door.terminate().expect("the daemon exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let rest = notify.collect(Duration::from_millis(300));
+    assert!(
+        rest.iter().any(|(_, m)| m.contains("STOPPING=1")),
+        "{rest:?}"
+    );
+}
+
+/// A video source whose streaming thread sleeps for a minute on its first frame: the shared
+/// encoder produces nothing while a call waits on it — a wedged GStreamer thread.
+fn wedged_profile() -> std::path::PathBuf {
+    write_profile(
+        "wedged",
+        r#"name = "wedged"
+
+[video]
+source = "launch"
+launch = "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 ! identity sleep-time=60000000"
+codecs = ["vp8"]
+
+[audio]
+source = "test"
+codecs = ["opus"]
+"#,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_media_engine_stops_the_watchdog_and_fails_healthz() {
+    let _serial = serial().await;
+    let notify = NotifySocket::new();
+    let door = Proc::daemon("healthy-peer", &light_profile("healthy-peer", ""), &[]);
+    let wedged = Proc::daemon_env(
+        "wedged",
+        &wedged_profile(),
+        &["--relay", &door.ws_url()],
+        &[
+            ("NOTIFY_SOCKET", &notify.env()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(10));
+    assert!(
+        pings(&notify.collect(Duration::from_secs(2))) >= 2,
+        "healthy at first"
+    );
+    wait_peer(&wedged, "healthy-peer").await;
+    place_call(&wedged, "healthy-peer").await;
+
+    // Within ~5 s the shared video encoder counts as wedged; the pings stop for good.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet = false;
+    while Instant::now() < deadline {
+        if pings(&notify.collect(Duration::from_secs(3))) == 0 {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "the watchdog was still pinged 30 s into the wedge");
+    assert_eq!(
+        pings(&notify.collect(Duration::from_secs(3))),
+        0,
+        "pinged again while still wedged"
+    );
+    let (status, body) = api_client::request("GET", &wedged.api("/healthz"), None, None)
+        .await
+        .expect("healthz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("vp8 encoder has produced nothing"), "{body}");
+    // The healthy daemon on the other end of that call is still fine.
+    let (status, _) = api_client::request("GET", &door.api("/healthz"), None, None)
+        .await
+        .expect("healthz");
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_call_hangs_up_the_peer_and_exits_0_within_3_s() {
+    let _serial = serial().await;
+    let profile = light_profile("sigterm", "");
+    let mut door = Proc::daemon("sigterm-door", &profile, &[]);
+    let tap = Proxy::start(door.ws_url(), pass).await;
+    let alice = Proc::daemon("sigterm-alice", &profile, &["--relay", &tap.url]);
+    wait_peer(&alice, "sigterm-door").await;
+    let session = place_call(&alice, "sigterm-door").await;
+    wait_call(&door, &session, "media", media_and_pings_flow).await;
+
+    let started = Instant::now();
+    let status = door.terminate().expect("the daemon exits after SIGTERM");
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let hangups = tap.messages(Direction::FromRelay, "hangup");
+    assert!(
+        hangups
+            .iter()
+            .any(|h| h["session"] == session.as_str() && h["reason"] == "shutdown"),
+        "alice got no hangup: {hangups:?}"
+    );
+    let log = door.log_text();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stopped"))
+        .unwrap_or_default();
+    assert!(
+        last.contains("calls=0") && last.contains("pipelines=0"),
+        "every pipeline reached NULL and was freed: {last:?}"
+    );
+    wait_for("alice's side to end", Duration::from_secs(10), || async {
+        calls(&alice).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// `/metrics` as Prometheus would read it: sample name + labels → value.
+async fn scrape(p: &Proc, token: Option<&str>) -> Vec<prometheus_parse::Sample> {
+    let (status, body) = api_client::request("GET", &p.api("/metrics"), None, token)
+        .await
+        .expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines)
+        .expect("Prometheus text format")
+        .samples
+}
+
+fn value(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_during_a_call_and_need_the_token() {
+    let _serial = serial().await;
+    let profile = light_profile("metrics", "");
+    let token = "metrics-token-1";
+    let door = Proc::daemon_env("metrics-door", &profile, &[], &[("WEBRTCD_TOKENS", token)]);
+    for path in ["/metrics", "/healthz"] {
+        let (status, _) = api_client::request("GET", &door.api(path), None, None)
+            .await
+            .expect("GET");
+        assert_eq!(status, 401, "{path} without the token");
+    }
+    let alice = Proc::daemon(
+        "metrics-alice",
+        &profile,
+        &["--relay", &format!("{}?token={token}", door.ws_url())],
+    );
+    wait_peer(&alice, "metrics-door").await;
+    let session = place_call(&alice, "metrics-door").await;
+    wait_call(&alice, &session, "media", media_and_pings_flow).await;
+
+    let first = scrape(&alice, None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = scrape(&alice, None).await;
+    assert_eq!(
+        value(&second, "webrtcd_sessions_active", &[("role", "caller")]),
+        1.0
+    );
+    for name in [
+        "webrtcd_rtp_sent_packets_total",
+        "webrtcd_rtp_sent_bytes_total",
+        "webrtcd_rtp_received_packets_total",
+        "webrtcd_rtp_received_bytes_total",
+    ] {
+        for kind in ["video", "audio"] {
+            let (a, b) = (
+                value(&first, name, &[("kind", kind)]),
+                value(&second, name, &[("kind", kind)]),
+            );
+            assert!(
+                b > a && a > 0.0,
+                "{name}{{kind={kind}}} moved from {a} to {b}"
+            );
+        }
+    }
+    let frames = |s: &[_]| value(s, "webrtcd_frames_encoded_total", &[("encoder", "vp8enc")]);
+    assert!(frames(&second) > frames(&first), "frames encoded move");
+    assert!(
+        value(
+            &second,
+            "webrtcd_keyframes_forced_total",
+            &[("codec", "vp8")]
+        ) >= 1.0
+    );
+    assert!(value(&second, "webrtcd_negotiation_seconds_count", &[]) >= 1.0);
+    assert!(value(&second, "webrtcd_first_frame_seconds_count", &[]) >= 1.0);
+
+    // The relay's side lives in the door's embedded relay.
+    let relay = scrape(&door, Some(token)).await;
+    assert_eq!(value(&relay, "webrtcd_relay_peers", &[]), 2.0);
+    for kind in ["call", "offer", "answer"] {
+        assert!(
+            value(
+                &relay,
+                "webrtcd_relay_messages_routed_total",
+                &[("type", kind)]
+            ) >= 1.0,
+            "{kind} routed"
+        );
+    }
+    assert_eq!(
+        value(&relay, "webrtcd_sessions_active", &[("role", "callee")]),
+        1.0
+    );
+
+    assert_eq!(hang_up(&alice, &session).await, 204);
+    wait_idle(&alice).await;
+    let after = scrape(&alice, None).await;
+    assert_eq!(
+        value(&after, "webrtcd_sessions_active", &[("role", "caller")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "webrtcd_sessions_ended_total",
+            &[("role", "caller"), ("reason", "hangup")]
+        ),
+        1.0
+    );
+}
