@@ -4,14 +4,19 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test lint deps-run deps-test
+.PHONY: run test bench lint deps-run deps-test
 
 run: deps-run
-	$(CARGO) build --release
+	$(CARGO) build --release --bin webrtcd
 	./target/release/webrtcd run --listen $(LISTEN) --profile pipelines/test.toml --id webrtcd
 
 test: deps-test
 	$(CARGO) test --all-targets
+
+# The numbers of BENCHMARKS.md (about 10 minutes; pass options with BENCH_ARGS="--quick").
+bench: deps-test
+	$(CARGO) build --release --bins
+	./target/release/webrtcd-bench --plot docs/benchmarks.png $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

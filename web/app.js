@@ -158,7 +158,10 @@ function newCall(peer, session, role) {
   };
   pc.ondatachannel = (ev) => useChannel(call, ev.channel);
   $("remote").onloadeddata = () => {
-    if (state.firstFrameMs === null) state.firstFrameMs = performance.now() - state.pageLoaded;
+    const now = performance.now();
+    if (state.firstFrameMs === null) state.firstFrameMs = now - state.pageLoaded;
+    // Per call, as wall-clock time, so a benchmark on the same machine can line it up.
+    if (state.call && state.call.firstFrameAt == null) state.call.firstFrameAt = performance.timeOrigin + now;
   };
   state.call = call;
   $("call-bar").hidden = false;
@@ -407,6 +410,7 @@ if (reportUrl) {
         iceConnectionState: call.pc.iceConnectionState, iceGatheringState: call.pc.iceGatheringState,
         channel: call.channel ? call.channel.readyState : null,
         localCandidates: call.localCandidates, pongs: call.pongs, pingsAnswered: call.pingsAnswered, rttMs: call.rttMs, stats: call.stats,
+        firstFrameAt: call.firstFrameAt || null,
       },
     };
     fetch(reportUrl, { method: "POST", mode: "no-cors", body: JSON.stringify(body) }).catch(() => {});

@@ -91,6 +91,15 @@ impl Codec {
         caps.build()
     }
 
+    /// The depayloader alone (to count frames without decoding them).
+    pub fn depay(self) -> &'static str {
+        match self {
+            Codec::Vp8 => "rtpvp8depay",
+            Codec::H264 => "rtph264depay",
+            Codec::Opus => "rtpopusdepay",
+        }
+    }
+
     /// Launch-syntax of depayloader and decoder for received RTP of this codec.
     pub fn depay_decode(self) -> &'static str {
         match self {

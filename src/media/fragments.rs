@@ -47,7 +47,7 @@ pub fn video_source(video: &VideoSend, camera_caps: Option<&gst::CapsRef>) -> St
     };
     format!(
         "{capture} ! videoconvert ! \
-         queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream"
+         queue name=raw max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream"
     )
 }
 

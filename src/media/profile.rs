@@ -80,6 +80,10 @@ pub struct VideoSend {
     /// Never use these encoders.
     #[serde(default)]
     pub exclude_encoders: Vec<String>,
+    /// Write the capture time into every picture (a row of blocks at the top), so a receiver
+    /// with `receive.measure_latency` can measure capture → decoded frame. For benchmarks.
+    #[serde(default)]
+    pub stamp_capture_time: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -137,6 +141,10 @@ pub struct Receive {
     /// Receive jitterbuffer latency; webrtcbin's default of 200 ms delays the first frame.
     #[serde(default = "default_latency_ms")]
     pub latency_ms: u32,
+    /// Read capture times stamped into received pictures (`video.stamp_capture_time` on the
+    /// sender) and report capture → decoded-frame latency in `/api/calls`.
+    #[serde(default)]
+    pub measure_latency: bool,
 }
 
 /// What happens to decoded remote media.
@@ -146,6 +154,8 @@ pub enum SinkKind {
     /// Decode and count (the test profile, and a headless device that only reports).
     #[default]
     Count,
+    /// Depayload and count frames without decoding (benchmark viewers: cheap receivers).
+    Frames,
     /// Decode and play on the default output (autovideosink / autoaudiosink).
     Auto,
     /// Audio to an ALSA device (`receive.audio_device`).
@@ -267,8 +277,10 @@ impl Profile {
         if matches!(self.receive.audio, SinkKind::Kms | SinkKind::Wayland) {
             return Err("receive.audio: kms and wayland are video outputs".into());
         }
-        if self.video.is_none() && self.audio.is_none() {
-            return Err("a profile sends [video], [audio] or both".into());
+        // Neither [video] nor [audio]: a receive-only viewer (it answers calls; it cannot
+        // place them, having nothing to offer).
+        if self.receive.measure_latency && matches!(self.receive.video, SinkKind::Frames) {
+            return Err("receive.measure_latency: needs decoded video (video = \"count\")".into());
         }
         Ok(())
     }

@@ -1,9 +1,10 @@
 //! Receive branches: RTP from webrtcbin → depayloader → decoder → the profile's sink, with
 //! counters of decoded frames so the API (and the tests) can see media really arrives.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
@@ -11,13 +12,73 @@ use super::MediaError;
 use super::codecs::{Codec, MediaKind};
 use super::profile::{Receive, SinkKind};
 
-/// Decoded remote media, counted after the decoder.
+/// A video frame arriving this long after the previous one counts as late (a stall).
+const LATE_AFTER: Duration = Duration::from_millis(100);
+/// Latency samples kept (the most recent).
+const LATENCY_SAMPLES: usize = 4096;
+
+/// Remote media, counted after the decoder (or the depayloader, with the `frames` sink).
 #[derive(Debug, Default)]
 pub struct ReceiveCounters {
     pub video_frames: AtomicU64,
     pub audio_buffers: AtomicU64,
     /// When the first video frame was decoded.
     pub first_video: OnceLock<Instant>,
+    /// Video frames that came more than 100 ms after the one before.
+    pub video_late: AtomicU64,
+    last_video: Mutex<Option<Instant>>,
+    /// Capture → decoded-frame latencies, µs (with `receive.measure_latency`).
+    latency_us: Mutex<VecDeque<u32>>,
+}
+
+/// Capture → decoded-frame latency over the recent frames.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencySummary {
+    pub frames: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub max_ms: f64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ReceiveCounters {
+    fn video_frame(&self) {
+        let now = Instant::now();
+        if self.video_frames.fetch_add(1, Ordering::Relaxed) == 0 {
+            let _ = self.first_video.set(now);
+        }
+        if let Some(last) = lock(&self.last_video).replace(now)
+            && now.duration_since(last) > LATE_AFTER
+        {
+            self.video_late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn latency(&self, us: u64) {
+        let mut samples = lock(&self.latency_us);
+        if samples.len() == LATENCY_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(us.min(u64::from(u32::MAX)) as u32);
+    }
+
+    pub fn latency_summary(&self) -> Option<LatencySummary> {
+        let mut sorted: Vec<u32> = lock(&self.latency_us).iter().copied().collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_unstable();
+        let at = |q: f64| f64::from(sorted[((sorted.len() - 1) as f64 * q) as usize]) / 1000.0;
+        Some(LatencySummary {
+            frames: sorted.len(),
+            p50_ms: at(0.5),
+            p95_ms: at(0.95),
+            max_ms: at(1.0),
+        })
+    }
 }
 
 /// `queue ! depay ! decoder ! S16 48 kHz ! probe ! output`, as one bin.
@@ -74,7 +135,7 @@ pub fn branch(
         MediaKind::Audio => receive.audio,
     };
     let output = match (sink, codec.kind()) {
-        (SinkKind::Count, _) => "fakesink sync=false async=false".to_string(),
+        (SinkKind::Count | SinkKind::Frames, _) => "fakesink sync=false async=false".to_string(),
         (SinkKind::Auto, MediaKind::Video) => "videoconvert ! autovideosink sync=false".into(),
         (SinkKind::Auto, MediaKind::Audio) => "audioconvert ! audioresample ! autoaudiosink".into(),
         (SinkKind::Kms, _) => "videoconvert ! kmssink sync=false".into(),
@@ -84,9 +145,14 @@ pub fn branch(
             receive.audio_device.as_deref().unwrap_or("default")
         ),
     };
+    let depay_decode = if sink == SinkKind::Frames {
+        codec.depay()
+    } else {
+        codec.depay_decode()
+    };
     let bin = match echo_probe.filter(|_| !codec.is_video()) {
         None => {
-            let desc = format!("queue ! {} name=dec ! {output}", codec.depay_decode());
+            let desc = format!("queue ! {depay_decode} name=dec ! {output}");
             gst::parse::bin_from_description(&desc, true)
                 .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?
         }
@@ -97,13 +163,15 @@ pub fn branch(
         .by_name("dec")
         .and_then(|d| d.static_pad("src"))
         .ok_or_else(|| MediaError::Build("decoder has no src pad".into()))?;
-    let counters = Arc::clone(counters);
     let is_video = codec.is_video();
+    if is_video && receive.measure_latency && sink != SinkKind::Frames {
+        let counters = Arc::clone(counters);
+        super::stamp::read_frames(&decoder_src, move |us| counters.latency(us));
+    }
+    let counters = Arc::clone(counters);
     decoder_src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
         if is_video {
-            if counters.video_frames.fetch_add(1, Ordering::Relaxed) == 0 {
-                let _ = counters.first_video.set(Instant::now());
-            }
+            counters.video_frame();
         } else {
             counters.audio_buffers.fetch_add(1, Ordering::Relaxed);
         }

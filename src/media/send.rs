@@ -32,7 +32,11 @@ pub fn video(
         fragments::video_source(video, None),
         fragments::payloader(codec, payload_type)
     );
-    build(&desc, codec, payload_type)
+    let branch = build(&desc, codec, payload_type)?;
+    if video.stamp_capture_time {
+        stamp_raw(&branch.bin);
+    }
+    Ok(branch)
 }
 
 pub fn audio(
@@ -48,6 +52,13 @@ pub fn audio(
         fragments::payloader(codec, payload_type)
     );
     build(&desc, codec, payload_type)
+}
+
+/// Stamps the capture time into raw frames as they enter the queue after capture.
+pub(super) fn stamp_raw(bin: &gst::Bin) {
+    if let Some(pad) = bin.by_name("raw").and_then(|q| q.static_pad("sink")) {
+        super::stamp::stamp_frames(&pad);
+    }
 }
 
 /// Builds `desc ! capsfilter` as a bin with a ghost `src` pad carrying `codec`'s RTP caps.

@@ -70,6 +70,8 @@ pub struct SharedStream {
     /// Stopped for good: no viewers left, or the source failed too often.
     stopped: AtomicBool,
     restart_limit: usize,
+    /// Write capture times into the pictures (`video.stamp_capture_time`).
+    stamp_capture_time: bool,
     owner: Weak<Encoders>,
     runtime: Option<tokio::runtime::Handle>,
     pub stats: StreamStats,
@@ -380,6 +382,8 @@ impl SharedStream {
             restarting: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             restart_limit: profile.source_restart_limit,
+            stamp_capture_time: codec.is_video()
+                && profile.video.as_ref().is_some_and(|v| v.stamp_capture_time),
             owner,
             runtime: tokio::runtime::Handle::try_current().ok(),
             stats: StreamStats::default(),
@@ -415,6 +419,9 @@ impl SharedStream {
             .by_name("out")
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| MediaError::Build("appsink missing".into()))?;
+        if self.stamp_capture_time {
+            send::stamp_raw(&bin);
+        }
         if let Some(bus) = pipeline.bus() {
             let weak = Arc::downgrade(self);
             bus.set_sync_handler(move |_, msg| {

@@ -114,6 +114,10 @@ pub struct CallSnapshot {
     pub state: CallState,
     pub video_frames: u64,
     pub audio_buffers: u64,
+    /// Video frames that came more than 100 ms after the previous one.
+    pub video_late: u64,
+    /// Capture → decoded-frame latency (with `receive.measure_latency` and a stamping sender).
+    pub latency: Option<crate::media::receive::LatencySummary>,
     pub datachannel: ChannelState,
     pub datachannels_created: u32,
     pub datachannels_received: u32,
@@ -212,6 +216,8 @@ impl CallInfo {
             state: self.state(),
             video_frames: self.received.video_frames.load(Ordering::Relaxed),
             audio_buffers: self.received.audio_buffers.load(Ordering::Relaxed),
+            video_late: self.received.video_late.load(Ordering::Relaxed),
+            latency: self.received.latency_summary(),
             datachannel: *lock(&self.channel),
             datachannels_created: self.channels_created.load(Ordering::Relaxed),
             datachannels_received: self.channels_received.load(Ordering::Relaxed),

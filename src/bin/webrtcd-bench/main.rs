@@ -1,0 +1,286 @@
+//! `webrtcd-bench`: the numbers of BENCHMARKS.md. Starts the daemon and its receiving peers as
+//! separate processes, all on loopback inside a private network namespace (nothing leaves the
+//! machine), measures, and prints a Markdown table. `make bench` runs it in release mode.
+
+mod chromium;
+mod plot;
+mod procs;
+mod scenarios;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+
+use scenarios::{Join, Latency, Scaling, Spread};
+
+const INSIDE: &str = "WEBRTCD_BENCH_IN_NETNS";
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Measure webrtcd: first frame, added latency, viewers per core")]
+struct Args {
+    /// A few seconds instead of minutes: 2 calls, 1–2 viewers, VP8 only (the test suite's
+    /// smoke run).
+    #[arg(long)]
+    quick: bool,
+    /// Codecs for the scaling runs.
+    #[arg(long, value_delimiter = ',', default_value = "vp8,h264")]
+    codecs: Vec<String>,
+    /// Viewer counts for the scaling runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10,20,50")]
+    viewers: Vec<usize>,
+    /// Calls per first-frame figure.
+    #[arg(long, default_value_t = 20)]
+    calls: usize,
+    /// Seconds each load level is measured over.
+    #[arg(long, default_value_t = 10)]
+    window: u64,
+    /// Viewer processes the viewers are spread over.
+    #[arg(long, default_value_t = 5)]
+    viewer_processes: usize,
+    /// Leave out headless Chromium.
+    #[arg(long)]
+    no_chromium: bool,
+    /// Where the plot goes (PNG; an SVG is kept beside it).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    first_frame_daemon: Option<Spread>,
+    first_frame_chromium: Option<Spread>,
+    join: Option<Join>,
+    latency: Vec<(String, Latency)>,
+    scaling: Vec<Scaling>,
+    errors: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if std::env::var_os(INSIDE).is_none() {
+        return reexec_in_namespace();
+    }
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .context("ip (Debian package iproute2)")?;
+    anyhow::ensure!(status.success(), "cannot bring lo up in the namespace");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Runs this same command again inside a fresh network namespace with only `lo`.
+fn reexec_in_namespace() -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let status = std::process::Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(INSIDE, "1")
+        .status()
+        .context("unshare (util-linux); needs root or unprivileged user namespaces")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+async fn run(mut args: Args) -> anyhow::Result<()> {
+    if args.quick {
+        args.codecs = vec!["vp8".into()];
+        args.viewers = vec![1, 2];
+        args.calls = 2;
+        args.window = 2;
+        args.viewer_processes = 1;
+    }
+    let dir = procs::work_dir()?;
+    let window = Duration::from_secs(args.window);
+    let first_codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
+    let mut report = Report {
+        first_frame_daemon: None,
+        first_frame_chromium: None,
+        join: None,
+        latency: Vec::new(),
+        scaling: Vec::new(),
+        errors: Vec::new(),
+    };
+    let note = |what: &str, e: anyhow::Error| {
+        eprintln!("{what}: {e:#}");
+        format!("{what}: {e:#}")
+    };
+
+    eprintln!(
+        "call → first frame, daemon → daemon ({first_codec}, {} calls)",
+        args.calls
+    );
+    match scenarios::first_frame_daemon(&dir, &first_codec, args.calls).await {
+        Ok(s) => report.first_frame_daemon = Some(s),
+        Err(e) => report.errors.push(note("daemon → daemon", e)),
+    }
+    if !args.no_chromium {
+        eprintln!("call → first frame, daemon → Chromium");
+        match scenarios::first_frame_chromium(&dir, &first_codec, args.calls).await {
+            Ok(s) => report.first_frame_chromium = Some(s),
+            Err(e) => report.errors.push(note("daemon → Chromium", e)),
+        }
+    }
+    eprintln!("a viewer joining a running stream");
+    match scenarios::join(&dir, &first_codec, args.calls).await {
+        Ok(j) => report.join = Some(j),
+        Err(e) => report.errors.push(note("join", e)),
+    }
+    for codec in &args.codecs {
+        eprintln!("capture → decoded frame latency ({codec})");
+        match scenarios::latency(&dir, codec, window).await {
+            Ok(l) => report.latency.push((codec.clone(), l)),
+            Err(e) => report.errors.push(note(&format!("latency {codec}"), e)),
+        }
+    }
+    for codec in &args.codecs {
+        for per_viewer in [false, true] {
+            eprintln!(
+                "scaling: {codec}, {}",
+                if per_viewer {
+                    "one encoder per viewer"
+                } else {
+                    "shared encoder"
+                }
+            );
+            let run = scenarios::scaling(
+                &dir,
+                codec,
+                per_viewer,
+                &args.viewers,
+                args.viewer_processes.max(1),
+                window,
+            )
+            .await;
+            match run {
+                Ok(s) => report.scaling.push(s),
+                Err(e) => report.errors.push(note(&format!("scaling {codec}"), e)),
+            }
+        }
+    }
+
+    let table = markdown(&report);
+    println!("{table}");
+    std::fs::write(dir.join("report.md"), &table)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let plot_path = args.plot.unwrap_or_else(|| dir.join("benchmarks.png"));
+    let title = "webrtcd, 1280×720@30 test pattern + Opus, viewers on loopback";
+    if let Err(e) = plot::write_png(&plot::svg(&report.scaling, title), &plot_path) {
+        report.errors.push(format!("plot: {e:#}"));
+    }
+    eprintln!(
+        "wrote {}/report.md, report.json and {}",
+        dir.display(),
+        plot_path.display()
+    );
+    if !report.errors.is_empty() {
+        anyhow::bail!("some measurements failed:\n{}", report.errors.join("\n"));
+    }
+    Ok(())
+}
+
+fn spread_row(out: &mut String, what: &str, s: &Option<Spread>) {
+    match s {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "| {what} | {:.0} | {:.0} | {:.0}–{:.0} | {} |",
+                s.median_ms, s.p95_ms, s.min_ms, s.max_ms, s.samples
+            );
+        }
+        None => {
+            let _ = writeln!(out, "| {what} | – | – | – | 0 |");
+        }
+    }
+}
+
+fn markdown(r: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| first frame | median ms | p95 ms | range ms | calls |\n|---|---|---|---|---|\n",
+    );
+    spread_row(
+        &mut out,
+        "call → first decoded frame, daemon → daemon",
+        &r.first_frame_daemon,
+    );
+    spread_row(
+        &mut out,
+        "call → first decoded frame, daemon → Chromium",
+        &r.first_frame_chromium,
+    );
+    spread_row(
+        &mut out,
+        "join running stream: call → first decoded frame",
+        &r.join.as_ref().map(|j| j.call_to_frame.clone()),
+    );
+    spread_row(
+        &mut out,
+        "join running stream: connection up → first decoded frame",
+        &r.join.as_ref().map(|j| j.connected_to_frame.clone()),
+    );
+    out.push_str("\n| capture → decoded frame | p50 ms | p95 ms | max ms | frames |\n|---|---|---|---|---|\n");
+    for (codec, l) in &r.latency {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.1} | {} |",
+            codec.to_uppercase(),
+            l.p50_ms,
+            l.p95_ms,
+            l.max_ms,
+            l.frames
+        );
+    }
+    out.push_str(
+        "\n| codec | encoder | viewers | up | daemon CPU % | × 1 viewer | RSS MiB | threads | viewers' CPU % | fps min / mean | late frames |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for run in &r.scaling {
+        let base = run.rows.first().map(|l| l.cpu_pct).unwrap_or(0.0);
+        let mode = if run.per_viewer_encoder {
+            "per viewer"
+        } else {
+            "shared"
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {mode} | idle | – | – | – | {:.1} | {} | – | – | – |",
+            run.codec.to_uppercase(),
+            run.idle_rss_mib,
+            run.idle_threads
+        );
+        for l in &run.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {mode} | {} | {} | {:.0} | {:.2} | {:.1} | {} | {:.0} | {:.1} / {:.1} | {} |",
+                l.codec.to_uppercase(),
+                l.viewers,
+                l.connected,
+                l.cpu_pct,
+                if base > 0.0 { l.cpu_pct / base } else { 0.0 },
+                l.rss_mib,
+                l.threads,
+                l.viewers_cpu_pct,
+                l.min_fps,
+                l.mean_fps,
+                l.late_frames
+            );
+        }
+        if let Some(why) = &run.stopped {
+            let _ = writeln!(
+                out,
+                "| {} | {mode} | {why} | | | | | | | | |",
+                run.codec.to_uppercase()
+            );
+        }
+    }
+    out
+}

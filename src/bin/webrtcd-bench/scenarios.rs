@@ -1,0 +1,438 @@
+//! What the benchmark measures, one function per row group of the table.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::chromium::{Chromium, Collector};
+use crate::procs::{Daemon, poll, usage};
+
+/// The camera: test pattern (a moving ball) at `width`×`height`@30 and a tone.
+pub fn camera_profile(codec: &str, per_viewer: bool, linger_ms: u64, stamp: bool) -> String {
+    format!(
+        r#"name = "bench-camera"
+max_sessions = 64
+linger_ms = {linger_ms}
+per_viewer_encoder = {per_viewer}
+
+[video]
+source = "test"
+width = 1280
+height = 720
+framerate = 30
+codecs = ["{codec}"]
+bitrate_kbps = 2000
+keyframe_interval = 60
+stamp_capture_time = {stamp}
+
+[audio]
+source = "test"
+codecs = ["opus"]
+
+[receive]
+latency_ms = 50
+"#
+    )
+}
+
+/// A viewer that only receives: `count` decodes (for first-frame and latency figures),
+/// `frames` only depayloads (cheap, for the scaling runs).
+pub fn viewer_profile(sink: &str, measure_latency: bool) -> String {
+    format!(
+        r#"name = "bench-viewer"
+max_sessions = 64
+
+[receive]
+video = "{sink}"
+audio = "{sink}"
+latency_ms = 50
+measure_latency = {measure_latency}
+"#
+    )
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub samples: usize,
+    pub median_ms: f64,
+    pub p95_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+}
+
+pub fn spread(mut ms: Vec<f64>) -> Option<Spread> {
+    if ms.is_empty() {
+        return None;
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    Some(Spread {
+        samples: ms.len(),
+        median_ms: at(0.5),
+        p95_ms: at(0.95),
+        min_ms: ms[0],
+        max_ms: ms[ms.len() - 1],
+    })
+}
+
+fn epoch_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// From `posted` (when the API call was made) to the callee's first decoded frame, read off
+/// the callee's own clock: its call started `age_ms` before the poll, and its first frame
+/// came `first_frame_ms` after that start. Poll delay cancels out.
+fn post_to_first_frame(posted: Instant, polled: Instant, call: &Value) -> Option<f64> {
+    let age = call["age_ms"].as_f64()?;
+    let first = call["first_frame_ms"].as_f64()?;
+    Some(polled.duration_since(posted).as_secs_f64() * 1000.0 - age + first)
+}
+
+/// Call → first decoded frame, daemon to daemon, the camera's encoder cold every time
+/// (linger 0: it starts with the call, as for the first viewer of an idle camera).
+pub async fn first_frame_daemon(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Spread> {
+    let camera = Daemon::start(
+        dir,
+        "ff-camera",
+        &camera_profile(codec, false, 0, false),
+        &[],
+    )?;
+    let viewer = Daemon::start(
+        dir,
+        "ff-viewer",
+        &viewer_profile("count", false),
+        &["--relay", &camera.ws_url()],
+    )?;
+    camera.wait_peer("ff-viewer").await?;
+    let mut samples = Vec::new();
+    for _ in 0..calls {
+        let posted = Instant::now();
+        let session = camera.call("ff-viewer").await?;
+        let call = viewer
+            .wait_call(&session, Duration::from_secs(20), |c| {
+                c["first_frame_ms"].is_number()
+            })
+            .await?;
+        samples.extend(post_to_first_frame(posted, Instant::now(), &call));
+        camera.hang_up(&session).await?;
+        camera.wait_idle().await?;
+        viewer.wait_idle().await?;
+    }
+    spread(samples).context("no samples")
+}
+
+/// Call → first decoded frame in headless Chromium (the built-in page, auto-answering).
+pub async fn first_frame_chromium(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Spread> {
+    let camera = Daemon::start(
+        dir,
+        "ffc-camera",
+        &camera_profile(codec, false, 0, false),
+        &[],
+    )?;
+    let collector = Collector::start().await?;
+    let url = format!(
+        "http://{}/?id=browser&autoanswer=1&report={}",
+        camera.addr, collector.url
+    );
+    let _browser = Chromium::open(&url, dir)?;
+    camera.wait_peer("browser").await?;
+    let mut samples = Vec::new();
+    for _ in 0..calls {
+        let posted = epoch_ms();
+        let session = camera.call("browser").await?;
+        let report = poll(Duration::from_secs(20), || async {
+            collector
+                .latest()
+                .filter(|r| r["call"]["session"] == session.as_str())
+                .filter(|r| r["call"]["firstFrameAt"].is_number())
+        })
+        .await
+        .context("Chromium showed no frame")?;
+        if let Some(at) = report["call"]["firstFrameAt"].as_f64() {
+            samples.push(at - posted);
+        }
+        camera.hang_up(&session).await?;
+        camera.wait_idle().await?;
+        poll(Duration::from_secs(10), || async {
+            collector.latest().filter(|r| r["call"].is_null())
+        })
+        .await
+        .context("the page did not end the call")?;
+    }
+    spread(samples).context("no samples")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Join {
+    /// From the API call to the joining viewer's first decoded frame.
+    pub call_to_frame: Spread,
+    /// From the joining viewer's connection being up to its first decoded frame.
+    pub connected_to_frame: Spread,
+}
+
+/// A viewer joining a stream that is already running (another viewer keeps it up).
+pub async fn join(dir: &Path, codec: &str, joins: usize) -> anyhow::Result<Join> {
+    let camera = Daemon::start(
+        dir,
+        "join-camera",
+        &camera_profile(codec, false, 2000, false),
+        &[],
+    )?;
+    let relay = ["--relay".to_string(), camera.ws_url()];
+    let relay: Vec<&str> = relay.iter().map(String::as_str).collect();
+    let first = Daemon::start(dir, "join-first", &viewer_profile("frames", false), &relay)?;
+    let joiner = Daemon::start(dir, "join-viewer", &viewer_profile("count", false), &relay)?;
+    camera.wait_peer("join-first").await?;
+    camera.wait_peer("join-viewer").await?;
+    let running = camera.call("join-first").await?;
+    first
+        .wait_call(&running, Duration::from_secs(20), |c| {
+            c["video_frames"].as_u64().unwrap_or(0) > 30
+        })
+        .await?;
+    let (mut to_frame, mut after_connect) = (Vec::new(), Vec::new());
+    for _ in 0..joins {
+        let posted = Instant::now();
+        let session = camera.call("join-viewer").await?;
+        let call = joiner
+            .wait_call(&session, Duration::from_secs(20), |c| {
+                c["first_frame_ms"].is_number() && c["connected_ms"].is_number()
+            })
+            .await?;
+        to_frame.extend(post_to_first_frame(posted, Instant::now(), &call));
+        if let (Some(f), Some(c)) = (
+            call["first_frame_ms"].as_f64(),
+            call["connected_ms"].as_f64(),
+        ) {
+            after_connect.push(f - c);
+        }
+        camera.hang_up(&session).await?;
+        joiner.wait_idle().await?;
+    }
+    Ok(Join {
+        call_to_frame: spread(to_frame).context("no samples")?,
+        connected_to_frame: spread(after_connect).context("no samples")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub frames: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Capture → decoded frame: the camera stamps capture time into the picture, the viewer
+/// reads it from each decoded frame (same machine, same clock).
+pub async fn latency(dir: &Path, codec: &str, window: Duration) -> anyhow::Result<Latency> {
+    let camera = Daemon::start(
+        dir,
+        "lat-camera",
+        &camera_profile(codec, false, 0, true),
+        &[],
+    )?;
+    let viewer = Daemon::start(
+        dir,
+        "lat-viewer",
+        &viewer_profile("count", true),
+        &["--relay", &camera.ws_url()],
+    )?;
+    camera.wait_peer("lat-viewer").await?;
+    let session = camera.call("lat-viewer").await?;
+    viewer
+        .wait_call(&session, Duration::from_secs(20), |c| {
+            c["first_frame_ms"].is_number()
+        })
+        .await?;
+    tokio::time::sleep(window).await;
+    let call = viewer
+        .wait_call(&session, Duration::from_secs(5), |c| {
+            c["latency"].is_object()
+        })
+        .await
+        .context("no stamped frames decoded")?;
+    let l = &call["latency"];
+    Ok(Latency {
+        frames: l["frames"].as_u64().unwrap_or(0),
+        p50_ms: l["p50_ms"].as_f64().unwrap_or(0.0),
+        p95_ms: l["p95_ms"].as_f64().unwrap_or(0.0),
+        max_ms: l["max_ms"].as_f64().unwrap_or(0.0),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    pub codec: String,
+    pub per_viewer_encoder: bool,
+    pub viewers: usize,
+    pub connected: usize,
+    /// Daemon CPU, % of one core (user + system, over the window).
+    pub cpu_pct: f64,
+    pub rss_mib: f64,
+    pub threads: u64,
+    /// All viewer processes together, % of one core.
+    pub viewers_cpu_pct: f64,
+    pub min_fps: f64,
+    pub mean_fps: f64,
+    /// Frames that came > 100 ms after the previous one, all viewers, in the window.
+    pub late_frames: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Scaling {
+    pub codec: String,
+    pub per_viewer_encoder: bool,
+    pub idle_rss_mib: f64,
+    pub idle_threads: u64,
+    pub rows: Vec<Load>,
+    /// Why escalation stopped early, if it did.
+    pub stopped: Option<String>,
+}
+
+/// Frames received so far by every call on these viewers, by session.
+async fn frames_by_session(viewers: &[Daemon]) -> Vec<(String, u64, u64)> {
+    let mut out = Vec::new();
+    for v in viewers {
+        for c in v.calls().await.unwrap_or_default() {
+            out.push((
+                c["session"].as_str().unwrap_or_default().to_string(),
+                c["video_frames"].as_u64().unwrap_or(0),
+                c["video_late"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    out
+}
+
+/// Daemon CPU/RSS/threads and viewer frame rates as viewers are added: 1, 5, 10, …
+pub async fn scaling(
+    dir: &Path,
+    codec: &str,
+    per_viewer: bool,
+    steps: &[usize],
+    processes: usize,
+    window: Duration,
+) -> anyhow::Result<Scaling> {
+    let tag = if per_viewer { "pv" } else { "shared" };
+    let camera = Daemon::start(
+        dir,
+        &format!("load-{codec}-{tag}"),
+        &camera_profile(codec, per_viewer, 0, false),
+        &[],
+    )?;
+    let mut viewers = Vec::new();
+    for i in 0..processes {
+        let name = format!("viewer{i}");
+        viewers.push(Daemon::start(
+            dir,
+            &name,
+            &viewer_profile("frames", false),
+            &["--relay", &camera.ws_url()],
+        )?);
+        camera.wait_peer(&name).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = usage(camera.pid())?;
+    let mut out = Scaling {
+        codec: codec.into(),
+        per_viewer_encoder: per_viewer,
+        idle_rss_mib: idle.rss_mib,
+        idle_threads: idle.threads,
+        rows: Vec::new(),
+        stopped: None,
+    };
+    let mut placed = 0usize;
+    for &target in steps {
+        while placed < target {
+            let to = &viewers[placed % viewers.len()].name;
+            camera.call(to).await?;
+            placed += 1;
+        }
+        // Every call up (frames flowing), bounded.
+        let all_up = poll(Duration::from_secs(60), || async {
+            let flowing = frames_by_session(&viewers)
+                .await
+                .iter()
+                .filter(|(_, f, _)| *f > 0)
+                .count();
+            (flowing >= target).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = frames_by_session(&viewers).await;
+        let cam0 = usage(camera.pid())?;
+        let view0: f64 = viewers
+            .iter()
+            .filter_map(|v| usage(v.pid()).ok())
+            .map(|u| u.cpu_secs)
+            .sum();
+        let started = Instant::now();
+        tokio::time::sleep(window).await;
+        let secs = started.elapsed().as_secs_f64();
+        let cam1 = usage(camera.pid())?;
+        let view1: f64 = viewers
+            .iter()
+            .filter_map(|v| usage(v.pid()).ok())
+            .map(|u| u.cpu_secs)
+            .sum();
+        let after = frames_by_session(&viewers).await;
+        let mut fps = Vec::new();
+        let mut late = 0;
+        for (session, frames, late1) in &after {
+            let (f0, l0) = before
+                .iter()
+                .find(|(s, _, _)| s == session)
+                .map(|(_, f, l)| (*f, *l))
+                .unwrap_or((0, 0));
+            fps.push((frames - f0.min(*frames)) as f64 / secs);
+            late += late1 - l0.min(*late1);
+        }
+        // Calls that never came up count as 0 fps.
+        fps.resize(fps.len().max(target), 0.0);
+        let connected = after.iter().filter(|(_, f, _)| *f > 0).count();
+        let row = Load {
+            codec: codec.into(),
+            per_viewer_encoder: per_viewer,
+            viewers: target,
+            connected,
+            cpu_pct: (cam1.cpu_secs - cam0.cpu_secs) / secs * 100.0,
+            rss_mib: cam1.rss_mib,
+            threads: cam1.threads,
+            viewers_cpu_pct: (view1 - view0) / secs * 100.0,
+            min_fps: fps.iter().copied().fold(f64::INFINITY, f64::min),
+            mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
+            late_frames: late,
+        };
+        eprintln!(
+            "  {codec} {tag} {target:>2} viewers: daemon {:.0}% CPU, {:.1} MiB, {} threads; viewers {:.0}% CPU; fps min {:.1} mean {:.1}; late {}",
+            row.cpu_pct,
+            row.rss_mib,
+            row.threads,
+            row.viewers_cpu_pct,
+            row.min_fps,
+            row.mean_fps,
+            row.late_frames
+        );
+        let saturated = row.cpu_pct + row.viewers_cpu_pct > 190.0 || row.min_fps < 20.0;
+        out.rows.push(row);
+        if all_up.is_none() || saturated {
+            out.stopped = Some(format!(
+                "stopped after {target} viewers: {}",
+                if all_up.is_none() {
+                    "not every call came up within 60 s"
+                } else {
+                    "the machine is saturated (2 cores busy, or a viewer below 20 fps)"
+                }
+            ));
+            break;
+        }
+    }
+    Ok(out)
+}
