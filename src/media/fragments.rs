@@ -105,10 +105,10 @@ pub fn audio_encoder(codec: Codec, factory: &str, audio: &AudioSend) -> String {
 /// The RTP payloader for `codec` with payload type `pt`.
 pub fn payloader(codec: Codec, pt: u32) -> String {
     match codec {
-        Codec::Vp8 => format!("rtpvp8pay pt={pt} mtu=1200 picture-id-mode=15-bit"),
-        Codec::H264 => {
-            format!("rtph264pay pt={pt} mtu=1200 config-interval=-1 aggregate-mode=zero-latency")
-        }
-        Codec::Opus => format!("rtpopuspay pt={pt}"),
+        Codec::Vp8 => format!("rtpvp8pay name=pay pt={pt} mtu=1200 picture-id-mode=15-bit"),
+        Codec::H264 => format!(
+            "rtph264pay name=pay pt={pt} mtu=1200 config-interval=-1 aggregate-mode=zero-latency"
+        ),
+        Codec::Opus => format!("rtpopuspay name=pay pt={pt}"),
     }
 }

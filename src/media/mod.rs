@@ -127,11 +127,16 @@ pub fn teardown(pipeline: gst::Pipeline) -> tokio::task::JoinHandle<()> {
             bus.unset_sync_handler();
         }
         drop(pipeline);
-        // Hand the freed call's memory back to the system rather than keeping it cached.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only releases free heap pages; it is thread-safe.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        release_memory();
     })
+}
+
+/// Hands freed heap memory back to the system rather than keeping it cached (after a call,
+/// and after start-up's encoder probing).
+pub fn release_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -16,6 +16,9 @@ pub struct SendBranch {
     pub bin: gst::Bin,
     pub codec: Codec,
     pub payload_type: u32,
+    /// The SSRC the branch sends with, fixed before any media flows so the SDP can carry it
+    /// at once (webrtcbin reads it from the caps the branch offers).
+    pub ssrc: u32,
     /// Keeps a shared encoder feeding this branch; dropping it unsubscribes.
     pub subscription: Option<super::shared::Subscription>,
 }
@@ -54,6 +57,14 @@ pub fn audio(
     build(&desc, codec, payload_type)
 }
 
+/// A random SSRC (RFC 3550 wants them random; collisions across calls do not matter, each
+/// call is its own RTP session).
+fn random_ssrc() -> u32 {
+    use std::hash::BuildHasher;
+    let hasher = std::collections::hash_map::RandomState::new();
+    hasher.hash_one(std::time::SystemTime::now()) as u32
+}
+
 /// Stamps the capture time into raw frames as they enter the queue after capture.
 pub(super) fn stamp_raw(bin: &gst::Bin) {
     if let Some(pad) = bin.by_name("raw").and_then(|q| q.static_pad("sink")) {
@@ -70,11 +81,24 @@ pub(super) fn build(desc: &str, codec: Codec, payload_type: u32) -> Result<SendB
     let filter = bin
         .by_name("rtpcaps")
         .ok_or_else(|| MediaError::Build("capsfilter missing".into()))?;
-    filter.set_property("caps", codec.rtp_caps(payload_type));
+    let ssrc = random_ssrc();
+    if let Some(pay) = bin.by_name("pay") {
+        pay.set_property("ssrc", ssrc);
+    }
+    let caps = codec.rtp_caps(payload_type);
+    let caps = {
+        let mut caps = caps;
+        if let Some(s) = caps.make_mut().structure_mut(0) {
+            s.set("ssrc", ssrc);
+        }
+        caps
+    };
+    filter.set_property("caps", caps);
     Ok(SendBranch {
         bin,
         codec,
         payload_type,
+        ssrc,
         subscription: None,
     })
 }

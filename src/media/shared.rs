@@ -666,6 +666,21 @@ fn forward_keyframe_requests(appsrc: &gst_app::AppSrc, stream: Weak<SharedStream
     });
 }
 
+impl Subscription {
+    /// The call's connection just came up. What was sent before went nowhere (there was no
+    /// DTLS yet), so the viewer has no keyframe: start it over at a fresh one, asked for now
+    /// rather than left to the viewer's PLI a round trip later.
+    pub fn start_at_keyframe(&self) {
+        if let Some(sub) = lock(&self.stream.subscribers)
+            .iter()
+            .find(|s| s.id == self.id)
+        {
+            sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
+        }
+        self.stream.request_keyframe(true);
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         let last = self.stream.unsubscribe(self.id);

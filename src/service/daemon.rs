@@ -94,6 +94,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
 
     // Ready only once the DTLS default certificate exists: the first call must not pay for it.
     let _ = warm_up.await;
+    media::release_memory();
     let listener = bind(config.listen, "webrtcd").await?;
     let app = http::daemon_router(
         relay_state(&relay, &config),

@@ -425,20 +425,23 @@ impl Call {
             session = %self.info.session,
             codec = ?branch.codec,
             pt = branch.payload_type,
+            ssrc = branch.ssrc,
             "send branch linked"
         );
         Ok(())
     }
 
-    /// webrtcbin writes a track's `a=ssrc`/`msid` lines from the caps on its sink pad. A
-    /// description made before the first buffer reaches the pad (a busy machine, a slow
-    /// encoder start) lacks them, and a browser must then guess which stream is which from
-    /// payload types alone; on a loaded machine Chromium once never played the audio. So
-    /// wait, briefly and bounded, for every send branch to have caps with an SSRC.
+    /// webrtcbin writes a track's `a=ssrc`/`msid` lines from the caps its sink pad has or is
+    /// offered. Without them a browser must guess which stream is which from payload types
+    /// alone (on a loaded machine Chromium once never played the audio). Send branches fix
+    /// their SSRC in the caps they offer, so this returns at once and the offer does not wait
+    /// for the encoder's first frame; it still waits (bounded) for a branch that does not.
     async fn wait_for_send_caps(&self) {
         let has_ssrc = |pad: &gst::Pad| {
-            pad.current_caps()
-                .and_then(|caps| caps.structure(0).map(|s| s.has_field("ssrc")))
+            let caps = pad
+                .current_caps()
+                .or_else(|| Some(pad.peer_query_caps(None)));
+            caps.and_then(|caps| caps.structure(0).map(|s| s.has_field("ssrc")))
                 .unwrap_or(false)
         };
         let started = Instant::now();
@@ -692,6 +695,9 @@ impl Call {
         match state {
             WebRTCPeerConnectionState::Connected => {
                 self.info.set_state(CallState::Connected);
+                for subscription in &self.subscriptions {
+                    subscription.start_at_keyframe();
+                }
                 self.record_remote_certificate();
                 Ok(())
             }

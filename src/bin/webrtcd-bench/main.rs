@@ -44,6 +44,9 @@ struct Args {
     /// Leave out headless Chromium.
     #[arg(long)]
     no_chromium: bool,
+    /// Leave out the scaling runs (first frame and latency only).
+    #[arg(long)]
+    no_scaling: bool,
     /// Where the plot goes (PNG; an SVG is kept beside it).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -139,7 +142,12 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             Err(e) => report.errors.push(note(&format!("latency {codec}"), e)),
         }
     }
-    for codec in &args.codecs {
+    let scaling_codecs = if args.no_scaling {
+        &[][..]
+    } else {
+        &args.codecs[..]
+    };
+    for codec in scaling_codecs {
         for per_viewer in [false, true] {
             eprintln!(
                 "scaling: {codec}, {}",
