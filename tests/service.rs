@@ -344,3 +344,86 @@ async fn metrics_move_during_a_call_and_need_the_token() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_can_come_from_systemd_credentials() {
+    let _serial = serial().await;
+    let credentials = tempfile::tempdir().expect("tempdir");
+    std::fs::write(credentials.path().join("tokens"), "from-credentials-1\n").expect("write");
+    let dir = credentials.path().to_string_lossy().into_owned();
+    let door = Proc::daemon_env(
+        "credentials",
+        &light_profile("credentials", ""),
+        &[],
+        &[("CREDENTIALS_DIRECTORY", &dir)],
+    );
+    let url = door.api("/api/status");
+    let (status, _) = api_client::request("GET", &url, None, None)
+        .await
+        .expect("GET");
+    assert_eq!(status, 401);
+    let (status, _) = api_client::request("GET", &url, None, Some("from-credentials-1"))
+        .await
+        .expect("GET");
+    assert_eq!(status, 200);
+}
+
+/// Under systemd, stderr is the journal stream: lines carry syslog priorities, GStreamer's
+/// warnings come through with their category, and at the default level no SDP, candidate or
+/// fingerprint is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_lines_have_priorities_and_keep_sdp_out_of_info() {
+    use std::os::unix::fs::MetadataExt;
+    let _serial = serial().await;
+    let profile = light_profile("journal", "");
+    // The harness writes stderr to target/test-logs/NAME.log (truncating, same inode): that
+    // file is the "journal stream" whose device and inode JOURNAL_STREAM names.
+    let log = artifacts_dir().join("journal-door.log");
+    std::fs::write(&log, "").expect("create log");
+    let meta = std::fs::metadata(&log).expect("stat");
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let door = Proc::daemon_env(
+        "journal-door",
+        &profile,
+        &[],
+        &[("JOURNAL_STREAM", &stream), ("RUST_LOG", "info")],
+    );
+    let alice = Proc::daemon("journal-alice", &profile, &["--relay", &door.ws_url()]);
+    wait_peer(&alice, "journal-door").await;
+    let session = place_call(&alice, "journal-door").await;
+    wait_call(&door, &session, "media", media_and_pings_flow).await;
+    assert_eq!(hang_up(&alice, &session).await, 204);
+    wait_idle(&door).await;
+
+    let text = door.log_text();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() > 3, "{text}");
+    for line in &lines {
+        let prio = line
+            .strip_prefix('<')
+            .and_then(|l| l.split_once('>'))
+            .map(|(p, _)| p);
+        assert!(
+            matches!(prio, Some("3" | "4" | "6")),
+            "not a journal line at info level: {line:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("<6>webrtcd::")),
+        "{text}"
+    );
+    for secret in ["v=0", "a=fingerprint", "typ host", "candidate:"] {
+        assert!(!text.contains(secret), "{secret} logged at info: {text}");
+    }
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal colours in the journal: {text}"
+    );
+    // GStreamer's own warnings arrive through the same log, with their category.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>gstreamer: ") && l.contains("category=")),
+        "{text}"
+    );
+}

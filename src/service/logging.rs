@@ -22,7 +22,7 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if stderr_is_journal() {
-        builder.event_format(Journald).init();
+        builder.with_ansi(false).event_format(Journald).init();
     } else {
         builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

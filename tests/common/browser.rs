@@ -211,31 +211,7 @@ impl Drop for Browser {
     }
 }
 
-pub fn chromium_flags(profile: &std::path::Path, media: bool) -> Vec<String> {
-    let mut flags: Vec<String> = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--allow-loopback-in-peer-connection",
-        "--autoplay-policy=no-user-gesture-required",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        "--window-size=1024,800",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    flags.push(format!("--user-data-dir={}", profile.display()));
-    if media {
-        flags.push("--use-fake-ui-for-media-stream".into());
-        flags.push("--use-fake-device-for-media-stream".into());
-    }
-    flags
-}
+pub use super::harness::chromium_flags;
 
 fn chromium(url: &str, profile: PathBuf, options: &Options) -> Command {
     let mut cmd = Command::new("/usr/bin/chromium");

@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+#[path = "../../src/bin/webrtcd-bench/harness.rs"]
+pub mod harness;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -130,31 +131,14 @@ impl Proc {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")
-            .envs(envs.iter().copied())
             .env("RUST_LOG", "webrtcd=debug,info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("spawn webrtcd");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{name} did not announce its address; see {log:?}"));
-        let addr = line
-            .rsplit("http://")
-            .next()
-            .expect("listening line")
-            .trim()
-            .to_string();
+        let addr = harness::announced_address(&mut child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{name} did not announce its address; see {log:?}"));
         Proc {
             name: name.to_string(),
             child,

@@ -29,21 +29,7 @@ impl Chromium {
             });
         }
         let child = command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--allow-loopback-in-peer-connection",
-                "--autoplay-policy=no-user-gesture-required",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                "--use-fake-ui-for-media-stream",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(crate::harness::chromium_flags(&profile, true))
             .arg(url)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)

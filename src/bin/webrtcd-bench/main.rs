@@ -3,6 +3,7 @@
 //! machine), measures, and prints a Markdown table. `make bench` runs it in release mode.
 
 mod chromium;
+mod harness;
 mod plot;
 mod procs;
 mod scenarios;

@@ -1,7 +1,6 @@
 //! The processes a benchmark runs: webrtcd daemons (the camera and its viewers) and what
 //! /proc says about them.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,24 +47,8 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
+        let addr = crate::harness::announced_address(&mut child, Duration::from_secs(60))
             .with_context(|| format!("{name} did not start; see {}/{name}.log", dir.display()))?;
-        let addr = line
-            .rsplit("http://")
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
         Ok(Daemon {
             name: name.to_string(),
             child,

@@ -96,26 +96,34 @@ fn post_to_first_frame(posted: Instant, polled: Instant, call: &Value) -> Option
     Some(polled.duration_since(posted).as_secs_f64() * 1000.0 - age + first)
 }
 
+/// A camera daemon and a viewer daemon registered with the camera's relay.
+async fn camera_and_viewer(
+    dir: &Path,
+    prefix: &str,
+    camera_profile: &str,
+    viewer_profile: &str,
+) -> anyhow::Result<(Daemon, Daemon)> {
+    let camera = Daemon::start(dir, &format!("{prefix}-camera"), camera_profile, &[])?;
+    let name = format!("{prefix}-viewer");
+    let viewer = Daemon::start(dir, &name, viewer_profile, &["--relay", &camera.ws_url()])?;
+    camera.wait_peer(&name).await?;
+    Ok((camera, viewer))
+}
+
 /// Call → first decoded frame, daemon to daemon, the camera's encoder cold every time
 /// (linger 0: it starts with the call, as for the first viewer of an idle camera).
 pub async fn first_frame_daemon(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Spread> {
-    let camera = Daemon::start(
+    let (camera, viewer) = camera_and_viewer(
         dir,
-        "ff-camera",
+        "ff",
         &camera_profile(codec, false, 0, false),
-        &[],
-    )?;
-    let viewer = Daemon::start(
-        dir,
-        "ff-viewer",
         &viewer_profile("count", false),
-        &["--relay", &camera.ws_url()],
-    )?;
-    camera.wait_peer("ff-viewer").await?;
+    )
+    .await?;
     let mut samples = Vec::new();
     for _ in 0..calls {
         let posted = Instant::now();
-        let session = camera.call("ff-viewer").await?;
+        let session = camera.call(&viewer.name).await?;
         let call = viewer
             .wait_call(&session, Duration::from_secs(20), |c| {
                 c["first_frame_ms"].is_number()
@@ -234,20 +242,14 @@ pub struct Latency {
 /// Capture → decoded frame: the camera stamps capture time into the picture, the viewer
 /// reads it from each decoded frame (same machine, same clock).
 pub async fn latency(dir: &Path, codec: &str, window: Duration) -> anyhow::Result<Latency> {
-    let camera = Daemon::start(
+    let (camera, viewer) = camera_and_viewer(
         dir,
-        "lat-camera",
+        "lat",
         &camera_profile(codec, false, 0, true),
-        &[],
-    )?;
-    let viewer = Daemon::start(
-        dir,
-        "lat-viewer",
         &viewer_profile("count", true),
-        &["--relay", &camera.ws_url()],
-    )?;
-    camera.wait_peer("lat-viewer").await?;
-    let session = camera.call("lat-viewer").await?;
+    )
+    .await?;
+    let session = camera.call(&viewer.name).await?;
     viewer
         .wait_call(&session, Duration::from_secs(20), |c| {
             c["first_frame_ms"].is_number()
