@@ -90,8 +90,8 @@ pub fn reason_label(reason: &str) -> String {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("webrtcd");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("webrtcd"),
             sessions_active: Family::default(),
             sessions_ended: Family::default(),
             // 10 ms … ~20 s.
@@ -107,9 +107,8 @@ impl Metrics {
             relay_peers: Gauge::default(),
             relay_routed: Family::default(),
             relay_rejected: Family::default(),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "sessions_active",
             "Calls in progress",
@@ -180,7 +179,7 @@ impl Metrics {
             "Messages the relay refused, by error code",
             m.relay_rejected.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// The Prometheus text exposition of everything.

@@ -16,8 +16,11 @@ pub struct SendBranch {
     pub bin: gst::Bin,
     pub codec: Codec,
     pub payload_type: u32,
-    /// The SSRC the branch sends with, fixed before any media flows so the SDP can carry it
-    /// at once (webrtcbin reads it from the caps the branch offers).
+    /// The SSRC the branch sends with, fixed before any media flows. webrtcbin writes a
+    /// track's `a=ssrc`/`msid` lines from the caps the branch offers, so the SDP carries it
+    /// without waiting for the encoder's first frame. (Without it a browser must guess which
+    /// stream is which from payload types; on a loaded machine Chromium once never played the
+    /// audio.)
     pub ssrc: u32,
     /// Keeps a shared encoder feeding this branch; dropping it unsubscribes.
     pub subscription: Option<super::shared::Subscription>,

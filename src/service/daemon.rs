@@ -48,7 +48,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
-    let notifier = Notifier::from_env();
+    let notifier = Arc::new(Notifier::from_env());
     let problems = config.problems();
     if !problems.is_empty() {
         let file = config
@@ -114,7 +114,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     notifier.notify(&format!("READY=1\nSTATUS=serving on {}", config.listen));
     if let Some(interval) = notify::watchdog_interval() {
         tracing::info!(?interval, "pinging the systemd watchdog while healthy");
-        tokio::spawn(watchdog(Arc::clone(&health), interval));
+        tokio::spawn(watchdog(
+            Arc::clone(&health),
+            Arc::clone(&notifier),
+            interval,
+        ));
     }
 
     shutdown_signal().await;
@@ -147,8 +151,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
 
 /// Pings systemd's watchdog every `interval` while the daemon is healthy; stops pinging
 /// (so systemd restarts it) while it is not.
-async fn watchdog(health: Arc<Health>, interval: Duration) {
-    let notifier = Notifier::from_env();
+async fn watchdog(health: Arc<Health>, notifier: Arc<Notifier>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;

@@ -29,6 +29,7 @@ pub struct Health {
     relay_probe: Probe,
     calls_probe: Probe,
     gst_probe: Probe,
+    encoders_probe: Probe,
 }
 
 impl Health {
@@ -40,6 +41,7 @@ impl Health {
             relay_probe: Probe::default(),
             calls_probe: Probe::default(),
             gst_probe: Probe::default(),
+            encoders_probe: Probe::default(),
         }
     }
 
@@ -75,7 +77,7 @@ impl Health {
             })?;
         let encoders = Arc::clone(&self.encoders);
         let stalled = self
-            .gst_probe
+            .encoders_probe
             .run("the shared encoders", move || {
                 encoders.stalled(ENCODER_STALLED_AFTER)
             })

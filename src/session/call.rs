@@ -26,11 +26,9 @@ use crate::protocol::{Message, Route};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long webrtcbin may take to answer one promise (create-offer, set-*-description).
 const PROMISE_TIMEOUT: Duration = Duration::from_secs(10);
-/// DataChannel pings, for the round-trip time.
-/// How long a description waits for the send branches' first caps (see `wait_for_send_caps`).
-const SEND_CAPS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The session task goes round its loop at least this often (see `CallInfo::beat`).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// DataChannel pings, for the round-trip time.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// Pings remembered while waiting for their pongs.
 const PINGS_IN_FLIGHT: usize = 16;
@@ -72,8 +70,6 @@ pub struct Call {
     sent_end_of_candidates: bool,
     /// Holds the shared encoders feeding this call.
     subscriptions: Vec<shared::Subscription>,
-    /// webrtcbin's sink pads fed by this call's send branches.
-    send_pads: Vec<gst::Pad>,
     /// With echo cancellation: the speaker-side probe, made before the microphone starts.
     echo_probe: Option<gst::Element>,
 }
@@ -155,7 +151,6 @@ impl Call {
             next_ping: 0,
             sent_end_of_candidates: false,
             subscriptions: Vec::new(),
-            send_pads: Vec::new(),
             echo_probe,
         })
     }
@@ -338,7 +333,6 @@ impl Call {
         self.info.channels_created.fetch_add(1, Ordering::Relaxed);
         self.info.set_channel(ChannelState::Connecting);
 
-        self.wait_for_send_caps().await;
         let mut offer = self.create_description("create-offer", "offer").await?;
         sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(offer.sdp());
@@ -372,7 +366,6 @@ impl Call {
             .await?;
         self.remote = Some(offer);
         self.apply_held_candidates();
-        self.wait_for_send_caps().await;
         let mut answer = self.create_description("create-answer", "answer").await?;
         sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(answer.sdp());
@@ -415,8 +408,12 @@ impl Call {
             .request_pad_simple("sink_%u")
             .ok_or_else(|| fail("webrtcbin gave no sink pad"))?;
         src.link(&sink).map_err(|_| fail("link send branch"))?;
-        webrtc::count_rtp(&sink, branch.codec.kind(), webrtc::Direction::Sent);
-        self.send_pads.push(sink);
+        webrtc::count_rtp(
+            &sink,
+            branch.codec.kind(),
+            webrtc::Direction::Sent,
+            &self.info.rtp,
+        );
         branch
             .bin
             .sync_state_with_parent()
@@ -429,32 +426,6 @@ impl Call {
             "send branch linked"
         );
         Ok(())
-    }
-
-    /// webrtcbin writes a track's `a=ssrc`/`msid` lines from the caps its sink pad has or is
-    /// offered. Without them a browser must guess which stream is which from payload types
-    /// alone (on a loaded machine Chromium once never played the audio). Send branches fix
-    /// their SSRC in the caps they offer, so this returns at once and the offer does not wait
-    /// for the encoder's first frame; it still waits (bounded) for a branch that does not.
-    async fn wait_for_send_caps(&self) {
-        let has_ssrc = |pad: &gst::Pad| {
-            let caps = pad
-                .current_caps()
-                .or_else(|| Some(pad.peer_query_caps(None)));
-            caps.and_then(|caps| caps.structure(0).map(|s| s.has_field("ssrc")))
-                .unwrap_or(false)
-        };
-        let started = Instant::now();
-        while !self.send_pads.iter().all(has_ssrc) {
-            if started.elapsed() > SEND_CAPS_TIMEOUT {
-                tracing::warn!(
-                    session = %self.info.session,
-                    "a send branch has no caps yet; describing it without its SSRC"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 
     fn set_playing(&self) -> Step {
@@ -617,7 +588,7 @@ impl Call {
             } else {
                 MediaKind::Video
             };
-            webrtc::count_rtp(pad, kind, webrtc::Direction::Received);
+            webrtc::count_rtp(pad, kind, webrtc::Direction::Received, &self.info.rtp);
             bin.sync_state_with_parent().map_err(|e| e.to_string())?;
             Ok(codec)
         });

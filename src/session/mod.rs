@@ -102,6 +102,8 @@ pub struct CallInfo {
     /// Milliseconds after `started` when the session task last went round its loop: a task
     /// that stops doing so is stuck (the health check and the watchdog look at this).
     pub heartbeat_ms: AtomicU64,
+    /// RTP packets handed to / received from webrtcbin, per track.
+    pub rtp: Arc<RtpCounts>,
     first_frame_recorded: std::sync::atomic::AtomicBool,
 }
 
@@ -130,6 +132,25 @@ pub struct CallSnapshot {
     /// `sha-256 …` of the certificate the peer really used (compare with its SDP to pin it).
     pub remote_fingerprint: Option<String>,
     pub age_ms: u64,
+    /// RTP packets per track, sent and received (where a call got stuck shows here).
+    pub rtp_packets: RtpSnapshot,
+}
+
+/// RTP packets of one call, counted at webrtcbin's pads.
+#[derive(Debug, Default)]
+pub struct RtpCounts {
+    pub video_sent: AtomicU64,
+    pub audio_sent: AtomicU64,
+    pub video_received: AtomicU64,
+    pub audio_received: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RtpSnapshot {
+    pub video_sent: u64,
+    pub audio_sent: u64,
+    pub video_received: u64,
+    pub audio_received: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -154,6 +175,7 @@ impl CallInfo {
             pongs_received: AtomicU64::new(0),
             rtt_us: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(0),
+            rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -233,6 +255,12 @@ impl CallInfo {
                 .map(|t| t.duration_since(self.started).as_secs_f64() * 1000.0),
             remote_fingerprint: lock(&self.remote_fingerprint).clone(),
             age_ms: self.started.elapsed().as_millis() as u64,
+            rtp_packets: RtpSnapshot {
+                video_sent: self.rtp.video_sent.load(Ordering::Relaxed),
+                audio_sent: self.rtp.audio_sent.load(Ordering::Relaxed),
+                video_received: self.rtp.video_received.load(Ordering::Relaxed),
+                audio_received: self.rtp.audio_received.load(Ordering::Relaxed),
+            },
         }
     }
 }

@@ -164,9 +164,14 @@ pub enum Direction {
     Received,
 }
 
-/// Counts RTP packets and bytes through `pad` into `/metrics`. The counters are looked up
-/// once here, not per packet.
-pub fn count_rtp(pad: &gst::Pad, kind: MediaKind, direction: Direction) {
+/// Counts RTP packets and bytes through `pad` into `/metrics`, and packets into the call's
+/// own counts. The counters are looked up once here, not per packet.
+pub fn count_rtp(
+    pad: &gst::Pad,
+    kind: MediaKind,
+    direction: Direction,
+    call: &Arc<super::RtpCounts>,
+) {
     let metrics = crate::metrics::get();
     let label = crate::metrics::KindLabel {
         kind: match kind {
@@ -180,16 +185,28 @@ pub fn count_rtp(pad: &gst::Pad, kind: MediaKind, direction: Direction) {
     };
     let packets = packets.get_or_create(&label).clone();
     let bytes = bytes.get_or_create(&label).clone();
+    let call = Arc::clone(call);
+    let call_packets = move |n: u64| {
+        let counter = match (&direction, kind) {
+            (Direction::Sent, MediaKind::Video) => &call.video_sent,
+            (Direction::Sent, MediaKind::Audio) => &call.audio_sent,
+            (Direction::Received, MediaKind::Video) => &call.video_received,
+            (Direction::Received, MediaKind::Audio) => &call.audio_received,
+        };
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    };
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |_, info| {
             match &info.data {
                 Some(gst::PadProbeData::Buffer(buffer)) => {
                     packets.inc();
+                    call_packets(1);
                     bytes.inc_by(buffer.size() as u64);
                 }
                 Some(gst::PadProbeData::BufferList(list)) => {
                     packets.inc_by(list.len() as u64);
+                    call_packets(list.len() as u64);
                     bytes.inc_by(list.calculate_size() as u64);
                 }
                 _ => {}

@@ -289,17 +289,22 @@ pub async fn wait_call(
     what: &str,
     accept: impl Fn(&Value) -> bool,
 ) -> Value {
-    wait_for(
-        &format!("{what} on {}", p.name),
-        Duration::from_secs(30),
-        || async {
-            calls(p)
-                .await
-                .into_iter()
-                .find(|c| c["session"] == session && accept(c))
-        },
-    )
-    .await
+    let found = poll(Duration::from_secs(30), || async {
+        calls(p)
+            .await
+            .into_iter()
+            .find(|c| c["session"] == session && accept(c))
+    })
+    .await;
+    match found {
+        Some(call) => call,
+        // What the call looked like last (per-track RTP counts, states) tells where it stuck.
+        None => panic!(
+            "timed out waiting for {what} on {}; its calls: {:?}",
+            p.name,
+            calls(p).await
+        ),
+    }
 }
 
 /// Media and DataChannel flow both ways on this side of the call.
