@@ -21,7 +21,8 @@ pub struct RoleLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndLabels {
     pub role: &'static str,
-    pub reason: String,
+    /// One of the closed set of end reasons (`protocol::EndReason`).
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,27 +66,13 @@ pub struct Metrics {
     pub relay_peers: Gauge,
     pub relay_routed: Family<TypeLabel, Counter>,
     pub relay_rejected: Family<ReasonLabel, Counter>,
+    pub connections_refused: Counter,
 }
 
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
-}
-
-/// An end reason as a label: its first word (`media-error: …` → `media-error`), bounded.
-pub fn reason_label(reason: &str) -> String {
-    let word = reason.split([':', ' ']).next().unwrap_or("");
-    let clean: String = word
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(32)
-        .collect();
-    if clean.is_empty() {
-        "other".into()
-    } else {
-        clean
-    }
 }
 
 impl Metrics {
@@ -107,6 +94,7 @@ impl Metrics {
             relay_peers: Gauge::default(),
             relay_routed: Family::default(),
             relay_rejected: Family::default(),
+            connections_refused: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -179,6 +167,11 @@ impl Metrics {
             "Messages the relay refused, by error code",
             m.relay_rejected.clone(),
         );
+        r.register(
+            "connections_refused",
+            "HTTP connections closed at once: the total or per-address cap was reached",
+            m.connections_refused.clone(),
+        );
         m
     }
 
@@ -195,14 +188,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reasons_become_short_labels() {
-        assert_eq!(reason_label("media-error: add send branch"), "media-error");
-        assert_eq!(reason_label("hangup"), "hangup");
-        assert_eq!(reason_label("\"}{"), "other");
-        assert_eq!(reason_label(&"x".repeat(100)).len(), 32);
-    }
 
     #[test]
     fn encodes_with_prefix_and_eof() {

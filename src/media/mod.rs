@@ -116,6 +116,35 @@ pub fn live_encoders() -> EncoderCount {
     count
 }
 
+/// A pipeline that is torn down ([`teardown`]) when its owner drops it — also when the
+/// owner's task panics or is cancelled, so a failed call never leaves a pipeline running.
+pub struct OwnedPipeline(gst::Pipeline);
+
+impl OwnedPipeline {
+    /// A new, tracked pipeline.
+    pub fn new(name: &str) -> OwnedPipeline {
+        OwnedPipeline(new_pipeline(name))
+    }
+}
+
+impl std::ops::Deref for OwnedPipeline {
+    type Target = gst::Pipeline;
+    fn deref(&self) -> &gst::Pipeline {
+        &self.0
+    }
+}
+
+impl Drop for OwnedPipeline {
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            teardown(self.0.clone());
+        } else {
+            // No runtime (a plain thread, a unit test): this thread may block.
+            let _ = self.0.set_state(gst::State::Null);
+        }
+    }
+}
+
 /// Takes a pipeline to NULL and drops it on a blocking thread: state changes can wait on
 /// streaming threads, so they never run on a session task or a signal handler.
 pub fn teardown(pipeline: gst::Pipeline) -> tokio::task::JoinHandle<()> {

@@ -27,6 +27,10 @@ pub struct Profile {
     /// Calls beyond this many are answered with `hangup` reason `busy`.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// An offer or answer with more m-lines than this is refused (`hangup` reason
+    /// `bad-sdp`): each m-line costs threads and elements, and a call needs 3.
+    #[serde(default = "default_max_mlines")]
+    pub max_mlines: usize,
     pub video: Option<VideoSend>,
     pub audio: Option<AudioSend>,
     #[serde(default)]
@@ -178,6 +182,9 @@ fn default_linger_ms() -> u64 {
 fn default_max_sessions() -> usize {
     8
 }
+fn default_max_mlines() -> usize {
+    16
+}
 fn default_width() -> u32 {
     640
 }
@@ -223,6 +230,9 @@ impl Profile {
     fn validate(&self) -> Result<(), String> {
         if self.max_sessions == 0 {
             return Err("max_sessions: must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.max_mlines) {
+            return Err("max_mlines: must be between 1 and 64".into());
         }
         if let Some(video) = &self.video {
             if video.codecs.is_empty() {

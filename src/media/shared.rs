@@ -10,6 +10,11 @@
 //!   on its appsrc) reaches the encoder, rate-limited per stream.
 //!
 //! A stream starts with its first subscriber and stops `linger` after its last one left.
+//!
+//! A stream's life is one state ([`Life`]: starting, running, restarting, stopped), and
+//! starting it — which may wait seconds on a camera — runs on the calling (blocking) thread
+//! without holding any lock that async code takes: `/api/status` and the health check read
+//! a starting stream at once. A start that fails leaves nothing running.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,16 +64,18 @@ pub struct StreamStats {
 
 pub struct SharedStream {
     codec: Codec,
-    /// The launch description, kept to rebuild the pipeline after a source failure.
-    desc: String,
-    running: Mutex<Option<Running>>,
+    profile: Arc<Profile>,
+    factory: String,
+    /// The launch description, made at the first start (the camera's caps are read then)
+    /// and kept to rebuild the pipeline after a source failure.
+    desc: std::sync::OnceLock<String>,
+    life: Mutex<Life>,
+    /// Held by whoever builds or tears down the pipeline (blocking threads only).
+    starting: Mutex<()>,
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
     last_keyframe_request: Mutex<Option<Instant>>,
     /// When the source failed recently (for the restart limit and backoff).
     failures: Mutex<VecDeque<Instant>>,
-    restarting: AtomicBool,
-    /// Stopped for good: no viewers left, or the source failed too often.
-    stopped: AtomicBool,
     restart_limit: usize,
     /// Write capture times into the pictures (`video.stamp_capture_time`).
     stamp_capture_time: bool,
@@ -86,6 +93,28 @@ struct Running {
     sink: gst_app::AppSink,
 }
 
+/// Where a shared stream is in its life.
+enum Life {
+    /// Its pipeline is being built and started.
+    Starting,
+    Running(Running),
+    /// The source failed; a restart is scheduled, and will take the failed pipeline down.
+    Restarting(Option<gst::Pipeline>),
+    /// For good: no viewers left, shutdown, or the source failed too often.
+    Stopped,
+}
+
+impl Life {
+    fn name(&self) -> &'static str {
+        match self {
+            Life::Starting => "starting",
+            Life::Running(_) => "running",
+            Life::Restarting(_) => "restarting",
+            Life::Stopped => "stopped",
+        }
+    }
+}
+
 struct Subscriber {
     id: u64,
     appsrc: gst_app::AppSrc,
@@ -95,17 +124,21 @@ struct Subscriber {
     on_failure: Box<dyn Fn() + Send + Sync>,
 }
 
-/// A call's hold on a shared stream; dropping it unsubscribes.
+/// A call's hold on a shared stream; dropping it unsubscribes. It receives frames only once
+/// [`Subscription::activate`]d.
 pub struct Subscription {
     stream: Arc<SharedStream>,
     id: u64,
     owner: Weak<Encoders>,
+    pending: Mutex<Option<Subscriber>>,
 }
 
 /// What `GET /api/status` shows about a shared stream.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StreamInfo {
     pub codec: String,
+    /// `starting`, `running`, `restarting` or `stopped`.
+    pub state: &'static str,
     pub subscribers: usize,
     pub frames: u64,
     pub keyframes_forced: u64,
@@ -242,35 +275,41 @@ impl Encoders {
             .ok_or_else(|| MediaError::Build("appsrc missing".into()))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         forward_keyframe_requests(&appsrc, Arc::downgrade(&stream));
-        stream.subscribe(Subscriber {
-            id,
-            appsrc,
-            waiting_for_keyframe: AtomicBool::new(true),
-            caps: Mutex::new(None),
-            on_failure: Box::new(on_failure),
-        });
         branch.subscription = Some(Subscription {
             stream,
             id,
             owner: Arc::downgrade(self),
+            pending: Mutex::new(Some(Subscriber {
+                id,
+                appsrc,
+                waiting_for_keyframe: AtomicBool::new(true),
+                caps: Mutex::new(None),
+                on_failure: Box::new(on_failure),
+            })),
         });
         Ok(branch)
     }
 
-    /// The running stream for `codec`, started if there is none.
+    /// The stream for `codec`, started if there is none. Blocks while this caller starts
+    /// it (call from a blocking thread); the streams' lock is held only to look it up.
     fn stream(&self, codec: Codec) -> Result<Arc<SharedStream>, MediaError> {
-        let mut streams = lock(&self.streams);
-        if let Some(stream) = streams.get(&codec) {
-            return Ok(Arc::clone(stream));
+        let factory = self.encoder_for(codec)?.to_string();
+        let stream = {
+            let mut streams = lock(&self.streams);
+            if let Some(stream) = streams.get(&codec) {
+                return Ok(Arc::clone(stream));
+            }
+            let stream = SharedStream::new(&self.profile, codec, factory, Weak::clone(&self.me));
+            streams.insert(codec, Arc::clone(&stream));
+            stream
+        };
+        match stream.start() {
+            Ok(()) => Ok(stream),
+            Err(err) => {
+                stream.give_up(&err.to_string());
+                Err(err)
+            }
         }
-        let stream = SharedStream::start(
-            &self.profile,
-            codec,
-            self.encoder_for(codec)?,
-            Weak::clone(&self.me),
-        )?;
-        streams.insert(codec, Arc::clone(&stream));
-        Ok(stream)
     }
 
     /// Stops every shared stream now, without lingering (the daemon is shutting down).
@@ -287,8 +326,7 @@ impl Encoders {
         lock(&self.streams)
             .values()
             .filter(|s| {
-                !s.stopped.load(Ordering::Relaxed)
-                    && !s.restarting.load(Ordering::Relaxed)
+                matches!(*lock(&s.life), Life::Running(_))
                     && !lock(&s.subscribers).is_empty()
                     && lock(&s.last_progress).elapsed() > after
             })
@@ -307,6 +345,7 @@ impl Encoders {
             .values()
             .map(|s| StreamInfo {
                 codec: format!("{:?}", s.codec).to_lowercase(),
+                state: lock(&s.life).name(),
                 subscribers: lock(&s.subscribers).len(),
                 frames: s.stats.frames.load(Ordering::Relaxed),
                 keyframes_forced: s.stats.keyframes_forced.load(Ordering::Relaxed),
@@ -346,41 +385,21 @@ impl Encoders {
 }
 
 impl SharedStream {
-    fn start(
-        profile: &Profile,
+    fn new(
+        profile: &Arc<Profile>,
         codec: Codec,
-        factory: &str,
+        factory: String,
         owner: Weak<Encoders>,
-    ) -> Result<Arc<SharedStream>, MediaError> {
-        let (source, encoder) = match codec.kind() {
-            MediaKind::Video => {
-                let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
-                // The camera's own description picks the capture format when none is set.
-                let caps = camera_caps(video);
-                (
-                    fragments::video_source(video, caps.as_ref().map(|c| c.as_ref())),
-                    fragments::video_encoder(codec, factory, video),
-                )
-            }
-            MediaKind::Audio => {
-                let audio = profile.audio.as_ref().ok_or(MediaError::NoSource(codec))?;
-                (
-                    fragments::audio_source(audio),
-                    fragments::audio_encoder(codec, factory, audio),
-                )
-            }
-        };
-        let desc =
-            format!("{source} ! {encoder} ! appsink name=out sync=false max-buffers=4 drop=true");
-        let stream = Arc::new(SharedStream {
+    ) -> Arc<SharedStream> {
+        Arc::new(SharedStream {
             codec,
-            desc,
-            running: Mutex::new(None),
+            profile: Arc::clone(profile),
+            desc: std::sync::OnceLock::new(),
+            life: Mutex::new(Life::Starting),
+            starting: Mutex::new(()),
             subscribers: Mutex::default(),
             last_keyframe_request: Mutex::new(None),
             failures: Mutex::default(),
-            restarting: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
             restart_limit: profile.source_restart_limit,
             stamp_capture_time: codec.is_video()
                 && profile.video.as_ref().is_some_and(|v| v.stamp_capture_time),
@@ -391,7 +410,7 @@ impl SharedStream {
             frames_metric: crate::metrics::get()
                 .frames_encoded
                 .get_or_create(&crate::metrics::EncoderLabel {
-                    encoder: factory.to_string(),
+                    encoder: factory.clone(),
                 })
                 .clone(),
             keyframes_metric: crate::metrics::get()
@@ -400,18 +419,57 @@ impl SharedStream {
                     codec: codec.name(),
                 })
                 .clone(),
-        });
-        stream.launch()?;
-        tracing::info!(?codec, "shared encoder started");
-        Ok(stream)
+            factory,
+        })
     }
 
-    /// Builds the pipeline from the description and starts it.
+    /// The launch description: source, encoder, appsink. The first call reads the
+    /// camera's description (the device monitor), so it runs on a blocking thread too.
+    fn description(&self) -> Result<&str, MediaError> {
+        if let Some(desc) = self.desc.get() {
+            return Ok(desc);
+        }
+        let codec = self.codec;
+        let profile = &self.profile;
+        let (source, encoder) = match codec.kind() {
+            MediaKind::Video => {
+                let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
+                // The camera's own description picks the capture format when none is set.
+                let caps = camera_caps(video);
+                (
+                    fragments::video_source(video, caps.as_ref().map(|c| c.as_ref())),
+                    fragments::video_encoder(codec, &self.factory, video),
+                )
+            }
+            MediaKind::Audio => {
+                let audio = profile.audio.as_ref().ok_or(MediaError::NoSource(codec))?;
+                (
+                    fragments::audio_source(audio),
+                    fragments::audio_encoder(codec, &self.factory, audio),
+                )
+            }
+        };
+        let desc =
+            format!("{source} ! {encoder} ! appsink name=out sync=false max-buffers=4 drop=true");
+        Ok(self.desc.get_or_init(|| desc))
+    }
+
+    /// The first start. Blocks until the pipeline runs or fails.
+    fn start(self: &Arc<Self>) -> Result<(), MediaError> {
+        let _serial = lock(&self.starting);
+        self.launch()?;
+        tracing::info!(codec = ?self.codec, "shared encoder started");
+        Ok(())
+    }
+
+    /// Builds the pipeline and starts it; on success it is the stream's running pipeline,
+    /// on failure it is torn down. Call with `starting` held.
     fn launch(self: &Arc<Self>) -> Result<(), MediaError> {
         let codec = self.codec;
+        let desc = self.description()?;
         let pipeline = super::new_pipeline(&format!("shared-{codec:?}").to_lowercase());
-        let bin = gst::parse::bin_from_description(&self.desc, false)
-            .map_err(|e| MediaError::Build(format!("{}: {e}", self.desc)))?;
+        let bin = gst::parse::bin_from_description(desc, false)
+            .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?;
         pipeline
             .add(&bin)
             .map_err(|e| MediaError::Build(e.to_string()))?;
@@ -454,20 +512,46 @@ impl SharedStream {
                 .build(),
         );
         *lock(&self.last_progress) = Instant::now();
-        let started = pipeline.set_state(gst::State::Playing).is_ok();
-        *lock(&self.running) = Some(Running { pipeline, sink });
-        if !started {
+        // The slow part (a camera opening): no lock that async code takes is held here.
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            // Nothing may stay running (or holding the device) after a failed start.
+            stop_now(pipeline);
             return Err(MediaError::Build(format!(
                 "{codec:?} source/encoder would not start"
             )));
+        }
+        let mut life = lock(&self.life);
+        if matches!(*life, Life::Stopped) {
+            // Stopped (shutdown, or the last viewer left) while it started.
+            drop(life);
+            stop_now(pipeline);
+            return Ok(());
+        }
+        // Running, or Restarting if it already failed while starting (the restart then
+        // replaces this pipeline).
+        if matches!(*life, Life::Starting) {
+            *life = Life::Running(Running { pipeline, sink });
+        } else {
+            drop(life);
+            stop_now(pipeline);
         }
         Ok(())
     }
 
     /// Runs on a streaming thread (bus sync handler): only schedules the restart.
     fn on_source_failure(self: &Arc<Self>, why: String) {
-        if self.stopped.load(Ordering::Relaxed) || self.restarting.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            let mut life = lock(&self.life);
+            if matches!(*life, Life::Stopped | Life::Restarting(_)) {
+                return;
+            }
+            // The failed pipeline stays until the restart takes it down (a state change is
+            // not for a streaming thread), so the device is free before it is opened again.
+            let failed = match std::mem::replace(&mut *life, Life::Restarting(None)) {
+                Life::Running(running) => Some(running.pipeline),
+                _ => None,
+            };
+            *life = Life::Restarting(failed);
         }
         let recent = {
             let mut failures = lock(&self.failures);
@@ -503,13 +587,27 @@ impl SharedStream {
         }
     }
 
-    /// Replaces the failed pipeline, or gives up past the restart limit.
+    /// Replaces the failed pipeline, or gives up past the restart limit. Blocking thread.
     fn restart(self: &Arc<Self>, recent_failures: usize) {
-        if let Some(old) = lock(&self.running).take() {
-            super::teardown(old.pipeline);
-        }
-        if self.stopped.load(Ordering::Relaxed) {
-            return;
+        let _serial = lock(&self.starting);
+        {
+            let mut life = lock(&self.life);
+            match std::mem::replace(&mut *life, Life::Starting) {
+                Life::Stopped => {
+                    *life = Life::Stopped;
+                    return;
+                }
+                Life::Restarting(Some(failed)) => {
+                    drop(life);
+                    stop_now(failed);
+                }
+                // Started after the failure was seen: that pipeline is replaced too.
+                Life::Running(running) => {
+                    drop(life);
+                    stop_now(running.pipeline);
+                }
+                Life::Starting | Life::Restarting(None) => {}
+            }
         }
         if recent_failures > self.restart_limit {
             self.give_up("it failed too often");
@@ -521,7 +619,6 @@ impl SharedStream {
                 for sub in lock(&self.subscribers).iter() {
                     sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
                 }
-                self.restarting.store(false, Ordering::Release);
                 self.request_keyframe(true);
             }
             Err(err) => self.give_up(&err.to_string()),
@@ -541,14 +638,27 @@ impl SharedStream {
     }
 
     fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
-        if let Some(old) = lock(&self.running).take() {
-            super::teardown(old.pipeline);
+        let old = std::mem::replace(&mut *lock(&self.life), Life::Stopped);
+        match old {
+            Life::Running(Running { pipeline, .. }) | Life::Restarting(Some(pipeline)) => {
+                super::teardown(pipeline);
+            }
+            _ => {}
         }
     }
 
+    /// Adds a viewer; a stream that has stopped for good calls its `on_failure` instead.
     fn subscribe(&self, subscriber: Subscriber) {
-        lock(&self.subscribers).push(Arc::new(subscriber));
+        {
+            // Under the life lock: `give_up` either sees this subscriber or we see Stopped.
+            let life = lock(&self.life);
+            if matches!(*life, Life::Stopped) {
+                drop(life);
+                (subscriber.on_failure)();
+                return;
+            }
+            lock(&self.subscribers).push(Arc::new(subscriber));
+        }
         // A joining viewer must not wait for the next scheduled keyframe.
         self.request_keyframe(true);
     }
@@ -626,11 +736,22 @@ impl SharedStream {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        let sink = lock(&self.running).as_ref().map(|r| r.sink.clone());
+        let sink = match &*lock(&self.life) {
+            Life::Running(running) => Some(running.sink.clone()),
+            _ => None,
+        };
         if sink.is_some_and(|sink| sink.send_event(event)) {
             self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
             self.keyframes_metric.inc();
         }
+    }
+}
+
+/// Takes a pipeline to NULL on this (blocking) thread.
+fn stop_now(pipeline: gst::Pipeline) {
+    let _ = pipeline.set_state(gst::State::Null);
+    if let Some(bus) = pipeline.bus() {
+        bus.unset_sync_handler();
     }
 }
 
@@ -667,6 +788,16 @@ fn forward_keyframe_requests(appsrc: &gst_app::AppSrc, stream: Weak<SharedStream
 }
 
 impl Subscription {
+    /// Starts feeding the call's appsrc. Only once it runs: an appsrc stamps each frame with
+    /// its pipeline's clock and base time, and before it runs that base time is 0 — a frame
+    /// stamped then lies hours in the future, and webrtcbin's clocksync holds the track
+    /// (it sent one packet, then nothing: the calls without audio).
+    pub fn activate(&self) {
+        if let Some(subscriber) = lock(&self.pending).take() {
+            self.stream.subscribe(subscriber);
+        }
+    }
+
     /// The call's connection just came up. What was sent before went nowhere (there was no
     /// DTLS yet), so the viewer has no keyframe: start it over at a fresh one, asked for now
     /// rather than left to the viewer's PLI a round trip later.

@@ -81,7 +81,130 @@ pub enum Message {
         route: Route,
         #[serde(default)]
         reason: String,
+        /// For people: what went wrong (e.g. why an offer was refused). Optional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
+}
+
+/// Why a call ended: the `reason` of a `hangup`, a closed set (metric labels are made from
+/// it, so what a peer sends cannot grow them). A reason this version does not know reads as
+/// [`EndReason::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// Someone hung up (the API, the page).
+    Hangup,
+    /// The peer hung up without saying why.
+    RemoteHangup,
+    Busy,
+    /// The peer's connection to the relay went away.
+    PeerLeft,
+    /// The relay does not know the peer.
+    UnknownPeer,
+    /// The connection never came up in time.
+    Timeout,
+    IceFailed,
+    /// The network path died for good.
+    Network,
+    MediaError,
+    /// A capture device failed and could not be restarted.
+    SourceError,
+    /// An offer or answer that cannot be used.
+    BadSdp,
+    /// A fault in this daemon (the call's task failed).
+    InternalError,
+    /// The daemon's signaling went away mid-call.
+    SignalingGone,
+    Shutdown,
+    Rejected,
+    NoAnswer,
+    Cancelled,
+    Other,
+}
+
+impl EndReason {
+    const ALL: [EndReason; 18] = [
+        EndReason::Hangup,
+        EndReason::RemoteHangup,
+        EndReason::Busy,
+        EndReason::PeerLeft,
+        EndReason::UnknownPeer,
+        EndReason::Timeout,
+        EndReason::IceFailed,
+        EndReason::Network,
+        EndReason::MediaError,
+        EndReason::SourceError,
+        EndReason::BadSdp,
+        EndReason::InternalError,
+        EndReason::SignalingGone,
+        EndReason::Shutdown,
+        EndReason::Rejected,
+        EndReason::NoAnswer,
+        EndReason::Cancelled,
+        EndReason::Other,
+    ];
+
+    /// The wire name (`ice-failed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Hangup => "hangup",
+            EndReason::RemoteHangup => "remote-hangup",
+            EndReason::Busy => "busy",
+            EndReason::PeerLeft => "peer-left",
+            EndReason::UnknownPeer => "unknown-peer",
+            EndReason::Timeout => "timeout",
+            EndReason::IceFailed => "ice-failed",
+            EndReason::Network => "network",
+            EndReason::MediaError => "media-error",
+            EndReason::SourceError => "source-error",
+            EndReason::BadSdp => "bad-sdp",
+            EndReason::InternalError => "internal-error",
+            EndReason::SignalingGone => "signaling-gone",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Rejected => "rejected",
+            EndReason::NoAnswer => "no-answer",
+            EndReason::Cancelled => "cancelled",
+            EndReason::Other => "other",
+        }
+    }
+
+    /// A peer's `reason` text: empty is a plain remote hangup; unknown text is `Other`.
+    pub fn from_wire(text: &str) -> EndReason {
+        if text.is_empty() {
+            return EndReason::RemoteHangup;
+        }
+        EndReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == text)
+            .unwrap_or(EndReason::Other)
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Peer-supplied text made safe for a log line: control characters escaped, length bounded.
+pub fn escape_for_log(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    let mut out: String = text
+        .chars()
+        .take(MAX_CHARS)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Machine-readable reason carried by an `error` message.
@@ -94,6 +217,8 @@ pub enum ErrorCode {
     IdTaken,
     NotRegistered,
     Unauthorized,
+    /// Too many messages too fast, or the recipient is not keeping up: slow down.
+    RateLimited,
 }
 
 /// Why a text frame could not be turned into a [`Message`].
@@ -115,6 +240,7 @@ impl ErrorCode {
             ErrorCode::IdTaken => "id-taken",
             ErrorCode::NotRegistered => "not-registered",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate-limited",
         }
     }
 }
@@ -189,10 +315,11 @@ impl Message {
         }
     }
 
-    pub fn hangup(to: &str, session: &str, reason: &str) -> Message {
+    pub fn hangup(to: &str, session: &str, reason: EndReason) -> Message {
         Message::Hangup {
             route: Route::new(to, session),
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
+            message: None,
         }
     }
 }
@@ -275,6 +402,21 @@ mod tests {
             Message::decode(&big).unwrap_err().code(),
             ErrorCode::TooLarge
         );
+    }
+
+    #[test]
+    fn end_reasons_round_trip_and_peer_text_is_closed() {
+        for reason in EndReason::ALL {
+            assert_eq!(EndReason::from_wire(reason.as_str()), reason);
+        }
+        assert_eq!(EndReason::from_wire(""), EndReason::RemoteHangup);
+        assert_eq!(EndReason::from_wire("x\n<3>forged"), EndReason::Other);
+    }
+
+    #[test]
+    fn log_escaping_keeps_one_line() {
+        assert_eq!(escape_for_log("a\n<3>b"), "a\\n<3>b");
+        assert_eq!(escape_for_log(&"x".repeat(500)).chars().count(), 201);
     }
 
     #[test]

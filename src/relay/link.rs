@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::Message as Frame;
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Relay;
 use super::ws;
@@ -26,44 +27,88 @@ pub struct Link {
     pub incoming: mpsc::Receiver<LinkEvent>,
 }
 
+/// Where the link's task is tracked, and what ends it (after the last hangups have left).
+pub struct LinkTasks {
+    pub tracker: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 const QUEUE: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Short enough that a relay that comes back sees the daemon again within a few seconds.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Registers `id` with the relay running in this process.
-pub fn embedded(relay: &Arc<Relay>, id: Option<String>) -> Link {
+/// Registers `id` with the relay running in this process. The registration cannot be taken
+/// from the daemon by other peers; should it be lost anyway, the daemon hears `Down` and it
+/// is made again at once.
+pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Link {
     let (outgoing, mut from_daemon) = mpsc::channel::<Message>(QUEUE);
     let (to_daemon, incoming) = mpsc::channel(QUEUE);
-    let (mut attachment, mut inbox) = relay.attach();
-    tokio::spawn(async move {
-        attachment.handle(Message::Register { id });
+    let relay = Arc::clone(relay);
+    let shutdown = tasks.shutdown.clone();
+    tasks.tracker.spawn(async move {
+        // Bounded by the daemon's life: each turn is one registration, and turns are paced.
         loop {
-            tokio::select! {
-                msg = from_daemon.recv() => match msg {
-                    Some(msg) => attachment.handle(msg),
-                    None => break,
-                },
-                msg = inbox.recv() => match msg {
-                    Some(msg) => if to_daemon.send(LinkEvent::Message(msg)).await.is_err() { break },
-                    None => break,
-                },
+            let (mut attachment, mut inbox) = relay.attach_owner();
+            let kicked = attachment.kicked();
+            attachment.handle(Message::Register { id: id.clone() });
+            loop {
+                tokio::select! {
+                    msg = from_daemon.recv() => match msg {
+                        Some(msg) => attachment.handle(msg),
+                        None => return,
+                    },
+                    msg = inbox.recv() => {
+                        let Some(msg) = msg else { break };
+                        let refused = matches!(msg, Message::Error { code: ErrorCode::IdTaken, .. });
+                        if to_daemon.send(LinkEvent::Message(msg)).await.is_err() {
+                            return;
+                        }
+                        if refused {
+                            break;
+                        }
+                    }
+                    _ = kicked.notified() => break,
+                    _ = shutdown.cancelled() => return,
+                }
             }
+            tracing::warn!("lost the registration on the embedded relay; registering again");
+            drop(attachment);
+            if to_daemon.send(LinkEvent::Down).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(BACKOFF_MIN).await;
         }
     });
     Link { outgoing, incoming }
 }
 
-/// Connects to a remote relay (`ws://host:port/signaling`), keeps the registration alive.
-pub fn remote(url: String, id: Option<String>) -> Link {
+/// Connects to a remote relay (`ws://host:port/signaling`), keeps the registration alive:
+/// pings every `keepalive`, and reconnects with backoff when the relay closes, errs, or has
+/// been silent for two intervals (a half-open connection, a frozen relay).
+pub fn remote(url: String, id: Option<String>, keepalive: Duration, tasks: &LinkTasks) -> Link {
     let (outgoing, mut from_daemon) = mpsc::channel::<Message>(QUEUE);
     let (to_daemon, incoming) = mpsc::channel(QUEUE);
-    tokio::spawn(async move {
+    let shutdown = tasks.shutdown.clone();
+    tasks.tracker.spawn(async move {
         let mut backoff = BACKOFF_MIN;
         loop {
-            match connect_once(&url, id.clone(), &mut from_daemon, &to_daemon, &mut backoff).await {
+            let session = connect_once(
+                &url,
+                id.clone(),
+                keepalive,
+                &mut from_daemon,
+                &to_daemon,
+                &mut backoff,
+            );
+            let ended = tokio::select! {
+                ended = session => ended,
+                _ = shutdown.cancelled() => return,
+            };
+            match ended {
                 Ok(Session::DaemonGone) => return,
-                Ok(Session::RelayGone) => {
-                    tracing::warn!(relay = %url, "relay connection lost; reconnecting")
+                Ok(Session::RelayGone(why)) => {
+                    tracing::warn!(relay = %url, "relay connection lost ({why}); reconnecting")
                 }
                 Err(err) => tracing::warn!(relay = %url, "relay unreachable: {err}"),
             }
@@ -78,53 +123,76 @@ pub fn remote(url: String, id: Option<String>) -> Link {
 }
 
 enum Session {
-    RelayGone,
+    RelayGone(&'static str),
     DaemonGone,
 }
 
 async fn connect_once(
     url: &str,
     id: Option<String>,
+    keepalive: Duration,
     from_daemon: &mut mpsc::Receiver<Message>,
     to_daemon: &mpsc::Sender<LinkEvent>,
     backoff: &mut Duration,
 ) -> anyhow::Result<Session> {
-    let (ws, _) =
-        async_tungstenite::tokio::connect_async_with_config(url, Some(ws::config())).await?;
+    // A frozen relay accepts the TCP connection and never answers the handshake.
+    let silent = keepalive * 2;
+    let connect = async_tungstenite::tokio::connect_async_with_config(url, Some(ws::config()));
+    let (ws, _) = tokio::time::timeout(silent, connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("no handshake within {silent:?}"))??;
     let (mut sink, mut stream) = ws.split();
-    sink.send(Frame::text(Message::Register { id }.encode()))
-        .await?;
+    let mut send = async |frame: Frame| -> anyhow::Result<()> {
+        tokio::time::timeout(silent, sink.send(frame))
+            .await
+            .map_err(|_| anyhow::anyhow!("the relay is not reading"))??;
+        Ok(())
+    };
+    send(Frame::text(Message::Register { id }.encode())).await?;
+    let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    let mut last_heard = Instant::now();
     loop {
         tokio::select! {
             msg = from_daemon.recv() => match msg {
-                Some(msg) => sink.send(Frame::text(msg.encode())).await?,
+                Some(msg) => send(Frame::text(msg.encode())).await?,
                 None => return Ok(Session::DaemonGone),
             },
-            frame = stream.next() => match frame {
-                Some(Ok(Frame::Text(text))) => match Message::decode(text.as_str()) {
-                    Ok(msg) => {
-                        if matches!(msg, Message::Registered { .. }) {
-                            *backoff = BACKOFF_MIN;
-                        }
-                        // After a reconnect the relay may not yet have noticed our old
-                        // connection is gone: retry with backoff instead of staying unregistered.
-                        let taken = matches!(msg, Message::Error { code: ErrorCode::IdTaken, .. });
-                        if to_daemon.send(LinkEvent::Message(msg)).await.is_err() {
-                            return Ok(Session::DaemonGone);
-                        }
-                        if taken {
-                            return Ok(Session::RelayGone);
-                        }
-                    }
-                    Err(err) => tracing::warn!("relay sent something unreadable: {err}"),
-                },
-                Some(Ok(Frame::Close(_))) | None => return Ok(Session::RelayGone),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => {
-                    tracing::debug!("relay read: {err}");
-                    return Ok(Session::RelayGone);
+            _ = ping.tick() => {
+                if last_heard.elapsed() > silent {
+                    return Ok(Session::RelayGone("no answer to pings"));
                 }
-            },
+                send(Frame::Ping(Default::default())).await?;
+            }
+            frame = stream.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    Some(Ok(Frame::Text(text))) => match Message::decode(text.as_str()) {
+                        Ok(msg) => {
+                            if matches!(msg, Message::Registered { .. }) {
+                                *backoff = BACKOFF_MIN;
+                            }
+                            // After a reconnect the relay may not yet have noticed our old
+                            // connection is gone: retry with backoff instead of staying
+                            // unregistered.
+                            let taken =
+                                matches!(msg, Message::Error { code: ErrorCode::IdTaken, .. });
+                            if to_daemon.send(LinkEvent::Message(msg)).await.is_err() {
+                                return Ok(Session::DaemonGone);
+                            }
+                            if taken {
+                                return Ok(Session::RelayGone("id taken"));
+                            }
+                        }
+                        Err(err) => tracing::warn!("relay sent something unreadable: {err}"),
+                    },
+                    Some(Ok(Frame::Close(_))) | None => return Ok(Session::RelayGone("closed")),
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => {
+                        tracing::debug!("relay read: {err}");
+                        return Ok(Session::RelayGone("read error"));
+                    }
+                }
+            }
         }
     }
 }

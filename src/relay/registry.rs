@@ -3,28 +3,99 @@
 //! No sockets here. A connection is an [`Attachment`]: the I/O layer feeds it the text frames
 //! it reads and drains the bounded channel it writes from. The daemon attaches to its own
 //! embedded relay the same way, without a socket, and the unit tests drive it with channels.
+//!
+//! Backpressure falls on the sender: a message for a peer whose queue is full is refused to
+//! its sender (`rate-limited`), and a sender faster than its rate limit is refused, then
+//! dropped if it keeps going. A peer is only dropped for what it does itself: not reading
+//! what the relay itself sends it (its own replies, `peer-joined`/`peer-left`).
 
 use crate::metrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::protocol::{ErrorCode, Message};
 
-/// How many messages may wait for one slow connection before the relay gives up on it.
+/// How many messages may wait for one slow connection.
 pub const OUTBOX_CAPACITY: usize = 256;
 
 const MAX_ID_LEN: usize = 64;
 
 type ConnId = u64;
 
+/// How fast one connection may send: `per_second` on average, `burst` at once. A sender
+/// refused more than `burst` times in a row is dropped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit {
+            per_second: 50.0,
+            burst: 100,
+        }
+    }
+}
+
+/// A token bucket, refilled continuously.
+struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    refilled: Instant,
+    /// Messages refused since the last one let through.
+    refused_in_a_row: u32,
+}
+
+enum Admit {
+    Yes,
+    Refuse,
+    Drop,
+}
+
+impl Bucket {
+    fn new(limit: RateLimit) -> Bucket {
+        Bucket {
+            limit,
+            tokens: f64::from(limit.burst),
+            refilled: Instant::now(),
+            refused_in_a_row: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admit {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens =
+            (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            return Admit::Yes;
+        }
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row > self.limit.burst {
+            Admit::Drop
+        } else {
+            Admit::Refuse
+        }
+    }
+}
+
 struct Peer {
     conn: ConnId,
     outbox: mpsc::Sender<Message>,
-    /// Woken when the relay drops this peer (its queue overflowed); the I/O loop then closes.
+    /// Woken when the relay drops this peer (it stopped reading, or flooded); the I/O loop
+    /// then closes.
     kicked: Arc<Notify>,
+    /// The daemon's own registration on its embedded relay: never dropped for what others
+    /// send, and never made to wait behind a rate limit.
+    owner: bool,
 }
 
 #[derive(Default)]
@@ -41,11 +112,17 @@ pub struct RelayStats {
 }
 
 /// The shared relay. Cheap to clone through `Arc`.
-#[derive(Default)]
 pub struct Relay {
     peers: Mutex<Peers>,
     next_conn: AtomicU64,
+    rate: RateLimit,
     pub stats: RelayStats,
+}
+
+impl Default for Relay {
+    fn default() -> Relay {
+        Relay::with_rate(RateLimit::default())
+    }
 }
 
 /// One connection's view of the relay: its identity and its way to send.
@@ -55,6 +132,17 @@ pub struct Attachment {
     id: Option<String>,
     outbox: mpsc::Sender<Message>,
     kicked: Arc<Notify>,
+    /// None for the daemon's own attachment.
+    bucket: Option<Bucket>,
+}
+
+/// What became of a message handed to a peer's queue.
+enum Delivery {
+    Queued,
+    /// The queue is full: the peer is not keeping up.
+    Full,
+    /// The peer's connection is gone.
+    Closed,
 }
 
 impl Relay {
@@ -62,8 +150,31 @@ impl Relay {
         Arc::new(Relay::default())
     }
 
+    /// A relay whose clients may each send `rate`.
+    pub fn with_rate(rate: RateLimit) -> Relay {
+        Relay {
+            peers: Mutex::default(),
+            next_conn: AtomicU64::new(0),
+            rate,
+            stats: RelayStats::default(),
+        }
+    }
+
     /// Attaches a new connection. Messages for it arrive on the returned receiver.
     pub fn attach(self: &Arc<Self>) -> (Attachment, mpsc::Receiver<Message>) {
+        self.attach_with(Some(Bucket::new(self.rate)))
+    }
+
+    /// Attaches the daemon that embeds this relay: no rate limit, and never dropped for what
+    /// other peers send.
+    pub fn attach_owner(self: &Arc<Self>) -> (Attachment, mpsc::Receiver<Message>) {
+        self.attach_with(None)
+    }
+
+    fn attach_with(
+        self: &Arc<Self>,
+        bucket: Option<Bucket>,
+    ) -> (Attachment, mpsc::Receiver<Message>) {
         let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
         let attachment = Attachment {
             relay: Arc::clone(self),
@@ -71,8 +182,15 @@ impl Relay {
             id: None,
             outbox,
             kicked: Arc::new(Notify::new()),
+            bucket,
         };
         (attachment, inbox)
+    }
+
+    /// Whether connection `conn` holds the registration `id` (the daemon's health check asks
+    /// this of its own registration).
+    pub fn holds(&self, id: &str, conn: u64) -> bool {
+        self.lock().by_id.get(id).is_some_and(|p| p.conn == conn)
     }
 
     /// How many peers are registered (takes the registry lock: the health check uses it to
@@ -96,20 +214,36 @@ impl Relay {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `msg` for `peer`. A full queue means the peer stopped reading: it is dropped
-    /// from the registry (and told so through `kicked`) rather than stalling everyone else.
-    fn deliver(peers: &mut Peers, to: &str, msg: Message) -> Vec<String> {
+    fn deliver(peers: &Peers, to: &str, msg: Message) -> Delivery {
         let Some(peer) = peers.by_id.get(to) else {
-            return Vec::new();
+            return Delivery::Closed;
         };
         match peer.outbox.try_send(msg) {
-            Ok(()) => Vec::new(),
-            Err(mpsc::error::TrySendError::Closed(_)) => vec![to.to_string()],
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(peer = to, "outgoing queue full; dropping the peer");
-                peer.kicked.notify_one();
-                vec![to.to_string()]
-            }
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+        }
+    }
+
+    /// Queues a message the relay itself sends (`registered`, `peer-joined`, `peer-left`).
+    /// A peer that cannot take it has stopped reading: it is dropped (and told so through
+    /// `kicked`), except the daemon's own registration, which only misses the notice.
+    fn notify(peers: &Peers, to: &str, msg: Message) -> Vec<String> {
+        match Self::deliver(peers, to, msg) {
+            Delivery::Queued => Vec::new(),
+            Delivery::Closed => vec![to.to_string()],
+            Delivery::Full => match peers.by_id.get(to) {
+                Some(peer) if peer.owner => {
+                    tracing::warn!(peer = to, "the daemon's queue is full; a notice was lost");
+                    Vec::new()
+                }
+                Some(peer) => {
+                    tracing::info!(peer = to, "outgoing queue full; dropping the peer");
+                    peer.kicked.notify_one();
+                    vec![to.to_string()]
+                }
+                None => Vec::new(),
+            },
         }
     }
 
@@ -117,14 +251,8 @@ impl Relay {
     /// take it, and announcing those departures in turn.
     fn broadcast(peers: &mut Peers, except: &str, msg: Message) {
         let mut gone: Vec<String> = Vec::new();
-        let targets: Vec<String> = peers
-            .by_id
-            .keys()
-            .filter(|id| id.as_str() != except)
-            .cloned()
-            .collect();
-        for id in targets {
-            gone.extend(Self::deliver(peers, &id, msg.clone()));
+        for (id, _) in peers.by_id.iter().filter(|(id, _)| id.as_str() != except) {
+            gone.extend(Self::notify(peers, id, msg.clone()));
         }
         Self::remove_dead(peers, gone);
     }
@@ -137,9 +265,8 @@ impl Relay {
             }
             metrics::get().relay_peers.dec();
             let left = Message::PeerLeft { id: id.clone() };
-            let ids: Vec<String> = peers.by_id.keys().cloned().collect();
-            for other in ids {
-                gone.extend(Self::deliver(peers, &other, left.clone()));
+            for other in peers.by_id.keys() {
+                gone.extend(Self::notify(peers, other, left.clone()));
             }
         }
     }
@@ -151,21 +278,73 @@ impl Attachment {
         self.id.as_deref()
     }
 
-    /// Resolves when the relay has dropped this connection for not keeping up.
+    /// This connection's number (see [`Relay::holds`]).
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+
+    /// Resolves when the relay has dropped this connection (it stopped reading, or flooded).
     pub fn kicked(&self) -> Arc<Notify> {
         Arc::clone(&self.kicked)
     }
 
     /// Handles one text frame read from the connection.
     pub fn handle_text(&mut self, text: &str) {
+        self.handle_text_at(text, Instant::now());
+    }
+
+    /// [`Attachment::handle_text`] at a given time (the rate limit's clock).
+    pub fn handle_text_at(&mut self, text: &str, now: Instant) {
+        if !self.admit(now) {
+            return;
+        }
         match Message::decode(text) {
-            Ok(msg) => self.handle(msg),
+            Ok(msg) => self.route(msg),
             Err(err) => self.reject(err.code(), err.to_string(), None),
         }
     }
 
-    /// Handles one message from this connection's peer.
-    pub fn handle(&mut self, mut msg: Message) {
+    /// Tells a client that sent a binary frame that only text frames are understood.
+    pub fn reject_binary(&mut self) {
+        if self.admit(Instant::now()) {
+            self.reject(ErrorCode::BadMessage, "text frames only", None);
+        }
+    }
+
+    /// The rate limit: false when this message is refused (the sender is told, or dropped
+    /// if it keeps going).
+    fn admit(&mut self, now: Instant) -> bool {
+        let Some(bucket) = &mut self.bucket else {
+            return true;
+        };
+        match bucket.admit(now) {
+            Admit::Yes => true,
+            Admit::Refuse => {
+                // One error per refused message would double what a flood costs us: tell
+                // the sender once per burst.
+                if bucket.refused_in_a_row == 1 {
+                    self.reject(ErrorCode::RateLimited, "too many messages; slow down", None);
+                } else {
+                    self.count_rejected(ErrorCode::RateLimited);
+                }
+                false
+            }
+            Admit::Drop => {
+                tracing::info!(peer = ?self.id, "kept sending past the rate limit; dropping it");
+                self.count_rejected(ErrorCode::RateLimited);
+                self.kicked.notify_one();
+                false
+            }
+        }
+    }
+
+    /// Handles one message from this connection's peer (the daemon's own messages come in
+    /// here directly, without a rate limit).
+    pub fn handle(&mut self, msg: Message) {
+        self.route(msg);
+    }
+
+    fn route(&mut self, mut msg: Message) {
         if let Message::Register { id } = msg {
             self.register(id);
             return;
@@ -183,20 +362,28 @@ impl Attachment {
         route.from = Some(me);
         let to = route.to.clone();
         let kind = msg.kind();
-        let mut peers = self.relay.lock();
-        if !peers.by_id.contains_key(&to) {
-            drop(peers);
-            self.reject(ErrorCode::UnknownPeer, format!("no peer '{to}'"), session);
-            return;
-        }
-        let gone = Relay::deliver(&mut peers, &to, msg);
-        Relay::remove_dead(&mut peers, gone);
+        let peers = self.relay.lock();
+        let delivery = Relay::deliver(&peers, &to, msg);
         drop(peers);
-        self.relay.stats.routed.fetch_add(1, Ordering::Relaxed);
-        metrics::get()
-            .relay_routed
-            .get_or_create(&metrics::TypeLabel { r#type: kind })
-            .inc();
+        match delivery {
+            Delivery::Queued => {
+                self.relay.stats.routed.fetch_add(1, Ordering::Relaxed);
+                metrics::get()
+                    .relay_routed
+                    .get_or_create(&metrics::TypeLabel { r#type: kind })
+                    .inc();
+            }
+            // The recipient is behind: the sender waits, the recipient is not punished.
+            Delivery::Full => self.reject(
+                ErrorCode::RateLimited,
+                format!("'{to}' is not keeping up; try again later"),
+                session,
+            ),
+            // Its connection is closing; peer-left follows.
+            Delivery::Closed => {
+                self.reject(ErrorCode::UnknownPeer, format!("no peer '{to}'"), session)
+            }
+        }
     }
 
     fn register(&mut self, requested: Option<String>) {
@@ -240,6 +427,7 @@ impl Attachment {
                 conn: self.conn,
                 outbox: self.outbox.clone(),
                 kicked: Arc::clone(&self.kicked),
+                owner: self.bucket.is_none(),
             },
         );
         metrics::get().relay_peers.inc();
@@ -247,7 +435,7 @@ impl Attachment {
             id: id.clone(),
             peers: others,
         };
-        let gone = Relay::deliver(&mut peers, &id, welcome);
+        let gone = Relay::notify(&peers, &id, welcome);
         Relay::remove_dead(&mut peers, gone);
         Relay::broadcast(&mut peers, &id, Message::PeerJoined { id: id.clone() });
         drop(peers);
@@ -255,7 +443,7 @@ impl Attachment {
         self.id = Some(id);
     }
 
-    fn reject(&self, code: ErrorCode, message: impl Into<String>, session: Option<String>) {
+    fn count_rejected(&self, code: ErrorCode) {
         self.relay.stats.rejected.fetch_add(1, Ordering::Relaxed);
         metrics::get()
             .relay_rejected
@@ -263,12 +451,17 @@ impl Attachment {
                 reason: code.as_str(),
             })
             .inc();
+    }
+
+    fn reject(&self, code: ErrorCode, message: impl Into<String>, session: Option<String>) {
+        self.count_rejected(code);
         self.reply(Message::error(code, message, session));
     }
 
-    /// Sends to this connection itself; a full queue here means the peer is not reading.
+    /// Sends to this connection itself; a full queue here means the peer is not reading
+    /// its own errors. The daemon's own attachment is never dropped for it.
     fn reply(&self, msg: Message) {
-        if self.outbox.try_send(msg).is_err() {
+        if self.outbox.try_send(msg).is_err() && self.bucket.is_some() {
             self.kicked.notify_one();
         }
     }
@@ -290,6 +483,7 @@ impl Drop for Attachment {
 mod tests {
     use super::*;
     use crate::protocol::Route;
+    use std::time::Duration;
 
     fn registered(relay: &Arc<Relay>, id: &str) -> (Attachment, mpsc::Receiver<Message>) {
         let (mut a, mut rx) = relay.attach();
@@ -442,24 +636,102 @@ mod tests {
         assert_eq!(relay.peer_ids(), vec!["alice".to_string()]);
     }
 
-    #[test]
-    fn a_peer_that_stops_reading_is_dropped_not_waited_for() {
-        let relay = Relay::new();
-        let (mut a, mut rx_a) = registered(&relay, "alice");
-        let (slow, _rx_slow_never_read) = registered(&relay, "slow");
-        let kicked = slow.kicked();
-        for i in 0..(OUTBOX_CAPACITY + 1) {
+    fn calls(a: &mut Attachment, to: &str, n: usize) {
+        for i in 0..n {
             a.handle_text(&format!(
-                r#"{{"type":"call","to":"slow","session":"s{i}"}}"#
+                r#"{{"type":"call","to":"{to}","session":"s{i}"}}"#
             ));
         }
-        assert!(!relay.peer_ids().contains(&"slow".to_string()));
+    }
+
+    #[test]
+    fn flooding_a_slow_peer_refuses_the_sender_and_keeps_the_recipient() {
+        let relay = Arc::new(Relay::with_rate(RateLimit {
+            per_second: 1e9,
+            burst: 100_000,
+        }));
+        let (mut a, mut rx_a) = registered(&relay, "alice");
+        let (_slow, _rx_slow_never_read) = registered(&relay, "slow");
+        drain(&mut rx_a);
+        calls(&mut a, "slow", OUTBOX_CAPACITY + 10);
+        assert!(relay.peer_ids().contains(&"slow".to_string()));
+        let got = drain(&mut rx_a);
+        assert_eq!(error_code(&got), Some(ErrorCode::RateLimited), "{got:?}");
+        assert_eq!(got.len(), 10, "one refusal per message that did not fit");
+    }
+
+    #[test]
+    fn a_flood_at_the_daemon_never_drops_its_registration() {
+        let relay = Relay::new();
+        let (mut daemon, mut daemon_rx) = relay.attach_owner();
+        daemon.handle(Message::Register {
+            id: Some("door".into()),
+        });
+        assert!(matches!(
+            daemon_rx.try_recv(),
+            Ok(Message::Registered { .. })
+        ));
+        let (mut attacker, mut rx) = registered(&relay, "mallory");
+        // The daemon reads nothing meanwhile (it is busy); 1 000 calls arrive in one burst.
+        calls(&mut attacker, "door", 1000);
         assert!(
-            drain(&mut rx_a).contains(&Message::PeerLeft { id: "slow".into() }),
-            "others learn that the slow peer left"
+            relay.holds("door", daemon.conn()),
+            "the daemon keeps its id"
         );
-        // The slow connection's I/O loop is woken to close it.
-        // (notify_one stores a permit, so the wait completes at once.)
+        let got = drain(&mut rx);
+        assert_eq!(error_code(&got), Some(ErrorCode::RateLimited));
+        // Nobody can take the id over while the daemon is connected.
+        let (mut thief, mut thief_rx) = relay.attach();
+        thief.handle_text(r#"{"type":"register","id":"door"}"#);
+        assert_eq!(error_code(&drain(&mut thief_rx)), Some(ErrorCode::IdTaken));
+    }
+
+    #[test]
+    fn a_sender_past_its_rate_is_refused_then_dropped() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 5,
+        };
+        let relay = Arc::new(Relay::with_rate(limit));
+        let (mut a, mut rx_a) = relay.attach();
+        let (_door, _rx_door) = registered(&relay, "door");
+        let t0 = Instant::now();
+        a.handle_text_at(r#"{"type":"register","id":"alice"}"#, t0);
+        drain(&mut rx_a);
+        let call = r#"{"type":"call","to":"door","session":"s"}"#;
+        for _ in 0..4 {
+            a.handle_text_at(call, t0);
+        }
+        assert!(drain(&mut rx_a).is_empty(), "within the burst");
+        a.handle_text_at(call, t0);
+        assert_eq!(error_code(&drain(&mut rx_a)), Some(ErrorCode::RateLimited));
+        // Half a second later five more fit again.
+        let later = t0 + Duration::from_millis(500);
+        for _ in 0..5 {
+            a.handle_text_at(call, later);
+        }
+        assert!(drain(&mut rx_a).is_empty());
+        let kicked = a.kicked();
+        for _ in 0..=limit.burst {
+            a.handle_text_at(call, later);
+        }
+        use futures::FutureExt;
+        assert!(kicked.notified().now_or_never().is_some(), "dropped");
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_relay_notices_is_dropped() {
+        let relay = Relay::new();
+        let (_a, mut rx_a) = registered(&relay, "alice");
+        let (slow, _rx_slow_never_read) = registered(&relay, "slow");
+        let kicked = slow.kicked();
+        // Each newcomer is announced to everyone; `slow` never reads its announcements.
+        let mut others = Vec::new();
+        for i in 0..=OUTBOX_CAPACITY {
+            others.push(registered(&relay, &format!("p{i}")));
+            drain(&mut rx_a);
+        }
+        assert!(!relay.peer_ids().contains(&"slow".to_string()));
         use futures::FutureExt;
         assert!(kicked.notified().now_or_never().is_some());
     }

@@ -1,16 +1,22 @@
 //! Serving one WebSocket connection against the relay registry.
+//!
+//! Reading and writing run in separate tasks, so a client that stops reading cannot stop its
+//! own connection from noticing anything else (pings, kicks, a close): its writer times out
+//! on the stuck write, and the connection ends and releases its slot.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message as Frame;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::{WebSocketSender, WebSocketStream};
 use futures::{AsyncRead, AsyncWrite, StreamExt};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::Relay;
-use crate::protocol::{ErrorCode, MAX_MESSAGE_BYTES, Message};
+use crate::protocol::{MAX_MESSAGE_BYTES, Message};
 
 /// Frames up to this size are read so that an oversize message gets a `too-large` answer and
 /// the connection stays usable; beyond it the connection is closed.
@@ -22,29 +28,52 @@ pub fn config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
-/// Runs a connection until the peer goes away, stops answering pings, or is dropped by the
-/// relay for not reading. Leaving unregisters it, which announces `peer-left`.
-pub async fn serve<S>(ws: WebSocketStream<S>, relay: Arc<Relay>, keepalive: Duration)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
+/// The bounds one connection lives within.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Ping interval; a connection silent for two of them is closed.
+    pub keepalive: Duration,
+    /// A write (a message or a ping) that has not completed by then drops the client.
+    pub write_timeout: Duration,
+    /// A connection that has not registered by then is closed.
+    pub register_within: Duration,
+}
+
+impl ConnectionLimits {
+    pub fn new(keepalive: Duration) -> ConnectionLimits {
+        ConnectionLimits {
+            keepalive,
+            write_timeout: Duration::from_secs(10),
+            register_within: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs a connection until the peer goes away, stops answering pings, does not register in
+/// time, stops reading, or is dropped by the relay. Leaving unregisters it, which announces
+/// `peer-left`.
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
+    relay: Arc<Relay>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut attachment, mut outbox) = relay.attach();
+    let (mut attachment, outbox) = relay.attach();
     let kicked = attachment.kicked();
-    let (mut sink, mut stream) = ws.split();
-    let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
-    let mut last_heard = Instant::now();
+    let (sink, mut stream) = ws.split();
+    let (heard_tx, heard_rx) = tokio::sync::watch::channel(Instant::now());
+    let mut writer = tokio::spawn(write(sink, outbox, heard_rx, limits));
+    let register_deadline = tokio::time::sleep(limits.register_within);
+    tokio::pin!(register_deadline);
     loop {
         tokio::select! {
             frame = stream.next() => {
-                last_heard = Instant::now();
+                heard_tx.send_replace(Instant::now());
                 match frame {
                     Some(Ok(Frame::Text(text))) => attachment.handle_text(text.as_str()),
-                    Some(Ok(Frame::Binary(_))) => {
-                        let err = Message::error(ErrorCode::BadMessage, "text frames only", None);
-                        if sink.send(Frame::text(err.encode())).await.is_err() {
-                            break;
-                        }
-                    }
+                    Some(Ok(Frame::Binary(_))) => attachment.reject_binary(),
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => {}
                     Some(Ok(Frame::Close(_))) | None => break,
                     Some(Err(err)) => {
@@ -53,23 +82,57 @@ where
                     }
                 }
             }
-            Some(msg) = outbox.recv() => {
-                if sink.send(Frame::text(msg.encode())).await.is_err() {
-                    break;
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > keepalive * 2 {
-                    tracing::info!(peer = ?attachment.id(), "no answer to pings; closing");
-                    break;
-                }
-                if sink.send(Frame::Ping(Default::default())).await.is_err() {
-                    break;
-                }
-            }
+            _ = &mut writer => break,
             _ = kicked.notified() => break,
+            _ = shutdown.cancelled() => break,
+            _ = &mut register_deadline, if attachment.id().is_none() => {
+                tracing::debug!("closing a connection that did not register in time");
+                break;
+            }
         }
     }
-    let _ = sink.close(None).await;
+    // The writer may be stuck on a client that does not read: do not wait for it.
+    writer.abort();
     drop(attachment);
+}
+
+/// Writes queued messages and pings; returns when a write fails or times out, or the peer
+/// has been silent for two keepalive intervals.
+async fn write<S>(
+    mut sink: WebSocketSender<S>,
+    mut outbox: mpsc::Receiver<Message>,
+    heard: tokio::sync::watch::Receiver<Instant>,
+    limits: ConnectionLimits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let keepalive = limits.keepalive;
+    let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    loop {
+        let frame = tokio::select! {
+            msg = outbox.recv() => match msg {
+                Some(msg) => Frame::text(msg.encode()),
+                None => break,
+            },
+            _ = ping.tick() => {
+                if heard.borrow().elapsed() > keepalive * 2 {
+                    tracing::info!("no answer to pings; closing");
+                    break;
+                }
+                Frame::Ping(Default::default())
+            }
+        };
+        match tokio::time::timeout(limits.write_timeout, sink.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!("websocket write: {err}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("a client stopped reading; closing");
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(limits.write_timeout, sink.close(None)).await;
 }

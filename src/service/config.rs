@@ -46,9 +46,22 @@ pub struct Config {
     pub keepalive_secs: u64,
     /// Where the DTLS certificate is kept (default: `$STATE_DIRECTORY`, else `./state`).
     pub state_dir: Option<PathBuf>,
-    /// Most WebSocket connections the embedded relay serves at once.
+    /// Most connections open at once, HTTP and WebSocket together (kept below the file
+    /// descriptor limit, with room left for calls).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections open at once from one client address.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Seconds a client gets to send a request's header, and a WebSocket to register.
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout_secs: u64,
+    /// Messages per second one relay connection may send on average …
+    #[serde(default = "default_relay_rate")]
+    pub relay_messages_per_second: f64,
+    /// … and at once. Past it the sender gets `rate-limited`, then is dropped.
+    #[serde(default = "default_relay_burst")]
+    pub relay_message_burst: u32,
     /// Serve the web client from this directory instead of the copy built into the binary.
     pub web_dir: Option<PathBuf>,
     /// The file this was read from (none: built-in defaults).
@@ -79,7 +92,19 @@ fn default_keepalive() -> u64 {
     20
 }
 fn default_max_connections() -> usize {
-    256
+    512
+}
+fn default_max_connections_per_address() -> usize {
+    64
+}
+fn default_client_timeout() -> u64 {
+    10
+}
+fn default_relay_rate() -> f64 {
+    50.0
+}
+fn default_relay_burst() -> u32 {
+    100
 }
 
 impl Default for Config {
@@ -95,6 +120,10 @@ impl Default for Config {
             keepalive_secs: default_keepalive(),
             state_dir: None,
             max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            client_timeout_secs: default_client_timeout(),
+            relay_messages_per_second: default_relay_rate(),
+            relay_message_burst: default_relay_burst(),
             web_dir: None,
             file: None,
         }
@@ -184,6 +213,21 @@ impl Config {
         }
         if self.max_connections == 0 {
             out.push("max_connections: must be at least 1".into());
+        }
+        if self.max_connections_per_address == 0 {
+            out.push("max_connections_per_address: must be at least 1".into());
+        }
+        if !(1..=300).contains(&self.client_timeout_secs) {
+            out.push(format!(
+                "client_timeout_secs: {} is not between 1 and 300",
+                self.client_timeout_secs
+            ));
+        }
+        if !(self.relay_messages_per_second > 0.0 && self.relay_messages_per_second.is_finite()) {
+            out.push("relay_messages_per_second: must be more than 0".into());
+        }
+        if self.relay_message_burst == 0 {
+            out.push("relay_message_burst: must be at least 1".into());
         }
         if let Some(stun) = &self.ice.stun_server
             && let Err(why) = check_url(stun, &["stun", "stuns"], false)
@@ -344,6 +388,10 @@ mod tests {
             "tokens",
             "keepalive_secs",
             "max_connections",
+            "max_connections_per_address",
+            "client_timeout_secs",
+            "relay_messages_per_second",
+            "relay_message_burst",
             "state_dir",
             "web_dir",
             "[ice]",

@@ -4,20 +4,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::future::IntoFuture;
-
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::config::Config;
 use super::health::Health;
 use super::http::{self, RelayState};
+use super::listener;
 use super::notify::{self, Notifier};
 use crate::media::shared::Encoders;
 use crate::media::{self, profile::Profile};
-use crate::relay::Relay;
+use crate::protocol::EndReason;
 use crate::relay::link::{self, LinkEvent};
+use crate::relay::registry::RateLimit;
+use crate::relay::{Relay, ws};
 use crate::session::identity::DtlsIdentity;
 use crate::session::{CallManager, CallSettings};
 
@@ -27,13 +29,51 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long the HTTP listener gets to close its connections after that.
 const LISTENER_GRACE: Duration = Duration::from_millis(300);
 
-fn relay_state(relay: &Arc<Relay>, config: &Config) -> RelayState {
+/// The relay with the configured rate limit for its clients.
+fn new_relay(config: &Config) -> Arc<Relay> {
+    Arc::new(Relay::with_rate(RateLimit {
+        per_second: config.relay_messages_per_second,
+        burst: config.relay_message_burst,
+    }))
+}
+
+fn keepalive(config: &Config) -> Duration {
+    Duration::from_secs(config.keepalive_secs.max(1))
+}
+
+fn relay_state(relay: &Arc<Relay>, config: &Config, tasks: &Tasks) -> RelayState {
+    let mut limits = ws::ConnectionLimits::new(keepalive(config));
+    limits.register_within = Duration::from_secs(config.client_timeout_secs.max(1));
     RelayState {
         relay: Arc::clone(relay),
-        keepalive: Duration::from_secs(config.keepalive_secs.max(1)),
+        limits,
         tokens: Arc::new(config.tokens.clone()),
-        connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        tracker: tasks.connections.clone(),
+        shutdown: tasks.shutdown.clone(),
     }
+}
+
+/// Every task that serves a connection, and the signal that ends them.
+struct Tasks {
+    connections: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Serves `app` on `listener` within the configured connection bounds, until shutdown.
+fn serve(listener: TcpListener, app: axum::Router, config: &Config, tasks: &Tasks) {
+    let fd_limit = listener::raise_fd_limit();
+    let admission = listener::Admission::new(listener::Limits {
+        max_connections: listener::fit_connections(config.max_connections, fd_limit),
+        max_per_address: config.max_connections_per_address,
+        header_timeout: Duration::from_secs(config.client_timeout_secs.max(1)),
+    });
+    tasks.connections.spawn(listener::serve(
+        listener,
+        app,
+        admission,
+        tasks.shutdown.clone(),
+        tasks.connections.clone(),
+    ));
 }
 
 /// Binds and announces the listener: tests and scripts read the `listening on` line.
@@ -79,13 +119,28 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         stun_server: config.ice.stun_server.clone(),
         turn_servers: config.ice.turn_servers.clone(),
     };
-    let relay = Relay::new();
+    let tasks = Tasks {
+        connections: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
+    };
+    let relay = new_relay(&config);
+    let link_tasks = link::LinkTasks {
+        tracker: tasks.connections.clone(),
+        shutdown: tasks.shutdown.clone(),
+    };
     let link = match &config.relay {
-        Some(url) => link::remote(url.clone(), config.id.clone()),
-        None => link::embedded(&relay, config.id.clone()),
+        Some(url) => link::remote(
+            url.clone(),
+            config.id.clone(),
+            keepalive(&config),
+            &link_tasks,
+        ),
+        None => link::embedded(&relay, config.id.clone(), &link_tasks),
     };
     let calls = CallManager::new(settings, link.outgoing.clone());
-    tokio::spawn(pump_signaling(link.incoming, Arc::clone(&calls)));
+    tasks
+        .connections
+        .spawn(pump_signaling(link.incoming, Arc::clone(&calls)));
     let health = Arc::new(Health::new(
         Arc::clone(&relay),
         Arc::clone(&calls),
@@ -97,20 +152,13 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     media::release_memory();
     let listener = bind(config.listen, "webrtcd").await?;
     let app = http::daemon_router(
-        relay_state(&relay, &config),
+        relay_state(&relay, &config, &tasks),
         Arc::clone(&calls),
         Arc::clone(&encoders),
         Arc::clone(&health),
         config.web_dir.clone(),
     );
-    let (stop_listener, listener_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = listener_stopped.await;
-            })
-            .into_future(),
-    );
+    serve(listener, app, &config, &tasks);
     notifier.notify(&format!("READY=1\nSTATUS=serving on {}", config.listen));
     if let Some(interval) = notify::watchdog_interval() {
         tracing::info!(?interval, "pinging the systemd watchdog while healthy");
@@ -124,23 +172,21 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     notifier.notify("STOPPING=1\nSTATUS=hanging up");
     tracing::info!("shutting down: ending {} calls", calls.session_count());
-    calls.hangup_all("shutdown");
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    let mut encoders_stopped = false;
-    while (calls.session_count() > 0 || media::live_pipelines() > 0)
-        && tokio::time::Instant::now() < deadline
-    {
-        // Shared encoders would linger for the next viewer; there is none to come.
-        if calls.session_count() == 0 && !encoders_stopped {
-            encoders.stop_all();
-            encoders_stopped = true;
-        }
+    if !calls.shut_down(EndReason::Shutdown, SHUTDOWN_GRACE).await {
+        tracing::warn!("calls still ending after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    // Shared encoders would linger for the next viewer; there is none to come.
+    encoders.stop_all();
+    // Teardowns run on blocking threads; bounded by the same grace.
+    while media::live_pipelines() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Let the last hangups leave the signaling queue and the relay's sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let _ = stop_listener.send(());
-    let _ = tokio::time::timeout(LISTENER_GRACE, server).await;
+    tasks.shutdown.cancel();
+    tasks.connections.close();
+    let _ = tokio::time::timeout(LISTENER_GRACE, tasks.connections.wait()).await;
     tracing::info!(
         calls = calls.session_count(),
         pipelines = media::live_pipelines(),
@@ -185,15 +231,23 @@ async fn pump_signaling(
             LinkEvent::Down => calls.on_signaling_down(),
         }
     }
+    // The link is gone for good: nobody can reach us, and /healthz must say so.
+    calls.on_signaling_down();
 }
 
 pub async fn run_relay(config: Config) -> anyhow::Result<()> {
-    let relay = Relay::new();
+    let tasks = Tasks {
+        connections: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
+    };
+    let relay = new_relay(&config);
     let listener = bind(config.listen, "webrtcd relay").await?;
-    let app = http::relay_router(relay_state(&relay, &config));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = http::relay_router(relay_state(&relay, &config, &tasks));
+    serve(listener, app, &config, &tasks);
+    shutdown_signal().await;
+    tasks.shutdown.cancel();
+    tasks.connections.close();
+    let _ = tokio::time::timeout(LISTENER_GRACE, tasks.connections.wait()).await;
     Ok(())
 }
 

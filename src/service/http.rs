@@ -3,7 +3,6 @@
 //! `/healthz`. With tokens configured, everything but the page itself needs one.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tokio::TokioAdapter;
@@ -18,7 +17,8 @@ use axum::routing::{delete, get};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use std::path::PathBuf;
 
@@ -28,14 +28,18 @@ use crate::session::{CallManager, PlaceCallError};
 
 use super::auth;
 use super::health::Health;
+use super::listener::Slot;
 
-/// What `/signaling` needs: the relay, its keepalive, tokens and a connection limit.
+/// What `/signaling` needs: the relay, each connection's bounds, tokens, and where the
+/// connections' tasks are tracked (shutdown waits for them).
 #[derive(Clone)]
 pub struct RelayState {
     pub relay: Arc<Relay>,
-    pub keepalive: Duration,
+    pub limits: ws::ConnectionLimits,
     pub tokens: Arc<Vec<String>>,
-    pub connections: Arc<Semaphore>,
+    pub tracker: TaskTracker,
+    /// Cancelled when the daemon shuts down: every WebSocket closes.
+    pub shutdown: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -233,21 +237,20 @@ async fn signaling(State(state): State<RelayState>, req: Request) -> Response {
     if !is_upgrade {
         return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected\n").into_response();
     }
-    let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
-    };
+    // The WebSocket keeps its connection's place under the connection caps while it lives.
+    let slot = req.extensions().get::<Slot>().cloned();
     let on_upgrade = hyper::upgrade::on(req);
-    tokio::spawn(async move {
+    state.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
                 let ws =
                     WebSocketStream::from_raw_socket(io, WsRole::Server, Some(ws::config())).await;
-                ws::serve(ws, state.relay, state.keepalive).await;
+                ws::serve(ws, state.relay, state.limits, state.shutdown).await;
             }
             Err(err) => tracing::debug!("upgrade failed: {err}"),
         }
-        drop(permit);
+        drop(slot);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

@@ -8,6 +8,7 @@ pub mod config;
 mod daemon;
 mod health;
 pub mod http;
+pub mod listener;
 pub mod logging;
 mod notify;
 

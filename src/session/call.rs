@@ -20,7 +20,7 @@ use super::events::Event;
 use super::{CallInfo, CallSettings, CallState, ChannelState, Role, identity, sdp, webrtc};
 use crate::media::codecs::{self, MediaKind};
 use crate::media::{self, receive, send, shared};
-use crate::protocol::{Message, Route};
+use crate::protocol::{EndReason, Message, Route, escape_for_log};
 
 /// How long a call may take from its start to a connected peer connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,21 +32,56 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// Pings remembered while waiting for their pongs.
 const PINGS_IN_FLIGHT: usize = 16;
+/// Remote candidates held until the remote description is set; a peer sending more before
+/// it has offered or answered is not a real one.
+const MAX_HELD_CANDIDATES: usize = 64;
+/// Messages from the peer (signaling and DataChannel text) waiting for the session task;
+/// beyond this they are dropped.
+pub const PEER_QUEUE: usize = 64;
 
-/// Why a call ends, and whether the peer still needs telling.
+/// Why a call ends, what went wrong (for logs and the peer), and whether the peer still
+/// needs telling.
 #[derive(Debug)]
 pub struct CallEnd {
-    pub reason: String,
+    pub reason: EndReason,
+    pub detail: String,
     pub tell_peer: bool,
 }
 
 impl CallEnd {
-    fn local(reason: impl Into<String>) -> CallEnd {
+    pub fn local(reason: EndReason, detail: impl Into<String>) -> CallEnd {
         CallEnd {
-            reason: reason.into(),
+            reason,
+            detail: detail.into(),
             tell_peer: true,
         }
     }
+
+    fn media(detail: impl Into<String>) -> CallEnd {
+        CallEnd::local(EndReason::MediaError, detail)
+    }
+
+    fn bad_sdp(detail: impl Into<String>) -> CallEnd {
+        CallEnd::local(EndReason::BadSdp, detail)
+    }
+
+    /// The `hangup` that tells the peer.
+    pub fn hangup(&self, info: &CallInfo) -> Message {
+        let mut msg = Message::hangup(&info.peer, &info.session, self.reason);
+        if let Message::Hangup { message, .. } = &mut msg
+            && !self.detail.is_empty()
+        {
+            *message = Some(self.detail.clone());
+        }
+        msg
+    }
+}
+
+/// What the peer sends the session: bounded (see [`PEER_QUEUE`]).
+#[derive(Debug)]
+pub enum PeerInput {
+    Signaling(Message),
+    ChannelText(String),
 }
 
 type Step = Result<(), CallEnd>;
@@ -56,11 +91,13 @@ pub struct Call {
     settings: Arc<CallSettings>,
     signaling: mpsc::Sender<Message>,
     events: UnboundedSender<Event>,
-    pipeline: gst::Pipeline,
+    pipeline: media::OwnedPipeline,
     webrtcbin: gst::Element,
     media_ready: bool,
     held_offer: Option<String>,
     held_candidates: Vec<RemoteCandidate>,
+    /// Candidates dropped past [`MAX_HELD_CANDIDATES`] (logged once).
+    dropped_candidates: usize,
     remote: Option<gst_sdp::SDPMessage>,
     local_mids: Vec<Option<String>>,
     channel: Option<WebRTCDataChannel>,
@@ -72,6 +109,8 @@ pub struct Call {
     subscriptions: Vec<shared::Subscription>,
     /// With echo cancellation: the speaker-side probe, made before the microphone starts.
     echo_probe: Option<gst::Element>,
+    /// Where the DataChannel's text goes (bounded, like signaling from the peer).
+    peer_tx: mpsc::Sender<PeerInput>,
 }
 
 struct RemoteCandidate {
@@ -87,31 +126,28 @@ pub async fn run(
     signaling: mpsc::Sender<Message>,
     events_tx: UnboundedSender<Event>,
     mut events: UnboundedReceiver<Event>,
+    mut peer: mpsc::Receiver<PeerInput>,
+    peer_tx: mpsc::Sender<PeerInput>,
 ) -> CallEnd {
     let call = Call::new(
         Arc::clone(&info),
         settings,
         signaling.clone(),
         events_tx.clone(),
+        peer_tx,
     );
     let mut call = match call {
         Ok(call) => call,
         Err(end) => {
-            tracing::warn!(session = %info.session, "call could not start: {}", end.reason);
-            send_hangup(&signaling, &info, &end.reason).await;
+            tracing::warn!(session = %info.session, "call could not start: {}", end.detail);
+            let _ = signaling.send(end.hangup(&info)).await;
             info.set_state(CallState::Ended);
             return end;
         }
     };
-    let end = call.drive(&mut events).await;
+    let end = call.drive(&mut events, &mut peer).await;
     call.finish(&end).await;
     end
-}
-
-async fn send_hangup(signaling: &mpsc::Sender<Message>, info: &CallInfo, reason: &str) {
-    let _ = signaling
-        .send(Message::hangup(&info.peer, &info.session, reason))
-        .await;
 }
 
 impl Call {
@@ -120,16 +156,17 @@ impl Call {
         settings: Arc<CallSettings>,
         signaling: mpsc::Sender<Message>,
         events: UnboundedSender<Event>,
+        peer_tx: mpsc::Sender<PeerInput>,
     ) -> Result<Call, CallEnd> {
-        let pipeline = media::new_pipeline(&format!("call-{}", info.session));
-        let webrtcbin = webrtc::create(&settings).map_err(|e| CallEnd::local(e.to_string()))?;
+        let pipeline = media::OwnedPipeline::new(&format!("call-{}", info.session));
+        let webrtcbin = webrtc::create(&settings).map_err(|e| CallEnd::media(e.to_string()))?;
         pipeline
             .add(&webrtcbin)
-            .map_err(|e| CallEnd::local(e.to_string()))?;
-        webrtc::wire(&webrtcbin, &events);
+            .map_err(|e| CallEnd::media(e.to_string()))?;
+        webrtc::wire(&webrtcbin, &events, &peer_tx);
         webrtc::watch_bus(&pipeline, &events);
         let echo_probe = if settings.profile.echo_cancel() {
-            Some(receive::echo_probe().map_err(|e| CallEnd::local(e.to_string()))?)
+            Some(receive::echo_probe().map_err(|e| CallEnd::media(e.to_string()))?)
         } else {
             None
         };
@@ -143,6 +180,7 @@ impl Call {
             media_ready: false,
             held_offer: None,
             held_candidates: Vec::new(),
+            dropped_candidates: 0,
             remote: None,
             local_mids: Vec::new(),
             channel: None,
@@ -152,10 +190,15 @@ impl Call {
             sent_end_of_candidates: false,
             subscriptions: Vec::new(),
             echo_probe,
+            peer_tx,
         })
     }
 
-    async fn drive(&mut self, events: &mut UnboundedReceiver<Event>) -> CallEnd {
+    async fn drive(
+        &mut self,
+        events: &mut UnboundedReceiver<Event>,
+        peer: &mut mpsc::Receiver<PeerInput>,
+    ) -> CallEnd {
         if self.info.role == Role::Caller {
             let call = Message::Call {
                 route: Route::new(&self.info.peer, &self.info.session),
@@ -168,7 +211,7 @@ impl Call {
         // must start as soon as it is added (an appsrc pushed to before it starts drops what
         // it gets). The callee can also take candidates at once. on-negotiation-needed, which
         // this fires, is not used.
-        if let Err(end) = self.set_playing() {
+        if let Err(end) = self.set_playing().await {
             return end;
         }
         let media_delay = tokio::time::sleep(self.settings.profile.media_start_delay());
@@ -184,12 +227,20 @@ impl Call {
                 _ = &mut media_delay, if !self.media_ready => self.on_media_ready().await,
                 event = events.recv() => match event {
                     Some(event) => self.handle(event).await,
-                    None => Err(CallEnd::local("shutdown")),
+                    None => Err(CallEnd::local(EndReason::Shutdown, "")),
+                },
+                input = peer.recv() => match input {
+                    Some(PeerInput::Signaling(msg)) => self.on_remote(msg).await,
+                    Some(PeerInput::ChannelText(text)) => {
+                        self.on_channel_text(&text);
+                        Ok(())
+                    }
+                    None => Err(CallEnd::local(EndReason::Shutdown, "")),
                 },
                 _ = ping.tick(), if self.channel_open => self.send_ping(),
                 _ = &mut deadline, if self.info.state() != CallState::Connected => {
                     crate::metrics::get().ice_failures.inc();
-                    Err(CallEnd::local("timeout"))
+                    Err(CallEnd::local(EndReason::Timeout, "the connection did not come up in time"))
                 }
             };
             if let Err(end) = step {
@@ -200,15 +251,18 @@ impl Call {
 
     async fn handle(&mut self, event: Event) -> Step {
         match event {
-            Event::Remote(msg) => self.on_remote(msg).await,
-            Event::End { reason, tell_peer } => Err(CallEnd { reason, tell_peer }),
+            Event::End { reason, tell_peer } => Err(CallEnd {
+                reason,
+                detail: String::new(),
+                tell_peer,
+            }),
             Event::IceCandidate { mline, candidate } => {
                 tracing::debug!(session = %self.info.session, mline, %candidate, "local candidate");
                 let sdp_mid = self.local_mids.get(mline as usize).cloned().flatten();
                 self.send_candidate(candidate, sdp_mid, Some(mline)).await
             }
             Event::GatheringComplete => self.send_end_of_candidates().await,
-            Event::PadAdded { pad, probe } => self.on_pad_added(&pad, probe),
+            Event::PadAdded { pad, probe } => self.on_pad_added(&pad, probe).await,
             Event::DataChannel(channel) => {
                 self.info.channels_received.fetch_add(1, Ordering::Relaxed);
                 // on-data-channel fires for a channel that is already open; on-open may follow.
@@ -225,14 +279,10 @@ impl Call {
                 self.info.set_channel(ChannelState::Closed);
                 Ok(())
             }
-            Event::ChannelText(text) => {
-                self.on_channel_text(&text);
-                Ok(())
-            }
             Event::ConnectionState(state) => self.on_connection_state(state),
             Event::PipelineError(text) => {
                 tracing::warn!(session = %self.info.session, "pipeline error: {text}");
-                Err(CallEnd::local("media-error"))
+                Err(CallEnd::media(text))
             }
         }
     }
@@ -256,7 +306,7 @@ impl Call {
                 if self.remote.is_some() {
                     return Ok(());
                 }
-                let answer = parse_sdp(&sdp)?;
+                let answer = parse_sdp(&sdp, self.settings.profile.max_mlines)?;
                 self.set_description("set-remote-description", WebRTCSDPType::Answer, &answer)
                     .await?;
                 self.remote = Some(answer);
@@ -277,16 +327,24 @@ impl Call {
                 });
                 Ok(())
             }
-            Message::Hangup { reason, .. } => Err(CallEnd {
-                reason: if reason.is_empty() {
-                    "remote-hangup".into()
-                } else {
-                    reason
-                },
-                tell_peer: false,
-            }),
+            Message::Hangup {
+                reason, message, ..
+            } => {
+                // Peer text: only at debug, escaped (it must not forge log lines).
+                tracing::debug!(
+                    session = %self.info.session,
+                    reason = %escape_for_log(&reason),
+                    message = %escape_for_log(message.as_deref().unwrap_or("")),
+                    "the peer hung up"
+                );
+                Err(CallEnd {
+                    reason: EndReason::from_wire(&reason),
+                    detail: String::new(),
+                    tell_peer: false,
+                })
+            }
             other => {
-                tracing::debug!(session = %self.info.session, "ignoring {other:?}");
+                tracing::debug!(session = %self.info.session, kind = other.kind(), "ignored");
                 Ok(())
             }
         }
@@ -314,12 +372,10 @@ impl Call {
             encoders.codecs(MediaKind::Audio).first().copied(),
         ];
         for codec in first_codecs.into_iter().flatten() {
-            let branch = self.settings.encoders.branch(
-                codec,
-                codec.default_payload_type(),
-                self.source_failure_notice(),
-            );
-            self.link_send_branch(branch)?;
+            let branch = self
+                .build_send_branch(codec, codec.default_payload_type())
+                .await?;
+            self.link_send_branch(branch).await?;
         }
         let channel = self
             .webrtcbin
@@ -327,8 +383,8 @@ impl Call {
                 "create-data-channel",
                 &[&"chat", &None::<gst::Structure>],
             )
-            .ok_or_else(|| CallEnd::local("could not create the DataChannel"))?;
-        webrtc::wire_channel(&channel, &self.events);
+            .ok_or_else(|| CallEnd::local(EndReason::InternalError, "no DataChannel"))?;
+        webrtc::wire_channel(&channel, &self.events, &self.peer_tx);
         self.channel = Some(channel);
         self.info.channels_created.fetch_add(1, Ordering::Relaxed);
         self.info.set_channel(ChannelState::Connecting);
@@ -345,16 +401,22 @@ impl Call {
 
     /// Callee: send branches matching the offer, then set-remote → create-answer → set-local.
     async fn answer(&mut self, offer_text: &str) -> Step {
-        let offer = parse_sdp(offer_text)?;
+        let offer = parse_sdp(offer_text, self.settings.profile.max_mlines)?;
+        let offered = codecs::offered_media(&offer);
+        let has_channel = sdp::has_data_channel(&offer);
+        if offered.is_empty() && !has_channel {
+            return Err(CallEnd::bad_sdp(
+                "the offer has no audio, video or DataChannel m-line this device can answer",
+            ));
+        }
         // Link in the offer's m-line order so transceivers line up with its m-lines.
-        for offered in codecs::offered_media(&offer) {
+        for offered in offered {
             let ours = self.settings.encoders.codecs(offered.kind);
-            let branch = codecs::choose(&offered, &ours).map(|(codec, pt)| {
-                let notice = self.source_failure_notice();
-                self.settings.encoders.branch(codec, pt, notice)
-            });
-            match branch {
-                Some(branch) => self.link_send_branch(branch)?,
+            match codecs::choose(&offered, &ours) {
+                Some((codec, pt)) => {
+                    let branch = self.build_send_branch(codec, pt).await?;
+                    self.link_send_branch(branch).await?;
+                }
                 None => tracing::info!(
                     session = %self.info.session,
                     mline = offered.mline,
@@ -367,6 +429,9 @@ impl Call {
         self.remote = Some(offer);
         self.apply_held_candidates();
         let mut answer = self.create_description("create-answer", "answer").await?;
+        if answer.sdp().medias_len() == 0 {
+            return Err(CallEnd::bad_sdp("nothing in the offer could be answered"));
+        }
         sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(answer.sdp());
         let text = answer.sdp().to_string();
@@ -376,26 +441,37 @@ impl Call {
         self.signal(Message::Answer { route, sdp: text }).await
     }
 
+    /// A send branch for `codec`, built on a blocking thread: it may start a shared capture
+    /// and encoder (a camera can take seconds to open).
+    async fn build_send_branch(
+        &self,
+        codec: codecs::Codec,
+        pt: u32,
+    ) -> Result<send::SendBranch, CallEnd> {
+        let encoders = Arc::clone(&self.settings.encoders);
+        let notice = self.source_failure_notice();
+        let built = tokio::task::spawn_blocking(move || encoders.branch(codec, pt, notice))
+            .await
+            .map_err(|e| CallEnd::local(EndReason::InternalError, e.to_string()))?;
+        built.map_err(|e| {
+            tracing::warn!(session = %self.info.session, "{e}");
+            CallEnd::media(e.to_string())
+        })
+    }
+
     /// What a shared source calls if it fails for good: this call ends with `source-error`.
     fn source_failure_notice(&self) -> impl Fn() + Send + Sync + 'static {
         let events = self.events.clone();
         move || {
             let _ = events.send(Event::End {
-                reason: "source-error".into(),
+                reason: EndReason::SourceError,
                 tell_peer: true,
             });
         }
     }
 
-    fn link_send_branch(&mut self, branch: Result<send::SendBranch, media::MediaError>) -> Step {
-        let mut branch = branch.map_err(|e| {
-            tracing::warn!(session = %self.info.session, "{e}");
-            CallEnd::local("media-error")
-        })?;
-        if let Some(subscription) = branch.subscription.take() {
-            self.subscriptions.push(subscription);
-        }
-        let fail = |what: &str| CallEnd::local(format!("media-error: {what}"));
+    async fn link_send_branch(&mut self, mut branch: send::SendBranch) -> Step {
+        let fail = |what: &str| CallEnd::media(what.to_string());
         self.pipeline
             .add(&branch.bin)
             .map_err(|_| fail("add send branch"))?;
@@ -414,10 +490,18 @@ impl Call {
             webrtc::Direction::Sent,
             &self.info.rtp,
         );
-        branch
-            .bin
-            .sync_state_with_parent()
-            .map_err(|_| fail("start send branch"))?;
+        let bin = branch.bin.clone();
+        blocking(move || bin.sync_state_with_parent().is_ok())
+            .await?
+            .then_some(())
+            .ok_or_else(|| fail("start send branch"))?;
+        // Only a running appsrc may be fed: it stamps each frame with its pipeline's clock
+        // and base time, and before it runs that base time is 0 — a frame stamped then lies
+        // hours in the future, and webrtcbin's clocksync would hold the track forever.
+        if let Some(subscription) = branch.subscription.take() {
+            subscription.activate();
+            self.subscriptions.push(subscription);
+        }
         tracing::debug!(
             session = %self.info.session,
             codec = ?branch.codec,
@@ -428,11 +512,13 @@ impl Call {
         Ok(())
     }
 
-    fn set_playing(&self) -> Step {
-        self.pipeline
-            .set_state(gst::State::Playing)
-            .map(|_| ())
-            .map_err(|_| CallEnd::local("media-error: pipeline would not start"))
+    /// PLAYING, on a blocking thread: a state change waits on streaming threads and devices.
+    async fn set_playing(&self) -> Step {
+        let pipeline = self.pipeline.clone();
+        let started = blocking(move || pipeline.set_state(gst::State::Playing).is_ok()).await?;
+        started
+            .then_some(())
+            .ok_or_else(|| CallEnd::media("the pipeline would not start"))
     }
 
     async fn create_description(
@@ -445,15 +531,15 @@ impl Call {
             .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
         let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
             .await
-            .map_err(|_| CallEnd::local(format!("{signal} timed out")))?;
+            .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
         match reply {
             Ok(Some(reply)) => reply
                 .get::<gst_webrtc::WebRTCSessionDescription>(field)
-                .map_err(|_| {
-                    let error = reply.value("error").ok().map(|v| format!("{v:?}"));
-                    CallEnd::local(format!("{signal} failed: {}", error.unwrap_or_default()))
-                }),
-            _ => Err(CallEnd::local(format!("{signal} gave no reply"))),
+                .map_err(|_| CallEnd::bad_sdp(format!("{signal} failed: {}", reply_error(&reply)))),
+            _ => Err(CallEnd::local(
+                EndReason::InternalError,
+                format!("{signal} gave no reply"),
+            )),
         }
     }
 
@@ -482,15 +568,19 @@ impl Call {
         self.webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
         let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
             .await
-            .map_err(|_| CallEnd::local(format!("{signal} timed out")))?;
+            .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
         match reply {
             // webrtcbin replies with no structure on success, an `error` field on failure.
             Ok(None) => Ok(()),
-            Ok(Some(reply)) => match reply.value("error") {
-                Ok(err) => Err(CallEnd::local(format!("{signal} failed: {err:?}"))),
-                Err(_) => Ok(()),
-            },
-            Err(err) => Err(CallEnd::local(format!("{signal}: {err:?}"))),
+            Ok(Some(reply)) if reply.has_field("error") => Err(CallEnd::bad_sdp(format!(
+                "{signal} failed: {}",
+                reply_error(&reply)
+            ))),
+            Ok(Some(_)) => Ok(()),
+            Err(err) => Err(CallEnd::local(
+                EndReason::InternalError,
+                format!("{signal}: {err:?}"),
+            )),
         }
     }
 
@@ -504,6 +594,16 @@ impl Call {
             return;
         }
         if self.remote.is_none() {
+            if self.held_candidates.len() >= MAX_HELD_CANDIDATES {
+                if self.dropped_candidates == 0 {
+                    tracing::info!(
+                        session = %self.info.session,
+                        "more than {MAX_HELD_CANDIDATES} candidates before a description; dropping the rest"
+                    );
+                }
+                self.dropped_candidates += 1;
+                return;
+            }
             self.held_candidates.push(candidate);
             return;
         }
@@ -529,6 +629,10 @@ impl Call {
             })
             .or(candidate.sdp_mline_index)
             .unwrap_or(0);
+        // An m-line the remote description does not have would make webrtcbin log errors.
+        if mline as usize >= remote.medias_len() as usize {
+            return;
+        }
         let line = candidate
             .candidate
             .strip_prefix("a=")
@@ -562,7 +666,7 @@ impl Call {
         self.send_candidate(String::new(), mid, Some(0)).await
     }
 
-    fn on_pad_added(&mut self, pad: &gst::Pad, probe: Option<gst::PadProbeId>) -> Step {
+    async fn on_pad_added(&mut self, pad: &gst::Pad, probe: Option<gst::PadProbeId>) -> Step {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let is_audio = caps
             .structure(0)
@@ -579,7 +683,7 @@ impl Call {
             &self.info.received,
             echo_probe,
         );
-        let result = built.map_err(|e| e.to_string()).and_then(|(bin, codec)| {
+        let linked = built.map_err(|e| e.to_string()).and_then(|(bin, codec)| {
             self.pipeline.add(&bin).map_err(|e| e.to_string())?;
             let sink_pad = bin.static_pad("sink").ok_or("receive branch has no sink")?;
             pad.link(&sink_pad).map_err(|e| e.to_string())?;
@@ -589,9 +693,16 @@ impl Call {
                 MediaKind::Video
             };
             webrtc::count_rtp(pad, kind, webrtc::Direction::Received, &self.info.rtp);
-            bin.sync_state_with_parent().map_err(|e| e.to_string())?;
-            Ok(codec)
+            Ok((bin, codec))
         });
+        // Sinks open their devices in the state change (an ALSA speaker, a display).
+        let result = match linked {
+            Ok((bin, codec)) => blocking(move || bin.sync_state_with_parent())
+                .await?
+                .map(|_| codec)
+                .map_err(|e| e.to_string()),
+            Err(err) => Err(err),
+        };
         if let Some(probe) = probe {
             pad.remove_probe(probe);
         }
@@ -602,7 +713,7 @@ impl Call {
             }
             Err(err) => {
                 tracing::warn!(session = %self.info.session, "receive branch: {err}");
-                Err(CallEnd::local("media-error"))
+                Err(CallEnd::media(format!("receive branch: {err}")))
             }
         }
     }
@@ -674,7 +785,10 @@ impl Call {
             }
             WebRTCPeerConnectionState::Failed => {
                 crate::metrics::get().ice_failures.inc();
-                Err(CallEnd::local("ice-failed"))
+                Err(CallEnd::local(
+                    EndReason::IceFailed,
+                    "the connection failed",
+                ))
             }
             _ => Ok(()),
         }
@@ -700,14 +814,20 @@ impl Call {
         self.signaling
             .send(msg)
             .await
-            .map_err(|_| CallEnd::local("signaling gone"))
+            .map_err(|_| CallEnd::local(EndReason::SignalingGone, ""))
     }
 
     /// Tells the peer if needed, and hands the pipeline to teardown off this task.
     async fn finish(self, end: &CallEnd) {
-        tracing::info!(session = %self.info.session, peer = %self.info.peer, reason = %end.reason, "call ended");
+        tracing::info!(
+            session = %self.info.session,
+            peer = %self.info.peer,
+            reason = %end.reason,
+            detail = %end.detail,
+            "call ended"
+        );
         if end.tell_peer {
-            send_hangup(&self.signaling, &self.info, &end.reason).await;
+            let _ = self.signaling.send(end.hangup(&self.info)).await;
         }
         self.info.set_state(CallState::Ended);
         self.info.set_channel(ChannelState::Closed);
@@ -718,11 +838,11 @@ impl Call {
             subscriptions,
             ..
         } = self;
-        // Stop being fed before the pipeline goes down.
+        // Stop being fed before the pipeline goes down (dropping it tears it down).
         drop(subscriptions);
         drop(channel);
         drop(webrtcbin);
-        media::teardown(pipeline);
+        drop(pipeline);
     }
 }
 
@@ -733,6 +853,24 @@ enum ChannelMessage {
     Pong { id: u64 },
 }
 
-fn parse_sdp(text: &str) -> Result<gst_sdp::SDPMessage, CallEnd> {
-    gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).map_err(|_| CallEnd::local("bad-sdp"))
+/// Parses a peer's SDP, refusing what no real peer sends: text that is not SDP, no m-line,
+/// more m-lines than the profile allows (each one costs threads and elements).
+fn parse_sdp(text: &str, max_mlines: usize) -> Result<gst_sdp::SDPMessage, CallEnd> {
+    sdp::check(text, max_mlines).map_err(CallEnd::bad_sdp)
+}
+
+/// A webrtcbin promise's `error` as its message text (never a pointer).
+fn reply_error(reply: &gst::StructureRef) -> String {
+    match reply.get::<glib::Error>("error") {
+        Ok(err) => err.message().to_string(),
+        Err(_) => "no reason given".into(),
+    }
+}
+
+/// Runs `f` on a blocking thread: GStreamer state changes wait on streaming threads and
+/// devices, and must never hold up a tokio worker.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, CallEnd> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CallEnd::local(EndReason::InternalError, e.to_string()))
 }

@@ -1,14 +1,15 @@
-//! Everything that can happen to a call, as messages to its task.
+//! Everything this side does to a call, as messages to its task. What the peer sends
+//! (signaling, DataChannel text) comes on its own bounded queue
+//! ([`super::call::PeerInput`]); these events are few by construction: one per candidate of
+//! a local interface, state change, pad or channel, and one end.
 
-use crate::protocol::Message;
+use crate::protocol::EndReason;
 
 #[derive(Debug)]
 pub enum Event {
-    /// A routed message from the peer (offer, answer, candidate, hangup).
-    Remote(Message),
     /// End the call from this side (API hangup, peer left, daemon shutdown).
     End {
-        reason: String,
+        reason: EndReason,
         tell_peer: bool,
     },
 
@@ -29,7 +30,6 @@ pub enum Event {
     // Posted by the data channel's signal handlers:
     ChannelOpen,
     ChannelClosed,
-    ChannelText(String),
 
     /// Posted by the pipeline's bus.
     PipelineError(String),

@@ -5,13 +5,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
-use super::call::{self, CallEnd};
+use super::call::{self, CallEnd, PeerInput};
 use super::events::Event;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
-use crate::protocol::{ErrorCode, Message};
+use crate::protocol::{EndReason, ErrorCode, Message};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlaceCallError {
@@ -25,6 +28,8 @@ pub enum PlaceCallError {
 
 struct SessionHandle {
     events: mpsc::UnboundedSender<Event>,
+    /// What the peer sends; bounded (a flooding peer loses messages, not our memory).
+    peer: mpsc::Sender<PeerInput>,
     info: Arc<CallInfo>,
 }
 
@@ -42,6 +47,8 @@ pub struct CallManager {
     state: Mutex<State>,
     next_session: AtomicU64,
     pub ended: AtomicU64,
+    /// Every session task; shutdown waits on it.
+    tasks: TaskTracker,
 }
 
 impl CallManager {
@@ -53,6 +60,7 @@ impl CallManager {
             state: Mutex::default(),
             next_session: AtomicU64::new(1),
             ended: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -125,7 +133,7 @@ impl CallManager {
         match found {
             Some(handle) => {
                 let _ = handle.events.send(Event::End {
-                    reason: "hangup".into(),
+                    reason: EndReason::Hangup,
                     tell_peer: true,
                 });
                 true
@@ -134,14 +142,17 @@ impl CallManager {
         }
     }
 
-    /// Ends every call (shutdown).
-    pub fn hangup_all(&self, reason: &str) {
+    /// Ends every call and waits (at most `grace`) for their tasks to finish; no call can
+    /// start after this. False when some were still running at the end of `grace`.
+    pub async fn shut_down(&self, reason: EndReason, grace: Duration) -> bool {
+        self.tasks.close();
         for handle in self.lock().sessions.values() {
             let _ = handle.events.send(Event::End {
-                reason: reason.to_string(),
+                reason,
                 tell_peer: true,
             });
         }
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
 
     /// The relay connection was lost: nobody is known to be online any more. Running calls
@@ -173,7 +184,7 @@ impl CallManager {
                 for ((peer, _), handle) in state.sessions.iter() {
                     if *peer == id {
                         let _ = handle.events.send(Event::End {
-                            reason: "peer-left".into(),
+                            reason: EndReason::PeerLeft,
                             tell_peer: false,
                         });
                     }
@@ -184,9 +195,9 @@ impl CallManager {
                 message,
                 session,
             } => {
-                tracing::warn!(?code, session = ?session, "relay error: {message}");
+                tracing::warn!(?code, session = ?session, "relay error: {}", crate::protocol::escape_for_log(&message));
                 if let (ErrorCode::UnknownPeer, Some(session)) = (code, session) {
-                    self.end_session(&session, "unknown-peer");
+                    self.end_session(&session, EndReason::UnknownPeer);
                 }
             }
             Message::Call { route } => {
@@ -196,12 +207,14 @@ impl CallManager {
                 if state.sessions.contains_key(&key) {
                     return;
                 }
-                if state.sessions.len() >= self.settings.profile.max_sessions {
+                if state.sessions.len() >= self.settings.profile.max_sessions
+                    || self.tasks.is_closed()
+                {
                     drop(state);
-                    tracing::info!(peer = %from, "busy: refusing a call");
-                    let busy = Message::hangup(&from, &route.session, "busy");
+                    tracing::debug!(peer = %from, "busy: refusing a call");
+                    let busy = Message::hangup(&from, &route.session, EndReason::Busy);
                     if self.signaling.try_send(busy).is_err() {
-                        tracing::warn!("signaling queue full; busy not sent");
+                        tracing::debug!("signaling queue full; busy not sent");
                     }
                     return;
                 }
@@ -221,33 +234,37 @@ impl CallManager {
         let state = self.lock();
         match state.sessions.get(&key) {
             Some(handle) => {
-                let _ = handle.events.send(Event::Remote(msg));
+                if handle.peer.try_send(PeerInput::Signaling(msg)).is_err() {
+                    tracing::debug!(session = %key.1, "the peer sends faster than the call reads; dropped");
+                }
             }
             // Ended, or never started: a late hangup or candidate is normal. Ignore quietly.
             None => tracing::debug!(session = %key.1, "message for an unknown session ignored"),
         }
     }
 
-    fn end_session(&self, session: &str, reason: &str) {
+    fn end_session(&self, session: &str, reason: EndReason) {
         let state = self.lock();
         if let Some(handle) = state.sessions.values().find(|h| h.info.session == session) {
             let _ = handle.events.send(Event::End {
-                reason: reason.to_string(),
+                reason,
                 tell_peer: false,
             });
         }
     }
 
     /// Registers a session and spawns its task. Called with the lock held; the task itself
-    /// runs elsewhere, and removes its entry when it ends.
+    /// runs elsewhere, and removes its entry when it ends — however it ends.
     fn start(self: &Arc<Self>, state: &mut State, peer: &str, session: &str, role: Role) {
         let info = Arc::new(CallInfo::new(session, peer, role));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (peer_tx, peer_rx) = mpsc::channel(call::PEER_QUEUE);
         let key = (peer.to_string(), session.to_string());
         state.sessions.insert(
             key.clone(),
             SessionHandle {
                 events: events_tx.clone(),
+                peer: peer_tx.clone(),
                 info: Arc::clone(&info),
             },
         );
@@ -262,8 +279,17 @@ impl CallManager {
         let manager = Arc::clone(self);
         let settings = Arc::clone(&self.settings);
         let signaling = self.signaling.clone();
-        tokio::spawn(async move {
-            let end: CallEnd = call::run(info, settings, signaling, events_tx, events_rx).await;
+        let run = call::run(
+            Arc::clone(&info),
+            settings,
+            signaling.clone(),
+            events_tx,
+            events_rx,
+            peer_rx,
+            peer_tx,
+        );
+        self.tasks.spawn(async move {
+            let end = supervised(run, &info, &signaling).await;
             tracing::debug!(session = %key.1, reason = %end.reason, "session task done");
             manager.lock().sessions.remove(&key);
             manager.ended.fetch_add(1, Ordering::Relaxed);
@@ -272,9 +298,67 @@ impl CallManager {
                 .sessions_ended
                 .get_or_create(&crate::metrics::EndLabels {
                     role: role.as_str(),
-                    reason: crate::metrics::reason_label(&end.reason),
+                    reason: end.reason.as_str(),
                 })
                 .inc();
         });
+    }
+}
+
+/// Runs a session to its end. A session that panics ends with `internal-error`, and its peer
+/// is told so; its pipeline is torn down as the task unwinds (`OwnedPipeline`).
+async fn supervised(
+    run: impl std::future::Future<Output = CallEnd>,
+    info: &super::CallInfo,
+    signaling: &mpsc::Sender<Message>,
+) -> CallEnd {
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(end) => end,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(session = %info.session, "the call's task failed: {what}");
+            let end = CallEnd::local(EndReason::InternalError, "");
+            if signaling.try_send(end.hangup(info)).is_err() {
+                tracing::debug!("signaling queue full; internal-error not sent");
+            }
+            info.set_state(super::CallState::Ended);
+            end
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_session_that_panics_ends_with_internal_error_and_the_peer_is_told() {
+        let info = CallInfo::new("s1", "alice", Role::Callee);
+        let (tx, mut rx) = mpsc::channel(4);
+        let end = supervised(
+            async {
+                if info.session == "s1" {
+                    panic!("a bug");
+                }
+                CallEnd::local(EndReason::Hangup, "")
+            },
+            &info,
+            &tx,
+        )
+        .await;
+        assert_eq!(end.reason, EndReason::InternalError);
+        match rx.try_recv() {
+            Ok(Message::Hangup { reason, route, .. }) => {
+                assert_eq!(reason, "internal-error");
+                assert_eq!(route.to, "alice");
+                assert_eq!(route.session, "s1");
+            }
+            other => panic!("expected a hangup, got {other:?}"),
+        }
+        assert_eq!(info.state(), super::super::CallState::Ended);
     }
 }

@@ -1,5 +1,31 @@
 //! Small readings of SDP that the call needs: mids, the BUNDLE group, candidate components.
 
+/// Reads a peer's SDP (offer or answer). `Err` says, for a person, why it cannot be used:
+/// not SDP at all, no m-line, or more m-lines than `max_mlines`.
+pub fn check(text: &str, max_mlines: usize) -> Result<gst_sdp::SDPMessage, String> {
+    if !text.trim_start().starts_with("v=0") {
+        return Err("not an SDP description (it must start with v=0)".into());
+    }
+    let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes())
+        .map_err(|_| "the SDP description does not parse".to_string())?;
+    let mlines = sdp.medias_len() as usize;
+    if mlines == 0 {
+        return Err("the SDP description has no m-line".into());
+    }
+    if mlines > max_mlines {
+        return Err(format!(
+            "the SDP description has {mlines} m-lines; this device takes at most {max_mlines}"
+        ));
+    }
+    Ok(sdp)
+}
+
+/// Whether the description has a DataChannel (SCTP) m-line.
+pub fn has_data_channel(sdp: &gst_sdp::SDPMessageRef) -> bool {
+    sdp.medias()
+        .any(|m| m.media() == Some("application") && m.proto().is_some_and(|p| p.contains("SCTP")))
+}
+
 /// The `a=mid` of each m-line, in order.
 pub fn mids(sdp: &gst_sdp::SDPMessageRef) -> Vec<Option<String>> {
     sdp.medias()

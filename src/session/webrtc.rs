@@ -6,11 +6,12 @@
 
 use gst::prelude::*;
 use gst_webrtc::{WebRTCDataChannel, WebRTCICEGatheringState, WebRTCPeerConnectionState};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{Sender, UnboundedSender};
 
 use std::sync::Arc;
 
 use super::CallSettings;
+use super::call::PeerInput;
 use super::events::Event;
 use super::ice;
 use super::identity::DtlsIdentity;
@@ -61,7 +62,7 @@ fn use_identity(webrtcbin: &gst::Element, identity: &Arc<DtlsIdentity>) {
     });
 }
 
-pub fn wire(webrtcbin: &gst::Element, events: &UnboundedSender<Event>) {
+pub fn wire(webrtcbin: &gst::Element, events: &UnboundedSender<Event>, peer: &Sender<PeerInput>) {
     let tx = events.clone();
     webrtcbin.connect("on-ice-candidate", false, move |args| {
         let mline = args.get(1).and_then(|v| v.get::<u32>().ok());
@@ -103,9 +104,10 @@ pub fn wire(webrtcbin: &gst::Element, events: &UnboundedSender<Event>) {
     });
 
     let tx = events.clone();
+    let peer = peer.clone();
     webrtcbin.connect("on-data-channel", false, move |args| {
         if let Some(channel) = args.get(1).and_then(|v| v.get::<WebRTCDataChannel>().ok()) {
-            wire_channel(&channel, &tx);
+            wire_channel(&channel, &tx, &peer);
             let _ = tx.send(Event::DataChannel(channel));
         }
         None
@@ -117,7 +119,11 @@ pub fn wire(webrtcbin: &gst::Element, events: &UnboundedSender<Event>) {
 
 /// Connects a data channel's signals. Done inside on-data-channel (connecting handlers is not
 /// a webrtcbin call) so no message that arrives right after the channel opens is missed.
-pub fn wire_channel(channel: &WebRTCDataChannel, events: &UnboundedSender<Event>) {
+pub fn wire_channel(
+    channel: &WebRTCDataChannel,
+    events: &UnboundedSender<Event>,
+    peer: &Sender<PeerInput>,
+) {
     let tx = events.clone();
     channel.connect_on_open(move |_| {
         let _ = tx.send(Event::ChannelOpen);
@@ -126,10 +132,12 @@ pub fn wire_channel(channel: &WebRTCDataChannel, events: &UnboundedSender<Event>
     channel.connect_on_close(move |_| {
         let _ = tx.send(Event::ChannelClosed);
     });
-    let tx = events.clone();
+    // The peer decides how much it sends: a full queue drops the message (never blocks
+    // the SCTP thread, never grows without bound).
+    let tx = peer.clone();
     channel.connect_on_message_string(move |_, text| {
         if let Some(text) = text {
-            let _ = tx.send(Event::ChannelText(text.to_string()));
+            let _ = tx.try_send(PeerInput::ChannelText(text.to_string()));
         }
     });
 }

@@ -1,0 +1,244 @@
+//! Accepting HTTP connections within bounds: a total cap kept below the process's file
+//! descriptor limit, a cap per client address (one host cannot take every slot), and a
+//! bound on how long a client may take to send a request's header. A WebSocket keeps its
+//! connection's slot for as long as it is open.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// How long a connection gets to finish its request once shutdown starts.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
+/// After `accept` fails (out of descriptors), wait this long before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once, HTTP and WebSocket together.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_per_address: usize,
+    /// A client must send a whole request header within this (and idle keep-alive
+    /// connections are closed after it).
+    pub header_timeout: Duration,
+}
+
+/// Counts the connections that are open, in total and per address.
+pub struct Admission {
+    limits: Limits,
+    total: Arc<Semaphore>,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection's place. Dropped (last clone) when the connection — or the
+/// WebSocket it was upgraded to — closes.
+#[derive(Clone)]
+pub struct Slot(#[allow(dead_code)] Arc<SlotInner>);
+
+struct SlotInner {
+    _permit: OwnedSemaphorePermit,
+    addr: IpAddr,
+    admission: Arc<Admission>,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        let mut map = self.admission.lock();
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.addr);
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(limits: Limits) -> Arc<Admission> {
+        Arc::new(Admission {
+            limits,
+            total: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            per_address: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_address.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a new connection from `addr`, or `None` when a cap is reached.
+    pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
+        let mut map = self.lock();
+        let from_addr = map.get(&addr).copied().unwrap_or(0);
+        if from_addr >= self.limits.max_per_address.max(1) {
+            return None;
+        }
+        let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        map.insert(addr, from_addr + 1);
+        Some(Slot(Arc::new(SlotInner {
+            _permit: permit,
+            addr,
+            admission: Arc::clone(self),
+        })))
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.limits.max_connections.max(1) - self.total.available_permits()
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, each connection a task on `tracker`. Each
+/// request carries its connection's [`Slot`] and `ConnectInfo<SocketAddr>` as extensions.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    admission: Arc<Admission>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let header_timeout = admission.limits.header_timeout;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of descriptors, most likely: refuse no one for good, try again soon.
+                tracing::warn!("accept: {err}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Some(slot) = admission.admit(peer.ip()) else {
+            crate::metrics::get().connections_refused.inc();
+            tracing::debug!(%peer, "connection refused: too many connections");
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(slot.clone());
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                app.clone().oneshot(req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, "connection: {err}");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (systemd's `LimitNOFILE`), and
+/// returns it: the connection cap must stay well below it, with room for pipelines.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Descriptors kept free for pipelines, calls (ICE sockets, GLib wakeups) and files.
+pub const FDS_RESERVED: u64 = 1024;
+
+/// The connection cap to use: the configured one, lowered (with a warning) to leave
+/// [`FDS_RESERVED`] descriptors free under `fd_limit`.
+pub fn fit_connections(configured: usize, fd_limit: u64) -> usize {
+    let room = fd_limit.saturating_sub(FDS_RESERVED).max(16) as usize;
+    if configured > room {
+        tracing::warn!(
+            configured,
+            fd_limit,
+            "max_connections lowered to {room} to leave descriptors for calls"
+        );
+        room
+    } else {
+        configured
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(total: usize, per: usize) -> Limits {
+        Limits {
+            max_connections: total,
+            max_per_address: per,
+            header_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn caps_per_address_and_in_total_and_frees_slots() {
+        let admission = Admission::new(limits(3, 2));
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let c: IpAddr = "127.0.0.4".parse().unwrap();
+        let a1 = admission.admit(a).unwrap();
+        let _a2 = admission.admit(a).unwrap();
+        assert!(admission.admit(a).is_none(), "per address");
+        let _b1 = admission.admit(b).unwrap();
+        assert!(admission.admit(c).is_none(), "in total");
+        assert_eq!(admission.open(), 3);
+        // A clone (a WebSocket holding its connection's slot) keeps it.
+        let held = a1.clone();
+        drop(a1);
+        assert!(admission.admit(c).is_none());
+        drop(held);
+        assert!(admission.admit(c).is_some());
+        assert!(admission.lock().get(&a) == Some(&1));
+    }
+
+    #[test]
+    fn the_cap_leaves_room_for_calls() {
+        assert_eq!(fit_connections(512, 8192), 512);
+        assert_eq!(fit_connections(4096, 2048), 1024);
+        assert_eq!(fit_connections(100, 0), 16);
+    }
+}
