@@ -136,19 +136,15 @@ impl std::ops::Deref for OwnedPipeline {
 
 impl Drop for OwnedPipeline {
     fn drop(&mut self) {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            teardown(self.0.clone());
-        } else {
-            // No runtime (a plain thread, a unit test): this thread may block.
-            let _ = self.0.set_state(gst::State::Null);
-        }
+        teardown(self.0.clone());
     }
 }
 
 /// Takes a pipeline to NULL and drops it on a blocking thread: state changes can wait on
-/// streaming threads, so they never run on a session task or a signal handler.
-pub fn teardown(pipeline: gst::Pipeline) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_blocking(move || {
+/// streaming threads, so they never run on a session task or a signal handler. Outside a
+/// tokio runtime (a plain thread) it happens on the calling thread.
+pub fn teardown(pipeline: gst::Pipeline) {
+    let stop = move || {
         if let Err(err) = pipeline.set_state(gst::State::Null) {
             tracing::warn!(pipeline = %pipeline.name(), "could not reach NULL: {err}");
         }
@@ -157,7 +153,11 @@ pub fn teardown(pipeline: gst::Pipeline) -> tokio::task::JoinHandle<()> {
         }
         drop(pipeline);
         release_memory();
-    })
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(stop)),
+        Err(_) => stop(),
+    }
 }
 
 /// Hands freed heap memory back to the system rather than keeping it cached (after a call,

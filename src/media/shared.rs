@@ -820,3 +820,72 @@ impl Drop for Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The calls without audio: an appsrc fed before it ran stamped a frame hours in the
+    /// future, and webrtcbin's `clocksync sync=true` held the track for good (one packet, then
+    /// nothing). A branch is now fed only once activated, after it runs in its pipeline.
+    #[test]
+    fn a_branch_is_fed_only_once_running_and_its_frames_pass_a_syncing_clocksync() {
+        gst::init().unwrap();
+        let profile = Profile::parse(
+            "name='t'\n[audio]\nsource='test'\ncodecs=['opus']\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let chosen = HashMap::from([(Codec::Opus, "opusenc".to_string())]);
+        let encoders = Encoders::new(Arc::new(profile), chosen);
+        let mut branch = encoders.branch(Codec::Opus, 111, || {}).unwrap();
+        let subscribers = |e: &Encoders| e.streams().first().map_or(0, |s| s.subscribers);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(subscribers(&encoders), 0, "fed before it runs");
+
+        // What webrtcbin does with each send stream: a clocksync that waits for each
+        // buffer's running time.
+        let pipeline = gst::Pipeline::new();
+        let clocksync = gst::ElementFactory::make("clocksync")
+            .property("sync", true)
+            .build()
+            .unwrap();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        pipeline.add_many([&clocksync, &sink]).unwrap();
+        clocksync.link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let passed = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&passed);
+        sink.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        pipeline.add(&branch.bin).unwrap();
+        branch
+            .bin
+            .static_pad("src")
+            .unwrap()
+            .link(&clocksync.static_pad("sink").unwrap())
+            .unwrap();
+        branch.bin.sync_state_with_parent().unwrap();
+        let subscription = branch.subscription.take().unwrap();
+        subscription.activate();
+        assert_eq!(subscribers(&encoders), 1);
+        // 20 ms Opus frames: ~50 in a second, none held back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while passed.load(Ordering::Relaxed) < 25 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(passed.load(Ordering::Relaxed) >= 25, "frames held back");
+        drop(subscription);
+        pipeline.set_state(gst::State::Null).unwrap();
+        encoders.stop_all();
+    }
+}

@@ -330,7 +330,9 @@ impl Attachment {
                 false
             }
             Admit::Drop => {
-                tracing::info!(peer = ?self.id, "kept sending past the rate limit; dropping it");
+                if bucket.refused_in_a_row == bucket.limit.burst + 1 {
+                    tracing::info!(peer = ?self.id, "kept sending past the rate limit; dropping it");
+                }
                 self.count_rejected(ErrorCode::RateLimited);
                 self.kicked.notify_one();
                 false

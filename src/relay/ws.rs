@@ -91,10 +91,20 @@ pub async fn serve<S>(
             }
         }
     }
-    // The writer may be stuck on a client that does not read: do not wait for it.
-    writer.abort();
+    // Leaving the registry closes the outbox: the writer sends what is queued (the error
+    // that explains a kick, say), then closes — unless the client does not read, so the wait
+    // is short.
     drop(attachment);
+    if tokio::time::timeout(FLUSH_ON_CLOSE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
+
+/// How long a closing connection may take to send what was queued for it.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(1);
 
 /// Writes queued messages and pings; returns when a write fails or times out, or the peer
 /// has been silent for two keepalive intervals.
