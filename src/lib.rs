@@ -3,6 +3,7 @@
 //! Dependencies point one way: `service` → `relay` and `session`; `session` → `media`;
 //! `relay` and `session` → `protocol`.
 
+pub mod fuzzing;
 pub mod media;
 pub mod metrics;
 pub mod protocol;

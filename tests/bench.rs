@@ -43,3 +43,35 @@ async fn the_benchmark_runs_end_to_end() {
     let plot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/benchmarks.png");
     assert!(plot.is_file(), "no plot drawn");
 }
+
+/// The soak's smoke run: 30 calls one after another and 20 ten at a time, each with video and
+/// audio on both sides; no call may fail and no pipeline may be left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soak_smoke_run_has_no_failed_call() {
+    let _serial = common::serial().await;
+    let plot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/soak-smoke.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_webrtcd-bench"))
+        .args([
+            "--soak",
+            "--soak-calls",
+            "30",
+            "--soak-parallel-calls",
+            "20",
+        ])
+        .args(["--soak-every", "10", "--plot"])
+        .arg(&plot)
+        .env("WEBRTCD_BENCH_LOG", "webrtcd=info,warn")
+        .output()
+        .expect("run webrtcd-bench --soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("| all | 50 | 0 |"), "{stdout}");
+    // The last sample: every pipeline of both daemons freed.
+    let last = stdout
+        .lines()
+        .rfind(|l| l.starts_with("| ") && l.matches('|').count() == 9)
+        .unwrap_or_else(|| panic!("no sample rows in:\n{stdout}"));
+    assert!(last.trim_end().ends_with("| 0 |"), "pipelines left: {last}");
+    assert!(plot.is_file(), "no soak plot drawn");
+}

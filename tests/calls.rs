@@ -212,6 +212,19 @@ async fn a_peer_killed_mid_call_ends_the_call_and_the_next_call_works() {
     let session = place_call(&alice, "door6").await;
     wait_call(&alice, &session, "connected", |c| c["state"] == "connected").await;
     door.kill();
+    let killed = std::time::Instant::now();
+    wait_for(
+        "the killed peer's call to end",
+        Duration::from_secs(15),
+        || async { calls(&alice).await.is_empty().then_some(()) },
+    )
+    .await;
+    // Its socket closes with it: the relay says peer-left at once.
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
     wait_idle(&alice).await;
     assert_eq!(
         status(&alice).await["peers"].as_array().map(Vec::len),

@@ -73,6 +73,10 @@ pub struct SharedStream {
     /// Held by whoever builds or tears down the pipeline (blocking threads only).
     starting: Mutex<()>,
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
+    /// Calls holding a [`Subscription`], activated or not yet: the stream lingers and stops
+    /// only when this is 0 (a call between building its branch and activating it is a viewer
+    /// too). Changed under the `streams` lock.
+    holders: std::sync::atomic::AtomicUsize,
     last_keyframe_request: Mutex<Option<Instant>>,
     /// When the source failed recently (for the restart limit and backoff).
     failures: Mutex<VecDeque<Instant>>,
@@ -262,7 +266,6 @@ impl Encoders {
                 }
             };
         }
-        let stream = self.stream(codec)?;
         let desc = format!(
             "appsrc name=feed is-live=true format=time do-timestamp=true min-latency=0 ! {}",
             fragments::payloader(codec, pt)
@@ -273,6 +276,8 @@ impl Encoders {
             .by_name("feed")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
             .ok_or_else(|| MediaError::Build("appsrc missing".into()))?;
+        // From here on the stream is held: nothing below can fail.
+        let stream = self.stream(codec)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         forward_keyframe_requests(&appsrc, Arc::downgrade(&stream));
         branch.subscription = Some(Subscription {
@@ -297,19 +302,28 @@ impl Encoders {
         let stream = {
             let mut streams = lock(&self.streams);
             if let Some(stream) = streams.get(&codec) {
+                stream.holders.fetch_add(1, Ordering::Relaxed);
                 return Ok(Arc::clone(stream));
             }
             let stream = SharedStream::new(&self.profile, codec, factory, Weak::clone(&self.me));
+            stream.holders.fetch_add(1, Ordering::Relaxed);
             streams.insert(codec, Arc::clone(&stream));
             stream
         };
         match stream.start() {
             Ok(()) => Ok(stream),
             Err(err) => {
+                self.release(&stream);
                 stream.give_up(&err.to_string());
                 Err(err)
             }
         }
+    }
+
+    /// A holder is done with `stream`; true when it was the last.
+    fn release(&self, stream: &SharedStream) -> bool {
+        let _streams = lock(&self.streams);
+        stream.holders.fetch_sub(1, Ordering::Relaxed) == 1
     }
 
     /// Stops every shared stream now, without lingering (the daemon is shutting down).
@@ -365,7 +379,7 @@ impl Encoders {
             let still_ours = streams
                 .get(&stream.codec)
                 .is_some_and(|s| Arc::ptr_eq(s, &stream));
-            if still_ours && lock(&stream.subscribers).is_empty() {
+            if still_ours && stream.holders.load(Ordering::Relaxed) == 0 {
                 streams.remove(&stream.codec);
                 drop(streams);
                 tracing::info!(codec = ?stream.codec, "shared encoder stopped (no viewers)");
@@ -398,6 +412,7 @@ impl SharedStream {
             life: Mutex::new(Life::Starting),
             starting: Mutex::new(()),
             subscribers: Mutex::default(),
+            holders: std::sync::atomic::AtomicUsize::new(0),
             last_keyframe_request: Mutex::new(None),
             failures: Mutex::default(),
             restart_limit: profile.source_restart_limit,
@@ -663,10 +678,8 @@ impl SharedStream {
         self.request_keyframe(true);
     }
 
-    fn unsubscribe(&self, id: u64) -> bool {
-        let mut subs = lock(&self.subscribers);
-        subs.retain(|s| s.id != id);
-        subs.is_empty()
+    fn unsubscribe(&self, id: u64) {
+        lock(&self.subscribers).retain(|s| s.id != id);
     }
 
     /// Runs on the shared pipeline's streaming thread: never blocks on a subscriber.
@@ -814,8 +827,10 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let last = self.stream.unsubscribe(self.id);
-        if let (true, Some(owner)) = (last, self.owner.upgrade()) {
+        self.stream.unsubscribe(self.id);
+        if let Some(owner) = self.owner.upgrade()
+            && owner.release(&self.stream)
+        {
             owner.schedule_stop(Arc::clone(&self.stream));
         }
     }
@@ -887,5 +902,51 @@ mod tests {
         drop(subscription);
         pipeline.set_state(gst::State::Null).unwrap();
         encoders.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod linger_tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+
+    /// A call that has built its branch but not yet activated it holds the stream: the
+    /// last active viewer leaving must not stop it under the new one (found by the soak:
+    /// a call placed as the linger ran out ended with `source-error`).
+    #[test]
+    fn a_branch_not_yet_activated_keeps_the_stream_alive() {
+        gst::init().unwrap();
+        let profile = Profile::parse(
+            "name='t'\nlinger_ms=0\n[audio]\nsource='test'\ncodecs=['opus']\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let chosen = HashMap::from([(Codec::Opus, "opusenc".to_string())]);
+        let encoders = Encoders::new(Arc::new(profile), chosen);
+        let mut first = encoders.branch(Codec::Opus, 111, || {}).unwrap();
+        let first = first.subscription.take().unwrap();
+        first.activate();
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&failed);
+        let mut second = encoders
+            .branch(Codec::Opus, 111, move || {
+                flag.store(true, Ordering::Relaxed)
+            })
+            .unwrap();
+        // No runtime here: the last viewer leaving decides at once whether to stop.
+        drop(first);
+        let second = second.subscription.take().unwrap();
+        second.activate();
+        assert!(
+            !failed.load(Ordering::Relaxed),
+            "the new call lost its source"
+        );
+        assert_eq!(encoders.streams().first().map(|s| s.state), Some("running"));
+        drop(second);
+        assert!(
+            encoders.streams().is_empty(),
+            "stopped once nobody holds it"
+        );
     }
 }

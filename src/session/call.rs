@@ -401,25 +401,20 @@ impl Call {
 
     /// Callee: send branches matching the offer, then set-remote → create-answer → set-local.
     async fn answer(&mut self, offer_text: &str) -> Step {
-        let offer = parse_sdp(offer_text, self.settings.profile.max_mlines)?;
-        let offered = codecs::offered_media(&offer);
-        let has_channel = sdp::has_data_channel(&offer);
-        if offered.is_empty() && !has_channel {
-            return Err(CallEnd::bad_sdp(
-                "the offer has no audio, video or DataChannel m-line this device can answer",
-            ));
-        }
+        let encoders = Arc::clone(&self.settings.encoders);
+        let ours = move |kind| encoders.codecs(kind);
+        let (offer, plan) = sdp::plan_answer(offer_text, self.settings.profile.max_mlines, &ours)
+            .map_err(CallEnd::bad_sdp)?;
         // Link in the offer's m-line order so transceivers line up with its m-lines.
-        for offered in offered {
-            let ours = self.settings.encoders.codecs(offered.kind);
-            match codecs::choose(&offered, &ours) {
+        for (mline, send) in plan.mlines {
+            match send {
                 Some((codec, pt)) => {
                     let branch = self.build_send_branch(codec, pt).await?;
                     self.link_send_branch(branch).await?;
                 }
                 None => tracing::info!(
                     session = %self.info.session,
-                    mline = offered.mline,
+                    mline,
                     "no common codec to send on this m-line; receiving only"
                 ),
             }

@@ -1,4 +1,7 @@
-//! Small readings of SDP that the call needs: mids, the BUNDLE group, candidate components.
+//! Small readings of SDP that the call needs: mids, the BUNDLE group, candidate components,
+//! and what to answer.
+
+use crate::media::codecs::{Codec, MediaKind, choose, offered_media};
 
 /// Reads a peer's SDP (offer or answer). `Err` says, for a person, why it cannot be used:
 /// not SDP at all, no m-line, or more m-lines than `max_mlines`.
@@ -18,6 +21,43 @@ pub fn check(text: &str, max_mlines: usize) -> Result<gst_sdp::SDPMessage, Strin
         ));
     }
     Ok(sdp)
+}
+
+/// What the callee will do with each audio/video m-line of an offer: send `codec` with the
+/// offer's payload type, or only receive (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerPlan {
+    pub mlines: Vec<(u32, Option<(Codec, u32)>)>,
+    pub data_channel: bool,
+}
+
+/// Decides how to answer `text` — a pure function of the offer and our codecs (`ours`, per
+/// kind, in preference order), so the fuzzer can drive it. `Err` says why the offer cannot
+/// be answered (`bad-sdp`).
+pub fn plan_answer(
+    text: &str,
+    max_mlines: usize,
+    ours: &dyn Fn(MediaKind) -> Vec<Codec>,
+) -> Result<(gst_sdp::SDPMessage, AnswerPlan), String> {
+    let offer = check(text, max_mlines)?;
+    let offered = offered_media(&offer);
+    let data_channel = has_data_channel(&offer);
+    if offered.is_empty() && !data_channel {
+        return Err(
+            "the offer has no audio, video or DataChannel m-line this device can answer".into(),
+        );
+    }
+    let mlines = offered
+        .iter()
+        .map(|m| (m.mline, choose(m, &ours(m.kind))))
+        .collect();
+    Ok((
+        offer,
+        AnswerPlan {
+            mlines,
+            data_channel,
+        },
+    ))
 }
 
 /// Whether the description has a DataChannel (SCTP) m-line.

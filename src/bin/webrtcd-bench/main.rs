@@ -7,6 +7,7 @@ mod harness;
 mod plot;
 mod procs;
 mod scenarios;
+mod soak;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -51,6 +52,21 @@ struct Args {
     /// Where the plot goes (PNG; an SVG is kept beside it).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Run the soak instead: many calls, each checked on both sides, with threads,
+    /// descriptors, RSS and pipelines sampled (`make soak`).
+    #[arg(long)]
+    soak: bool,
+    /// Soak: calls one after another.
+    #[arg(long, default_value_t = 10_000)]
+    soak_calls: usize,
+    /// Soak: then this many calls, `soak_concurrency` at a time.
+    #[arg(long, default_value_t = 1_000)]
+    soak_parallel_calls: usize,
+    #[arg(long, default_value_t = 10)]
+    soak_concurrency: usize,
+    /// Soak: sample every this many sequential calls.
+    #[arg(long, default_value_t = 100)]
+    soak_every: usize,
 }
 
 #[derive(Serialize)]
@@ -93,6 +109,9 @@ fn reexec_in_namespace() -> anyhow::Result<()> {
 }
 
 async fn run(mut args: Args) -> anyhow::Result<()> {
+    if args.soak {
+        return run_soak(args).await;
+    }
     if args.quick {
         args.codecs = vec!["vp8".into()];
         args.viewers = vec![1, 2];
@@ -194,6 +213,38 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if !report.errors.is_empty() {
         anyhow::bail!("some measurements failed:\n{}", report.errors.join("\n"));
     }
+    Ok(())
+}
+
+async fn run_soak(args: Args) -> anyhow::Result<()> {
+    let dir = procs::work_dir()?;
+    eprintln!(
+        "soak: {} calls one after another, then {} calls {} at a time",
+        args.soak_calls, args.soak_parallel_calls, args.soak_concurrency
+    );
+    let report = soak::soak(
+        &dir,
+        args.soak_calls,
+        args.soak_parallel_calls,
+        args.soak_concurrency,
+        args.soak_every,
+    )
+    .await?;
+    let table = soak::markdown(&report);
+    println!("{table}");
+    std::fs::write(dir.join("soak.md"), &table)?;
+    std::fs::write(
+        dir.join("soak.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let plot_path = args.plot.unwrap_or_else(|| dir.join("soak.png"));
+    plot::write_png(&soak::svg(&report), &plot_path)?;
+    eprintln!(
+        "wrote {}/soak.md, soak.json and {}",
+        dir.display(),
+        plot_path.display()
+    );
+    anyhow::ensure!(report.failed == 0, "{} calls failed", report.failed);
     Ok(())
 }
 

@@ -42,7 +42,11 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&state)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // The soak wants each call's end reason (one info line per call).
+            .env(
+                "RUST_LOG",
+                std::env::var("WEBRTCD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
