@@ -487,6 +487,7 @@ netns_test!(
             "gone after {:?}",
             gone.elapsed()
         );
+        a_call_works(&door, "sdp-visitor").await;
     }
 );
 

@@ -1,4 +1,5 @@
-//! Restricting ICE host candidates to chosen local addresses (`--ice-address`).
+//! libnice settings webrtcbin does not expose: restricting ICE host candidates to chosen local
+//! addresses (`--ice-address`), and UPnP off.
 //!
 //! webrtcbin exposes its libnice agent (`ice-agent` → `agent`) but libnice has no Rust
 //! bindings, so the one call we need is declared here. Once an address is added, libnice
@@ -30,6 +31,21 @@ pub enum IceError {
     NoAgent,
     #[error("libnice refused local address {0}")]
     Refused(IpAddr),
+}
+
+/// Turns libnice's UPnP off. With it on (libnice's default) every call's agent looks for an
+/// Internet gateway and asks it to forward ports to this device — a camera must not open
+/// holes in the router it sits behind — and builds a GUPnP context per interface each call.
+/// Set before gathering (the agent reads it when gathering starts).
+pub fn disable_upnp(webrtcbin: &gst::Element) {
+    let ice: glib::Object = webrtcbin.property("ice-agent");
+    if ice.find_property("agent").is_none() {
+        return;
+    }
+    let agent: glib::Object = ice.property("agent");
+    if agent.find_property("upnp").is_some() {
+        agent.set_property("upnp", false);
+    }
 }
 
 /// Adds each address as a local ICE address of webrtcbin's agent. Call before gathering.
@@ -64,4 +80,22 @@ pub fn restrict_host_addresses(webrtcbin: &gst::Element, addrs: &[IpAddr]) -> Re
     }
     drop(ice);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upnp_is_off() {
+        gst::init().unwrap();
+        let webrtcbin = gst::ElementFactory::make("webrtcbin").build().unwrap();
+        let agent = || -> glib::Object {
+            let ice: glib::Object = webrtcbin.property("ice-agent");
+            ice.property("agent")
+        };
+        assert!(agent().property::<bool>("upnp"), "libnice's default");
+        disable_upnp(&webrtcbin);
+        assert!(!agent().property::<bool>("upnp"));
+    }
 }

@@ -39,6 +39,7 @@ pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
         let _added: bool = webrtcbin.emit_by_name("add-turn-server", &[turn]);
     }
     ice::restrict_host_addresses(&webrtcbin, &settings.ice_addresses)?;
+    ice::disable_upnp(&webrtcbin);
     use_identity(&webrtcbin, &settings.identity);
     Ok(webrtcbin)
 }
