@@ -280,7 +280,7 @@ netns_test!(
         let (mut tx, mut rx) = flooder.split();
         let sdp = "v=0 ".to_string() + &"x".repeat(60 * 1024);
         let writer = tokio::spawn(async move {
-            // Paced under the rate limit (50/s): 40/s for at most 30 s.
+            // Paced under the rate limit (200/s): 40/s for at most 30 s.
             for i in 0..1200 {
                 let offer =
                     json!({"type": "offer", "to": "sink", "session": format!("s{i}"), "sdp": sdp});

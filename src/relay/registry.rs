@@ -34,11 +34,14 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// The default fits a daemon peer setting up ten calls at once (each an answer, a dozen
+/// candidates, a hangup: at 50/s such a peer lost answers and its calls failed ICE in the
+/// soak) and still stops a flood within a fraction of a second.
 impl Default for RateLimit {
     fn default() -> RateLimit {
         RateLimit {
-            per_second: 50.0,
-            burst: 100,
+            per_second: 200.0,
+            burst: 400,
         }
     }
 }
@@ -686,6 +689,28 @@ mod tests {
         let (mut thief, mut thief_rx) = relay.attach();
         thief.handle_text(r#"{"type":"register","id":"door"}"#);
         assert_eq!(error_code(&drain(&mut thief_rx)), Some(ErrorCode::IdTaken));
+    }
+
+    /// A daemon peer setting up ten calls at once sends each an answer, about a dozen
+    /// candidates and an end of candidates in the same instant; none may be refused (at the
+    /// old 50/s the soak lost answers this way and 3 % of such calls failed ICE).
+    #[test]
+    fn the_default_rate_takes_ten_call_set_ups_at_once() {
+        let relay = Relay::new();
+        let (mut daemon, mut rx) = relay.attach();
+        let (_door, _rx_door) = registered(&relay, "door");
+        let t0 = Instant::now();
+        daemon.handle_text_at(r#"{"type":"register","id":"viewer"}"#, t0);
+        drain(&mut rx);
+        for call in 0..10 {
+            for _ in 0..15 {
+                let m = format!(
+                    r#"{{"type":"candidate","to":"door","session":"s{call}","candidate":""}}"#
+                );
+                daemon.handle_text_at(&m, t0);
+            }
+        }
+        assert_eq!(error_code(&drain(&mut rx)), None);
     }
 
     #[test]

@@ -101,10 +101,10 @@ fn default_client_timeout() -> u64 {
     10
 }
 fn default_relay_rate() -> f64 {
-    50.0
+    200.0
 }
 fn default_relay_burst() -> u32 {
-    100
+    400
 }
 
 impl Default for Config {
