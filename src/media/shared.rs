@@ -844,16 +844,19 @@ mod tests {
     /// The calls without audio: an appsrc fed before it ran stamped a frame hours in the
     /// future, and webrtcbin's `clocksync sync=true` held the track for good (one packet, then
     /// nothing). A branch is now fed only once activated, after it runs in its pipeline.
+    /// Shared encoders for a test tone in Opus.
+    fn opus_encoders(linger_ms: u64) -> Arc<Encoders> {
+        gst::init().unwrap();
+        let text =
+            format!("name='t'\nlinger_ms={linger_ms}\n[audio]\nsource='test'\ncodecs=['opus']\n");
+        let profile = Profile::parse(&text, Path::new("t.toml")).unwrap();
+        let chosen = HashMap::from([(Codec::Opus, "opusenc".to_string())]);
+        Encoders::new(Arc::new(profile), chosen)
+    }
+
     #[test]
     fn a_branch_is_fed_only_once_running_and_its_frames_pass_a_syncing_clocksync() {
-        gst::init().unwrap();
-        let profile = Profile::parse(
-            "name='t'\n[audio]\nsource='test'\ncodecs=['opus']\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let chosen = HashMap::from([(Codec::Opus, "opusenc".to_string())]);
-        let encoders = Encoders::new(Arc::new(profile), chosen);
+        let encoders = opus_encoders(2000);
         let mut branch = encoders.branch(Codec::Opus, 111, || {}).unwrap();
         let subscribers = |e: &Encoders| e.streams().first().map_or(0, |s| s.subscribers);
         std::thread::sleep(Duration::from_millis(200));
@@ -903,27 +906,13 @@ mod tests {
         pipeline.set_state(gst::State::Null).unwrap();
         encoders.stop_all();
     }
-}
-
-#[cfg(test)]
-mod linger_tests {
-    use super::*;
-    use std::path::Path;
-    use std::sync::atomic::AtomicBool;
 
     /// A call that has built its branch but not yet activated it holds the stream: the
     /// last active viewer leaving must not stop it under the new one (found by the soak:
     /// a call placed as the linger ran out ended with `source-error`).
     #[test]
     fn a_branch_not_yet_activated_keeps_the_stream_alive() {
-        gst::init().unwrap();
-        let profile = Profile::parse(
-            "name='t'\nlinger_ms=0\n[audio]\nsource='test'\ncodecs=['opus']\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let chosen = HashMap::from([(Codec::Opus, "opusenc".to_string())]);
-        let encoders = Encoders::new(Arc::new(profile), chosen);
+        let encoders = opus_encoders(0);
         let mut first = encoders.branch(Codec::Opus, 111, || {}).unwrap();
         let first = first.subscription.take().unwrap();
         first.activate();
