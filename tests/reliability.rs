@@ -93,11 +93,17 @@ fn fds_of(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// A daemon registered on `door`'s embedded relay, once `door` sees it.
+async fn visitor_of(door: &Proc, id: &str) -> Proc {
+    let profile = light_profile(id, "");
+    let visitor = Proc::daemon(id, &profile, &["--relay", &door.ws_url()]);
+    wait_peer(&visitor, &door.name).await;
+    visitor
+}
+
 /// A visitor daemon registered on `door`'s embedded relay calls it; the call must work.
 async fn a_call_works(door: &Proc, visitor_id: &str) {
-    let profile = light_profile(visitor_id, "");
-    let visitor = Proc::daemon(visitor_id, &profile, &["--relay", &door.ws_url()]);
-    wait_peer(&visitor, &door.name).await;
+    let visitor = visitor_of(door, visitor_id).await;
     let session = place_call(&visitor, &door.name).await;
     assert_call_works(&visitor, door, &session).await;
 }
@@ -157,13 +163,7 @@ netns_test!(
         let door = Proc::daemon("stall-door", &profile, &["--config", &cfg]);
         let pid = door.pid();
         let fds_before = fds_of(pid);
-        let visitor_profile = light_profile("stall-visitor", "");
-        let visitor = Proc::daemon(
-            "stall-visitor",
-            &visitor_profile,
-            &["--relay", &door.ws_url()],
-        );
-        wait_peer(&visitor, "stall-door").await;
+        let visitor = visitor_of(&door, "stall-visitor").await;
         let session = place_call(&visitor, "stall-door").await;
         let before = wait_call(&door, &session, "media", media_and_pings_flow).await;
         // 2 000 half-sent requests from 4 hosts: each host gets its 64 slots, the rest are
@@ -498,8 +498,7 @@ netns_test!(
         let profile = light_profile("freeze-door", "");
         let cfg = config("freeze-door", "keepalive_secs = 2\n");
         let door = Proc::daemon("freeze-door", &profile, &["--config", &cfg]);
-        let visitor = Proc::daemon("freeze-visitor", &profile, &["--relay", &door.ws_url()]);
-        wait_peer(&visitor, "freeze-door").await;
+        let visitor = visitor_of(&door, "freeze-visitor").await;
         let session = place_call(&visitor, "freeze-door").await;
         wait_call(&door, &session, "connected", |c| c["state"] == "connected").await;
         // Signaling and media both fall silent.
@@ -541,13 +540,7 @@ netns_test!(
             ),
         );
         let door = Proc::daemon("slow-camera", &profile, &[]);
-        let visitor_profile = light_profile("slow-visitor", "");
-        let visitor = Proc::daemon(
-            "slow-visitor",
-            &visitor_profile,
-            &["--relay", &door.ws_url()],
-        );
-        wait_peer(&visitor, "slow-camera").await;
+        let visitor = visitor_of(&door, "slow-visitor").await;
         let session = place_call(&visitor, "slow-camera").await;
         // The door's camera is now opening (and will not finish until we write).
         wait_for(
