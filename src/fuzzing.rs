@@ -46,7 +46,11 @@ pub fn relay(data: &[u8]) {
         let (op, arg) = (pair[0], pair.get(1).copied().unwrap_or(0));
         let pick = |n: usize| (arg as usize) % n.max(1);
         match op % 6 {
-            0 if conns.len() < 8 => conns.push(relay.attach()),
+            0 if conns.len() < 8 => conns.push(relay.attach(if arg % 2 == 0 {
+                crate::relay::Access::Full
+            } else {
+                crate::relay::Access::ViewOnly
+            })),
             1 if !conns.is_empty() => {
                 let i = pick(conns.len());
                 let id = IDS[(arg as usize / 8) % IDS.len()];

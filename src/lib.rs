@@ -7,6 +7,7 @@ pub mod fuzzing;
 pub mod media;
 pub mod metrics;
 pub mod protocol;
+pub mod redact;
 pub mod relay;
 pub mod service;
 pub mod session;

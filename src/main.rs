@@ -25,9 +25,20 @@ enum Command {
     Relay {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
-        /// Require this bearer token (repeatable).
+        /// Accept this bearer token with the admin scope (repeatable; also $WEBRTCD_TOKENS,
+        /// which other users cannot read in the process list).
         #[arg(long = "token")]
         tokens: Vec<String>,
+        /// Accept this bearer token with the view scope: it may only reach peers that came
+        /// with an admin token (repeatable).
+        #[arg(long = "view-token")]
+        view_tokens: Vec<String>,
+        /// Serve HTTPS/WSS with this certificate chain (PEM) …
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// … and this private key (PEM). SIGHUP reloads both.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Seconds between pings of idle connections; silent for two intervals: closed.
         #[arg(long, default_value_t = 20)]
         keepalive_secs: u64,
@@ -82,8 +93,8 @@ impl RunArgs {
         if self.id.is_some() {
             config.id = self.id;
         }
-        if self.relay.is_some() {
-            config.relay = self.relay;
+        if let Some(relay) = self.relay {
+            config.relay = Some(webrtcd::redact::SecretUrl::new(relay));
         }
         if let Some(profile) = self.profile {
             config.profile = profile;
@@ -158,14 +169,30 @@ fn main() -> anyhow::Result<()> {
             Command::Relay {
                 listen,
                 tokens,
+                view_tokens,
                 keepalive_secs,
+                tls_cert,
+                tls_key,
             } => {
-                let config = Config {
+                use service::auth::{Scope, Token};
+                let tokens = tokens
+                    .into_iter()
+                    .map(|t| Token::new(t, Scope::Admin))
+                    .chain(view_tokens.into_iter().map(|t| Token::new(t, Scope::View)))
+                    .collect();
+                let mut config = Config {
                     listen,
                     tokens,
                     keepalive_secs,
+                    tls_cert,
+                    tls_key,
                     ..Config::default()
                 };
+                config.add_secrets(&service::config::Secrets::from_environment()?);
+                let problems = config.problems();
+                if !problems.is_empty() {
+                    anyhow::bail!("{}", problems.join("\n"));
+                }
                 service::run_relay(config).await
             }
             Command::CheckConfig { config } => {

@@ -18,16 +18,13 @@ struct Scene {
 async fn scene(id: &str, codecs: &str) -> Scene {
     let profile = profile_with_codecs(id, "", codecs);
     let daemon = Proc::daemon(id, &profile, &[]);
-    let collector = Collector::start().await;
+    let collector = Collector::start(&daemon.addr).await;
     Scene { daemon, collector }
 }
 
 impl Scene {
     fn page(&self, query: &str) -> String {
-        format!(
-            "http://{}/?{query}&report={}",
-            self.daemon.addr, self.collector.url
-        )
+        format!("http://{}/?{query}&report=/report", self.collector.addr)
     }
 }
 

@@ -135,7 +135,7 @@ async fn ws_refused_with(url: &str) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_guard_the_relay_and_the_api() {
-    let relay = Proc::relay("relay-token", "127.0.0.1:0", &["--token", "s3cret"]);
+    let relay = Proc::relay("relay-token", "127.0.0.1:0", &["--token", "s3cret-relay"]);
     let url = relay.ws_url();
     assert_eq!(ws_refused_with(&url).await, Some(401), "missing token");
     assert_eq!(
@@ -143,11 +143,15 @@ async fn tokens_guard_the_relay_and_the_api() {
         Some(401),
         "wrong token"
     );
-    assert_eq!(ws_refused_with(&format!("{url}?token=s3cret")).await, None);
+    assert_eq!(
+        ws_refused_with(&format!("{url}?token=s3cret-relay")).await,
+        None
+    );
     let mut request = url.as_str().into_client_request().expect("request");
-    request
-        .headers_mut()
-        .insert("authorization", "Bearer s3cret".parse().expect("header"));
+    request.headers_mut().insert(
+        "authorization",
+        "Bearer s3cret-relay".parse().expect("header"),
+    );
     assert!(
         async_tungstenite::tokio::connect_async(request)
             .await
@@ -179,6 +183,76 @@ async fn tokens_guard_the_relay_and_the_api() {
     );
     assert_eq!(http_status(&daemon.api("/"), None).await, 200);
     assert_eq!(ws_refused_with(&daemon.ws_url()).await, Some(401));
+}
+
+/// A `view` token may reach the relay's full members (the devices, admin tokens) and nobody
+/// else: viewers neither see nor reach one another, and ids that only look alike are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_tokens_reach_only_full_members() {
+    let relay = Proc::relay(
+        "relay-scopes",
+        "127.0.0.1:0",
+        &["--token", "admin-token-1", "--view-token", "view-token-1"],
+    );
+    let admin_url = format!("{}?token=admin-token-1", relay.ws_url());
+    let view_url = format!("{}?token=view-token-1", relay.ws_url());
+    let mut door = register(&admin_url, "door").await;
+    let mut anna = register(&view_url, "anna").await;
+    assert_eq!(
+        recv(&mut door).await,
+        json!({"type": "peer-joined", "id": "anna"})
+    );
+    // A second viewer is told about the door only, and anna is not told about it.
+    let mut ws = connect(&view_url).await;
+    send(&mut ws, json!({"type": "register", "id": "bob"})).await;
+    let welcome = recv(&mut ws).await;
+    assert_eq!(welcome["peers"], json!(["door"]), "{welcome}");
+    let mut bob = ws;
+    assert_eq!(
+        recv(&mut door).await,
+        json!({"type": "peer-joined", "id": "bob"})
+    );
+    // bob reaches the door; anna is no peer to him.
+    send(
+        &mut bob,
+        json!({"type": "call", "to": "door", "session": "b1"}),
+    )
+    .await;
+    assert_eq!(recv(&mut door).await["from"], "bob");
+    send(
+        &mut bob,
+        json!({"type": "call", "to": "anna", "session": "b2"}),
+    )
+    .await;
+    assert_eq!(recv(&mut bob).await["code"], "unknown-peer");
+    // The door calls viewers.
+    send(
+        &mut door,
+        json!({"type": "call", "to": "anna", "session": "d1"}),
+    )
+    .await;
+    assert_eq!(recv(&mut anna).await["from"], "door");
+    // bob leaves: the door hears it, anna (who never saw him) hears nothing; her next
+    // message is the door's.
+    drop(bob);
+    assert_eq!(
+        recv(&mut door).await,
+        json!({"type": "peer-left", "id": "bob"})
+    );
+    send(
+        &mut door,
+        json!({"type": "hangup", "to": "anna", "session": "d1"}),
+    )
+    .await;
+    assert_eq!(recv(&mut anna).await["type"], "hangup");
+    // `door` + a zero-width space would look like the door in any list.
+    let mut lookalike = connect(&admin_url).await;
+    send(
+        &mut lookalike,
+        json!({"type": "register", "id": "door\u{200B}"}),
+    )
+    .await;
+    assert_eq!(recv(&mut lookalike).await["code"], "bad-message");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,6 +140,14 @@ netns_test!(
         let sent = flood.await.expect("flood task");
         eprintln!("flood: {sent} calls written, {busy} busy, {limited} rate-limited errors");
         assert!(limited >= 1, "the flooder was told to slow down");
+        // Its calls that never offer hold at most two sessions (till the connect timeout):
+        // the rest stay free for others.
+        let held = calls(&door)
+            .await
+            .into_iter()
+            .filter(|c| c["peer"] == "mallory")
+            .count();
+        assert!(held <= 2, "mallory holds {held} sessions");
         let s = status(&door).await;
         assert_eq!(s["registered"], true, "{s}");
         assert_eq!(s["id"], "flood-door", "{s}");

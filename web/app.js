@@ -1,7 +1,8 @@
 // webrtcd's built-in client: signaling protocol v1 (docs/protocol.md) over /signaling.
 // URL parameters: token (relay/API token), id (our id), mode (viewer|intercom),
 // codec (auto|vp8|h264), autoanswer (1|0), call (a peer to call once it is online),
-// report (a URL that receives this page's state as JSON every half second, for monitoring).
+// report (a same-origin URL that receives this page's state as JSON every half second, for
+// monitoring; other origins are ignored: the state holds addresses).
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -54,11 +55,13 @@ function connect() {
   ws.onclose = async () => {
     state.registered = false;
     $("me").textContent = "offline";
-    // A refused upgrade looks like any other failure: ask the API why.
+    // A refused upgrade looks like any other failure: ask /signaling itself why (a plain GET
+    // gets 400 when the token is fine, 401 or 403 when it is not).
     let why = "The daemon is unreachable. Retrying…";
     try {
-      const r = await fetch("/api/status", { headers: token ? { Authorization: "Bearer " + token } : {} });
+      const r = await fetch("/signaling", { headers: token ? { Authorization: "Bearer " + token } : {} });
       if (r.status === 401) why = token ? "The token in the address is not accepted." : "A token is needed: add ?token=… to the address.";
+      else if (r.status === 403) why = "The device refused this page: " + (await r.text()).trim();
     } catch { /* unreachable indeed */ }
     banner(why);
     setTimeout(connect, 2000);
@@ -393,8 +396,38 @@ async function readStats() {
 }
 setInterval(() => readStats().catch((e) => log("stats: " + e)), 1000);
 
-// ---- monitoring report (?report=URL) -----------------------------------------------------
-const reportUrl = params.get("report");
+// ---- secure context ----------------------------------------------------------------------
+// Browsers give a page the camera and microphone only over HTTPS (or on localhost): over
+// plain HTTP the page still watches, and says where talking works.
+if (!window.isSecureContext) {
+  const talk = $("mode").querySelector('option[value="intercom"]');
+  talk.disabled = true;
+  if ($("mode").value === "intercom") $("mode").value = "viewer";
+  const port = document.querySelector('meta[name="webrtcd-https-port"]')?.content;
+  const https = port ? `https://${location.hostname}:${port}${location.pathname}${location.search}` : null;
+  const hint = $("https-hint");
+  hint.hidden = false;
+  if (https) {
+    hint.append("Talking needs HTTPS: ");
+    const a = document.createElement("a");
+    a.href = https;
+    a.textContent = https;
+    hint.append(a);
+  } else {
+    hint.append("Talking needs HTTPS; this device serves none (set tls in webrtcd.toml).");
+  }
+  state.httpsHint = hint.textContent;
+}
+
+// ---- monitoring report (?report=URL, same origin only) ------------------------------------
+let reportUrl = params.get("report");
+if (reportUrl) {
+  try {
+    const target = new URL(reportUrl, location.href);
+    reportUrl = target.origin === location.origin ? target.href : null;
+  } catch { reportUrl = null; }
+  if (!reportUrl) log("report: only a URL of this page's own origin is accepted");
+}
 if (reportUrl) {
   setInterval(() => {
     const call = state.call;
@@ -402,7 +435,8 @@ if (reportUrl) {
     const body = {
       id: myId, registered: state.registered, peers: state.peers, errors: state.errors,
       lastEnd: state.lastEnd || null, lastCall: state.lastCall || null, log: state.log.slice(-10),
-      firstFrameMs: state.firstFrameMs,
+      firstFrameMs: state.firstFrameMs, secureContext: window.isSecureContext,
+      httpsHint: state.httpsHint || null, talkOffered: !$("mode").querySelector('option[value="intercom"]').disabled,
       playing: !!(video.srcObject && video.videoWidth > 0 && video.currentTime > 0),
       call: call && {
         session: call.session, peer: call.peer, role: call.role, connected: call.connected,
@@ -413,7 +447,7 @@ if (reportUrl) {
         firstFrameAt: call.firstFrameAt || null,
       },
     };
-    fetch(reportUrl, { method: "POST", mode: "no-cors", body: JSON.stringify(body) }).catch(() => {});
+    fetch(reportUrl, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }).catch(() => {});
   }, 500);
 }
 

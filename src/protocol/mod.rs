@@ -193,7 +193,9 @@ pub fn escape_for_log(text: &str) -> String {
         .chars()
         .take(MAX_CHARS)
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
+            // Control characters forge lines; format characters (bidi overrides, zero-width)
+            // make text read as something it is not.
+            let escaped: Vec<char> = if c.is_control() || invisible(c) {
                 c.escape_default().collect()
             } else {
                 vec![c]
@@ -205,6 +207,60 @@ pub fn escape_for_log(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// The longest id, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// Whether `id` may name a peer: 1 to 64 characters, none of them a space, a control
+/// character or an invisible one (bidi overrides such as U+202E, zero-width characters), so
+/// that two ids that look the same are the same id.
+pub fn check_id(id: &str) -> Result<(), &'static str> {
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_ID_CHARS {
+        return Err("an id is 1 to 64 characters");
+    }
+    if id
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
+        return Err("an id may not hold spaces, control characters or invisible characters");
+    }
+    Ok(())
+}
+
+/// The longest session id, in characters.
+pub const MAX_SESSION_CHARS: usize = 128;
+
+/// Whether `session` may name a call: 1 to 128 visible characters, no spaces.
+pub fn check_session(session: &str) -> Result<(), &'static str> {
+    let chars = session.chars().count();
+    if chars == 0 || chars > MAX_SESSION_CHARS {
+        return Err("a session id is 1 to 128 characters");
+    }
+    if session
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
+        return Err("a session id may not hold spaces, control characters or invisible characters");
+    }
+    Ok(())
+}
+
+/// Characters that show nothing, or change how the text around them shows.
+fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        G::Format
+            | G::Control
+            | G::SpaceSeparator
+            | G::LineSeparator
+            | G::ParagraphSeparator
+            | G::PrivateUse
+            | G::Surrogate
+            | G::Unassigned
+    )
 }
 
 /// Machine-readable reason carried by an `error` message.
@@ -228,6 +284,11 @@ pub enum DecodeError {
     TooLarge(usize),
     #[error("not a valid protocol v1 message: {0}")]
     Invalid(#[from] serde_json::Error),
+    #[error("{field}: {why}")]
+    BadField {
+        field: &'static str,
+        why: &'static str,
+    },
 }
 
 impl ErrorCode {
@@ -249,7 +310,7 @@ impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge(_) => ErrorCode::TooLarge,
-            DecodeError::Invalid(_) => ErrorCode::BadMessage,
+            DecodeError::Invalid(_) | DecodeError::BadField { .. } => ErrorCode::BadMessage,
         }
     }
 }
@@ -260,7 +321,17 @@ impl Message {
         if text.len() > MAX_MESSAGE_BYTES {
             return Err(DecodeError::TooLarge(text.len()));
         }
-        Ok(serde_json::from_str(text)?)
+        let msg: Message = serde_json::from_str(text)?;
+        if let Some(route) = msg.route() {
+            // These end up in logs and lists: nothing in them may forge a line or hide.
+            let bad = |field, why| DecodeError::BadField { field, why };
+            check_id(&route.to).map_err(|why| bad("to", why))?;
+            if let Some(from) = &route.from {
+                check_id(from).map_err(|why| bad("from", why))?;
+            }
+            check_session(&route.session).map_err(|why| bad("session", why))?;
+        }
+        Ok(msg)
     }
 
     pub fn encode(&self) -> String {
@@ -337,6 +408,53 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routed_fields_are_checked_when_decoding() {
+        let bad_session = r#"{"type":"call","to":"door","session":"s\n<3>forged"}"#;
+        assert!(matches!(
+            Message::decode(bad_session),
+            Err(DecodeError::BadField {
+                field: "session",
+                ..
+            })
+        ));
+        let bad_to = r#"{"type":"call","to":"door\u202e","session":"s1"}"#;
+        assert!(matches!(
+            Message::decode(bad_to),
+            Err(DecodeError::BadField { field: "to", .. })
+        ));
+        assert!(Message::decode(r#"{"type":"call","to":"door","session":"s1"}"#).is_ok());
+    }
+
+    #[test]
+    fn ids_that_look_alike_are_refused() {
+        for good in [
+            "door",
+            "Tür-1",
+            "門",
+            "a".repeat(64).as_str(),
+            "é".repeat(64).as_str(),
+        ] {
+            assert_eq!(check_id(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "door\u{200B}",
+            "\u{202E}rood",
+            "do or",
+            "door\u{00A0}",
+            "door\n",
+            "door\u{2028}",
+            "door\u{FEFF}",
+            "a".repeat(65).as_str(),
+            "é".repeat(65).as_str(),
+        ] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        // Logged, invisible characters show as escapes.
+        assert_eq!(escape_for_log("a\u{202E}b\nc"), "a\\u{202e}b\\nc");
+    }
 
     #[test]
     fn candidate_uses_browser_field_names() {

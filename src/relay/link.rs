@@ -4,14 +4,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_tungstenite::tungstenite::Message as Frame;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
 use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Relay;
 use super::ws;
 use crate::protocol::{ErrorCode, Message};
+use crate::redact::SecretUrl;
+
+/// A remote relay and how to reach it.
+#[derive(Clone)]
+pub struct RemoteRelay {
+    /// `ws://` or `wss://host:port/signaling`; shown redacted (a `?token=` may be in it).
+    pub url: SecretUrl,
+    /// Sent as `Authorization: Bearer`.
+    pub token: Option<SecretString>,
+    /// How a `wss://` relay's certificate is verified.
+    pub tls: Arc<rustls::ClientConfig>,
+}
 
 /// What the daemon hears from its relay.
 #[derive(Debug)]
@@ -86,7 +102,12 @@ pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Li
 /// Connects to a remote relay (`ws://host:port/signaling`), keeps the registration alive:
 /// pings every `keepalive`, and reconnects with backoff when the relay closes, errs, or has
 /// been silent for two intervals (a half-open connection, a frozen relay).
-pub fn remote(url: String, id: Option<String>, keepalive: Duration, tasks: &LinkTasks) -> Link {
+pub fn remote(
+    relay: RemoteRelay,
+    id: Option<String>,
+    keepalive: Duration,
+    tasks: &LinkTasks,
+) -> Link {
     let (outgoing, mut from_daemon) = mpsc::channel::<Message>(QUEUE);
     let (to_daemon, incoming) = mpsc::channel(QUEUE);
     let shutdown = tasks.shutdown.clone();
@@ -94,7 +115,7 @@ pub fn remote(url: String, id: Option<String>, keepalive: Duration, tasks: &Link
         let mut backoff = BACKOFF_MIN;
         loop {
             let session = connect_once(
-                &url,
+                &relay,
                 id.clone(),
                 keepalive,
                 &mut from_daemon,
@@ -108,9 +129,9 @@ pub fn remote(url: String, id: Option<String>, keepalive: Duration, tasks: &Link
             match ended {
                 Ok(Session::DaemonGone) => return,
                 Ok(Session::RelayGone(why)) => {
-                    tracing::warn!(relay = %url, "relay connection lost ({why}); reconnecting")
+                    tracing::warn!(relay = %relay.url, "relay connection lost ({why}); reconnecting")
                 }
-                Err(err) => tracing::warn!(relay = %url, "relay unreachable: {err}"),
+                Err(err) => tracing::warn!(relay = %relay.url, "relay unreachable: {err:#}"),
             }
             if to_daemon.send(LinkEvent::Down).await.is_err() {
                 return;
@@ -127,8 +148,59 @@ enum Session {
     DaemonGone,
 }
 
+/// A byte stream to the relay: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens the TCP connection (and TLS, for `wss://`, verifying the certificate) and sends the
+/// WebSocket handshake with the token in a header.
+async fn open(
+    relay: &RemoteRelay,
+) -> anyhow::Result<
+    async_tungstenite::WebSocketStream<async_tungstenite::tokio::TokioAdapter<Box<dyn Io>>>,
+> {
+    // Errors name the relay redacted: the URL itself may hold a token.
+    let parsed = url::Url::parse(relay.url.expose()).context("not a URL")?;
+    let host = parsed.host_str().context("no host")?.to_string();
+    let secure = parsed.scheme() == "wss";
+    let port = parsed
+        .port_or_known_default()
+        .unwrap_or(if secure { 443 } else { 80 });
+    let mut request = relay
+        .url
+        .expose()
+        .into_client_request()
+        .context("not a WebSocket URL")?;
+    if let Some(token) = &relay.token {
+        let value = format!("Bearer {}", token.expose_secret())
+            .parse()
+            .context("the relay token is not a valid header value")?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let stream: Box<dyn Io> = if secure {
+        let name =
+            rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .with_context(|| format!("{host} is not a name a certificate can hold"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&relay.tls))
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS with {host}:{port}"))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, _) =
+        async_tungstenite::tokio::client_async_with_config(request, stream, Some(ws::config()))
+            .await
+            .context("WebSocket handshake")?;
+    Ok(ws)
+}
+
 async fn connect_once(
-    url: &str,
+    relay: &RemoteRelay,
     id: Option<String>,
     keepalive: Duration,
     from_daemon: &mut mpsc::Receiver<Message>,
@@ -137,8 +209,7 @@ async fn connect_once(
 ) -> anyhow::Result<Session> {
     // A frozen relay accepts the TCP connection and never answers the handshake.
     let silent = keepalive * 2;
-    let connect = async_tungstenite::tokio::connect_async_with_config(url, Some(ws::config()));
-    let (ws, _) = tokio::time::timeout(silent, connect)
+    let ws = tokio::time::timeout(silent, open(relay))
         .await
         .map_err(|_| anyhow::anyhow!("no handshake within {silent:?}"))??;
     let (mut sink, mut stream) = ws.split();

@@ -6,4 +6,4 @@ pub mod link;
 pub mod registry;
 pub mod ws;
 
-pub use registry::Relay;
+pub use registry::{Access, Relay};

@@ -22,9 +22,17 @@ use crate::protocol::{ErrorCode, Message};
 /// How many messages may wait for one slow connection.
 pub const OUTBOX_CAPACITY: usize = 256;
 
-const MAX_ID_LEN: usize = 64;
-
 type ConnId = u64;
+
+/// What a connection may do on the relay, from the token it came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Message any peer, see every peer (the daemon itself, admin tokens, no tokens at all).
+    Full,
+    /// Message only full members (call the device, answer its calls), and see only them:
+    /// viewers neither see nor reach one another.
+    ViewOnly,
+}
 
 /// How fast one connection may send: `per_second` on average, `burst` at once. A sender
 /// refused more than `burst` times in a row is dropped.
@@ -92,6 +100,7 @@ impl Bucket {
 
 struct Peer {
     conn: ConnId,
+    access: Access,
     outbox: mpsc::Sender<Message>,
     /// Woken when the relay drops this peer (it stopped reading, or flooded); the I/O loop
     /// then closes.
@@ -137,6 +146,7 @@ pub struct Attachment {
     kicked: Arc<Notify>,
     /// None for the daemon's own attachment.
     bucket: Option<Bucket>,
+    access: Access,
 }
 
 /// What became of a message handed to a peer's queue.
@@ -164,19 +174,20 @@ impl Relay {
     }
 
     /// Attaches a new connection. Messages for it arrive on the returned receiver.
-    pub fn attach(self: &Arc<Self>) -> (Attachment, mpsc::Receiver<Message>) {
-        self.attach_with(Some(Bucket::new(self.rate)))
+    pub fn attach(self: &Arc<Self>, access: Access) -> (Attachment, mpsc::Receiver<Message>) {
+        self.attach_with(Some(Bucket::new(self.rate)), access)
     }
 
     /// Attaches the daemon that embeds this relay: no rate limit, and never dropped for what
     /// other peers send.
     pub fn attach_owner(self: &Arc<Self>) -> (Attachment, mpsc::Receiver<Message>) {
-        self.attach_with(None)
+        self.attach_with(None, Access::Full)
     }
 
     fn attach_with(
         self: &Arc<Self>,
         bucket: Option<Bucket>,
+        access: Access,
     ) -> (Attachment, mpsc::Receiver<Message>) {
         let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
         let attachment = Attachment {
@@ -186,6 +197,7 @@ impl Relay {
             outbox,
             kicked: Arc::new(Notify::new()),
             bucket,
+            access,
         };
         (attachment, inbox)
     }
@@ -250,12 +262,15 @@ impl Relay {
         }
     }
 
-    /// Sends `msg` to every registered peer except `except`, dropping the ones that cannot
-    /// take it, and announcing those departures in turn.
-    fn broadcast(peers: &mut Peers, except: &str, msg: Message) {
+    /// Sends `msg` about peer `about` (of access `access`) to every other registered peer
+    /// that may see it, dropping the ones that cannot take it, and announcing those
+    /// departures in turn.
+    fn broadcast(peers: &mut Peers, about: &str, access: Access, msg: Message) {
         let mut gone: Vec<String> = Vec::new();
-        for (id, _) in peers.by_id.iter().filter(|(id, _)| id.as_str() != except) {
-            gone.extend(Self::notify(peers, id, msg.clone()));
+        for (id, peer) in peers.by_id.iter().filter(|(id, _)| id.as_str() != about) {
+            if sees(peer.access, access) {
+                gone.extend(Self::notify(peers, id, msg.clone()));
+            }
         }
         Self::remove_dead(peers, gone);
     }
@@ -263,16 +278,23 @@ impl Relay {
     fn remove_dead(peers: &mut Peers, mut gone: Vec<String>) {
         // Bounded: each round removes at least one peer from a finite map.
         while let Some(id) = gone.pop() {
-            if peers.by_id.remove(&id).is_none() {
+            let Some(removed) = peers.by_id.remove(&id) else {
                 continue;
-            }
+            };
             metrics::get().relay_peers.dec();
             let left = Message::PeerLeft { id: id.clone() };
-            for other in peers.by_id.keys() {
-                gone.extend(Self::notify(peers, other, left.clone()));
+            for (other, peer) in &peers.by_id {
+                if sees(peer.access, removed.access) {
+                    gone.extend(Self::notify(peers, other, left.clone()));
+                }
             }
         }
     }
+}
+
+/// Whether a peer with access `viewer` may see and message a peer with access `seen`.
+fn sees(viewer: Access, seen: Access) -> bool {
+    viewer == Access::Full || seen == Access::Full
 }
 
 impl Attachment {
@@ -368,7 +390,16 @@ impl Attachment {
         let to = route.to.clone();
         let kind = msg.kind();
         let peers = self.relay.lock();
-        let delivery = Relay::deliver(&peers, &to, msg);
+        let reachable = peers
+            .by_id
+            .get(&to)
+            .is_some_and(|peer| sees(self.access, peer.access));
+        // A peer this connection may not reach is, to it, no peer at all.
+        let delivery = if reachable {
+            Relay::deliver(&peers, &to, msg)
+        } else {
+            Delivery::Closed
+        };
         drop(peers);
         match delivery {
             Delivery::Queued => {
@@ -396,15 +427,8 @@ impl Attachment {
             self.reject(ErrorCode::BadMessage, "already registered", None);
             return;
         }
-        let invalid = |id: &String| {
-            id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control())
-        };
-        if requested.as_ref().is_some_and(invalid) {
-            self.reject(
-                ErrorCode::BadMessage,
-                "an id is 1 to 64 characters, no control characters",
-                None,
-            );
+        if let Some(Err(why)) = requested.as_deref().map(crate::protocol::check_id) {
+            self.reject(ErrorCode::BadMessage, why, None);
             return;
         }
         let mut peers = self.relay.lock();
@@ -424,12 +448,18 @@ impl Attachment {
                 }
             },
         };
-        let mut others: Vec<String> = peers.by_id.keys().cloned().collect();
+        let mut others: Vec<String> = peers
+            .by_id
+            .iter()
+            .filter(|(_, peer)| sees(self.access, peer.access))
+            .map(|(id, _)| id.clone())
+            .collect();
         others.sort();
         peers.by_id.insert(
             id.clone(),
             Peer {
                 conn: self.conn,
+                access: self.access,
                 outbox: self.outbox.clone(),
                 kicked: Arc::clone(&self.kicked),
                 owner: self.bucket.is_none(),
@@ -442,7 +472,12 @@ impl Attachment {
         };
         let gone = Relay::notify(&peers, &id, welcome);
         Relay::remove_dead(&mut peers, gone);
-        Relay::broadcast(&mut peers, &id, Message::PeerJoined { id: id.clone() });
+        Relay::broadcast(
+            &mut peers,
+            &id,
+            self.access,
+            Message::PeerJoined { id: id.clone() },
+        );
         drop(peers);
         tracing::debug!(peer = %id, "registered");
         self.id = Some(id);
@@ -491,7 +526,7 @@ mod tests {
     use std::time::Duration;
 
     fn registered(relay: &Arc<Relay>, id: &str) -> (Attachment, mpsc::Receiver<Message>) {
-        let (mut a, mut rx) = relay.attach();
+        let (mut a, mut rx) = relay.attach(Access::Full);
         a.handle(Message::Register {
             id: Some(id.into()),
         });
@@ -521,7 +556,7 @@ mod tests {
     fn registered_lists_existing_peers_and_announces_newcomer() {
         let relay = Relay::new();
         let (_a, mut rx_a) = registered(&relay, "alice");
-        let (mut b, mut rx_b) = relay.attach();
+        let (mut b, mut rx_b) = relay.attach(Access::Full);
         b.handle(Message::Register {
             id: Some("door".into()),
         });
@@ -576,7 +611,7 @@ mod tests {
     fn id_taken_and_auto_id() {
         let relay = Relay::new();
         let (_a, _rx) = registered(&relay, "alice");
-        let (mut b, mut rx_b) = relay.attach();
+        let (mut b, mut rx_b) = relay.attach(Access::Full);
         b.handle_text(r#"{"type":"register","id":"alice"}"#);
         assert_eq!(error_code(&drain(&mut rx_b)), Some(ErrorCode::IdTaken));
         assert_eq!(b.id(), None);
@@ -617,7 +652,7 @@ mod tests {
     #[test]
     fn must_register_before_routing_and_cannot_send_relay_messages() {
         let relay = Relay::new();
-        let (mut a, mut rx_a) = relay.attach();
+        let (mut a, mut rx_a) = relay.attach(Access::Full);
         a.handle_text(r#"{"type":"call","to":"door","session":"s"}"#);
         assert_eq!(
             error_code(&drain(&mut rx_a)),
@@ -686,7 +721,7 @@ mod tests {
         let got = drain(&mut rx);
         assert_eq!(error_code(&got), Some(ErrorCode::RateLimited));
         // Nobody can take the id over while the daemon is connected.
-        let (mut thief, mut thief_rx) = relay.attach();
+        let (mut thief, mut thief_rx) = relay.attach(Access::Full);
         thief.handle_text(r#"{"type":"register","id":"door"}"#);
         assert_eq!(error_code(&drain(&mut thief_rx)), Some(ErrorCode::IdTaken));
     }
@@ -697,7 +732,7 @@ mod tests {
     #[test]
     fn the_default_rate_takes_ten_call_set_ups_at_once() {
         let relay = Relay::new();
-        let (mut daemon, mut rx) = relay.attach();
+        let (mut daemon, mut rx) = relay.attach(Access::Full);
         let (_door, _rx_door) = registered(&relay, "door");
         let t0 = Instant::now();
         daemon.handle_text_at(r#"{"type":"register","id":"viewer"}"#, t0);
@@ -720,7 +755,7 @@ mod tests {
             burst: 5,
         };
         let relay = Arc::new(Relay::with_rate(limit));
-        let (mut a, mut rx_a) = relay.attach();
+        let (mut a, mut rx_a) = relay.attach(Access::Full);
         let (_door, _rx_door) = registered(&relay, "door");
         let t0 = Instant::now();
         a.handle_text_at(r#"{"type":"register","id":"alice"}"#, t0);

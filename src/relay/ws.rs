@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Relay;
+use super::{Access, Relay};
 use crate::protocol::{MAX_MESSAGE_BYTES, Message};
 
 /// Frames up to this size are read so that an oversize message gets a `too-large` answer and
@@ -55,12 +55,13 @@ impl ConnectionLimits {
 pub async fn serve<S>(
     ws: WebSocketStream<S>,
     relay: Arc<Relay>,
+    access: Access,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut attachment, outbox) = relay.attach();
+    let (mut attachment, outbox) = relay.attach(access);
     let kicked = attachment.kicked();
     let (sink, mut stream) = ws.split();
     let (heard_tx, heard_rx) = tokio::sync::watch::channel(Instant::now());

@@ -5,7 +5,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use super::auth::{Scope, Token};
+use crate::redact::SecretUrl;
 
 /// Where the packaged config lives; used when neither `--config` nor `WEBRTCD_CONFIG` is set.
 pub const DEFAULT_FILE: &str = "/etc/webrtcd/webrtcd.toml";
@@ -31,14 +35,43 @@ pub struct Config {
     pub listen: SocketAddr,
     /// This device's id on the relay (none: the relay assigns one).
     pub id: Option<String>,
-    /// Register with this remote relay (`ws://host:port/signaling`) instead of the embedded one.
-    pub relay: Option<String>,
+    /// Register with this remote relay (`ws://` or `wss://host:port/signaling`) instead of
+    /// the embedded one.
+    pub relay: Option<SecretUrl>,
+    /// The token this daemon presents to the remote relay (`Authorization: Bearer`); also
+    /// `$WEBRTCD_RELAY_TOKEN` or the systemd credential `relay-token`.
+    pub relay_token: Option<SecretString>,
+    /// CA certificates (PEM) a `wss://` relay's certificate must chain to, instead of the
+    /// system's trusted roots.
+    pub relay_ca: Option<PathBuf>,
     /// The pipeline profile.
     #[serde(default = "default_profile")]
     pub profile: PathBuf,
-    /// Bearer tokens accepted on `/signaling` and `/api/*` (none: open).
+    /// Bearer tokens: `"secret"` (scope admin) or `{ secret = "…", scope = "view" }` (none:
+    /// open).
     #[serde(default)]
-    pub tokens: Vec<String>,
+    pub tokens: Vec<Token>,
+    /// `"self-signed"`: serve HTTPS with a certificate made at first start and kept in the
+    /// state directory. Or set `tls_cert` and `tls_key`.
+    pub tls: Option<TlsMode>,
+    /// Certificate chain (PEM) to serve HTTPS and WSS with; SIGHUP reloads it.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Names and addresses the self-signed certificate is made for (default: the host name,
+    /// `NAME.local`, `localhost` and the machine's addresses).
+    #[serde(default)]
+    pub tls_names: Vec<String>,
+    /// With TLS: serve HTTPS here and keep `listen` plain HTTP (default: `listen` is HTTPS).
+    pub tls_listen: Option<SocketAddr>,
+    /// Web origins (`https://nvr.example:8123`) besides the daemon's own whose pages may use
+    /// it.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names (no port) requests may be addressed to besides loopback names, addresses
+    /// and the TLS certificate's names (protects against DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     #[serde(default)]
     pub ice: IceConfig,
     /// Seconds between WebSocket pings of idle relay connections.
@@ -76,10 +109,35 @@ pub struct IceConfig {
     pub stun_server: Option<String>,
     /// `turn://user:password@host:port` (or `turns://`)
     #[serde(default)]
-    pub turn_servers: Vec<String>,
+    pub turn_servers: Vec<SecretUrl>,
     /// Restrict ICE host candidates to these local addresses.
     #[serde(default)]
     pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    SelfSigned,
+}
+
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Token, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            /// The old form: every token could do everything.
+            Plain(String),
+            Scoped {
+                secret: String,
+                scope: Scope,
+            },
+        }
+        Ok(match Entry::deserialize(d)? {
+            Entry::Plain(secret) => Token::new(secret, Scope::Admin),
+            Entry::Scoped { secret, scope } => Token::new(secret, scope),
+        })
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -114,8 +172,17 @@ impl Default for Config {
             listen: default_listen(),
             id: None,
             relay: None,
+            relay_token: None,
+            relay_ca: None,
             profile: default_profile(),
             tokens: Vec::new(),
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_names: Vec::new(),
+            tls_listen: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             ice: IceConfig::default(),
             keepalive_secs: default_keepalive(),
             state_dir: None,
@@ -131,6 +198,31 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether the daemon serves HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some() || (self.tls_cert.is_some() && self.tls_key.is_some())
+    }
+
+    /// Where the listener's certificate comes from, when TLS is on.
+    pub fn cert_source(&self) -> Option<super::tls::CertSource> {
+        use super::tls::CertSource;
+        match (&self.tls, &self.tls_cert, &self.tls_key) {
+            (Some(TlsMode::SelfSigned), _, _) => Some(CertSource::SelfSigned {
+                dir: self.state_dir(),
+                names: if self.tls_names.is_empty() {
+                    super::tls::default_names()
+                } else {
+                    self.tls_names.clone()
+                },
+            }),
+            (None, Some(cert), Some(key)) => Some(CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The state directory: the configured one, systemd's `StateDirectory=`, or `./state`.
     pub fn state_dir(&self) -> PathBuf {
         self.state_dir
@@ -154,7 +246,7 @@ impl Config {
             Some(file) => Config::load(file)?,
             None => Config::default(),
         };
-        config.add_secrets(&Secrets::from_environment());
+        config.add_secrets(&Secrets::from_environment()?);
         Ok(config)
     }
 
@@ -173,36 +265,97 @@ impl Config {
             config.profile = dir.join(&config.profile);
         }
         config.web_dir = config.web_dir.map(|d| dir.join(d));
+        for file in [
+            &mut config.tls_cert,
+            &mut config.tls_key,
+            &mut config.relay_ca,
+        ] {
+            *file = file.take().map(|f| dir.join(f));
+        }
         config.file = Some(file.to_path_buf());
         Ok(config)
     }
 
-    /// Bearer tokens and TURN servers kept out of the config file.
+    /// Bearer tokens, the relay's token and TURN servers kept out of the config file.
     pub fn add_secrets(&mut self, secrets: &Secrets) {
-        self.tokens.extend(secrets.tokens.iter().cloned());
-        self.ice
-            .turn_servers
-            .extend(secrets.turn_servers.iter().cloned());
+        self.tokens.extend(
+            secrets
+                .tokens
+                .iter()
+                .map(|t| Token::new(t.expose_secret(), Scope::Admin)),
+        );
+        self.ice.turn_servers.extend(
+            secrets
+                .turn_servers
+                .iter()
+                .map(|t| SecretUrl::new(t.expose_secret())),
+        );
+        if let Some(token) = &secrets.relay_token {
+            self.relay_token = Some(token.clone());
+        }
     }
 
     /// Every problem found, as `key: what is wrong`; empty when the config is good.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(id) = &self.id
-            && (id.is_empty() || id.len() > 64 || id.chars().any(char::is_whitespace))
+            && let Err(why) = crate::protocol::check_id(id)
         {
             out.push(format!(
-                "id: {id:?} must be 1 to 64 characters without spaces"
+                "id: {}: {why}",
+                crate::protocol::escape_for_log(id)
             ));
         }
         if let Some(relay) = &self.relay
-            && let Err(why) = check_url(relay, &["ws", "wss"], false)
+            && let Err(why) = check_url(relay.expose(), &["ws", "wss"], false)
         {
-            out.push(format!("relay: {relay:?}: {why}"));
+            // The URL may hold a token: show it redacted.
+            out.push(format!("relay: {relay}: {why}"));
+        }
+        if self.relay.is_none() && (self.relay_token.is_some() || self.relay_ca.is_some()) {
+            out.push("relay_token, relay_ca: only used with relay".into());
+        }
+        if let Some(ca) = &self.relay_ca
+            && !ca.is_file()
+        {
+            out.push(format!("relay_ca: {} is not a file", ca.display()));
         }
         for token in &self.tokens {
-            if token.len() < 8 || token.chars().any(char::is_whitespace) {
+            let secret = token.secret();
+            if secret.len() < 8 || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 out.push("tokens: a token must be at least 8 characters, without spaces".into());
+            }
+        }
+        match (&self.tls, &self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                out.push("tls: \"self-signed\" or tls_cert and tls_key, not both".into())
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                out.push("tls_cert, tls_key: set both, or neither".into())
+            }
+            _ => {}
+        }
+        for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+            if let Some(file) = file
+                && !file.is_file()
+            {
+                out.push(format!("{key}: {} is not a file", file.display()));
+            }
+        }
+        if self.tls_listen.is_some() && !self.tls_enabled() {
+            out.push("tls_listen: needs tls or tls_cert and tls_key".into());
+        }
+        for origin in &self.allowed_origins {
+            if let Err(why) = super::guard::parse_origin(origin) {
+                out.push(format!("allowed_origins: {origin:?}: {why}"));
+            }
+        }
+        for host in &self.allowed_hosts {
+            if host.is_empty() || host.contains([':', '/', ' ']) && host.parse::<IpAddr>().is_err()
+            {
+                out.push(format!(
+                    "allowed_hosts: {host:?}: a host name or address, without scheme or port"
+                ));
             }
         }
         if !(1..=3600).contains(&self.keepalive_secs) {
@@ -235,7 +388,7 @@ impl Config {
             out.push(format!("ice.stun_server: {stun:?}: {why}"));
         }
         for turn in &self.ice.turn_servers {
-            if let Err(why) = check_url(turn, &["turn", "turns"], true) {
+            if let Err(why) = check_url(turn.expose(), &["turn", "turns"], true) {
                 // The URL holds a password: name the problem, not the URL.
                 out.push(format!("ice.turn_servers: {why}"));
             }
@@ -282,37 +435,51 @@ fn check_url(text: &str, schemes: &[&str], needs_credentials: bool) -> Result<()
 }
 
 /// Secrets from outside the config file: `WEBRTCD_TOKENS` / `WEBRTCD_TURN_SERVERS`
-/// (separated by commas or whitespace), and systemd credentials `tokens` / `turn-servers`
-/// (one per line) in `$CREDENTIALS_DIRECTORY`.
+/// (separated by commas or whitespace) and `WEBRTCD_RELAY_TOKEN`, and systemd credentials
+/// `tokens` / `turn-servers` (one per line) and `relay-token` in `$CREDENTIALS_DIRECTORY`.
+/// Tokens from outside the file have the admin scope.
 #[derive(Debug, Default)]
 pub struct Secrets {
-    pub tokens: Vec<String>,
-    pub turn_servers: Vec<String>,
+    pub tokens: Vec<SecretString>,
+    pub turn_servers: Vec<SecretString>,
+    pub relay_token: Option<SecretString>,
 }
 
 impl Secrets {
-    pub fn from_environment() -> Secrets {
+    /// An unreadable credential is an error: silently reading it as "no tokens" would open
+    /// the API.
+    pub fn from_environment() -> Result<Secrets, ConfigError> {
         let env = |name: &str| std::env::var(name).unwrap_or_default();
-        let credential = |name: &str| {
-            std::env::var_os("CREDENTIALS_DIRECTORY")
-                .and_then(|dir| std::fs::read_to_string(Path::new(&dir).join(name)).ok())
-                .unwrap_or_default()
+        let credential = |name: &str| -> Result<String, ConfigError> {
+            let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                return Ok(String::new());
+            };
+            let file = Path::new(&dir).join(name);
+            match std::fs::read_to_string(&file) {
+                Ok(text) => Ok(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+                Err(source) => Err(ConfigError::Read { file, source }),
+            }
         };
-        let split = |text: String| -> Vec<String> {
+        let split = |text: String| -> Vec<SecretString> {
             text.split(|c: char| c == ',' || c.is_whitespace())
                 .filter(|s| !s.is_empty())
-                .map(String::from)
+                .map(|s| SecretString::from(s.to_string()))
                 .collect()
         };
-        let mut secrets = Secrets {
-            tokens: split(env("WEBRTCD_TOKENS")),
-            turn_servers: split(env("WEBRTCD_TURN_SERVERS")),
-        };
-        secrets.tokens.extend(split(credential("tokens")));
-        secrets
-            .turn_servers
-            .extend(split(credential("turn-servers")));
-        secrets
+        let mut tokens = split(env("WEBRTCD_TOKENS"));
+        tokens.extend(split(credential("tokens")?));
+        let mut turn_servers = split(env("WEBRTCD_TURN_SERVERS"));
+        turn_servers.extend(split(credential("turn-servers")?));
+        let relay_token = split(credential("relay-token")?)
+            .into_iter()
+            .chain(split(env("WEBRTCD_RELAY_TOKEN")))
+            .next();
+        Ok(Secrets {
+            tokens,
+            turn_servers,
+            relay_token,
+        })
     }
 }
 
@@ -323,7 +490,7 @@ mod tests {
     #[test]
     fn problems_name_their_key() {
         let c: Config = toml::from_str(
-            "relay = 'http://x'\ntokens = ['short']\nkeepalive_secs = 0\n[ice]\nstun_server = 'stun:'\nturn_servers = ['turn:relay.example:3478']",
+            "relay = 'http://x'\ntokens = ['short']\nkeepalive_secs = 0\ntls = 'self-signed'\ntls_cert = '/nonexistent'\nallowed_origins = ['evil.example']\n[ice]\nstun_server = 'stun:'\nturn_servers = ['turn:relay.example:3478']",
         )
         .unwrap();
         let problems = c.problems();
@@ -331,6 +498,9 @@ mod tests {
             "relay:",
             "tokens:",
             "keepalive_secs:",
+            "tls:",
+            "tls_cert:",
+            "allowed_origins:",
             "ice.stun_server:",
             "ice.turn_servers:",
         ] {
@@ -409,9 +579,38 @@ mod tests {
         c.add_secrets(&Secrets {
             tokens: vec!["from-credentials".into()],
             turn_servers: vec!["turn://u:p@h:3478".into()],
+            relay_token: Some("relay-secret".into()),
         });
-        assert_eq!(c.tokens, ["from-credentials"]);
+        assert_eq!(c.tokens.len(), 1);
+        assert_eq!(c.tokens[0].secret(), "from-credentials");
+        assert_eq!(c.tokens[0].scope, Scope::Admin);
         assert_eq!(c.ice.turn_servers.len(), 1);
+        assert!(c.relay_token.is_some());
+        // Nothing secret in the config's Debug.
+        c.relay = Some(SecretUrl::new("wss://r.example/signaling?token=in-the-url"));
+        let shown = format!("{c:?}");
+        for secret in [
+            "from-credentials",
+            "turn://u:p@",
+            "relay-secret",
+            "in-the-url",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
+    fn tokens_old_and_scoped_forms() {
+        let c: Config = toml::from_str(
+            "tokens = ['admin-token-1', { secret = 'view-token-1', scope = 'view' }]",
+        )
+        .unwrap();
+        assert_eq!(c.tokens[0].scope, Scope::Admin);
+        assert_eq!(c.tokens[1].scope, Scope::View);
+        let c: Config =
+            toml::from_str("[[tokens]]\nsecret = 'view-token-1'\nscope = 'view'\n").unwrap();
+        assert_eq!(c.tokens[0].secret(), "view-token-1");
+        assert!(toml::from_str::<Config>("tokens = [{ secret = 'x', scope = 'root' }]").is_err());
     }
 
     #[test]

@@ -9,11 +9,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::auth::Tokens;
 use super::config::Config;
+use super::guard::Guard;
 use super::health::Health;
 use super::http::{self, RelayState};
 use super::listener;
 use super::notify::{self, Notifier};
+use super::tls::{self, Reloadable};
 use crate::media::shared::Encoders;
 use crate::media::{self, profile::Profile};
 use crate::protocol::EndReason;
@@ -41,15 +44,91 @@ fn keepalive(config: &Config) -> Duration {
     Duration::from_secs(config.keepalive_secs.max(1))
 }
 
-fn relay_state(relay: &Arc<Relay>, config: &Config, tasks: &Tasks) -> RelayState {
+fn relay_state(
+    relay: &Arc<Relay>,
+    config: &Config,
+    tasks: &Tasks,
+    tls: Option<&Arc<Reloadable>>,
+) -> RelayState {
     let mut limits = ws::ConnectionLimits::new(keepalive(config));
     limits.register_within = Duration::from_secs(config.client_timeout_secs.max(1));
     RelayState {
         relay: Arc::clone(relay),
         limits,
-        tokens: Arc::new(config.tokens.clone()),
+        tokens: Arc::new(Tokens::new(config.tokens.clone())),
+        guard: Arc::new(Guard::new(
+            &config.allowed_origins,
+            &config.allowed_hosts,
+            tls.cloned(),
+        )),
         tracker: tasks.connections.clone(),
         shutdown: tasks.shutdown.clone(),
+    }
+}
+
+/// The listener's certificate when TLS is configured: loaded (or made) now, its fingerprint
+/// logged so a user can check what the browser shows before accepting it.
+fn load_tls(config: &Config) -> anyhow::Result<Option<Arc<Reloadable>>> {
+    let Some(source) = config.cert_source() else {
+        return Ok(None);
+    };
+    let (tls, loaded) = Reloadable::new(source)?;
+    tracing::info!(
+        fingerprint = %loaded.fingerprint,
+        names = %loaded.names.join(", "),
+        "TLS certificate (SHA-256)"
+    );
+    Ok(Some(tls))
+}
+
+/// The addresses served, and which one speaks TLS.
+struct Listeners {
+    /// `listen`: HTTPS when TLS is on and there is no `tls_listen`.
+    main: (TcpListener, bool),
+    /// `tls_listen`, beside a plain-HTTP `listen`.
+    extra_tls: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config, what: &str) -> anyhow::Result<Listeners> {
+        let tls = config.tls_enabled();
+        let main_is_tls = tls && config.tls_listen.is_none();
+        let main = bind(config.listen, what, main_is_tls).await?;
+        let extra_tls = match config.tls_listen {
+            Some(addr) if tls => Some(bind(addr, what, true).await?),
+            _ => None,
+        };
+        Ok(Listeners {
+            main: (main, main_is_tls),
+            extra_tls,
+        })
+    }
+
+    /// The port HTTPS is served on, if any.
+    fn https_port(&self) -> Option<u16> {
+        let port = |l: &TcpListener| l.local_addr().ok().map(|a| a.port());
+        match (&self.main, &self.extra_tls) {
+            (_, Some(extra)) => port(extra),
+            ((main, true), None) => port(main),
+            _ => None,
+        }
+    }
+
+    fn serve(
+        self,
+        app: axum::Router,
+        config: &Config,
+        tasks: &Tasks,
+        tls: Option<&Arc<Reloadable>>,
+    ) -> anyhow::Result<()> {
+        let server_config = tls.map(|t| t.server_config()).transpose()?;
+        let (main, main_is_tls) = self.main;
+        let main_tls = server_config.clone().filter(|_| main_is_tls);
+        serve(main, app.clone(), config, tasks, main_tls);
+        if let Some(extra) = self.extra_tls {
+            serve(extra, app, config, tasks, server_config);
+        }
+        Ok(())
     }
 }
 
@@ -60,7 +139,13 @@ struct Tasks {
 }
 
 /// Serves `app` on `listener` within the configured connection bounds, until shutdown.
-fn serve(listener: TcpListener, app: axum::Router, config: &Config, tasks: &Tasks) {
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &Config,
+    tasks: &Tasks,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let fd_limit = listener::raise_fd_limit();
     let admission = listener::Admission::new(listener::Limits {
         max_connections: listener::fit_connections(config.max_connections, fd_limit),
@@ -71,19 +156,21 @@ fn serve(listener: TcpListener, app: axum::Router, config: &Config, tasks: &Task
         listener,
         app,
         admission,
+        tls,
         tasks.shutdown.clone(),
         tasks.connections.clone(),
     ));
 }
 
 /// Binds and announces the listener: tests and scripts read the `listening on` line.
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+async fn bind(addr: SocketAddr, what: &str, tls: bool) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    println!("{what} listening on http://{local}");
-    tracing::info!("{what} listening on http://{local}");
+    let scheme = if tls { "https" } else { "http" };
+    println!("{what} listening on {scheme}://{local}");
+    tracing::info!("{what} listening on {scheme}://{local}");
     Ok(listener)
 }
 
@@ -98,6 +185,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         let lines: Vec<String> = problems.iter().map(|p| format!("{file}: {p}")).collect();
         anyhow::bail!("the config is not valid:\n{}", lines.join("\n"));
     }
+    let tls = load_tls(&config)?;
+    let relay_tls = match &config.relay {
+        Some(_) => Some(tls::client_config(config.relay_ca.as_deref())?),
+        None => None,
+    };
     media::init()?;
     super::logging::route_gstreamer();
     let profile = Arc::new(Profile::load(&config.profile)?);
@@ -128,14 +220,18 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         tracker: tasks.connections.clone(),
         shutdown: tasks.shutdown.clone(),
     };
-    let link = match &config.relay {
-        Some(url) => link::remote(
-            url.clone(),
+    let link = match (&config.relay, relay_tls) {
+        (Some(url), Some(tls)) => link::remote(
+            link::RemoteRelay {
+                url: url.clone(),
+                token: config.relay_token.clone(),
+                tls,
+            },
             config.id.clone(),
             keepalive(&config),
             &link_tasks,
         ),
-        None => link::embedded(&relay, config.id.clone(), &link_tasks),
+        _ => link::embedded(&relay, config.id.clone(), &link_tasks),
     };
     let calls = CallManager::new(settings, link.outgoing.clone());
     tasks
@@ -150,15 +246,19 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     // Ready only once the DTLS default certificate exists: the first call must not pay for it.
     let _ = warm_up.await;
     media::release_memory();
-    let listener = bind(config.listen, "webrtcd").await?;
+    let listeners = Listeners::bind(&config, "webrtcd").await?;
     let app = http::daemon_router(
-        relay_state(&relay, &config, &tasks),
+        relay_state(&relay, &config, &tasks, tls.as_ref()),
         Arc::clone(&calls),
         Arc::clone(&encoders),
         Arc::clone(&health),
         config.web_dir.clone(),
+        listeners.https_port(),
     );
-    serve(listener, app, &config, &tasks);
+    listeners.serve(app, &config, &tasks, tls.as_ref())?;
+    tasks
+        .connections
+        .spawn(reload_on_sighup(tls.clone(), tasks.shutdown.clone()));
     notifier.notify(&format!("READY=1\nSTATUS=serving on {}", config.listen));
     if let Some(interval) = notify::watchdog_interval() {
         tracing::info!(?interval, "pinging the systemd watchdog while healthy");
@@ -241,14 +341,47 @@ pub async fn run_relay(config: Config) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
     };
     let relay = new_relay(&config);
-    let listener = bind(config.listen, "webrtcd relay").await?;
-    let app = http::relay_router(relay_state(&relay, &config, &tasks));
-    serve(listener, app, &config, &tasks);
+    let tls = load_tls(&config)?;
+    let listeners = Listeners::bind(&config, "webrtcd relay").await?;
+    let app = http::relay_router(relay_state(&relay, &config, &tasks, tls.as_ref()));
+    listeners.serve(app, &config, &tasks, tls.as_ref())?;
+    tasks
+        .connections
+        .spawn(reload_on_sighup(tls.clone(), tasks.shutdown.clone()));
     shutdown_signal().await;
     tasks.shutdown.cancel();
     tasks.connections.close();
     let _ = tokio::time::timeout(LISTENER_GRACE, tasks.connections.wait()).await;
     Ok(())
+}
+
+/// SIGHUP reads the certificate again: the next handshake gets the new one, connections and
+/// calls already running are untouched. A certificate that does not load leaves the old one.
+/// Without TLS there is nothing to reload, but SIGHUP must still not kill the daemon.
+async fn reload_on_sighup(tls: Option<Arc<Reloadable>>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler: certificates will not reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: no TLS certificate to reload");
+            continue;
+        };
+        match tls.reload() {
+            Ok(loaded) => tracing::info!(
+                fingerprint = %loaded.fingerprint,
+                names = %loaded.names.join(", "),
+                "TLS certificate reloaded (SHA-256)"
+            ),
+            Err(err) => tracing::error!("TLS certificate not reloaded, keeping the old one: {err}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,8 @@
 //! The HTTP listener: the page at `/`, the JSON API under `/api`, `/metrics`, `/healthz`,
 //! and `/signaling` (the embedded relay). The standalone relay serves `/signaling` and
-//! `/healthz`. With tokens configured, everything but the page itself needs one.
+//! `/healthz`. Every request first passes the Host/Origin/Content-Type guard, then the
+//! token check: the page is public, `/signaling` needs a `view` token, everything else an
+//! `admin` one (with no token configured, everything is open).
 
 use std::sync::Arc;
 
@@ -23,10 +25,11 @@ use tokio_util::task::TaskTracker;
 use std::path::PathBuf;
 
 use crate::media::shared::Encoders;
-use crate::relay::{Relay, ws};
+use crate::relay::{Access, Relay, ws};
 use crate::session::{CallManager, PlaceCallError};
 
-use super::auth;
+use super::auth::{Scope, Tokens};
+use super::guard::{self, Guard};
 use super::health::Health;
 use super::listener::Slot;
 
@@ -36,7 +39,8 @@ use super::listener::Slot;
 pub struct RelayState {
     pub relay: Arc<Relay>,
     pub limits: ws::ConnectionLimits,
-    pub tokens: Arc<Vec<String>>,
+    pub tokens: Arc<Tokens>,
+    pub guard: Arc<Guard>,
     pub tracker: TaskTracker,
     /// Cancelled when the daemon shuts down: every WebSocket closes.
     pub shutdown: CancellationToken,
@@ -49,15 +53,21 @@ struct DaemonState {
     health: Arc<Health>,
     /// Serve the web client from here instead of the built-in copy.
     web_dir: Option<Arc<PathBuf>>,
+    /// The HTTPS address's port, for the page's hint when it is loaded over plain HTTP.
+    https_port: Option<u16>,
 }
 
 /// The standalone relay: `/signaling`, and `/healthz` (200 while its registry answers).
 pub fn relay_router(state: RelayState) -> Router {
-    let tokens = state.tokens.clone();
+    let guard = Arc::clone(&state.guard);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(axum::middleware::from_fn_with_state(tokens, require_token))
-        .merge(signaling_router(state))
+        .merge(signaling_router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.tokens,
+            require_scope,
+        ))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
 fn signaling_router(state: RelayState) -> Router {
@@ -72,14 +82,18 @@ pub fn daemon_router(
     encoders: Arc<Encoders>,
     health: Arc<Health>,
     web_dir: Option<PathBuf>,
+    https_port: Option<u16>,
 ) -> Router {
     let state = DaemonState {
         calls,
         encoders,
         health,
         web_dir: web_dir.map(Arc::new),
+        https_port,
     };
-    let api = Router::new()
+    let tokens = Arc::clone(&relay.tokens);
+    let guard = Arc::clone(&relay.guard);
+    Router::new()
         .route("/api/status", get(status))
         .route("/api/calls", get(list_calls).post(place_call))
         .route("/api/calls/{session}", delete(hang_up))
@@ -88,53 +102,101 @@ pub fn daemon_router(
         .route("/", get(page))
         .route("/app.js", get(script))
         .route("/style.css", get(style))
-        .layer(axum::middleware::from_fn_with_state(
-            relay.tokens.clone(),
-            require_token,
-        ))
-        .with_state(state);
-    api.merge(signaling_router(relay))
+        .with_state(state)
+        .merge(signaling_router(relay))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_scope))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
 /// The page and its script and style are public (they hold no data); the page passes its
-/// token on to the API and `/signaling`.
+/// token on to `/signaling`.
 const PUBLIC: [&str; 3] = ["/", "/app.js", "/style.css"];
 
-async fn require_token(
-    State(tokens): State<Arc<Vec<String>>>,
-    req: Request,
+/// The scope a path needs; `None`: public.
+pub fn scope_needed(path: &str) -> Option<Scope> {
+    if PUBLIC.contains(&path) {
+        None
+    } else if path == "/signaling" {
+        Some(Scope::View)
+    } else {
+        Some(Scope::Admin)
+    }
+}
+
+/// 401 without an accepted token, 403 with one whose scope is too narrow; otherwise the
+/// request goes on carrying its [`Scope`].
+async fn require_scope(
+    State(tokens): State<Arc<Tokens>>,
+    mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let path = req.uri().path();
-    if PUBLIC.contains(&path) || auth::authorized(&tokens, req.headers(), req.uri().query()) {
-        return next.run(req).await;
+    let granted = tokens.scope_of(req.headers(), req.uri().query());
+    match (scope_needed(req.uri().path()), granted) {
+        (None, _) => {}
+        (Some(_), None) => {
+            return (StatusCode::UNAUTHORIZED, "a token is required\n").into_response();
+        }
+        (Some(needed), Some(scope)) if !scope.allows(needed) => {
+            return (
+                StatusCode::FORBIDDEN,
+                format!("this needs a token with the {} scope\n", needed.as_str()),
+            )
+                .into_response();
+        }
+        (Some(_), Some(_)) => {}
     }
-    (StatusCode::UNAUTHORIZED, "a token is required\n").into_response()
+    if let Some(scope) = granted {
+        req.extensions_mut().insert(scope);
+    }
+    next.run(req).await
 }
 
 /// One file of the web client: from `web_dir` when configured, else the built-in copy.
+async fn web_text(
+    state: &DaemonState,
+    name: &str,
+    builtin: &'static str,
+) -> Result<String, Response> {
+    match &state.web_dir {
+        Some(dir) => tokio::fs::read_to_string(dir.join(name))
+            .await
+            .map_err(|err| {
+                tracing::warn!("web_dir: {name}: {err}");
+                StatusCode::NOT_FOUND.into_response()
+            }),
+        None => Ok(builtin.to_string()),
+    }
+}
+
 async fn web_file(
     state: &DaemonState,
     name: &str,
     builtin: &'static str,
     content_type: &'static str,
 ) -> Response {
-    let body = match &state.web_dir {
-        Some(dir) => match tokio::fs::read_to_string(dir.join(name)).await {
-            Ok(text) => text,
-            Err(err) => {
-                tracing::warn!("web_dir: {name}: {err}");
-                return StatusCode::NOT_FOUND.into_response();
-            }
-        },
-        None => builtin.to_string(),
-    };
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    match web_text(state, name, builtin).await {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(response) => response,
+    }
 }
 
+/// The page's placeholder for the HTTPS port (empty: none).
+const HTTPS_PORT_META: &str = r#"<meta name="webrtcd-https-port" content="">"#;
+
 async fn page(State(state): State<DaemonState>) -> Response {
-    let html = include_str!("../../web/index.html");
-    web_file(&state, "index.html", html, "text/html; charset=utf-8").await
+    let builtin = include_str!("../../web/index.html");
+    let mut html = match web_text(&state, "index.html", builtin).await {
+        Ok(html) => html,
+        Err(response) => return response,
+    };
+    // The page says where HTTPS is when it was loaded without it (talking needs it).
+    if let Some(port) = state.https_port {
+        html = html.replace(
+            HTTPS_PORT_META,
+            &format!(r#"<meta name="webrtcd-https-port" content="{port}">"#),
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 async fn script(State(state): State<DaemonState>) -> Response {
@@ -221,11 +283,13 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
-/// `GET /signaling`: upgrades to a WebSocket served by the relay.
+/// `GET /signaling`: upgrades to a WebSocket served by the relay. A `view` token may only
+/// reach the relay's full members (the device); see [`Access`].
 async fn signaling(State(state): State<RelayState>, req: Request) -> Response {
-    if !auth::authorized(&state.tokens, req.headers(), req.uri().query()) {
-        return (StatusCode::UNAUTHORIZED, "a token is required\n").into_response();
-    }
+    let access = match req.extensions().get::<Scope>() {
+        Some(Scope::Admin) => Access::Full,
+        _ => Access::ViewOnly,
+    };
     let is_upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -246,7 +310,7 @@ async fn signaling(State(state): State<RelayState>, req: Request) -> Response {
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
                 let ws =
                     WebSocketStream::from_raw_socket(io, WsRole::Server, Some(ws::config())).await;
-                ws::serve(ws, state.relay, state.limits, state.shutdown).await;
+                ws::serve(ws, state.relay, access, state.limits, state.shutdown).await;
             }
             Err(err) => tracing::debug!("upgrade failed: {err}"),
         }

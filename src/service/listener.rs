@@ -2,6 +2,9 @@
 //! descriptor limit, a cap per client address (one host cannot take every slot), and a
 //! bound on how long a client may take to send a request's header. A WebSocket keeps its
 //! connection's slot for as long as it is open.
+//!
+//! With TLS, the first byte tells a TLS handshake from a plain-HTTP request: the first is
+//! served as HTTPS (and WSS), the second gets a redirect to the same address over HTTPS.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +20,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use super::guard::Listening;
 
 /// How long a connection gets to finish its request once shutdown starts.
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
@@ -99,16 +104,19 @@ impl Admission {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, each connection a task on `tracker`. Each
-/// request carries its connection's [`Slot`] and `ConnectInfo<SocketAddr>` as extensions.
+/// Serves `app` on `listener` until `shutdown`, each connection a task on `tracker`: HTTPS
+/// when `tls` is given, else plain HTTP. Each request carries its connection's [`Slot`],
+/// [`Listening`] and `ConnectInfo<SocketAddr>` as extensions.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     admission: Arc<Admission>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let header_timeout = admission.limits.header_timeout;
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -129,32 +137,133 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let conn = Connection {
+            slot,
+            peer,
+            header_timeout,
+            shutdown: shutdown.clone(),
+        };
         let app = app.clone();
-        let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(slot.clone());
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                app.clone().oneshot(req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(%peer, "connection: {err}");
+            let Some(tls) = tls else {
+                let listening = Listening {
+                    secure: false,
+                    loopback,
+                };
+                return conn.serve(TokioIo::new(stream), app, listening).await;
+            };
+            match is_tls(&stream, header_timeout).await {
+                Some(true) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                    match tokio::time::timeout(header_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            let listening = Listening {
+                                secure: true,
+                                loopback,
+                            };
+                            conn.serve(TokioIo::new(stream), app, listening).await
+                        }
+                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake: {err}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                Some(false) => {
+                    let listening = Listening {
+                        secure: false,
+                        loopback,
+                    };
+                    conn.serve(TokioIo::new(stream), to_https(), listening)
+                        .await
                 }
+                None => {}
             }
         });
+    }
+}
+
+/// Whether the client starts a TLS handshake (its first byte is a TLS handshake record);
+/// `None` when it sends nothing in time or goes away.
+async fn is_tls(stream: &tokio::net::TcpStream, within: Duration) -> Option<bool> {
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(within, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(first[0] == TLS_HANDSHAKE),
+        _ => None,
+    }
+}
+
+/// What a plain-HTTP request on the TLS port gets: a redirect to the same address over
+/// HTTPS (the guard still checks its Host).
+fn to_https() -> Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    Router::new().fallback(|req: axum::extract::Request| async move {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let location = format!("https://{host}{path}");
+        match axum::http::HeaderValue::from_str(&location) {
+            Ok(location) => (
+                StatusCode::PERMANENT_REDIRECT,
+                [(header::LOCATION, location)],
+                "this port speaks HTTPS\n",
+            )
+                .into_response(),
+            Err(_) => (StatusCode::BAD_REQUEST, "this port speaks HTTPS\n").into_response(),
+        }
+    })
+}
+
+/// One admitted connection, served by hyper over plain TCP or TLS.
+struct Connection {
+    slot: Slot,
+    peer: SocketAddr,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, app: Router, listening: Listening)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Connection {
+            slot,
+            peer,
+            header_timeout,
+            shutdown,
+        } = self;
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(slot.clone());
+            req.extensions_mut().insert(listening);
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            app.clone().oneshot(req)
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, "connection: {err}");
+                }
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+            }
+        }
     }
 }
 

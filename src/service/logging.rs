@@ -1,37 +1,45 @@
-//! Logs: `tracing` to stderr. Under systemd (stderr is the journal stream) each line is plain
-//! text prefixed with its syslog priority (`<3>` error … `<7>` debug), which journald turns
-//! into the entry's priority; elsewhere, the usual timestamped format. GStreamer's own
-//! warnings and errors are routed into the same log, with their category.
+//! Logs: `tracing` to the journal or to stderr. Under systemd (stderr is the journal stream)
+//! entries go to journald natively (`tracing-journald`: priority and fields as journal
+//! fields, one datagram per entry, so no text a peer sends can start a second entry).
+//! Elsewhere, the usual format on stderr, with every control character inside an entry
+//! escaped so a peer's `\n<3>…` cannot forge a line. GStreamer's own warnings and errors are
+//! routed into the same log, with their category.
 //!
-//! SDP, candidates and addresses are logged at debug level only.
+//! SDP, candidates, addresses and secrets are never logged at info level.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if stderr_is_journal() {
-        builder.with_ansi(false).event_format(Journald).init();
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journald.with_syslog_identifier("webrtcd".into()))
+                    .init();
+                return;
+            }
+            Err(err) => eprintln!("cannot reach journald ({err}); logging to stderr"),
+        }
     }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_ansi(terminal)
+        .with_writer(move || EscapingStderr { colours: terminal })
+        .init();
 }
 
 /// Whether stderr is the journal stream systemd gave us (`$JOURNAL_STREAM` is `dev:inode`
-/// of it; a child whose stderr was redirected elsewhere must not use the journal format).
+/// of it; a child whose stderr was redirected elsewhere must not use the journal).
 fn stderr_is_journal() -> bool {
     let Ok(expected) = std::env::var("JOURNAL_STREAM") else {
         return false;
@@ -44,35 +52,43 @@ fn stderr_is_journal() -> bool {
     expected == format!("{}:{}", st.st_dev, st.st_ino)
 }
 
-/// `<priority>target: message fields`, one line per event.
-struct Journald;
+/// stderr, one formatted event per write (the fmt layer writes each event whole), with the
+/// control characters inside it escaped: only the event's final newline ends a line.
+struct EscapingStderr {
+    /// Keep ESC (the terminal's colours); off whenever stderr is not a terminal.
+    colours: bool,
+}
 
-impl<S, N> FormatEvent<S, N> for Journald
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let meta = event.metadata();
-        write!(writer, "<{}>{}: ", priority(meta.level()), meta.target())?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+impl Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let escaped = escape_event(buf, self.colours);
+        std::io::stderr().lock().write_all(&escaped)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
-/// syslog priorities, as sd-daemon(3) defines the prefixes.
-fn priority(level: &Level) -> u8 {
-    match *level {
-        Level::ERROR => 3,
-        Level::WARN => 4,
-        Level::INFO => 6,
-        Level::DEBUG | Level::TRACE => 7,
+/// `event` with every control character but a final newline (and tab, and ESC when
+/// `colours`) written as `\xNN`.
+fn escape_event(event: &[u8], colours: bool) -> Vec<u8> {
+    let (body, end) = match event.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (event, &b""[..]),
+    };
+    let mut out = Vec::with_capacity(event.len() + 8);
+    for &b in body {
+        let keep = b == b'\t' || (colours && b == 0x1b);
+        if (b < 0x20 || b == 0x7f) && !keep {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else {
+            out.push(b);
+        }
     }
+    out.extend_from_slice(end);
+    out
 }
 
 /// Sends GStreamer's log into ours (call after `gst::init`). Unless `GST_DEBUG` asks for
@@ -202,10 +218,22 @@ mod tests {
     }
 
     #[test]
-    fn priorities_follow_syslog() {
-        assert_eq!(priority(&Level::ERROR), 3);
-        assert_eq!(priority(&Level::WARN), 4);
-        assert_eq!(priority(&Level::INFO), 6);
-        assert_eq!(priority(&Level::DEBUG), 7);
+    fn an_entry_stays_one_line() {
+        let forged = b"hangup reason=x\n<3>webrtcd: forged error\r\n";
+        let out = escape_event(forged, false);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(out.ends_with(b"\n"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "hangup reason=x\\x0a<3>webrtcd: forged error\\x0d\n"
+        );
+        assert_eq!(
+            escape_event(b"\x1b[1mred\x1b[0m\n", false),
+            b"\\x1b[1mred\\x1b[0m\n"
+        );
+        assert_eq!(
+            escape_event(b"\x1b[1mred\x1b[0m\n", true),
+            b"\x1b[1mred\x1b[0m\n"
+        );
     }
 }

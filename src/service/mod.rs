@@ -6,11 +6,13 @@ pub mod auth;
 mod check;
 pub mod config;
 mod daemon;
+pub mod guard;
 mod health;
 pub mod http;
 pub mod listener;
 pub mod logging;
 mod notify;
+pub mod tls;
 
 pub use check::{Checked, check_config};
 pub use daemon::{run_daemon, run_relay};

@@ -117,7 +117,7 @@ pub fn fingerprint_of_pem(pem: &str) -> Option<String> {
         .map(|b| fingerprint_of_der(b.contents()))
 }
 
-fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = file.with_extension("pem.tmp");
     let mut f = std::fs::OpenOptions::new()

@@ -33,6 +33,10 @@ struct SessionHandle {
     info: Arc<CallInfo>,
 }
 
+/// How many calls from one peer may wait for their offer at once (the peer's own media setup,
+/// a browser's permission prompt, can take a while; more than two at once is a flood).
+const MAX_WAITING_CALLS_PER_PEER: usize = 2;
+
 #[derive(Default)]
 struct State {
     /// Keyed by (peer, session): a session id is only unique per caller.
@@ -207,7 +211,18 @@ impl CallManager {
                 if state.sessions.contains_key(&key) {
                     return;
                 }
+                // One peer's calls still waiting for their offer: a flood of `call`s from one
+                // peer that never offers cannot take every session for the connect timeout.
+                let waiting = state
+                    .sessions
+                    .iter()
+                    .filter(|((peer, _), h)| {
+                        use super::CallState::{AwaitingOffer, Starting};
+                        *peer == from && matches!(h.info.state(), Starting | AwaitingOffer)
+                    })
+                    .count();
                 if state.sessions.len() >= self.settings.profile.max_sessions
+                    || waiting >= MAX_WAITING_CALLS_PER_PEER
                     || self.tasks.is_closed()
                 {
                     drop(state);

@@ -31,8 +31,8 @@ pub struct CallSettings {
     pub ice_addresses: Vec<IpAddr>,
     /// `stun://host:port`.
     pub stun_server: Option<String>,
-    /// `turn(s)://user:password@host:port`.
-    pub turn_servers: Vec<String>,
+    /// `turn(s)://user:password@host:port` (shown redacted).
+    pub turn_servers: Vec<crate::redact::SecretUrl>,
     /// The certificate every call uses for DTLS.
     pub identity: Arc<identity::DtlsIdentity>,
     /// Where send branches come from (shared encoders by default).

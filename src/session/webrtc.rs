@@ -36,7 +36,7 @@ pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
         webrtcbin.set_property("stun-server", stun);
     }
     for turn in &settings.turn_servers {
-        let _added: bool = webrtcbin.emit_by_name("add-turn-server", &[turn]);
+        let _added: bool = webrtcbin.emit_by_name("add-turn-server", &[&turn.expose()]);
     }
     ice::restrict_host_addresses(&webrtcbin, &settings.ice_addresses)?;
     ice::disable_upnp(&webrtcbin);

@@ -3,7 +3,7 @@
 //! A browser test re-runs itself under `unshare -n` with only `lo` up, so the daemon, the
 //! browser and the test's own HTTP calls all share one private loopback: nothing can reach
 //! or leave the machine, and both ICE stacks use 127.0.0.1. The page reports its state to a
-//! small collector (the client's `?report=URL` feature).
+//! small collector in front of the daemon (the client's `?report=/report` feature).
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -103,36 +103,30 @@ fn run(args: &[&str]) {
     assert!(status.success(), "{args:?} failed");
 }
 
-/// Receives the page's reports (`POST /report`), keeps the latest.
+/// Receives the page's reports (`POST /report` to the page's own origin), keeps the latest:
+/// it stands in front of the daemon (see `harness::report_proxy`), so the browser opens the
+/// page at [`Collector::addr`].
 pub struct Collector {
-    pub url: String,
+    pub addr: String,
     latest: Arc<Mutex<Option<Value>>>,
 }
 
 impl Collector {
-    pub async fn start() -> Collector {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind collector");
-        let url = format!("http://{}/report", listener.local_addr().expect("addr"));
+    /// A collector in front of the daemon at `daemon` (`host:port`).
+    pub async fn start(daemon: &str) -> Collector {
         let latest = Arc::new(Mutex::new(None));
         let store = Arc::clone(&latest);
-        let app = axum::Router::new().route(
-            "/report",
-            axum::routing::post(move |body: String| {
-                let store = Arc::clone(&store);
-                async move {
-                    if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                        *store.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-                    }
-                    ([("access-control-allow-origin", "*")], "")
+        let addr = super::harness::report_proxy(
+            daemon.to_string(),
+            Arc::new(move |body: &[u8]| {
+                if let Ok(v) = serde_json::from_slice::<Value>(body) {
+                    *store.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
                 }
             }),
-        );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Collector { url, latest }
+        )
+        .await
+        .expect("report proxy");
+        Collector { addr, latest }
     }
 
     pub fn latest(&self) -> Option<Value> {

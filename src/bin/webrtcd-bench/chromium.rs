@@ -1,5 +1,5 @@
 //! Headless Chromium showing the daemon's own page, auto-answering, and reporting its state
-//! (the page's `?report=URL`) to a small collector here.
+//! (the page's `?report=/report`) to a small collector here, in front of the daemon.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -51,34 +51,29 @@ impl Drop for Chromium {
     }
 }
 
-/// Receives the page's reports (a POST every 500 ms) and keeps the latest.
+/// Receives the page's reports (a POST every 500 ms to its own origin: see
+/// [`crate::harness::report_proxy`]) and keeps the latest.
 pub struct Collector {
-    pub url: String,
+    /// Where the browser opens the page: the daemon, through the proxy.
+    pub addr: String,
     latest: Arc<Mutex<Option<Value>>>,
 }
 
 impl Collector {
-    pub async fn start() -> anyhow::Result<Collector> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/report", listener.local_addr()?);
+    /// A collector in front of the daemon at `daemon` (`host:port`).
+    pub async fn start(daemon: &str) -> anyhow::Result<Collector> {
         let latest = Arc::new(Mutex::new(None));
         let keep = Arc::clone(&latest);
-        let app = axum::Router::new().route(
-            "/report",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let keep = Arc::clone(&keep);
-                async move {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                        *keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-                    }
-                    ""
+        let addr = crate::harness::report_proxy(
+            daemon.to_string(),
+            Arc::new(move |body: &[u8]| {
+                if let Ok(v) = serde_json::from_slice::<Value>(body) {
+                    *keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
                 }
             }),
-        );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Collector { url, latest })
+        )
+        .await?;
+        Ok(Collector { addr, latest })
     }
 
     pub fn latest(&self) -> Option<Value> {

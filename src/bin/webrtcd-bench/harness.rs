@@ -35,7 +35,7 @@ pub fn chromium_flags(profile: &Path, media: bool) -> Vec<String> {
     flags
 }
 
-/// The `host:port` a `webrtcd` child prints first (`… listening on http://ADDR`), read from
+/// The `host:port` a `webrtcd` child prints first (`… listening on http(s)://ADDR`), read from
 /// its piped stdout; the rest of its stdout is drained so it never blocks on a full pipe.
 pub fn announced_address(child: &mut Child, within: Duration) -> Option<String> {
     let stdout = child.stdout.take()?;
@@ -48,5 +48,77 @@ pub fn announced_address(child: &mut Child, within: Duration) -> Option<String> 
         for _ in lines {}
     });
     let line = rx.recv_timeout(within).ok()?;
-    Some(line.rsplit("http://").next()?.trim().to_string())
+    Some(line.rsplit("://").next()?.trim().to_string())
+}
+
+/// What receives each report's body.
+pub type OnReport = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The page only reports to its own origin (`?report=/report`), so a test or benchmark that
+/// wants the reports stands in front of the daemon: this serves `POST /report` itself (each
+/// body goes to `on_report`) and passes every other request, WebSocket upgrades included,
+/// unchanged to the daemon at `upstream` (`host:port`). Returns the proxy's `host:port`; the
+/// browser opens the page there, so the page, its WebSocket and its reports share one origin.
+pub async fn report_proxy(upstream: String, on_report: OnReport) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let on_report = std::sync::Arc::clone(&on_report);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    proxy_one(req, upstream.clone(), std::sync::Arc::clone(&on_report))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+type ProxyBody = http_body_util::combinators::BoxBody<hyper::body::Bytes, hyper::Error>;
+
+async fn proxy_one(
+    mut req: hyper::Request<hyper::body::Incoming>,
+    upstream: String,
+    on_report: OnReport,
+) -> Result<hyper::Response<ProxyBody>, hyper::Error> {
+    use http_body_util::{BodyExt, Empty};
+    let empty = || Empty::new().map_err(|never| match never {}).boxed();
+    if req.method() == hyper::Method::POST && req.uri().path() == "/report" {
+        let body = req.into_body().collect().await?.to_bytes();
+        on_report(&body);
+        return Ok(hyper::Response::new(empty()));
+    }
+    let bad_gateway = || {
+        let mut r = hyper::Response::new(empty());
+        *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+        r
+    };
+    let Ok(stream) = tokio::net::TcpStream::connect(&upstream).await else {
+        return Ok(bad_gateway());
+    };
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+    else {
+        return Ok(bad_gateway());
+    };
+    tokio::spawn(conn.with_upgrades());
+    let client_side = hyper::upgrade::on(&mut req);
+    let mut response = sender.send_request(req).await?;
+    if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let daemon_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let (Ok(a), Ok(b)) = tokio::join!(client_side, daemon_side) {
+                let mut a = hyper_util::rt::TokioIo::new(a);
+                let mut b = hyper_util::rt::TokioIo::new(b);
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            }
+        });
+    }
+    Ok(response.map(|body| body.boxed()))
 }

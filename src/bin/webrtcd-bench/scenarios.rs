@@ -145,10 +145,10 @@ pub async fn first_frame_chromium(dir: &Path, codec: &str, calls: usize) -> anyh
         &camera_profile(codec, false, 0, false),
         &[],
     )?;
-    let collector = Collector::start().await?;
+    let collector = Collector::start(&camera.addr).await?;
     let url = format!(
-        "http://{}/?id=browser&autoanswer=1&report={}",
-        camera.addr, collector.url
+        "http://{}/?id=browser&autoanswer=1&report=/report",
+        collector.addr
     );
     let _browser = Chromium::open(&url, dir)?;
     camera.wait_peer("browser").await?;
