@@ -64,13 +64,6 @@ async fn register(from: &str, daemon: &Proc, id: &str) -> Ws {
     ws
 }
 
-/// A config file for `run --config` with `text`.
-fn config(name: &str, text: &str) -> String {
-    let path = artifacts_dir().join(format!("{name}.config.toml"));
-    std::fs::write(&path, text).expect("write config");
-    path.to_string_lossy().into_owned()
-}
-
 /// `GET path` on `p`: status code, and how long it took.
 async fn timed_get(p: &Proc, path: &str) -> (u16, Duration) {
     let started = Instant::now();
@@ -112,7 +105,7 @@ netns_test!(
     a_flood_of_calls_leaves_the_device_registered_and_callable,
     Net::LoopbackOnly,
     {
-        let profile = light_profile("flood-door", "");
+        let profile = light_profile("flood-door", "max_sessions = 4");
         let door = Proc::daemon("flood-door", &profile, &[]);
         let mallory = register("127.0.0.2", &door, "mallory").await;
         let (mut tx, mut rx) = mallory.split();
@@ -140,14 +133,15 @@ netns_test!(
         let sent = flood.await.expect("flood task");
         eprintln!("flood: {sent} calls written, {busy} busy, {limited} rate-limited errors");
         assert!(limited >= 1, "the flooder was told to slow down");
-        // Its calls that never offer hold at most two sessions (till the connect timeout):
-        // the rest stay free for others.
+        // Its calls that never offer hold sessions till the connect timeout, but never the
+        // last one: that stays free for others.
+        let max_sessions = 4;
         let held = calls(&door)
             .await
             .into_iter()
             .filter(|c| c["peer"] == "mallory")
             .count();
-        assert!(held <= 2, "mallory holds {held} sessions");
+        assert!(held < max_sessions, "mallory holds {held} sessions");
         let s = status(&door).await;
         assert_eq!(s["registered"], true, "{s}");
         assert_eq!(s["id"], "flood-door", "{s}");
@@ -167,7 +161,7 @@ netns_test!(
     {
         raise_own_fd_limit(8192);
         let profile = light_profile("stall-door", "");
-        let cfg = config("stall-door", "client_timeout_secs = 3\n");
+        let cfg = config_file("stall-door", "client_timeout_secs = 3\n");
         let door = Proc::daemon("stall-door", &profile, &["--config", &cfg]);
         let pid = door.pid();
         let fds_before = fds_of(pid);
@@ -269,7 +263,7 @@ netns_test!(
     Net::LoopbackOnly,
     {
         let profile = light_profile("ws-door", "");
-        let cfg = config("ws-door", "client_timeout_secs = 2\n");
+        let cfg = config_file("ws-door", "client_timeout_secs = 2\n");
         let door = Proc::daemon("ws-door", &profile, &["--config", &cfg]);
         // Never registers: closed after 2 s.
         let started = Instant::now();
@@ -327,7 +321,7 @@ netns_test!(
         let mut relay = Proc::relay("link-relay", &listen, &["--keepalive-secs", "1"]);
         let url = relay.ws_url();
         let profile = light_profile("link-door", "");
-        let cfg = config("link-door", "keepalive_secs = 1\n");
+        let cfg = config_file("link-door", "keepalive_secs = 1\n");
         let door = Proc::daemon("link-door", &profile, &["--config", &cfg, "--relay", &url]);
         let visitor = Proc::daemon(
             "link-visitor",
@@ -504,7 +498,7 @@ netns_test!(
     Net::LoopbackOnly,
     {
         let profile = light_profile("freeze-door", "");
-        let cfg = config("freeze-door", "keepalive_secs = 2\n");
+        let cfg = config_file("freeze-door", "keepalive_secs = 2\n");
         let door = Proc::daemon("freeze-door", &profile, &["--config", &cfg]);
         let visitor = visitor_of(&door, "freeze-visitor").await;
         let session = place_call(&visitor, "freeze-door").await;

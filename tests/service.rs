@@ -5,6 +5,8 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use common::browser::Net;
+use common::journal::Journald;
 use common::*;
 use webrtcd::service::api_client;
 
@@ -368,62 +370,51 @@ async fn tokens_can_come_from_systemd_credentials() {
     assert_eq!(status, 200);
 }
 
-/// Under systemd, stderr is the journal stream: lines carry syslog priorities, GStreamer's
-/// warnings come through with their category, and at the default level no SDP, candidate or
-/// fingerprint is logged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn journal_lines_have_priorities_and_keep_sdp_out_of_info() {
-    use std::os::unix::fs::MetadataExt;
-    let _serial = serial().await;
-    let profile = light_profile("journal", "");
-    // The harness writes stderr to target/test-logs/NAME.log (truncating, same inode): that
-    // file is the "journal stream" whose device and inode JOURNAL_STREAM names.
-    let log = artifacts_dir().join("journal-door.log");
-    std::fs::write(&log, "").expect("create log");
-    let meta = std::fs::metadata(&log).expect("stat");
-    let stream = format!("{}:{}", meta.dev(), meta.ino());
-    let door = Proc::daemon_env(
-        "journal-door",
-        &profile,
-        &[],
-        &[("JOURNAL_STREAM", &stream), ("RUST_LOG", "info")],
-    );
-    let alice = Proc::daemon("journal-alice", &profile, &["--relay", &door.ws_url()]);
-    wait_peer(&alice, "journal-door").await;
-    let session = place_call(&alice, "journal-door").await;
-    wait_call(&door, &session, "media", media_and_pings_flow).await;
-    assert_eq!(hang_up(&alice, &session).await, 204);
-    wait_idle(&door).await;
+// Under systemd (a real journald here, on the test's own /run), entries go to the journal
+// natively with their priority, GStreamer's warnings come through with their category, and
+// at the default level no SDP, candidate or fingerprint is logged.
+netns_test!(
+    journal_entries_have_priorities_and_keep_sdp_out_of_info,
+    Net::LoopbackOnly,
+    {
+        let journald = Journald::start();
+        let profile = light_profile("journal", "");
+        let door = journald.daemon("journal-door", &profile, &[], "info");
+        let alice = Proc::daemon("journal-alice", &profile, &["--relay", &door.ws_url()]);
+        wait_peer(&alice, "journal-door").await;
+        let session = place_call(&alice, "journal-door").await;
+        wait_call(&door, &session, "media", media_and_pings_flow).await;
+        assert_eq!(hang_up(&alice, &session).await, 204);
+        wait_idle(&door).await;
 
-    let text = door.log_text();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    assert!(lines.len() > 3, "{text}");
-    for line in &lines {
-        let prio = line
-            .strip_prefix('<')
-            .and_then(|l| l.split_once('>'))
-            .map(|(p, _)| p);
+        let entries = journald.ours();
+        assert!(entries.len() > 3, "{entries:?}");
+        for entry in &entries {
+            assert_eq!(
+                entry["_TRANSPORT"], "journal",
+                "native, not a text stream: {entry}"
+            );
+            // tracing-journald: error 3, warn 4, info 5.
+            assert!(
+                matches!(entry["PRIORITY"].as_str(), Some("3" | "4" | "5")),
+                "not an entry at info level: {entry}"
+            );
+        }
+        let text = serde_json::to_string(&entries).expect("JSON");
+        assert!(text.contains("call ended"), "{text}");
+        for secret in ["v=0", "a=fingerprint", "typ host", "candidate:"] {
+            assert!(!text.contains(secret), "{secret} logged at info: {text}");
+        }
         assert!(
-            matches!(prio, Some("3" | "4" | "6")),
-            "not a journal line at info level: {line:?}"
+            !text.contains("\\u001b"),
+            "no terminal colours in the journal"
+        );
+        // GStreamer's own warnings arrive through the same log, with their category.
+        assert!(
+            entries.iter().any(|e| e["TARGET"] == "gstreamer"
+                && e["PRIORITY"] == "4"
+                && e["F_CATEGORY"].is_string()),
+            "{text}"
         );
     }
-    assert!(
-        lines.iter().any(|l| l.starts_with("<6>webrtcd::")),
-        "{text}"
-    );
-    for secret in ["v=0", "a=fingerprint", "typ host", "candidate:"] {
-        assert!(!text.contains(secret), "{secret} logged at info: {text}");
-    }
-    assert!(
-        !text.contains('\u{1b}'),
-        "no terminal colours in the journal: {text}"
-    );
-    // GStreamer's own warnings arrive through the same log, with their category.
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("<4>gstreamer: ") && l.contains("category=")),
-        "{text}"
-    );
-}
+);

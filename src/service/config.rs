@@ -547,8 +547,10 @@ mod tests {
         let c: Config = toml::from_str(&uncommented).unwrap();
         let problems = c.problems();
         assert!(
-            problems.iter().all(|p| p.starts_with("web_dir:")),
-            "only web_dir may be missing here: {problems:?}"
+            problems
+                .iter()
+                .all(|p| p.starts_with("web_dir:") || p.starts_with("relay_ca:")),
+            "only files may be missing here: {problems:?}"
         );
         for key in [
             "listen",
@@ -556,6 +558,15 @@ mod tests {
             "id",
             "relay",
             "tokens",
+            "relay_token",
+            "relay_ca",
+            "tls",
+            "tls_cert",
+            "tls_key",
+            "tls_names",
+            "tls_listen",
+            "allowed_origins",
+            "allowed_hosts",
             "keepalive_secs",
             "max_connections",
             "max_connections_per_address",

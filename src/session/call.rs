@@ -334,7 +334,7 @@ impl Call {
                 tracing::debug!(
                     session = %self.info.session,
                     reason = %escape_for_log(&reason),
-                    message = %escape_for_log(message.as_deref().unwrap_or("")),
+                    text = %escape_for_log(message.as_deref().unwrap_or("")),
                     "the peer hung up"
                 );
                 Err(CallEnd {

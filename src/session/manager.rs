@@ -33,10 +33,6 @@ struct SessionHandle {
     info: Arc<CallInfo>,
 }
 
-/// How many calls from one peer may wait for their offer at once (the peer's own media setup,
-/// a browser's permission prompt, can take a while; more than two at once is a flood).
-const MAX_WAITING_CALLS_PER_PEER: usize = 2;
-
 #[derive(Default)]
 struct State {
     /// Keyed by (peer, session): a session id is only unique per caller.
@@ -211,8 +207,9 @@ impl CallManager {
                 if state.sessions.contains_key(&key) {
                     return;
                 }
-                // One peer's calls still waiting for their offer: a flood of `call`s from one
-                // peer that never offers cannot take every session for the connect timeout.
+                // One peer's calls still waiting for their offer (its media setup, a browser's
+                // permission prompt, may take a while) can hold every session but one: a flood
+                // of `call`s that never offer leaves room for someone else.
                 let waiting = state
                     .sessions
                     .iter()
@@ -222,7 +219,7 @@ impl CallManager {
                     })
                     .count();
                 if state.sessions.len() >= self.settings.profile.max_sessions
-                    || waiting >= MAX_WAITING_CALLS_PER_PEER
+                    || waiting >= self.settings.profile.max_sessions.saturating_sub(1).max(1)
                     || self.tasks.is_closed()
                 {
                     drop(state);

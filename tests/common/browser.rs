@@ -76,8 +76,10 @@ pub fn isolated(name: &str, net: Net) -> bool {
         // Unprivileged: a user namespace makes us root inside it.
         cmd.arg("-r");
     }
+    // A mount namespace too: a test may mount over /run (its own journald) without touching
+    // the machine's.
     let status = cmd
-        .args(["-n", "--"])
+        .args(["-n", "-m", "--"])
         .arg(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
@@ -262,6 +264,11 @@ pub struct Driven {
 
 impl Driven {
     pub async fn start() -> Driven {
+        Driven::start_with(&[]).await
+    }
+
+    /// Chromium with `extra` flags after the usual ones (a later flag wins).
+    pub async fn start_with(extra: &[String]) -> Driven {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().expect("addr").port()
@@ -280,7 +287,10 @@ impl Driven {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": chromium_flags(profile.path(), true),
+                "args": chromium_flags(profile.path(), true)
+                    .into_iter()
+                    .chain(extra.iter().cloned())
+                    .collect::<Vec<_>>(),
             }
         }}});
         let created = wait_for("chromedriver", Duration::from_secs(20), || {

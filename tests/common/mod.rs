@@ -5,6 +5,7 @@
 pub mod browser;
 #[path = "../../src/bin/webrtcd-bench/harness.rs"]
 pub mod harness;
+pub mod journal;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,36 @@ pub fn profile_with_codecs(name: &str, top: &str, video_codecs: &str) -> PathBuf
     path
 }
 
+/// `run` with a free port, ICE on loopback, `id`, `profile`, its own state directory, `extra`.
+pub fn daemon_args(id: &str, profile: &Path, extra: &[&str]) -> Vec<String> {
+    let state = state_dir(id);
+    let mut args: Vec<String> = [
+        "run",
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
+        "--listen",
+        "127.0.0.1:0",
+        "--id",
+        id,
+        "--ice-address",
+        "127.0.0.1",
+        "--profile",
+        profile.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A config file for `run --config` with `text`.
+pub fn config_file(name: &str, text: &str) -> String {
+    let path = artifacts_dir().join(format!("{name}.config.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path.to_string_lossy().into_owned()
+}
+
 /// Each daemon's own state directory (its DTLS identity lives there).
 pub fn state_dir(id: &str) -> PathBuf {
     artifacts_dir().join("state").join(id)
@@ -78,21 +109,8 @@ impl Proc {
     }
 
     pub fn daemon_env(id: &str, profile: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Proc {
-        let state = state_dir(id);
-        let mut args = vec![
-            "--state-dir",
-            state.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-            "--id",
-            id,
-            "--ice-address",
-            "127.0.0.1",
-            "--profile",
-            profile.to_str().expect("utf-8 path"),
-        ];
-        args.extend_from_slice(extra);
-        args.insert(0, "run");
+        let args = daemon_args(id, profile, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn_env(id, &args, envs)
     }
 
@@ -111,6 +129,17 @@ impl Proc {
     pub fn spawn_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
         let log = artifacts_dir().join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create log");
+        Proc::spawn_with(name, args, envs, Stdio::from(stderr), log)
+    }
+
+    /// Like [`Proc::spawn_env`], with stderr going to `stderr` (`log` names where it ends up).
+    pub fn spawn_with(
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+        log: PathBuf,
+    ) -> Proc {
         let mut command = Command::new(env!("CARGO_BIN_EXE_webrtcd"));
         // SAFETY: prctl is async-signal-safe; this runs in the child between fork and exec.
         // A daemon must not outlive a test that was killed (it could run, and write, forever).
