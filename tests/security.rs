@@ -215,13 +215,24 @@ fetch("http://{addr}/api/calls", {{ method: "POST", mode: "no-cors",
             .await
             .expect("bind");
         let evil = listener.local_addr().expect("addr");
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || {
-                let page = evil_page.clone();
-                async move { axum::response::Html(page) }
-            }),
-        );
+        // What the device's page would leak to another origin, if it posted its reports there.
+        let leaked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&leaked);
+        let app = axum::Router::new()
+            .route(
+                "/",
+                axum::routing::get(move || {
+                    let page = evil_page.clone();
+                    async move { axum::response::Html(page) }
+                }),
+            )
+            .route(
+                "/report",
+                axum::routing::post(move || {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async { "" }
+                }),
+            );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -253,11 +264,17 @@ fetch("http://{addr}/api/calls", {{ method: "POST", mode: "no-cors",
             "no call was started"
         );
 
-        // The device's own page, in the same browser, works.
+        // The device's own page, in the same browser, works; it reports its state
+        // (addresses included) only to its own origin.
         chrome
-            .open(&format!("http://{}/?id=owner", door.addr))
+            .open(&format!(
+                "http://{}/?id=owner&report=http://{evil}/report",
+                door.addr
+            ))
             .await;
         wait_peer(&door, "owner").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(leaked.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 );
 
@@ -410,6 +427,120 @@ netns_test!(
         assert!(door.terminate().is_some_and(|s| s.success()));
     }
 );
+
+// `tls = "self-signed"`: made at the first start for the configured names, its fingerprint
+// logged, the same one after a restart, served over HTTPS.
+netns_test!(
+    a_self_signed_certificate_is_made_once_and_kept,
+    Net::LoopbackOnly,
+    {
+        let cfg = config_file(
+            "self-signed-door",
+            "tls = 'self-signed'\ntls_names = ['webrtcd.test', '127.0.0.1']\n",
+        );
+        let _ = std::fs::remove_dir_all(state_dir("self-signed-door"));
+        let profile = light_profile("self-signed-door", "");
+        let fingerprint_of = |door: &Proc| {
+            let log = door.log_text();
+            let line = log
+                .lines()
+                .find(|l| l.contains("TLS certificate (SHA-256)"))
+                .unwrap_or_else(|| panic!("no fingerprint logged: {log}"))
+                .to_string();
+            line.split("fingerprint=")
+                .nth(1)
+                .and_then(|f| f.split_whitespace().next())
+                .expect("fingerprint")
+                .to_string()
+        };
+        let mut door = Proc::daemon("self-signed-door", &profile, &["--config", &cfg]);
+        let first = fingerprint_of(&door);
+        assert!(door.terminate().is_some_and(|s| s.success()));
+        let door = Proc::daemon("self-signed-door", &profile, &["--config", &cfg]);
+        assert_eq!(fingerprint_of(&door), first, "kept across restarts");
+        // What is served is what was logged, and what the state directory keeps.
+        let served = served_fingerprint_insecure(&door.addr).await;
+        assert_eq!(served, first.replace(':', "").to_lowercase());
+        let kept = std::fs::read_to_string(state_dir("self-signed-door").join("tls-cert.pem"))
+            .expect("the certificate in the state directory");
+        let kept = pem::parse(kept).expect("PEM");
+        let kept: String = {
+            use sha2::Digest;
+            sha2::Sha256::digest(kept.contents())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        assert_eq!(kept, served);
+    }
+);
+
+/// The SHA-256 of the certificate a TLS server presents, hex, checking nothing (what a person
+/// compares with the logged fingerprint before accepting the certificate).
+async fn served_fingerprint_insecure(addr: &str) -> String {
+    use sha2::Digest;
+    #[derive(Debug)]
+    struct AcceptAnything(std::sync::Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = webrtcd::service::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAnything(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("webrtcd.test").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let leaf = tls.get_ref().1.peer_certificates().expect("certificates")[0].clone();
+    sha2::Sha256::digest(leaf.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 // A `wss://` relay whose certificate the daemon cannot verify is refused, clearly; with the CA
 // configured it registers, and its token never reaches a log, through a relay restart too.

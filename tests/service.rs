@@ -368,6 +368,24 @@ async fn tokens_can_come_from_systemd_credentials() {
         .await
         .expect("GET");
     assert_eq!(status, 200);
+    drop(door);
+
+    // A credential that is there but cannot be read stops the daemon: read as "no tokens",
+    // it would open the API to anyone.
+    let unreadable = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(unreadable.path().join("tokens")).expect("a directory, not a file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webrtcd"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env("WEBRTCD_CONFIG", "/dev/null")
+        .env("CREDENTIALS_DIRECTORY", unreadable.path())
+        .output()
+        .expect("webrtcd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tokens") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }
 
 // Under systemd (a real journald here, on the test's own /run), entries go to the journal
