@@ -77,6 +77,10 @@ pub struct Config {
     /// Seconds between WebSocket pings of idle relay connections.
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// A connected call from whose peer nothing arrives (RTP, RTCP, DataChannel) for this
+    /// many seconds ends with reason `network`.
+    #[serde(default = "default_ice_recovery")]
+    pub ice_recovery_secs: u64,
     /// Where the DTLS certificate is kept (default: `$STATE_DIRECTORY`, else `./state`).
     pub state_dir: Option<PathBuf>,
     /// Most connections open at once, HTTP and WebSocket together (kept below the file
@@ -149,6 +153,9 @@ fn default_profile() -> PathBuf {
 fn default_keepalive() -> u64 {
     20
 }
+fn default_ice_recovery() -> u64 {
+    30
+}
 fn default_max_connections() -> usize {
     512
 }
@@ -185,6 +192,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             ice: IceConfig::default(),
             keepalive_secs: default_keepalive(),
+            ice_recovery_secs: default_ice_recovery(),
             state_dir: None,
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),
@@ -362,6 +370,12 @@ impl Config {
             out.push(format!(
                 "keepalive_secs: {} is not between 1 and 3600",
                 self.keepalive_secs
+            ));
+        }
+        if !(2..=3600).contains(&self.ice_recovery_secs) {
+            out.push(format!(
+                "ice_recovery_secs: {} is not between 2 and 3600",
+                self.ice_recovery_secs
             ));
         }
         if self.max_connections == 0 {
@@ -568,6 +582,7 @@ mod tests {
             "allowed_origins",
             "allowed_hosts",
             "keepalive_secs",
+            "ice_recovery_secs",
             "max_connections",
             "max_connections_per_address",
             "client_timeout_secs",

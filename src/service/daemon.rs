@@ -210,6 +210,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         ice_addresses: config.ice.addresses.clone(),
         stun_server: config.ice.stun_server.clone(),
         turn_servers: config.ice.turn_servers.clone(),
+        ice_recovery: Duration::from_secs(config.ice_recovery_secs),
     };
     let tasks = Tasks {
         connections: TaskTracker::new(),

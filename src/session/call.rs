@@ -119,6 +119,48 @@ struct RemoteCandidate {
     sdp_mline_index: Option<u32>,
 }
 
+/// Notices a media path that died under a connected call. libnice (without consent
+/// freshness, which webrtcbin 1.22 does not turn on) keeps a dead pair "connected" forever;
+/// the peer's RTP, RTCP and DataChannel traffic say whether anything still arrives. A short
+/// cut heals by itself; a path silent for `recovery` ends the call with `network`.
+struct PathWatch {
+    recovery: Duration,
+    last_activity: u64,
+    heard_at: Instant,
+}
+
+impl PathWatch {
+    fn new(recovery: Duration) -> PathWatch {
+        PathWatch {
+            recovery,
+            last_activity: 0,
+            heard_at: Instant::now(),
+        }
+    }
+
+    fn check(&mut self, info: &CallInfo) -> Step {
+        let activity = info.peer_activity();
+        // Until connected, the connect timeout is the bound.
+        if info.state() != CallState::Connected || activity != self.last_activity {
+            self.last_activity = activity;
+            self.heard_at = Instant::now();
+            return Ok(());
+        }
+        let silent = self.heard_at.elapsed();
+        if silent >= self.recovery {
+            crate::metrics::get().ice_failures.inc();
+            return Err(CallEnd::local(
+                EndReason::Network,
+                format!(
+                    "nothing arrived from the peer for {} s: the network path is gone",
+                    silent.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Runs one call to its end. Returns once the pipeline has been handed to teardown.
 pub async fn run(
     info: Arc<CallInfo>,
@@ -164,6 +206,7 @@ impl Call {
             .add(&webrtcbin)
             .map_err(|e| CallEnd::media(e.to_string()))?;
         webrtc::wire(&webrtcbin, &events, &peer_tx);
+        webrtc::count_peer_rtcp(&webrtcbin, &info);
         webrtc::watch_bus(&pipeline, &events);
         let echo_probe = if settings.profile.echo_cancel() {
             Some(receive::echo_probe().map_err(|e| CallEnd::media(e.to_string()))?)
@@ -220,10 +263,11 @@ impl Call {
         tokio::pin!(deadline);
         let mut ping = tokio::time::interval(PING_INTERVAL);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        let mut path = PathWatch::new(self.settings.ice_recovery);
         loop {
             self.info.beat();
             let step = tokio::select! {
-                _ = heartbeat.tick() => Ok(()),
+                _ = heartbeat.tick() => path.check(&self.info),
                 _ = &mut media_delay, if !self.media_ready => self.on_media_ready().await,
                 event = events.recv() => match event {
                     Some(event) => self.handle(event).await,

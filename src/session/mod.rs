@@ -33,6 +33,9 @@ pub struct CallSettings {
     pub stun_server: Option<String>,
     /// `turn(s)://user:password@host:port` (shown redacted).
     pub turn_servers: Vec<crate::redact::SecretUrl>,
+    /// A connected call from whose peer nothing (RTP, RTCP, DataChannel) arrives for this
+    /// long ends with reason `network`: its path is gone.
+    pub ice_recovery: std::time::Duration,
     /// The certificate every call uses for DTLS.
     pub identity: Arc<identity::DtlsIdentity>,
     /// Where send branches come from (shared encoders by default).
@@ -104,6 +107,9 @@ pub struct CallInfo {
     pub heartbeat_ms: AtomicU64,
     /// RTP packets handed to / received from webrtcbin, per track.
     pub rtp: Arc<RtpCounts>,
+    /// RTCP reports received from the peer (rtpbin's `on-ssrc-active`): a receive-only peer
+    /// without a DataChannel still sends these.
+    pub rtcp_received: AtomicU64,
     first_frame_recorded: std::sync::atomic::AtomicBool,
 }
 
@@ -175,6 +181,7 @@ impl CallInfo {
             pongs_received: AtomicU64::new(0),
             rtt_us: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(0),
+            rtcp_received: AtomicU64::new(0),
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
         }
@@ -191,6 +198,16 @@ impl CallInfo {
                 .first_frame_seconds
                 .observe(first.duration_since(self.started).as_secs_f64());
         }
+    }
+
+    /// Grows whenever anything arrives from the peer over the media path: RTP, RTCP, a
+    /// DataChannel ping or pong. A value that stops growing means the path is dead.
+    pub fn peer_activity(&self) -> u64 {
+        self.rtp.video_received.load(Ordering::Relaxed)
+            + self.rtp.audio_received.load(Ordering::Relaxed)
+            + self.rtcp_received.load(Ordering::Relaxed)
+            + self.pongs_received.load(Ordering::Relaxed)
+            + self.pings_answered.load(Ordering::Relaxed)
     }
 
     /// How long since the session task last went round its loop.

@@ -63,6 +63,24 @@ fn use_identity(webrtcbin: &gst::Element, identity: &Arc<DtlsIdentity>) {
     });
 }
 
+/// Counts the RTCP reports that arrive from the peer into `info` (rtpbin's `on-ssrc-active`
+/// fires for each remote source that sends one). Only an atomic add in the handler.
+pub fn count_peer_rtcp(webrtcbin: &gst::Element, info: &Arc<super::CallInfo>) {
+    let Some(rtpbin) = webrtcbin
+        .downcast_ref::<gst::Bin>()
+        .and_then(|bin| bin.by_name("rtpbin"))
+    else {
+        tracing::warn!("webrtcbin has no rtpbin: the peer's RTCP is not counted");
+        return;
+    };
+    let info = Arc::clone(info);
+    rtpbin.connect("on-ssrc-active", false, move |_| {
+        info.rtcp_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        None
+    });
+}
+
 pub fn wire(webrtcbin: &gst::Element, events: &UnboundedSender<Event>, peer: &Sender<PeerInput>) {
     let tx = events.clone();
     webrtcbin.connect("on-ice-candidate", false, move |args| {
