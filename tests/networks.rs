@@ -124,3 +124,93 @@ netns_test!(
         wait_idle(&visitor).await;
     }
 );
+
+/// Video frames `p` has decoded in call `session` so far.
+async fn frames_of(p: &Proc, session: &str) -> u64 {
+    frames(&wait_call(p, session, "the call", |_| true).await)
+}
+
+/// `webrtcd run` like [`Proc::daemon`], but with ICE on `ip` only (a path of its own).
+fn daemon_at(id: &str, ip: &str, extra: &[&str]) -> Proc {
+    let profile = light_profile(id, "");
+    let mut args = daemon_args(id, &profile, extra);
+    // daemon_args binds ICE to 127.0.0.1; this daemon gets its own address instead.
+    if let Some(i) = args.iter().position(|a| a == "127.0.0.1") {
+        args[i] = ip.to_string();
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn_env(id, &args, &[])
+}
+
+netns_test!(
+    lost_packets_are_asked_for_again_and_retransmitted,
+    Net::LoopbackOnly,
+    {
+        let camera = Proc::daemon("loss-camera", &light_profile("loss-camera", ""), &[]);
+        let relay = camera.ws_url();
+        let lossy = daemon_at("loss-lossy", "127.0.0.3", &["--relay", &relay]);
+        let clean = daemon_at("loss-clean", "127.0.0.4", &["--relay", &relay]);
+        let mut sessions = Vec::new();
+        for viewer in [&lossy, &clean] {
+            wait_peer(viewer, "loss-camera").await;
+            let session = place_call(viewer, "loss-camera").await;
+            assert_call_works(viewer, &camera, &session).await;
+            sessions.push(session);
+        }
+        // 5 % of the UDP packets toward the lossy viewer are lost, from now on.
+        nft(&["add", "table", "inet", "loss"]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "loss",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ]);
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "loss",
+            "input",
+            "ip",
+            "daddr",
+            "127.0.0.3",
+            "meta",
+            "l4proto",
+            "udp",
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            "5",
+            "drop",
+        ]);
+        let lossy_start = frames_of(&lossy, &sessions[0]).await;
+        let clean_start = frames_of(&clean, &sessions[1]).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let lossy_got = frames_of(&lossy, &sessions[0]).await - lossy_start;
+        let clean_got = frames_of(&clean, &sessions[1]).await - clean_start;
+        nft(&["delete", "table", "inet", "loss"]);
+        let sent = wait_call(&camera, &sessions[0], "the camera's side", |_| true).await;
+        eprintln!(
+            "10 s at 5 % loss: lossy viewer {lossy_got} frames, clean viewer {clean_got}; camera: {}",
+            sent["send"]
+        );
+        assert!(
+            sent["send"]["nacks_received"].as_u64().unwrap_or(0) > 0,
+            "{sent}"
+        );
+        assert!(
+            sent["send"]["packets_retransmitted"].as_u64().unwrap_or(0) > 0,
+            "{sent}"
+        );
+        // Not asserted yet (issue 11): how many of the lossy viewer's frames survive. Measured
+        // with 50 ms of jitterbuffer: 64–130 % of the clean viewer's, on a loaded machine.
+        eprintln!(
+            "lossy/clean frames: {:.2}",
+            lossy_got as f64 / clean_got.max(1) as f64
+        );
+    }
+);

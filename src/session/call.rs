@@ -111,6 +111,8 @@ pub struct Call {
     echo_probe: Option<gst::Element>,
     /// Where the DataChannel's text goes (bounded, like signaling from the peer).
     peer_tx: mpsc::Sender<PeerInput>,
+    /// Send branches linked (each is a transceiver, in order): whether each carries video.
+    send_video: Vec<bool>,
 }
 
 struct RemoteCandidate {
@@ -234,6 +236,7 @@ impl Call {
             subscriptions: Vec::new(),
             echo_probe,
             peer_tx,
+            send_video: Vec::new(),
         })
     }
 
@@ -267,7 +270,10 @@ impl Call {
         loop {
             self.info.beat();
             let step = tokio::select! {
-                _ = heartbeat.tick() => path.check(&self.info),
+                _ = heartbeat.tick() => {
+                    self.sample_retransmissions();
+                    path.check(&self.info)
+                }
                 _ = &mut media_delay, if !self.media_ready => self.on_media_ready().await,
                 event = events.recv() => match event {
                     Some(event) => self.handle(event).await,
@@ -433,6 +439,7 @@ impl Call {
         self.info.channels_created.fetch_add(1, Ordering::Relaxed);
         self.info.set_channel(ChannelState::Connecting);
 
+        webrtc::enable_nack(&self.webrtcbin, &self.send_video);
         let mut offer = self.create_description("create-offer", "offer").await?;
         sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(offer.sdp());
@@ -465,6 +472,13 @@ impl Call {
         }
         self.set_description("set-remote-description", WebRTCSDPType::Offer, &offer)
             .await?;
+        // One transceiver per audio or video m-line of the offer, in its order.
+        let video: Vec<bool> = (0..offer.medias_len())
+            .filter_map(|i| offer.media(i))
+            .filter(|m| matches!(m.media(), Some("audio" | "video")))
+            .map(|m| m.media() == Some("video"))
+            .collect();
+        webrtc::enable_nack(&self.webrtcbin, &video);
         self.remote = Some(offer);
         self.apply_held_candidates();
         let mut answer = self.create_description("create-answer", "answer").await?;
@@ -523,6 +537,8 @@ impl Call {
             .request_pad_simple("sink_%u")
             .ok_or_else(|| fail("webrtcbin gave no sink pad"))?;
         src.link(&sink).map_err(|_| fail("link send branch"))?;
+        self.send_video
+            .push(branch.codec.kind() == codecs::MediaKind::Video);
         webrtc::count_rtp(
             &sink,
             branch.codec.kind(),
@@ -831,6 +847,22 @@ impl Call {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Copies the retransmission counters into the call's info (what `GET /api/calls` shows),
+    /// and makes sure lost video is asked for again.
+    fn sample_retransmissions(&self) {
+        if self.info.state() != CallState::Connected {
+            return;
+        }
+        if let Some(remote) = &self.remote {
+            webrtc::nack_video_jitterbuffers(&self.webrtcbin, &sdp::video_ssrcs(remote));
+        }
+        let (requests, packets) = webrtc::retransmissions(&self.webrtcbin);
+        self.info.nacks_received.store(requests, Ordering::Relaxed);
+        self.info
+            .packets_retransmitted
+            .store(packets, Ordering::Relaxed);
     }
 
     /// Notes which certificate the peer used in the handshake (all m-lines share one

@@ -110,6 +110,10 @@ pub struct CallInfo {
     /// RTCP reports received from the peer (rtpbin's `on-ssrc-active`): a receive-only peer
     /// without a DataChannel still sends these.
     pub rtcp_received: AtomicU64,
+    /// Retransmission requests received and retransmissions sent (sampled by the session task
+    /// from webrtcbin's `rtprtxsend` elements).
+    pub nacks_received: AtomicU64,
+    pub packets_retransmitted: AtomicU64,
     first_frame_recorded: std::sync::atomic::AtomicBool,
 }
 
@@ -140,6 +144,15 @@ pub struct CallSnapshot {
     pub age_ms: u64,
     /// RTP packets per track, sent and received (where a call got stuck shows here).
     pub rtp_packets: RtpSnapshot,
+    /// Loss recovery on what this side sends: NACKed packets the peer asked for again, and
+    /// retransmissions sent (RTX).
+    pub send: SendRecovery,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SendRecovery {
+    pub nacks_received: u64,
+    pub packets_retransmitted: u64,
 }
 
 /// RTP packets of one call, counted at webrtcbin's pads.
@@ -182,6 +195,8 @@ impl CallInfo {
             rtt_us: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(0),
             rtcp_received: AtomicU64::new(0),
+            nacks_received: AtomicU64::new(0),
+            packets_retransmitted: AtomicU64::new(0),
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
         }
@@ -277,6 +292,10 @@ impl CallInfo {
                 audio_sent: self.rtp.audio_sent.load(Ordering::Relaxed),
                 video_received: self.rtp.video_received.load(Ordering::Relaxed),
                 audio_received: self.rtp.audio_received.load(Ordering::Relaxed),
+            },
+            send: SendRecovery {
+                nacks_received: self.nacks_received.load(Ordering::Relaxed),
+                packets_retransmitted: self.packets_retransmitted.load(Ordering::Relaxed),
             },
         }
     }

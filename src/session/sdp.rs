@@ -73,6 +73,23 @@ pub fn mids(sdp: &gst_sdp::SDPMessageRef) -> Vec<Option<String>> {
         .collect()
 }
 
+/// The SSRCs a description announces for its video (`a=ssrc:N …` in video m-lines).
+pub fn video_ssrcs(sdp: &gst_sdp::SDPMessageRef) -> Vec<u32> {
+    let mut out: Vec<u32> = sdp
+        .medias()
+        .filter(|m| m.media() == Some("video"))
+        .flat_map(|m| {
+            m.attributes()
+                .filter(|a| a.key() == "ssrc")
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|a| a.value()?.split_whitespace().next()?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The m-line index that carries a bundled transport (the first mid of `a=group:BUNDLE`).
 pub fn bundle_transport_mline(sdp: &gst_sdp::SDPMessageRef) -> Option<u32> {
     let group = sdp
@@ -143,6 +160,16 @@ mod tests {
             .chain(media)
             .filter_map(|a| a.value().map(str::to_string))
             .collect()
+    }
+
+    #[test]
+    fn video_ssrcs_come_from_video_mlines_only() {
+        let text = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=ssrc-group:FID 11 12\r\na=ssrc:11 cname:x\r\n\
+a=ssrc:11 msid:x y\r\na=ssrc:12 cname:x\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ssrc:21 cname:x\r\n";
+        gst::init().unwrap();
+        let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap();
+        assert_eq!(video_ssrcs(&sdp), [11, 12]);
     }
 
     #[test]
