@@ -216,3 +216,172 @@ netns_test!(
         );
     }
 );
+
+// ---- TURN ---------------------------------------------------------------------------------
+
+const TURN_SECRET: &str = "turn-shared-secret-0123";
+
+/// coturn on 127.0.0.1:3478 checking TURN REST credentials made with [`TURN_SECRET`]; its log
+/// is `target/test-logs/coturn.log`. Killed on drop.
+struct Coturn {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Coturn {
+    fn start() -> Coturn {
+        let log = artifacts_dir().join("coturn.log");
+        let out = std::fs::File::create(&log).expect("coturn log");
+        let child = std::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                "--listening-port=3478",
+                "--min-port=50000",
+                "--max-port=50100",
+                "--use-auth-secret",
+                &format!("--static-auth-secret={TURN_SECRET}"),
+                "--realm=webrtcd.test",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--allow-loopback-peers",
+                "--log-file=stdout",
+                "--simple-log",
+                "--verbose",
+            ])
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("turnserver (Debian package coturn)");
+        let coturn = Coturn { child, log };
+        for _ in 0..100 {
+            if coturn.log_text().contains("Total auth threads") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        coturn
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The candidates `p` sent to its peer (its debug log).
+fn local_candidates(p: &Proc) -> Vec<String> {
+    p.log_text()
+        .lines()
+        .filter(|l| l.contains("local candidate"))
+        .filter_map(|l| l.split("candidate=").nth(1).map(str::to_string))
+        .collect()
+}
+
+netns_test!(
+    calls_connect_through_turn_with_short_lived_credentials,
+    Net::LoopbackOnly,
+    {
+        let coturn = Coturn::start();
+        let config = format!(
+            "ice_transport_policy = 'relay'\n[ice]\n\
+             turn_servers = ['turn://127.0.0.1:3478?transport=udp']\n\
+             turn_secret = '{TURN_SECRET}'\n"
+        );
+        let door = Proc::daemon(
+            "turn-door",
+            &light_profile("turn-door", ""),
+            &["--config", &config_file("turn-door", &config)],
+        );
+        let visitor = Proc::daemon(
+            "turn-visitor",
+            &light_profile("turn-visitor", ""),
+            &[
+                "--config",
+                &config_file("turn-visitor", &config),
+                "--relay",
+                &door.ws_url(),
+            ],
+        );
+        wait_peer(&visitor, "turn-door").await;
+        let session = place_call(&visitor, "turn-door").await;
+        assert_call_works(&visitor, &door, &session).await;
+        // Relayed only: every candidate either side offered is coturn's.
+        for p in [&door, &visitor] {
+            let candidates = local_candidates(p);
+            assert!(!candidates.is_empty(), "{} sent no candidate", p.name);
+            assert!(
+                candidates.iter().all(|c| c.contains("typ relay")),
+                "{}: {candidates:?}",
+                p.name
+            );
+        }
+        assert!(
+            coturn.log_text().contains(":webrtcd"),
+            "coturn saw the REST username"
+        );
+
+        // What a page gets: the server in browser form, fresh credentials, the policy.
+        let ice = get(&door, "/api/ice-servers").await;
+        assert_eq!(ice["iceTransportPolicy"], "relay", "{ice}");
+        let turn = &ice["iceServers"][0];
+        assert_eq!(
+            turn["urls"][0], "turn:127.0.0.1:3478?transport=udp",
+            "{ice}"
+        );
+        assert!(
+            turn["username"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(":browser")),
+            "{ice}"
+        );
+        assert!(!ice.to_string().contains(TURN_SECRET));
+
+        // Credentials that expired an hour ago: coturn refuses them, no relay, no call.
+        let secret = secrecy::SecretString::from(TURN_SECRET.to_string());
+        let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+        let expired =
+            webrtcd::session::turn::credentials(&secret, "expired", old, Duration::from_secs(3600));
+        let url = webrtcd::session::turn::with_credentials(
+            "turn://127.0.0.1:3478?transport=udp",
+            &expired,
+        )
+        .expect("url");
+        let late = Proc::daemon(
+            "turn-late",
+            &light_profile("turn-late", ""),
+            &[
+                "--config",
+                &config_file(
+                    "turn-late",
+                    &format!("ice_transport_policy = 'relay'\n[ice]\nturn_servers = ['{url}']\n"),
+                ),
+                "--relay",
+                &door.ws_url(),
+            ],
+        );
+        wait_peer(&late, "turn-door").await;
+        let session = place_call(&late, "turn-door").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let calls = calls(&late).await;
+        let call = calls.iter().find(|c| c["session"] == session.as_str());
+        assert!(
+            call.is_none_or(|c| c["state"] != "connected"),
+            "a call through expired credentials: {call:?}"
+        );
+        assert!(
+            local_candidates(&late)
+                .iter()
+                .all(|c| !c.contains("typ relay")),
+            "coturn gave an expired user a relay"
+        );
+    }
+);

@@ -15,7 +15,7 @@ if (params.get("autoanswer")) $("autoanswer").checked = params.get("autoanswer")
 
 const state = {
   ws: null, registered: false, peers: [], call: null, errors: [], log: [],
-  pageLoaded: performance.now(), firstFrameMs: null,
+  pageLoaded: performance.now(), firstFrameMs: null, iceConfig: {},
 };
 
 // ---- messages to the person --------------------------------------------------------------
@@ -39,6 +39,17 @@ const REASONS = {
   "media-error": "The device could not start its camera or microphone.",
   shutdown: "The device is shutting down.",
 };
+
+// ---- ICE servers -------------------------------------------------------------------------
+// The device hands out its STUN/TURN servers, with short-lived TURN credentials, so a browser
+// behind NAT can relay too. Asked once when the page loads (the credentials last a day by
+// default: turn_credential_ttl_secs).
+async function loadIceConfig() {
+  try {
+    const r = await fetch("/api/ice-servers", { headers: token ? { Authorization: "Bearer " + token } : {} });
+    if (r.ok) state.iceConfig = await r.json();
+  } catch { /* none: host candidates only */ }
+}
 
 // ---- signaling ---------------------------------------------------------------------------
 function connect() {
@@ -137,7 +148,7 @@ function maybeAutoCall() {
 
 // ---- the call ----------------------------------------------------------------------------
 function newCall(peer, session, role) {
-  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", ...state.iceConfig });
   const call = {
     peer, session, role, pc, channel: null, pending: [], remoteSet: false,
     pings: new Map(), nextPing: 1, pongs: 0, pingsAnswered: 0, rttMs: null,
@@ -459,4 +470,4 @@ window.addEventListener("unhandledrejection", (ev) => {
 $("hangup").onclick = () => endCall("hangup", true);
 $("unmute").onclick = () => { $("remote").muted = false; $("remote-audio").play().catch(() => {}); };
 $("show-stats").onchange = () => { $("stats").hidden = !$("show-stats").checked || !state.call; };
-connect();
+loadIceConfig().finally(connect);

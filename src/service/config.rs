@@ -81,6 +81,9 @@ pub struct Config {
     /// many seconds ends with reason `network`.
     #[serde(default = "default_ice_recovery")]
     pub ice_recovery_secs: u64,
+    /// `"relay"`: calls use TURN-relayed candidates only (needs a TURN server).
+    #[serde(default)]
+    pub ice_transport_policy: TransportPolicy,
     /// Where the DTLS certificate is kept (default: `$STATE_DIRECTORY`, else `./state`).
     pub state_dir: Option<PathBuf>,
     /// Most connections open at once, HTTP and WebSocket together (kept below the file
@@ -106,7 +109,7 @@ pub struct Config {
     pub file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceConfig {
     /// `stun://host:port`
@@ -117,6 +120,12 @@ pub struct IceConfig {
     /// Restrict ICE host candidates to these local addresses.
     #[serde(default)]
     pub addresses: Vec<IpAddr>,
+    /// coturn's `static-auth-secret`: with it, `turn_servers` are given without credentials
+    /// and each call (and each page, through `/api/ice-servers`) gets short-lived ones.
+    pub turn_secret: Option<SecretString>,
+    /// How long those credentials stay valid.
+    #[serde(default = "default_turn_ttl")]
+    pub turn_credential_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -142,6 +151,32 @@ impl<'de> Deserialize<'de> for Token {
             Entry::Scoped { secret, scope } => Token::new(secret, scope),
         })
     }
+}
+
+impl Default for IceConfig {
+    fn default() -> IceConfig {
+        IceConfig {
+            stun_server: None,
+            turn_servers: Vec::new(),
+            addresses: Vec::new(),
+            turn_secret: None,
+            turn_credential_ttl_secs: default_turn_ttl(),
+        }
+    }
+}
+
+fn default_turn_ttl() -> u64 {
+    86_400
+}
+
+/// Which ICE candidates calls use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportPolicy {
+    #[default]
+    All,
+    /// Relayed (TURN) candidates only: the device's addresses are never revealed.
+    Relay,
 }
 
 fn default_listen() -> SocketAddr {
@@ -193,6 +228,7 @@ impl Default for Config {
             ice: IceConfig::default(),
             keepalive_secs: default_keepalive(),
             ice_recovery_secs: default_ice_recovery(),
+            ice_transport_policy: TransportPolicy::All,
             state_dir: None,
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),
@@ -301,6 +337,9 @@ impl Config {
         if let Some(token) = &secrets.relay_token {
             self.relay_token = Some(token.clone());
         }
+        if let Some(secret) = &secrets.turn_secret {
+            self.ice.turn_secret = Some(secret.clone());
+        }
     }
 
     /// Every problem found, as `key: what is wrong`; empty when the config is good.
@@ -401,8 +440,15 @@ impl Config {
         {
             out.push(format!("ice.stun_server: {stun:?}: {why}"));
         }
+        let rest = self.ice.turn_secret.is_some();
+        if self.ice_transport_policy == TransportPolicy::Relay && self.ice.turn_servers.is_empty() {
+            out.push("ice_transport_policy: \"relay\" needs ice.turn_servers".into());
+        }
+        if rest && !(60..=7 * 86_400).contains(&self.ice.turn_credential_ttl_secs) {
+            out.push("ice.turn_credential_ttl_secs: between 60 and 604800".into());
+        }
         for turn in &self.ice.turn_servers {
-            if let Err(why) = check_url(turn.expose(), &["turn", "turns"], true) {
+            if let Err(why) = check_url(turn.expose(), &["turn", "turns"], !rest) {
                 // The URL holds a password: name the problem, not the URL.
                 out.push(format!("ice.turn_servers: {why}"));
             }
@@ -457,6 +503,7 @@ pub struct Secrets {
     pub tokens: Vec<SecretString>,
     pub turn_servers: Vec<SecretString>,
     pub relay_token: Option<SecretString>,
+    pub turn_secret: Option<SecretString>,
 }
 
 impl Secrets {
@@ -489,10 +536,15 @@ impl Secrets {
             .into_iter()
             .chain(split(env("WEBRTCD_RELAY_TOKEN")))
             .next();
+        let turn_secret = split(credential("turn-secret")?)
+            .into_iter()
+            .chain(split(env("WEBRTCD_TURN_SECRET")))
+            .next();
         Ok(Secrets {
             tokens,
             turn_servers,
             relay_token,
+            turn_secret,
         })
     }
 }
@@ -583,6 +635,9 @@ mod tests {
             "allowed_hosts",
             "keepalive_secs",
             "ice_recovery_secs",
+            "ice_transport_policy",
+            "turn_secret",
+            "turn_credential_ttl_secs",
             "max_connections",
             "max_connections_per_address",
             "client_timeout_secs",
@@ -606,6 +661,7 @@ mod tests {
             tokens: vec!["from-credentials".into()],
             turn_servers: vec!["turn://u:p@h:3478".into()],
             relay_token: Some("relay-secret".into()),
+            turn_secret: None,
         });
         assert_eq!(c.tokens.len(), 1);
         assert_eq!(c.tokens[0].secret(), "from-credentials");

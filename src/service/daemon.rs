@@ -81,6 +81,24 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<Arc<Reloadable>>> {
     Ok(Some(tls))
 }
 
+/// Short-lived TURN credentials, when `turn_secret` is set: for the servers listed without
+/// credentials of their own.
+pub(super) fn turn_rest(config: &Config) -> Option<crate::session::turn::TurnRest> {
+    let secret = config.ice.turn_secret.clone()?;
+    let servers = config
+        .ice
+        .turn_servers
+        .iter()
+        .map(|s| s.expose().to_string())
+        .filter(|s| url::Url::parse(s).is_ok_and(|u| u.username().is_empty()))
+        .collect();
+    Some(crate::session::turn::TurnRest {
+        secret,
+        ttl: Duration::from_secs(config.ice.turn_credential_ttl_secs),
+        servers,
+    })
+}
+
 /// The addresses served, and which one speaks TLS.
 struct Listeners {
     /// `listen`: HTTPS when TLS is on and there is no `tls_listen`.
@@ -211,6 +229,8 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         stun_server: config.ice.stun_server.clone(),
         turn_servers: config.ice.turn_servers.clone(),
         ice_recovery: Duration::from_secs(config.ice_recovery_secs),
+        turn_rest: turn_rest(&config),
+        relay_only: config.ice_transport_policy == super::config::TransportPolicy::Relay,
     };
     let tasks = Tasks {
         connections: TaskTracker::new(),
@@ -255,6 +275,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         Arc::clone(&health),
         config.web_dir.clone(),
         listeners.https_port(),
+        http::IceServers {
+            stun: config.ice.stun_server.clone(),
+            turn_rest: turn_rest(&config),
+            relay_only: config.ice_transport_policy == super::config::TransportPolicy::Relay,
+        },
     );
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
     tasks

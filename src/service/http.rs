@@ -55,6 +55,16 @@ struct DaemonState {
     web_dir: Option<Arc<PathBuf>>,
     /// The HTTPS address's port, for the page's hint when it is loaded over plain HTTP.
     https_port: Option<u16>,
+    ice: Arc<IceServers>,
+}
+
+/// What `GET /api/ice-servers` hands a page: STUN, and TURN servers with short-lived
+/// credentials (never the long-term ones of `turn_servers` URLs that carry a password).
+#[derive(Debug, Default)]
+pub struct IceServers {
+    pub stun: Option<String>,
+    pub turn_rest: Option<crate::session::turn::TurnRest>,
+    pub relay_only: bool,
 }
 
 /// The standalone relay: `/signaling`, and `/healthz` (200 while its registry answers).
@@ -83,6 +93,7 @@ pub fn daemon_router(
     health: Arc<Health>,
     web_dir: Option<PathBuf>,
     https_port: Option<u16>,
+    ice: IceServers,
 ) -> Router {
     let state = DaemonState {
         calls,
@@ -90,11 +101,13 @@ pub fn daemon_router(
         health,
         web_dir: web_dir.map(Arc::new),
         https_port,
+        ice: Arc::new(ice),
     };
     let tokens = Arc::clone(&relay.tokens);
     let guard = Arc::clone(&relay.guard);
     Router::new()
         .route("/api/status", get(status))
+        .route("/api/ice-servers", get(ice_servers))
         .route("/api/calls", get(list_calls).post(place_call))
         .route("/api/calls/{session}", delete(hang_up))
         .route("/metrics", get(metrics))
@@ -116,7 +129,7 @@ const PUBLIC: [&str; 3] = ["/", "/app.js", "/style.css"];
 pub fn scope_needed(path: &str) -> Option<Scope> {
     if PUBLIC.contains(&path) {
         None
-    } else if path == "/signaling" {
+    } else if path == "/signaling" || path == "/api/ice-servers" {
         Some(Scope::View)
     } else {
         Some(Scope::Admin)
@@ -244,6 +257,37 @@ async fn status(State(state): State<DaemonState>) -> Response {
         },
     }))
     .into_response()
+}
+
+/// `GET /api/ice-servers`: an `RTCConfiguration` fragment (`iceServers`,
+/// `iceTransportPolicy`) for a page; TURN credentials are made fresh for each request.
+async fn ice_servers(State(state): State<DaemonState>) -> Response {
+    let ice = &state.ice;
+    let mut servers = Vec::new();
+    if let Some(stun) = ice
+        .stun
+        .as_deref()
+        .and_then(crate::session::turn::browser_url)
+    {
+        servers.push(json!({ "urls": [stun] }));
+    }
+    if let Some(rest) = &ice.turn_rest {
+        let credentials = rest.issue("browser");
+        let urls: Vec<String> = rest
+            .servers
+            .iter()
+            .filter_map(|s| crate::session::turn::browser_url(s))
+            .collect();
+        if !urls.is_empty() {
+            servers.push(json!({
+                "urls": urls,
+                "username": credentials.username,
+                "credential": credentials.password,
+            }));
+        }
+    }
+    let policy = if ice.relay_only { "relay" } else { "all" };
+    axum::Json(json!({ "iceServers": servers, "iceTransportPolicy": policy })).into_response()
 }
 
 async fn list_calls(State(state): State<DaemonState>) -> Response {

@@ -9,6 +9,7 @@ pub mod ice;
 pub mod identity;
 pub mod manager;
 pub mod sdp;
+pub mod turn;
 mod webrtc;
 
 use std::net::IpAddr;
@@ -33,6 +34,10 @@ pub struct CallSettings {
     pub stun_server: Option<String>,
     /// `turn(s)://user:password@host:port` (shown redacted).
     pub turn_servers: Vec<crate::redact::SecretUrl>,
+    /// TURN servers with short-lived credentials made per call (`turn_secret`).
+    pub turn_rest: Option<turn::TurnRest>,
+    /// Gather and use relayed candidates only (`ice_transport_policy = "relay"`).
+    pub relay_only: bool,
     /// A connected call from whose peer nothing (RTP, RTCP, DataChannel) arrives for this
     /// long ends with reason `network`: its path is gone.
     pub ice_recovery: std::time::Duration,

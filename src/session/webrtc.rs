@@ -38,6 +38,18 @@ pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
     for turn in &settings.turn_servers {
         let _added: bool = webrtcbin.emit_by_name("add-turn-server", &[&turn.expose()]);
     }
+    if let Some(rest) = &settings.turn_rest {
+        let credentials = rest.issue("webrtcd");
+        for url in rest.urls_with(&credentials) {
+            let added: bool = webrtcbin.emit_by_name("add-turn-server", &[&url]);
+            if !added {
+                tracing::warn!(server = %crate::redact::url(&url), "webrtcbin refused a TURN server");
+            }
+        }
+    }
+    if settings.relay_only {
+        webrtcbin.set_property_from_str("ice-transport-policy", "relay");
+    }
     ice::restrict_host_addresses(&webrtcbin, &settings.ice_addresses)?;
     ice::disable_upnp(&webrtcbin);
     use_identity(&webrtcbin, &settings.identity);
