@@ -385,3 +385,55 @@ netns_test!(
         );
     }
 );
+
+// The page asks the device for its ICE servers (`/api/ice-servers`): Chromium gets coturn with
+// short-lived credentials and the relay-only policy, and the call goes through TURN.
+netns_test!(
+    chromium_relays_through_turn_with_credentials_from_the_device,
+    Net::LoopbackOnly,
+    {
+        let _coturn = Coturn::start();
+        let config = format!(
+            "ice_transport_policy = 'relay'\n[ice]\n\
+             turn_servers = ['turn://127.0.0.1:3478?transport=udp']\n\
+             turn_secret = '{TURN_SECRET}'\n"
+        );
+        let door = Proc::daemon(
+            "turn-page-door",
+            &light_profile("turn-page-door", ""),
+            &["--config", &config_file("turn-page-door", &config)],
+        );
+        let chrome = common::browser::Driven::start().await;
+        chrome
+            .open(&format!("http://{}/?id=turner&autoanswer=1", door.addr))
+            .await;
+        wait_peer(&door, "turner").await;
+        let session = place_call(&door, "turner").await;
+        let seen = wait_for(
+            "Chromium to play over TURN",
+            Duration::from_secs(30),
+            || async {
+                let v = chrome
+                    .script(
+                        "return state.call ? {frames: state.call.stats.framesDecoded || 0, \
+                     path: state.call.stats.path || '', \
+                     policy: state.iceConfig.iceTransportPolicy || ''} : null;",
+                    )
+                    .await;
+                (v["frames"].as_u64().unwrap_or(0) >= 30).then_some(v)
+            },
+        )
+        .await;
+        assert_eq!(seen["policy"], "relay", "{seen}");
+        assert!(
+            seen["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("relay")),
+            "Chromium's selected pair: {seen}"
+        );
+        wait_call(&door, &session, "pongs", |c| {
+            c["pongs_received"].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+    }
+);
