@@ -437,3 +437,49 @@ netns_test!(
         .await;
     }
 );
+
+// Chromium (the page) calls the daemon; all UDP is cut for 6 s: the same call plays again
+// soon after the cut ends.
+netns_test!(
+    a_cut_under_a_chromium_call_heals_on_the_same_call,
+    Net::LoopbackOnly,
+    {
+        let door = Proc::daemon("cut-page-door", &light_profile("cut-page-door", ""), &[]);
+        let chrome = common::browser::Driven::start().await;
+        chrome
+            .open(&format!(
+                "http://{}/?id=walker&call=cut-page-door",
+                door.addr
+            ))
+            .await;
+        let page_frames = || async {
+            chrome
+                .script("return state.call ? {session: state.call.session, frames: state.call.stats.framesDecoded || 0} : null;")
+                .await
+        };
+        let before = wait_for("Chromium to play", Duration::from_secs(30), || async {
+            let v = page_frames().await;
+            (v["frames"].as_u64().unwrap_or(0) >= 30).then_some(v)
+        })
+        .await;
+        let cut = UdpCut::start();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let during = page_frames().await["frames"].as_u64().unwrap_or(0);
+        drop(cut);
+        let restored = Instant::now();
+        let after = wait_for("video after the cut", Duration::from_secs(15), || async {
+            let v = page_frames().await;
+            (v["frames"].as_u64().unwrap_or(0) > during + 30).then_some(v)
+        })
+        .await;
+        let healed = restored.elapsed();
+        eprintln!("Chromium played again {healed:?} after the cut ended");
+        assert_eq!(after["session"], before["session"], "the same call");
+        assert!(healed <= Duration::from_secs(5), "{healed:?}");
+        let session = before["session"].as_str().unwrap_or_default().to_string();
+        wait_call(&door, &session, "the call on the daemon", |c| {
+            c["state"] == "connected"
+        })
+        .await;
+    }
+);
