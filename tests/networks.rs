@@ -107,6 +107,14 @@ netns_test!(
         eprintln!("video flowed again {healed:?} after the cut ended");
         assert!(healed <= Duration::from_secs(5), "{healed:?}");
         assert_eq!(ended_with(&door, "network").await, 0);
+        // The cut shows as a freeze in what each side received, and the picture is back.
+        for p in [&door, &visitor] {
+            let call = wait_call(p, &session, "the call", |_| true).await;
+            let received = &call["receive"];
+            assert!(received["freezes"].as_u64().unwrap_or(0) >= 1, "{call}");
+            assert_eq!(received["video_width"], 320, "{call}");
+            assert_eq!(received["video_height"], 240, "{call}");
+        }
 
         // A cut that does not end: the call ends with `network`, within the bound.
         let _cut = UdpCut::start();

@@ -2,7 +2,7 @@
 //! counters of decoded frames so the API (and the tests) can see media really arrives.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,11 @@ use super::profile::{Receive, SinkKind};
 
 /// A video frame arriving this long after the previous one counts as late (a stall).
 const LATE_AFTER: Duration = Duration::from_millis(100);
+/// … and this long after, as a freeze (what a person notices).
+const FREEZE_AFTER: Duration = Duration::from_millis(200);
+/// Frame times kept for the frame rate (one second's worth at most).
+const FPS_WINDOW: Duration = Duration::from_secs(1);
+const FPS_MAX_FRAMES: usize = 240;
 /// Latency samples kept (the most recent).
 const LATENCY_SAMPLES: usize = 4096;
 
@@ -26,7 +31,14 @@ pub struct ReceiveCounters {
     pub first_video: OnceLock<Instant>,
     /// Video frames that came more than 100 ms after the one before.
     pub video_late: AtomicU64,
+    /// … more than 200 ms after: freezes.
+    pub freezes: AtomicU64,
+    /// The decoded picture's size (0 until known; re-read every 30 frames).
+    pub video_width: AtomicU32,
+    pub video_height: AtomicU32,
     last_video: Mutex<Option<Instant>>,
+    /// When the frames of the last second were decoded (the frame rate).
+    recent_frames: Mutex<VecDeque<Instant>>,
     /// Capture → decoded-frame latencies, µs (with `receive.measure_latency`).
     latency_us: Mutex<VecDeque<u32>>,
 }
@@ -50,10 +62,40 @@ impl ReceiveCounters {
         if self.video_frames.fetch_add(1, Ordering::Relaxed) == 0 {
             let _ = self.first_video.set(now);
         }
-        if let Some(last) = lock(&self.last_video).replace(now)
-            && now.duration_since(last) > LATE_AFTER
+        if let Some(last) = lock(&self.last_video).replace(now) {
+            let gap = now.duration_since(last);
+            if gap > LATE_AFTER {
+                self.video_late.fetch_add(1, Ordering::Relaxed);
+            }
+            if gap > FREEZE_AFTER {
+                self.freezes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut recent = lock(&self.recent_frames);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > FPS_WINDOW)
+            || recent.len() >= FPS_MAX_FRAMES
         {
-            self.video_late.fetch_add(1, Ordering::Relaxed);
+            recent.pop_front();
+        }
+        recent.push_back(now);
+    }
+
+    /// Video frames decoded in the last second.
+    pub fn fps(&self) -> u32 {
+        let now = Instant::now();
+        lock(&self.recent_frames)
+            .iter()
+            .filter(|t| now.duration_since(**t) <= FPS_WINDOW)
+            .count() as u32
+    }
+
+    fn video_size(&self, caps: &gst::CapsRef) {
+        let Some(s) = caps.structure(0) else { return };
+        if let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height")) {
+            self.video_width.store(w.max(0) as u32, Ordering::Relaxed);
+            self.video_height.store(h.max(0) as u32, Ordering::Relaxed);
         }
     }
 
@@ -169,8 +211,14 @@ pub fn branch(
         super::stamp::read_frames(&decoder_src, move |us| counters.latency(us));
     }
     let counters = Arc::clone(counters);
-    decoder_src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+    decoder_src.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
         if is_video {
+            // The size can change (a sender switching resolution): look again now and then.
+            if counters.video_frames.load(Ordering::Relaxed) % 30 == 0
+                && let Some(caps) = pad.current_caps()
+            {
+                counters.video_size(&caps);
+            }
             counters.video_frame();
         } else {
             counters.audio_buffers.fetch_add(1, Ordering::Relaxed);

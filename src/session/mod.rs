@@ -152,6 +152,19 @@ pub struct CallSnapshot {
     /// Loss recovery on what this side sends: NACKed packets the peer asked for again, and
     /// retransmissions sent (RTX).
     pub send: SendRecovery,
+    /// The video this side decodes.
+    pub receive: ReceivedVideo,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ReceivedVideo {
+    /// `None` until the first decoded frame (or with a sink that does not decode).
+    pub video_width: Option<u32>,
+    pub video_height: Option<u32>,
+    /// Frames decoded in the last second.
+    pub fps: u32,
+    /// Times no new frame came for more than 200 ms.
+    pub freezes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -297,6 +310,16 @@ impl CallInfo {
                 audio_sent: self.rtp.audio_sent.load(Ordering::Relaxed),
                 video_received: self.rtp.video_received.load(Ordering::Relaxed),
                 audio_received: self.rtp.audio_received.load(Ordering::Relaxed),
+            },
+            receive: {
+                let w = self.received.video_width.load(Ordering::Relaxed);
+                let h = self.received.video_height.load(Ordering::Relaxed);
+                ReceivedVideo {
+                    video_width: (w > 0).then_some(w),
+                    video_height: (h > 0).then_some(h),
+                    fps: self.received.fps(),
+                    freezes: self.received.freezes.load(Ordering::Relaxed),
+                }
             },
             send: SendRecovery {
                 nacks_received: self.nacks_received.load(Ordering::Relaxed),
