@@ -214,7 +214,10 @@ pub fn branch(
     decoder_src.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
         if is_video {
             // The size can change (a sender switching resolution): look again now and then.
-            if counters.video_frames.load(Ordering::Relaxed) % 30 == 0
+            if counters
+                .video_frames
+                .load(Ordering::Relaxed)
+                .is_multiple_of(30)
                 && let Some(caps) = pad.current_caps()
             {
                 counters.video_size(&caps);
