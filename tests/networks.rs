@@ -69,24 +69,7 @@ netns_test!(
     {
         const RECOVERY_SECS: u64 = 10;
         let config = format!("ice_recovery_secs = {RECOVERY_SECS}\n");
-        let door = Proc::daemon(
-            "cut-door",
-            &light_profile("cut-door", ""),
-            &["--config", &config_file("cut-door", &config)],
-        );
-        let visitor = Proc::daemon(
-            "cut-visitor",
-            &light_profile("cut-visitor", ""),
-            &[
-                "--config",
-                &config_file("cut-visitor", &config),
-                "--relay",
-                &door.ws_url(),
-            ],
-        );
-        wait_peer(&visitor, "cut-door").await;
-        let session = place_call(&visitor, "cut-door").await;
-        assert_call_works(&visitor, &door, &session).await;
+        let (door, visitor, session) = call_between("cut", &config).await;
 
         // 6 s without any UDP: the call stays, and media flows again soon after.
         let cut = UdpCut::start();
@@ -132,6 +115,32 @@ netns_test!(
         wait_idle(&visitor).await;
     }
 );
+
+/// `PREFIX-door` and `PREFIX-visitor` (on the door's relay), both with config `config`; the
+/// visitor has called the door and the call works both ways. Returns them and the session.
+async fn call_between(prefix: &str, config: &str) -> (Proc, Proc, String) {
+    let door_id = format!("{prefix}-door");
+    let visitor_id = format!("{prefix}-visitor");
+    let door = Proc::daemon(
+        &door_id,
+        &light_profile(&door_id, ""),
+        &["--config", &config_file(&door_id, config)],
+    );
+    let visitor = Proc::daemon(
+        &visitor_id,
+        &light_profile(&visitor_id, ""),
+        &[
+            "--config",
+            &config_file(&visitor_id, config),
+            "--relay",
+            &door.ws_url(),
+        ],
+    );
+    wait_peer(&visitor, &door_id).await;
+    let session = place_call(&visitor, &door_id).await;
+    assert_call_works(&visitor, &door, &session).await;
+    (door, visitor, session)
+}
 
 /// Video frames `p` has decoded in call `session` so far.
 async fn frames_of(p: &Proc, session: &str) -> u64 {
@@ -304,24 +313,7 @@ netns_test!(
              turn_servers = ['turn://127.0.0.1:3478?transport=udp']\n\
              turn_secret = '{TURN_SECRET}'\n"
         );
-        let door = Proc::daemon(
-            "turn-door",
-            &light_profile("turn-door", ""),
-            &["--config", &config_file("turn-door", &config)],
-        );
-        let visitor = Proc::daemon(
-            "turn-visitor",
-            &light_profile("turn-visitor", ""),
-            &[
-                "--config",
-                &config_file("turn-visitor", &config),
-                "--relay",
-                &door.ws_url(),
-            ],
-        );
-        wait_peer(&visitor, "turn-door").await;
-        let session = place_call(&visitor, "turn-door").await;
-        assert_call_works(&visitor, &door, &session).await;
+        let (door, visitor, _) = call_between("turn", &config).await;
         // Relayed only: every candidate either side offered is coturn's.
         for p in [&door, &visitor] {
             let candidates = local_candidates(p);

@@ -216,14 +216,10 @@ pub const MAX_ID_CHARS: usize = 64;
 /// character or an invisible one (bidi overrides such as U+202E, zero-width characters), so
 /// that two ids that look the same are the same id.
 pub fn check_id(id: &str) -> Result<(), &'static str> {
-    let chars = id.chars().count();
-    if chars == 0 || chars > MAX_ID_CHARS {
+    if !(1..=MAX_ID_CHARS).contains(&id.chars().count()) {
         return Err("an id is 1 to 64 characters");
     }
-    if id
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
-    {
+    if !all_visible(id) {
         return Err("an id may not hold spaces, control characters or invisible characters");
     }
     Ok(())
@@ -234,17 +230,20 @@ pub const MAX_SESSION_CHARS: usize = 128;
 
 /// Whether `session` may name a call: 1 to 128 visible characters, no spaces.
 pub fn check_session(session: &str) -> Result<(), &'static str> {
-    let chars = session.chars().count();
-    if chars == 0 || chars > MAX_SESSION_CHARS {
+    if !(1..=MAX_SESSION_CHARS).contains(&session.chars().count()) {
         return Err("a session id is 1 to 128 characters");
     }
-    if session
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
-    {
+    if !all_visible(session) {
         return Err("a session id may not hold spaces, control characters or invisible characters");
     }
     Ok(())
+}
+
+/// No space, control character or invisible character anywhere in `text`.
+fn all_visible(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
 }
 
 /// Characters that show nothing, or change how the text around them shows.

@@ -99,6 +99,8 @@ pub struct Call {
     /// Candidates dropped past [`MAX_HELD_CANDIDATES`] (logged once).
     dropped_candidates: usize,
     remote: Option<gst_sdp::SDPMessage>,
+    /// The SSRCs of the peer's video, from `remote`.
+    remote_video_ssrcs: Vec<u32>,
     local_mids: Vec<Option<String>>,
     channel: Option<WebRTCDataChannel>,
     channel_open: bool,
@@ -227,6 +229,7 @@ impl Call {
             held_candidates: Vec::new(),
             dropped_candidates: 0,
             remote: None,
+            remote_video_ssrcs: Vec::new(),
             local_mids: Vec::new(),
             channel: None,
             channel_open: false,
@@ -359,7 +362,7 @@ impl Call {
                 let answer = parse_sdp(&sdp, self.settings.profile.max_mlines)?;
                 self.set_description("set-remote-description", WebRTCSDPType::Answer, &answer)
                     .await?;
-                self.remote = Some(answer);
+                self.set_remote(answer);
                 self.info.set_state(CallState::Connecting);
                 self.apply_held_candidates();
                 Ok(())
@@ -479,7 +482,7 @@ impl Call {
             .map(|m| m.media() == Some("video"))
             .collect();
         webrtc::enable_nack(&self.webrtcbin, &video);
-        self.remote = Some(offer);
+        self.set_remote(offer);
         self.apply_held_candidates();
         let mut answer = self.create_description("create-answer", "answer").await?;
         if answer.sdp().medias_len() == 0 {
@@ -849,16 +852,19 @@ impl Call {
         }
     }
 
+    /// Keeps the peer's description, and the SSRCs of its video (for loss recovery).
+    fn set_remote(&mut self, sdp: gst_sdp::SDPMessage) {
+        self.remote_video_ssrcs = sdp::video_ssrcs(&sdp);
+        self.remote = Some(sdp);
+    }
+
     /// Copies the retransmission counters into the call's info (what `GET /api/calls` shows),
     /// and makes sure lost video is asked for again.
     fn sample_retransmissions(&self) {
         if self.info.state() != CallState::Connected {
             return;
         }
-        if let Some(remote) = &self.remote {
-            webrtc::nack_video_jitterbuffers(&self.webrtcbin, &sdp::video_ssrcs(remote));
-        }
-        let (requests, packets) = webrtc::retransmissions(&self.webrtcbin);
+        let (requests, packets) = webrtc::loss_recovery(&self.webrtcbin, &self.remote_video_ssrcs);
         self.info.nacks_received.store(requests, Ordering::Relaxed);
         self.info
             .packets_retransmitted

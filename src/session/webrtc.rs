@@ -93,48 +93,40 @@ pub fn enable_nack(webrtcbin: &gst::Element, video: &[bool]) {
     }
 }
 
-/// Retransmission requests received and packets retransmitted, summed over webrtcbin's
-/// `rtprtxsend` elements (one per bundle). Call on the session task.
-pub fn retransmissions(webrtcbin: &gst::Element) -> (u64, u64) {
+/// Loss recovery, in one pass over webrtcbin's elements: returns the retransmission
+/// requests received and packets retransmitted (summed over its `rtprtxsend` elements), and
+/// turns on `do-retransmission` on the jitterbuffer of every SSRC in `video_ssrcs` (the
+/// peer's video, from its description) so lost video is asked for again. webrtcbin 1.22 takes
+/// that setting from the wrong transceiver under BUNDLE (measured: with NACK on the video
+/// transceiver only, neither jitterbuffer asked). Call on the session task.
+pub fn loss_recovery(webrtcbin: &gst::Element, video_ssrcs: &[u32]) -> (u64, u64) {
     let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
         return (0, 0);
     };
     let mut requests = 0u64;
     let mut packets = 0u64;
     for element in bin.iterate_recurse().into_iter().flatten() {
-        let is_rtx = element.factory().is_some_and(|f| f.name() == "rtprtxsend");
-        if is_rtx {
-            requests += u64::from(element.property::<u32>("num-rtx-requests"));
-            packets += u64::from(element.property::<u32>("num-rtx-packets"));
+        let Some(factory) = element.factory() else {
+            continue;
+        };
+        match factory.name().as_str() {
+            "rtprtxsend" => {
+                requests += u64::from(element.property::<u32>("num-rtx-requests"));
+                packets += u64::from(element.property::<u32>("num-rtx-packets"));
+            }
+            "rtpjitterbuffer" if !element.property::<bool>("do-retransmission") => {
+                let ssrc = element
+                    .static_pad("sink")
+                    .and_then(|p| p.current_caps())
+                    .and_then(|caps| caps.structure(0).and_then(|s| s.get::<u32>("ssrc").ok()));
+                if ssrc.is_some_and(|ssrc| video_ssrcs.contains(&ssrc)) {
+                    element.set_property("do-retransmission", true);
+                }
+            }
+            _ => {}
         }
     }
     (requests, packets)
-}
-
-/// Asks for lost video packets again: turns on `do-retransmission` on the jitterbuffer of
-/// every SSRC in `video_ssrcs` (the peer's video, from its description). webrtcbin 1.22
-/// takes that setting from the wrong transceiver under BUNDLE (measured: with NACK on the
-/// video transceiver only, neither jitterbuffer asked), so the call does it itself. Call on
-/// the session task; cheap when there is nothing to change.
-pub fn nack_video_jitterbuffers(webrtcbin: &gst::Element, video_ssrcs: &[u32]) {
-    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
-        return;
-    };
-    for element in bin.iterate_recurse().into_iter().flatten() {
-        let is_jitterbuffer = element
-            .factory()
-            .is_some_and(|f| f.name() == "rtpjitterbuffer");
-        if !is_jitterbuffer || element.property::<bool>("do-retransmission") {
-            continue;
-        }
-        let ssrc = element
-            .static_pad("sink")
-            .and_then(|p| p.current_caps())
-            .and_then(|caps| caps.structure(0).and_then(|s| s.get::<u32>("ssrc").ok()));
-        if ssrc.is_some_and(|ssrc| video_ssrcs.contains(&ssrc)) {
-            element.set_property("do-retransmission", true);
-        }
-    }
 }
 
 /// Counts the RTCP reports that arrive from the peer into `info` (rtpbin's `on-ssrc-active`
