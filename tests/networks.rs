@@ -165,8 +165,8 @@ netns_test!(
     {
         let camera = Proc::daemon("loss-camera", &light_profile("loss-camera", ""), &[]);
         let relay = camera.ws_url();
-        // Both wait 200 ms for late packets: time for a retransmission to arrive.
-        let receive = "[receive]\nlatency_ms = 200\n";
+        // Both wait 300 ms for late packets: time for a retransmission (or two) to arrive.
+        let receive = "[receive]\nlatency_ms = 300\n";
         let lossy = daemon_at("loss-lossy", "127.0.0.3", receive, &["--relay", &relay]);
         let clean = daemon_at("loss-clean", "127.0.0.4", receive, &["--relay", &relay]);
         let mut sessions = Vec::new();
@@ -225,8 +225,9 @@ netns_test!(
             sent["send"]["packets_retransmitted"].as_u64().unwrap_or(0) > 0,
             "{sent}"
         );
-        // With 200 ms to wait, retransmissions arrive in time (measured: 97–100 % of the clean
-        // viewer's frames; with the default 50 ms only about 66 %).
+        // With 300 ms to wait, retransmissions arrive in time (measured: 97–99 % of the clean
+        // viewer's frames; 96–100 % with 200 ms, too close to the bound; about 66 % with the
+        // default 50 ms).
         assert!(
             lossy_got as f64 >= 0.95 * clean_got as f64,
             "lossy {lossy_got} vs clean {clean_got}"
