@@ -203,6 +203,16 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         let lines: Vec<String> = problems.iter().map(|p| format!("{file}: {p}")).collect();
         anyhow::bail!("the config is not valid:\n{}", lines.join("\n"));
     }
+    if config.ice.turn_secret.is_some()
+        && config.tokens.is_empty()
+        && !config.listen.ip().is_loopback()
+    {
+        // /api/ice-servers hands TURN credentials to whoever may use the page.
+        tracing::warn!(
+            "turn_secret is set and no tokens are: anyone who reaches {} gets TURN credentials; set tokens",
+            config.listen
+        );
+    }
     let tls = load_tls(&config)?;
     let relay_tls = match &config.relay {
         Some(_) => Some(tls::client_config(config.relay_ca.as_deref())?),
