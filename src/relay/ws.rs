@@ -68,6 +68,7 @@ pub async fn serve<S>(
     let mut writer = tokio::spawn(write(sink, outbox, heard_rx, limits));
     let register_deadline = tokio::time::sleep(limits.register_within);
     tokio::pin!(register_deadline);
+    let mut writer_done = false;
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -83,7 +84,10 @@ pub async fn serve<S>(
                     }
                 }
             }
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             _ = kicked.notified() => break,
             _ = shutdown.cancelled() => break,
             _ = &mut register_deadline, if attachment.id().is_none() => {
@@ -95,10 +99,13 @@ pub async fn serve<S>(
     // Leaving the registry closes the outbox: the writer sends what is queued (the error
     // that explains a kick, say), then closes — unless the client does not read, so the wait
     // is short.
+    // (A finished writer must not be awaited again: a JoinHandle polled after completion
+    // panics — seen when a peer stopped answering pings.)
     drop(attachment);
-    if tokio::time::timeout(FLUSH_ON_CLOSE, &mut writer)
-        .await
-        .is_err()
+    if !writer_done
+        && tokio::time::timeout(FLUSH_ON_CLOSE, &mut writer)
+            .await
+            .is_err()
     {
         writer.abort();
     }
