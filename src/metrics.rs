@@ -67,6 +67,8 @@ pub struct Metrics {
     pub relay_routed: Family<TypeLabel, Counter>,
     pub relay_rejected: Family<ReasonLabel, Counter>,
     pub connections_refused: Counter,
+    pub rendition_switches: Counter,
+    pub packets_retransmitted: Counter,
 }
 
 /// The process's metrics.
@@ -95,6 +97,8 @@ impl Metrics {
             relay_routed: Family::default(),
             relay_rejected: Family::default(),
             connections_refused: Counter::default(),
+            rendition_switches: Counter::default(),
+            packets_retransmitted: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -171,6 +175,16 @@ impl Metrics {
             "connections_refused",
             "HTTP connections closed at once: the total or per-address cap was reached",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "rendition_switches",
+            "Calls moved to another rendition of a video ladder (the link's estimate changed)",
+            m.rendition_switches.clone(),
+        );
+        r.register(
+            "packets_retransmitted",
+            "RTP packets sent again because a peer reported them lost (NACK, RTX)",
+            m.packets_retransmitted.clone(),
         );
         m
     }

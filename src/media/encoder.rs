@@ -102,6 +102,23 @@ pub fn fragment(codec: Codec, factory: &str, s: EncodeSettings) -> String {
     }
 }
 
+/// Sets a running encoder's target rate, in the unit its property takes. False for an
+/// encoder whose rate cannot be changed while it runs (or that is not known here).
+pub fn set_bitrate(encoder: &gst::Element, kbps: u32) -> bool {
+    let Some(factory) = encoder.factory() else {
+        return false;
+    };
+    let bps = kbps.saturating_mul(1000);
+    match factory.name().as_str() {
+        "x264enc" | "vah264enc" | "vaapih264enc" | "nvh264enc" | "qsvh264enc" | "vaapivp8enc"
+        | "vavp8enc" => encoder.set_property("bitrate", kbps),
+        "openh264enc" | "nvv4l2h264enc" => encoder.set_property("bitrate", bps),
+        "vp8enc" => encoder.set_property("target-bitrate", i32::try_from(bps).unwrap_or(i32::MAX)),
+        _ => return false,
+    }
+    true
+}
+
 /// Tries `factory` with a short real encode (a fraction of a second).
 pub fn probe(codec: Codec, factory: &str) -> ProbeResult {
     if gst::ElementFactory::find(factory).is_none() {

@@ -87,8 +87,13 @@ pub const ECHO_PROBE: &str = "webrtcd-echo";
 
 /// The chosen encoder for a video codec, with the profile's rate and keyframe settings.
 pub fn video_encoder(codec: Codec, factory: &str, video: &VideoSend) -> String {
+    video_encoder_at(codec, factory, video, video.bitrate_kbps)
+}
+
+/// The same at another rate (a rung of a ladder).
+pub fn video_encoder_at(codec: Codec, factory: &str, video: &VideoSend, kbps: u32) -> String {
     let settings = EncodeSettings {
-        bitrate_kbps: video.bitrate_kbps,
+        bitrate_kbps: kbps,
         keyframe_interval: video.keyframe_interval,
     };
     encoder::fragment(codec, factory, settings)

@@ -48,9 +48,15 @@ fn describe_probes(probes: &[encoder::Probe]) -> String {
     parts.join(", ")
 }
 
-/// Initialises GStreamer once for the process.
+/// Initialises GStreamer once for the process, with the statically linked plugins
+/// (gst-plugins-rs's RTP plugin: `rtpgccbwe`, the congestion-control bandwidth estimator).
 pub fn init() -> Result<(), MediaError> {
-    gst::init().map_err(|e| MediaError::Init(e.to_string()))
+    gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| gstrsrtp::plugin_register_static().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(MediaError::Init)
 }
 
 /// Every pipeline this process made, weakly: one that still upgrades has not been freed.

@@ -88,6 +88,41 @@ pub struct VideoSend {
     /// with `receive.measure_latency` can measure capture → decoded frame. For benchmarks.
     #[serde(default)]
     pub stamp_capture_time: bool,
+    /// Renditions of the shared encoder, best first (`[[video.ladder]]`): each call gets the
+    /// best one its link carries. Empty: one rendition, `width`×`height` at `bitrate_kbps`.
+    #[serde(default)]
+    pub ladder: Vec<Rung>,
+}
+
+/// One rendition of a video ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rung {
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_kbps: u32,
+}
+
+impl Rung {
+    /// `1280x720`, as the API shows it.
+    pub fn name(&self) -> String {
+        format!("{}x{}", self.width, self.height)
+    }
+}
+
+impl VideoSend {
+    /// The renditions, best first: the ladder, or the one the profile describes.
+    pub fn rungs(&self) -> Vec<Rung> {
+        if self.ladder.is_empty() {
+            vec![Rung {
+                width: self.width,
+                height: self.height,
+                bitrate_kbps: self.bitrate_kbps,
+            }]
+        } else {
+            self.ladder.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -267,6 +302,7 @@ impl Profile {
                     KNOWN_FORMATS.join(", ")
                 ));
             }
+            check_ladder(video)?;
         }
         if let Some(audio) = &self.audio {
             if audio.codecs.is_empty() {
@@ -366,6 +402,44 @@ impl Profile {
     }
 }
 
+/// A ladder goes from the best rendition down: sizes and rates that fall, none larger than
+/// what is captured, at most [`MAX_RUNGS`] (each rung in use is an encoder running).
+fn check_ladder(video: &VideoSend) -> Result<(), String> {
+    let ladder = &video.ladder;
+    if ladder.len() > MAX_RUNGS {
+        return Err(format!("video.ladder: at most {MAX_RUNGS} renditions"));
+    }
+    for (i, rung) in ladder.iter().enumerate() {
+        if rung.width == 0 || rung.height == 0 || rung.bitrate_kbps == 0 {
+            return Err(format!(
+                "video.ladder[{i}]: width, height and bitrate_kbps must be positive"
+            ));
+        }
+        if rung.width > video.width || rung.height > video.height {
+            return Err(format!(
+                "video.ladder[{i}]: {} is larger than what is captured ({}x{})",
+                rung.name(),
+                video.width,
+                video.height
+            ));
+        }
+        if rung.width % 2 == 1 || rung.height % 2 == 1 {
+            return Err(format!("video.ladder[{i}]: width and height must be even"));
+        }
+        if let Some(better) = i.checked_sub(1).map(|j| ladder[j])
+            && rung.bitrate_kbps >= better.bitrate_kbps
+        {
+            return Err(format!(
+                "video.ladder[{i}]: list renditions best first (bitrate_kbps must fall)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Renditions a ladder may have.
+pub const MAX_RUNGS: usize = 4;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +488,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("audio.codecs"), "{err}");
+    }
+
+    #[test]
+    fn a_ladder_goes_from_the_best_rendition_down() {
+        let f = Path::new("l.toml");
+        let with = |rungs: &str| {
+            Profile::parse(
+                &format!(
+                    "name='l'\n[video]\nsource='test'\ncodecs=['vp8']\nwidth=1280\nheight=720\n{rungs}"
+                ),
+                f,
+            )
+        };
+        let rung = |w: u32, h: u32, k: u32| {
+            format!("[[video.ladder]]\nwidth={w}\nheight={h}\nbitrate_kbps={k}\n")
+        };
+        let good =
+            with(&(rung(1280, 720, 2000) + &rung(640, 360, 600) + &rung(320, 180, 150))).unwrap();
+        let rungs = good.video.unwrap().rungs();
+        assert_eq!(rungs.len(), 3);
+        assert_eq!(rungs[1].name(), "640x360");
+        let single = with("").unwrap().video.unwrap().rungs();
+        assert_eq!(
+            single.len(),
+            1,
+            "no ladder: the profile's own size and rate"
+        );
+        let rising = with(&(rung(640, 360, 600) + &rung(1280, 720, 2000))).unwrap_err();
+        assert!(rising.to_string().contains("video.ladder[1]"), "{rising}");
+        let too_big = with(&rung(1920, 1080, 4000)).unwrap_err();
+        assert!(
+            too_big.to_string().contains("larger than what is captured"),
+            "{too_big}"
+        );
+        let odd = with(&rung(641, 360, 600)).unwrap_err();
+        assert!(odd.to_string().contains("even"), "{odd}");
     }
 }

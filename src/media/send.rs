@@ -24,6 +24,29 @@ pub struct SendBranch {
     pub ssrc: u32,
     /// Keeps a shared encoder feeding this branch; dropping it unsubscribes.
     pub subscription: Option<super::shared::Subscription>,
+    /// The branch's own encoder (`per_viewer_encoder`), whose rate can follow the link.
+    pub encoder: Option<gst::Element>,
+}
+
+/// Transport-wide congestion control's RTP header extension: each packet carries a
+/// sequence number over the whole transport, and the receiver reports when each arrived.
+pub const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+impl SendBranch {
+    /// Numbers the packets for transport-wide congestion control under extension `id` (the
+    /// payloader adds the extension the caps name) and asks the peer for its feedback.
+    pub fn use_transport_cc(&self, id: u32) {
+        let Some(filter) = self.bin.by_name("rtpcaps") else {
+            return;
+        };
+        let mut caps = filter.property::<gst::Caps>("caps");
+        if let Some(s) = caps.make_mut().structure_mut(0) {
+            s.set("rtcp-fb-transport-cc", true);
+            s.set(format!("extmap-{id}"), TRANSPORT_CC_URI);
+        }
+        filter.set_property("caps", caps);
+    }
 }
 
 pub fn video(
@@ -38,10 +61,16 @@ pub fn video(
         fragments::video_source(video, None),
         fragments::payloader(codec, payload_type)
     );
-    let branch = build(&desc, codec, payload_type)?;
+    let mut branch = build(&desc, codec, payload_type)?;
     if video.stamp_capture_time {
         stamp_raw(&branch.bin);
     }
+    branch.encoder = branch
+        .bin
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == factory));
     Ok(branch)
 }
 
@@ -103,5 +132,6 @@ pub(super) fn build(desc: &str, codec: Codec, payload_type: u32) -> Result<SendB
         payload_type,
         ssrc,
         subscription: None,
+        encoder: None,
     })
 }

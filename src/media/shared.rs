@@ -11,13 +11,20 @@
 //!
 //! A stream starts with its first subscriber and stops `linger` after its last one left.
 //!
+//! A video profile with a ladder (`[[video.ladder]]`) encodes one capture at several
+//! renditions ("rungs"): the capture is split, and each rung scales and encodes behind a
+//! valve that is open only while a call is on that rung (or moving to it). A call moves to
+//! another rung at that rung's next keyframe, which is asked for at once, through its own
+//! appsrc and payloader: its viewer sees the new size start at a keyframe, and the SSRC,
+//! sequence numbers and timestamps run on.
+//!
 //! A stream's life is one state ([`Life`]: starting, running, restarting, stopped), and
 //! starting it — which may wait seconds on a camera — runs on the calling (blocking) thread
 //! without holding any lock that async code takes: `/api/status` and the health check read
 //! a starting stream at once. A start that fails leaves nothing running.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,10 +32,14 @@ use gst::prelude::*;
 
 use super::codecs::{Codec, MediaKind};
 use super::encoder::{self, Probe};
-use super::profile::Profile;
+use super::profile::{Profile, Rung};
 use super::send::{self, SendBranch};
 use super::{MediaError, fragments};
 
+/// Each encoding ends in one of these, named `out0`, `out1`… (the rung's index follows).
+/// Not `async`: a rung behind a closed valve gets no frame to preroll with, and would hold
+/// the whole pipeline in PAUSED.
+const SINK: &str = "appsink sync=false async=false max-buffers=4 drop=true name=out";
 /// Frames that may wait in one subscriber's appsrc before it counts as stalled.
 const MAX_QUEUED: u64 = 30;
 /// Source failures counted towards the restart limit are those within this window.
@@ -64,6 +75,10 @@ pub struct StreamStats {
 
 pub struct SharedStream {
     codec: Codec,
+    /// The renditions (video with a ladder); empty: one encoding, no valves.
+    rungs: Vec<Rung>,
+    /// Frames encoded per rung.
+    rung_frames: Vec<AtomicU64>,
     profile: Arc<Profile>,
     factory: String,
     /// The launch description, made at the first start (the camera's caps are read then)
@@ -77,7 +92,8 @@ pub struct SharedStream {
     /// only when this is 0 (a call between building its branch and activating it is a viewer
     /// too). Changed under the `streams` lock.
     holders: std::sync::atomic::AtomicUsize,
-    last_keyframe_request: Mutex<Option<Instant>>,
+    /// Per rung.
+    last_keyframe_request: Vec<Mutex<Option<Instant>>>,
     /// When the source failed recently (for the restart limit and backoff).
     failures: Mutex<VecDeque<Instant>>,
     restart_limit: usize,
@@ -94,7 +110,10 @@ pub struct SharedStream {
 
 struct Running {
     pipeline: gst::Pipeline,
-    sink: gst_app::AppSink,
+    /// One per rung.
+    sinks: Vec<gst_app::AppSink>,
+    /// One per rung with a ladder, none without.
+    valves: Vec<gst::Element>,
 }
 
 /// Where a shared stream is in its life.
@@ -122,6 +141,10 @@ impl Life {
 struct Subscriber {
     id: u64,
     appsrc: gst_app::AppSrc,
+    /// The rung whose frames it gets now (shared with its keyframe-request probe).
+    rung: Arc<AtomicUsize>,
+    /// The rung it moves to at that rung's next keyframe (= `rung` when not moving).
+    target: AtomicUsize,
     waiting_for_keyframe: AtomicBool,
     caps: Mutex<Option<gst::Caps>>,
     /// Called if the source is given up on: the call ends with `source-error`.
@@ -147,6 +170,22 @@ pub struct StreamInfo {
     pub frames: u64,
     pub keyframes_forced: u64,
     pub frames_dropped: u64,
+    /// The renditions of a ladder (empty without one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<RungInfo>,
+}
+
+/// One rendition of a shared video stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RungInfo {
+    /// `1280x720`.
+    pub rendition: String,
+    pub bitrate_kbps: u32,
+    /// Calls on it, or moving to it.
+    pub viewers: usize,
+    /// Its encoder runs (its valve is open).
+    pub encoding: bool,
+    pub frames: u64,
 }
 
 impl std::fmt::Debug for Encoders {
@@ -279,7 +318,8 @@ impl Encoders {
         // From here on the stream is held: nothing below can fail.
         let stream = self.stream(codec)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        forward_keyframe_requests(&appsrc, Arc::downgrade(&stream));
+        let rung = Arc::new(AtomicUsize::new(0));
+        forward_keyframe_requests(&appsrc, Arc::downgrade(&stream), Arc::clone(&rung));
         branch.subscription = Some(Subscription {
             stream,
             id,
@@ -287,6 +327,8 @@ impl Encoders {
             pending: Mutex::new(Some(Subscriber {
                 id,
                 appsrc,
+                rung,
+                target: AtomicUsize::new(0),
                 waiting_for_keyframe: AtomicBool::new(true),
                 caps: Mutex::new(None),
                 on_failure: Box::new(on_failure),
@@ -357,13 +399,18 @@ impl Encoders {
     pub fn streams(&self) -> Vec<StreamInfo> {
         let mut out: Vec<StreamInfo> = lock(&self.streams)
             .values()
-            .map(|s| StreamInfo {
-                codec: format!("{:?}", s.codec).to_lowercase(),
-                state: lock(&s.life).name(),
-                subscribers: lock(&s.subscribers).len(),
-                frames: s.stats.frames.load(Ordering::Relaxed),
-                keyframes_forced: s.stats.keyframes_forced.load(Ordering::Relaxed),
-                frames_dropped: s.stats.frames_dropped.load(Ordering::Relaxed),
+            .map(|s| {
+                // First: the fields below hold the life and subscribers locks to the end.
+                let rungs = s.rung_info();
+                StreamInfo {
+                    codec: format!("{:?}", s.codec).to_lowercase(),
+                    state: lock(&s.life).name(),
+                    subscribers: lock(&s.subscribers).len(),
+                    frames: s.stats.frames.load(Ordering::Relaxed),
+                    keyframes_forced: s.stats.keyframes_forced.load(Ordering::Relaxed),
+                    frames_dropped: s.stats.frames_dropped.load(Ordering::Relaxed),
+                    rungs,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.codec.cmp(&b.codec));
@@ -405,15 +452,22 @@ impl SharedStream {
         factory: String,
         owner: Weak<Encoders>,
     ) -> Arc<SharedStream> {
+        let rungs = match (codec.kind(), &profile.video) {
+            (MediaKind::Video, Some(video)) if video.ladder.len() > 1 => video.rungs(),
+            _ => Vec::new(),
+        };
+        let encodings = rungs.len().max(1);
         Arc::new(SharedStream {
             codec,
+            rung_frames: (0..encodings).map(|_| AtomicU64::new(0)).collect(),
+            last_keyframe_request: (0..encodings).map(|_| Mutex::new(None)).collect(),
+            rungs,
             profile: Arc::clone(profile),
             desc: std::sync::OnceLock::new(),
             life: Mutex::new(Life::Starting),
             starting: Mutex::new(()),
             subscribers: Mutex::default(),
             holders: std::sync::atomic::AtomicUsize::new(0),
-            last_keyframe_request: Mutex::new(None),
             failures: Mutex::default(),
             restart_limit: profile.source_restart_limit,
             stamp_capture_time: codec.is_video()
@@ -451,8 +505,13 @@ impl SharedStream {
                 let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
                 // The camera's own description picks the capture format when none is set.
                 let caps = camera_caps(video);
+                let source = fragments::video_source(video, caps.as_ref().map(|c| c.as_ref()));
+                if !self.rungs.is_empty() {
+                    let desc = self.ladder_description(&source, video);
+                    return Ok(self.desc.get_or_init(|| desc));
+                }
                 (
-                    fragments::video_source(video, caps.as_ref().map(|c| c.as_ref())),
+                    source,
                     fragments::video_encoder(codec, &self.factory, video),
                 )
             }
@@ -464,9 +523,81 @@ impl SharedStream {
                 )
             }
         };
-        let desc =
-            format!("{source} ! {encoder} ! appsink name=out sync=false max-buffers=4 drop=true");
+        let desc = format!("{source} ! {encoder} ! {SINK}0");
         Ok(self.desc.get_or_init(|| desc))
+    }
+
+    /// One capture split into the rungs: each scales and encodes behind a closed valve
+    /// (opened while a call is on it; a closed rung costs no encoding).
+    fn ladder_description(&self, source: &str, video: &super::profile::VideoSend) -> String {
+        let mut desc = format!("{source} ! tee name=split allow-not-linked=true");
+        for (i, rung) in self.rungs.iter().enumerate() {
+            let encoder =
+                fragments::video_encoder_at(self.codec, &self.factory, video, rung.bitrate_kbps);
+            desc.push_str(&format!(
+                " split. ! valve name=valve{i} drop=true ! \
+                 queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream ! \
+                 videoscale ! video/x-raw,width={},height={} ! {encoder} ! {SINK}{i}",
+                rung.width, rung.height
+            ));
+        }
+        desc
+    }
+
+    fn rung_info(&self) -> Vec<RungInfo> {
+        let valves = match &*lock(&self.life) {
+            Life::Running(running) => running.valves.clone(),
+            _ => Vec::new(),
+        };
+        let subscribers = lock(&self.subscribers);
+        self.rungs
+            .iter()
+            .enumerate()
+            .map(|(i, rung)| RungInfo {
+                rendition: rung.name(),
+                bitrate_kbps: rung.bitrate_kbps,
+                viewers: subscribers
+                    .iter()
+                    .filter(|s| {
+                        s.rung.load(Ordering::Relaxed) == i || s.target.load(Ordering::Relaxed) == i
+                    })
+                    .count(),
+                encoding: valves.get(i).is_some_and(|v| !v.property::<bool>("drop")),
+                frames: self.rung_frames[i].load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Opens the valve of every rung a call is on or moving to, closes the others, and asks
+    /// each rung just opened for a keyframe. Takes the life and subscribers locks in turn:
+    /// never call it holding either.
+    fn update_valves(&self) {
+        let valves = match &*lock(&self.life) {
+            Life::Running(running) => running.valves.clone(),
+            _ => return,
+        };
+        if valves.is_empty() {
+            return;
+        }
+        let mut wanted = vec![false; valves.len()];
+        for sub in lock(&self.subscribers).iter() {
+            let on = sub.rung.load(Ordering::Relaxed);
+            for rung in [on, sub.target.load(Ordering::Relaxed)] {
+                if let Some(w) = wanted.get_mut(rung) {
+                    *w = true;
+                }
+            }
+        }
+        for (i, valve) in valves.iter().enumerate() {
+            let drop = !wanted[i];
+            if valve.property::<bool>("drop") != drop {
+                valve.set_property("drop", drop);
+                tracing::debug!(codec = ?self.codec, rung = i, encoding = !drop, "rung valve");
+                if !drop {
+                    self.request_keyframe(i, true);
+                }
+            }
+        }
     }
 
     /// The first start. Blocks until the pipeline runs or fails.
@@ -488,10 +619,17 @@ impl SharedStream {
         pipeline
             .add(&bin)
             .map_err(|e| MediaError::Build(e.to_string()))?;
-        let sink = bin
-            .by_name("out")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or_else(|| MediaError::Build("appsink missing".into()))?;
+        let encodings = self.rungs.len().max(1);
+        let sinks = (0..encodings)
+            .map(|i| {
+                bin.by_name(&format!("out{i}"))
+                    .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                    .ok_or_else(|| MediaError::Build("appsink missing".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let valves: Vec<gst::Element> = (0..self.rungs.len())
+            .filter_map(|i| bin.by_name(&format!("valve{i}")))
+            .collect();
         if self.stamp_capture_time {
             send::stamp_raw(&bin);
         }
@@ -511,21 +649,23 @@ impl SharedStream {
                 gst::BusSyncReply::Drop
             });
         }
-        let weak = Arc::downgrade(self);
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    match weak.upgrade() {
-                        Some(stream) => {
-                            stream.fan_out(&sample);
-                            Ok(gst::FlowSuccess::Ok)
+        for (rung, sink) in sinks.iter().enumerate() {
+            let weak = Arc::downgrade(self);
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        match weak.upgrade() {
+                            Some(stream) => {
+                                stream.fan_out(rung, &sample);
+                                Ok(gst::FlowSuccess::Ok)
+                            }
+                            None => Err(gst::FlowError::Flushing),
                         }
-                        None => Err(gst::FlowError::Flushing),
-                    }
-                })
-                .build(),
-        );
+                    })
+                    .build(),
+            );
+        }
         *lock(&self.last_progress) = Instant::now();
         // The slow part (a camera opening): no lock that async code takes is held here.
         if pipeline.set_state(gst::State::Playing).is_err() {
@@ -545,7 +685,14 @@ impl SharedStream {
         // Running, or Restarting if it already failed while starting (the restart then
         // replaces this pipeline).
         if matches!(*life, Life::Starting) {
-            *life = Life::Running(Running { pipeline, sink });
+            *life = Life::Running(Running {
+                pipeline,
+                sinks,
+                valves,
+            });
+            drop(life);
+            // The calls already on it (a restart) get their rungs back.
+            self.update_valves();
         } else {
             drop(life);
             stop_now(pipeline);
@@ -634,7 +781,9 @@ impl SharedStream {
                 for sub in lock(&self.subscribers).iter() {
                     sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
                 }
-                self.request_keyframe(true);
+                for rung in 0..self.rung_frames.len() {
+                    self.request_keyframe(rung, true);
+                }
             }
             Err(err) => self.give_up(&err.to_string()),
         }
@@ -664,6 +813,7 @@ impl SharedStream {
 
     /// Adds a viewer; a stream that has stopped for good calls its `on_failure` instead.
     fn subscribe(&self, subscriber: Subscriber) {
+        let rung = subscriber.rung.load(Ordering::Relaxed);
         {
             // Under the life lock: `give_up` either sees this subscriber or we see Stopped.
             let life = lock(&self.life);
@@ -674,26 +824,55 @@ impl SharedStream {
             }
             lock(&self.subscribers).push(Arc::new(subscriber));
         }
+        self.update_valves();
         // A joining viewer must not wait for the next scheduled keyframe.
-        self.request_keyframe(true);
+        self.request_keyframe(rung, true);
     }
 
     fn unsubscribe(&self, id: u64) {
         lock(&self.subscribers).retain(|s| s.id != id);
+        self.update_valves();
     }
 
-    /// Runs on the shared pipeline's streaming thread: never blocks on a subscriber.
-    fn fan_out(&self, sample: &gst::Sample) {
+    /// Moves a viewer to `rung` at that rung's next keyframe (asked for now).
+    fn move_to(&self, id: u64, rung: usize) {
+        let rung = rung.min(self.rung_frames.len() - 1);
+        let moved = lock(&self.subscribers)
+            .iter()
+            .find(|s| s.id == id)
+            .is_some_and(|s| s.target.swap(rung, Ordering::Relaxed) != rung);
+        if moved {
+            self.update_valves();
+            self.request_keyframe(rung, true);
+        }
+    }
+
+    /// Runs on a streaming thread of the shared pipeline (the one of `rung`): never blocks
+    /// on a subscriber.
+    fn fan_out(&self, rung: usize, sample: &gst::Sample) {
         let Some(buffer) = sample.buffer() else {
             return;
         };
         self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        if let Some(frames) = self.rung_frames.get(rung) {
+            frames.fetch_add(1, Ordering::Relaxed);
+        }
         self.frames_metric.inc();
         *lock(&self.last_progress) = Instant::now();
         let caps = sample.caps();
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let mut stalled = false;
+        let mut moved = false;
         for sub in lock(&self.subscribers).iter() {
+            let on = sub.rung.load(Ordering::Relaxed);
+            if rung != on {
+                // Not its rung, unless it is moving here and this keyframe is where it may.
+                if sub.target.load(Ordering::Relaxed) != rung || !keyframe {
+                    continue;
+                }
+                sub.rung.store(rung, Ordering::Relaxed);
+                moved = true;
+            }
             if sub.waiting_for_keyframe.load(Ordering::Relaxed) && !keyframe {
                 continue;
             }
@@ -728,15 +907,22 @@ impl SharedStream {
             }
         }
         if stalled {
-            self.request_keyframe(false);
+            self.request_keyframe(rung, false);
+        }
+        if moved {
+            // The rung it left may have no viewer now.
+            self.update_valves();
         }
     }
 
     /// Asks the encoder for a keyframe now. Requests from viewers are rate-limited;
     /// `joining` ones are not (a new viewer must see a picture at once).
-    fn request_keyframe(&self, joining: bool) {
+    fn request_keyframe(&self, rung: usize, joining: bool) {
+        let Some(last) = self.last_keyframe_request.get(rung) else {
+            return;
+        };
         {
-            let mut last = lock(&self.last_keyframe_request);
+            let mut last = lock(last);
             let recent = last.is_some_and(|t| t.elapsed() < KEYFRAME_MIN_INTERVAL);
             if recent && !joining {
                 return;
@@ -750,7 +936,7 @@ impl SharedStream {
             .all_headers(true)
             .build();
         let sink = match &*lock(&self.life) {
-            Life::Running(running) => Some(running.sink.clone()),
+            Life::Running(running) => running.sinks.get(rung).cloned(),
             _ => None,
         };
         if sink.is_some_and(|sink| sink.send_event(event)) {
@@ -782,7 +968,11 @@ fn camera_caps(video: &super::profile::VideoSend) -> Option<gst::Caps> {
 
 /// A viewer's PLI/FIR reaches its appsrc as an upstream force-key-unit event: pass it on to
 /// the shared encoder (rate-limited there) instead of to an appsrc that cannot act on it.
-fn forward_keyframe_requests(appsrc: &gst_app::AppSrc, stream: Weak<SharedStream>) {
+fn forward_keyframe_requests(
+    appsrc: &gst_app::AppSrc,
+    stream: Weak<SharedStream>,
+    rung: Arc<AtomicUsize>,
+) {
     let Some(pad) = appsrc.static_pad("src") else {
         return;
     };
@@ -794,7 +984,7 @@ fn forward_keyframe_requests(appsrc: &gst_app::AppSrc, stream: Weak<SharedStream
             return gst::PadProbeReturn::Ok;
         }
         if let Some(stream) = stream.upgrade() {
-            stream.request_keyframe(false);
+            stream.request_keyframe(rung.load(Ordering::Relaxed), false);
         }
         gst::PadProbeReturn::Drop
     });
@@ -815,13 +1005,47 @@ impl Subscription {
     /// DTLS yet), so the viewer has no keyframe: start it over at a fresh one, asked for now
     /// rather than left to the viewer's PLI a round trip later.
     pub fn start_at_keyframe(&self) {
-        if let Some(sub) = lock(&self.stream.subscribers)
+        let rung = lock(&self.stream.subscribers)
             .iter()
             .find(|s| s.id == self.id)
-        {
-            sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
+            .map(|sub| {
+                sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
+                sub.rung.load(Ordering::Relaxed)
+            });
+        if let Some(rung) = rung {
+            self.stream.request_keyframe(rung, true);
         }
-        self.stream.request_keyframe(true);
+    }
+
+    /// The renditions this call can move between, best first (empty: one, no choice).
+    pub fn rungs(&self) -> &[Rung] {
+        &self.stream.rungs
+    }
+
+    /// The rung this call gets now.
+    pub fn rung(&self) -> usize {
+        if let Some(pending) = lock(&self.pending).as_ref() {
+            return pending.rung.load(Ordering::Relaxed);
+        }
+        lock(&self.stream.subscribers)
+            .iter()
+            .find(|s| s.id == self.id)
+            .map_or(0, |s| s.rung.load(Ordering::Relaxed))
+    }
+
+    /// Moves this call to `rung` (an index into [`Subscription::rungs`]) at that rung's next
+    /// keyframe; before activation it simply starts there.
+    pub fn set_rung(&self, rung: usize) {
+        if self.stream.rungs.is_empty() {
+            return;
+        }
+        let rung = rung.min(self.stream.rungs.len() - 1);
+        if let Some(pending) = lock(&self.pending).as_ref() {
+            pending.rung.store(rung, Ordering::Relaxed);
+            pending.target.store(rung, Ordering::Relaxed);
+            return;
+        }
+        self.stream.move_to(self.id, rung);
     }
 }
 

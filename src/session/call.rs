@@ -16,8 +16,11 @@ use gst::prelude::*;
 use gst_webrtc::{WebRTCDataChannel, WebRTCPeerConnectionState, WebRTCSDPType};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
+use super::adapt::Adapter;
 use super::events::Event;
-use super::{CallInfo, CallSettings, CallState, ChannelState, Role, identity, sdp, webrtc};
+use super::{
+    CallInfo, CallSettings, CallState, ChannelState, Role, Sending, identity, sdp, webrtc,
+};
 use crate::media::codecs::{self, MediaKind};
 use crate::media::{self, receive, send, shared};
 use crate::protocol::{EndReason, Message, Route, escape_for_log};
@@ -38,6 +41,12 @@ const MAX_HELD_CANDIDATES: usize = 64;
 /// Messages from the peer (signaling and DataChannel text) waiting for the session task;
 /// beyond this they are dropped.
 pub const PEER_QUEUE: usize = 64;
+/// The id an offer gives the transport-wide congestion control header extension.
+const TRANSPORT_CC_ID: u32 = 3;
+/// A call's own encoder runs at this share of its link's estimate...
+const OWN_ENCODER_SHARE: f64 = 0.9;
+/// ...and never below this rate (kbit/s).
+const OWN_ENCODER_MIN_KBPS: u32 = 100;
 
 /// Why a call ends, what went wrong (for logs and the peer), and whether the peer still
 /// needs telling.
@@ -115,6 +124,17 @@ pub struct Call {
     peer_tx: mpsc::Sender<PeerInput>,
     /// Send branches linked (each is a transceiver, in order): whether each carries video.
     send_video: Vec<bool>,
+    /// The rung of the video ladder this call's link carries (shared encoder with a ladder).
+    adapter: Option<Adapter>,
+    /// Which of `subscriptions` is the video.
+    video_subscription: Option<usize>,
+    /// The call's own video encoder (`per_viewer_encoder`), and the rate it is set to.
+    own_encoder: Option<gst::Element>,
+    own_encoder_kbps: u32,
+    /// The best video rate the profile sends (kbit/s).
+    max_video_kbps: u32,
+    /// The RTP header extension id of transport-wide congestion control, when negotiated.
+    transport_cc: Option<u32>,
 }
 
 struct RemoteCandidate {
@@ -211,6 +231,15 @@ impl Call {
             .map_err(|e| CallEnd::media(e.to_string()))?;
         webrtc::wire(&webrtcbin, &events, &peer_tx);
         webrtc::count_peer_rtcp(&webrtcbin, &info);
+        let video_rungs = settings
+            .profile
+            .video
+            .as_ref()
+            .map(|v| v.rungs())
+            .unwrap_or_default();
+        if let Some(top) = video_rungs.first() {
+            webrtc::estimate_bandwidth(&webrtcbin, &info, top.bitrate_kbps);
+        }
         webrtc::watch_bus(&pipeline, &events);
         let echo_probe = if settings.profile.echo_cancel() {
             Some(receive::echo_probe().map_err(|e| CallEnd::media(e.to_string()))?)
@@ -240,6 +269,12 @@ impl Call {
             echo_probe,
             peer_tx,
             send_video: Vec::new(),
+            adapter: None,
+            video_subscription: None,
+            own_encoder: None,
+            own_encoder_kbps: 0,
+            max_video_kbps: video_rungs.first().map_or(0, |r| r.bitrate_kbps),
+            transport_cc: None,
         })
     }
 
@@ -275,6 +310,7 @@ impl Call {
             let step = tokio::select! {
                 _ = heartbeat.tick() => {
                     self.sample_retransmissions();
+                    self.adapt();
                     path.check(&self.info)
                 }
                 _ = &mut media_delay, if !self.media_ready => self.on_media_ready().await,
@@ -419,6 +455,7 @@ impl Call {
 
     /// Caller: tracks, then the DataChannel, then the offer.
     async fn offer(&mut self) -> Step {
+        self.transport_cc = Some(TRANSPORT_CC_ID);
         let encoders = &self.settings.encoders;
         let first_codecs = [
             encoders.codecs(MediaKind::Video).first().copied(),
@@ -459,6 +496,8 @@ impl Call {
         let ours = move |kind| encoders.codecs(kind);
         let (offer, plan) = sdp::plan_answer(offer_text, self.settings.profile.max_mlines, &ours)
             .map_err(CallEnd::bad_sdp)?;
+        // Transport-wide congestion control only if the offer has it, under its id.
+        self.transport_cc = sdp::transport_cc_id(&offer);
         // Link in the offer's m-line order so transceivers line up with its m-lines.
         for (mline, send) in plan.mlines {
             match send {
@@ -489,6 +528,9 @@ impl Call {
             return Err(CallEnd::bad_sdp("nothing in the offer could be answered"));
         }
         sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
+        if let Some(id) = self.transport_cc {
+            sdp::add_transport_cc(answer.sdp_mut(), id);
+        }
         self.local_mids = sdp::mids(answer.sdp());
         let text = answer.sdp().to_string();
         self.set_local(answer).await?;
@@ -509,10 +551,16 @@ impl Call {
         let built = tokio::task::spawn_blocking(move || encoders.branch(codec, pt, notice))
             .await
             .map_err(|e| CallEnd::local(EndReason::InternalError, e.to_string()))?;
-        built.map_err(|e| {
+        let branch = built.map_err(|e| {
             tracing::warn!(session = %self.info.session, "{e}");
             CallEnd::media(e.to_string())
-        })
+        })?;
+        if let Some(id) = self.transport_cc
+            && codec.kind() == codecs::MediaKind::Video
+        {
+            branch.use_transport_cc(id);
+        }
+        Ok(branch)
     }
 
     /// What a shared source calls if it fails for good: this call ends with `source-error`.
@@ -556,6 +604,9 @@ impl Call {
         // Only a running appsrc may be fed: it stamps each frame with its pipeline's clock
         // and base time, and before it runs that base time is 0 — a frame stamped then lies
         // hours in the future, and webrtcbin's clocksync would hold the track forever.
+        if branch.codec.kind() == codecs::MediaKind::Video {
+            self.start_adapting(&mut branch);
+        }
         if let Some(subscription) = branch.subscription.take() {
             subscription.activate();
             self.subscriptions.push(subscription);
@@ -568,6 +619,37 @@ impl Call {
             "send branch linked"
         );
         Ok(())
+    }
+
+    /// A video branch about to be linked: its rendition, and how it will follow the link
+    /// (another rung of a ladder, or its own encoder's rate).
+    fn start_adapting(&mut self, branch: &mut send::SendBranch) {
+        let rungs = self
+            .settings
+            .profile
+            .video
+            .as_ref()
+            .map(|v| v.rungs())
+            .unwrap_or_default();
+        if let Some(subscription) = &branch.subscription
+            && subscription.rungs().len() > 1
+        {
+            let rates = subscription
+                .rungs()
+                .iter()
+                .map(|r| r.bitrate_kbps)
+                .collect();
+            self.adapter = Some(Adapter::new(rates, subscription.rung()));
+            self.video_subscription = Some(self.subscriptions.len());
+        }
+        self.own_encoder = branch.encoder.take();
+        self.own_encoder_kbps = self.max_video_kbps;
+        if let Some(top) = rungs.first() {
+            self.info.set_sending(Sending {
+                rendition: Some(top.name()),
+                target_kbps: Some(top.bitrate_kbps),
+            });
+        }
     }
 
     /// PLAYING, on a blocking thread: a state change waits on streaming threads and devices.
@@ -866,9 +948,65 @@ impl Call {
         }
         let (requests, packets) = webrtc::loss_recovery(&self.webrtcbin, &self.remote_video_ssrcs);
         self.info.nacks_received.store(requests, Ordering::Relaxed);
-        self.info
+        let before = self
+            .info
             .packets_retransmitted
-            .store(packets, Ordering::Relaxed);
+            .swap(packets, Ordering::Relaxed);
+        crate::metrics::get()
+            .packets_retransmitted
+            .inc_by(packets.saturating_sub(before));
+    }
+
+    /// Fits what this call sends to its link's estimate: another rung of the ladder, or
+    /// (its own encoder) another rate.
+    fn adapt(&mut self) {
+        let bps = self.info.estimate_bps.load(Ordering::Relaxed);
+        if bps == 0 || self.info.state() != CallState::Connected {
+            return;
+        }
+        let kbps = bps / 1000;
+        if let Some(adapter) = &mut self.adapter {
+            let before = adapter.current();
+            let rung = adapter.update(kbps, std::time::Instant::now());
+            let subscription = self
+                .video_subscription
+                .and_then(|i| self.subscriptions.get(i));
+            if let Some(subscription) = subscription
+                && rung != before
+            {
+                subscription.set_rung(rung);
+                crate::metrics::get().rendition_switches.inc();
+                let to = subscription.rungs().get(rung).copied();
+                tracing::info!(
+                    session = %self.info.session,
+                    estimate_kbps = kbps,
+                    to = to.map(|r| r.name()).unwrap_or_default(),
+                    "rendition"
+                );
+                if let Some(to) = to {
+                    self.info.set_sending(Sending {
+                        rendition: Some(to.name()),
+                        target_kbps: Some(to.bitrate_kbps),
+                    });
+                }
+            }
+        } else if let Some(encoder) = &self.own_encoder {
+            // Its own encoder: just under the estimate, never above the profile's rate.
+            let target = ((kbps as f64 * OWN_ENCODER_SHARE) as u32).clamp(
+                OWN_ENCODER_MIN_KBPS,
+                self.max_video_kbps.max(OWN_ENCODER_MIN_KBPS),
+            );
+            let current = self.own_encoder_kbps;
+            if current.abs_diff(target) * 20 > current
+                && media::encoder::set_bitrate(encoder, target)
+            {
+                self.own_encoder_kbps = target;
+                self.info.set_sending(Sending {
+                    rendition: self.info.sending().rendition,
+                    target_kbps: Some(target),
+                });
+            }
+        }
     }
 
     /// Notes which certificate the peer used in the handshake (all m-lines share one

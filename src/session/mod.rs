@@ -3,6 +3,7 @@
 //! The session task is the only code that calls webrtcbin. webrtcbin's signals, the data
 //! channel's signals and the bus post [`events::Event`]s to that task and return at once.
 
+mod adapt;
 mod call;
 mod events;
 pub mod ice;
@@ -119,6 +120,10 @@ pub struct CallInfo {
     /// from webrtcbin's `rtprtxsend` elements).
     pub nacks_received: AtomicU64,
     pub packets_retransmitted: AtomicU64,
+    /// The bandwidth estimate for what this side sends, bit/s (0: none yet).
+    pub estimate_bps: AtomicU64,
+    /// The video this side sends: its rendition and target rate (set by the session task).
+    sending: Mutex<Sending>,
     first_frame_recorded: std::sync::atomic::AtomicBool,
 }
 
@@ -167,10 +172,25 @@ pub struct ReceivedVideo {
     pub freezes: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+/// What this side sends the peer, and how it adapts to the link.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SendRecovery {
+    /// The video rendition this call gets now (`1280x720`).
+    pub rendition: Option<String>,
+    /// The rate of that rendition, or what its own encoder was set to (kbit/s).
+    pub target_kbps: Option<u32>,
+    /// The bandwidth estimate of the link (kbit/s): transport-wide congestion control, or
+    /// the loss the peer reports.
+    pub estimate_kbps: Option<u64>,
     pub nacks_received: u64,
     pub packets_retransmitted: u64,
+}
+
+/// The video a call sends, as its session task last set it.
+#[derive(Debug, Clone, Default)]
+pub struct Sending {
+    pub rendition: Option<String>,
+    pub target_kbps: Option<u32>,
 }
 
 /// RTP packets of one call, counted at webrtcbin's pads.
@@ -215,6 +235,8 @@ impl CallInfo {
             rtcp_received: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
             packets_retransmitted: AtomicU64::new(0),
+            estimate_bps: AtomicU64::new(0),
+            sending: Mutex::default(),
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
         }
@@ -275,11 +297,21 @@ impl CallInfo {
         *lock(&self.remote_fingerprint) = Some(fingerprint);
     }
 
+    fn set_sending(&self, sending: Sending) {
+        *lock(&self.sending) = sending;
+    }
+
+    fn sending(&self) -> Sending {
+        lock(&self.sending).clone()
+    }
+
     fn set_channel(&self, state: ChannelState) {
         *lock(&self.channel) = state;
     }
 
     pub fn snapshot(&self) -> CallSnapshot {
+        // Read once: a lock taken inside the literal below is held to its end.
+        let sending = self.sending();
         let micros_to_ms = |us: u64| (us > 0).then(|| us as f64 / 1000.0);
         CallSnapshot {
             session: self.session.clone(),
@@ -322,6 +354,12 @@ impl CallInfo {
                 }
             },
             send: SendRecovery {
+                rendition: sending.rendition,
+                target_kbps: sending.target_kbps,
+                estimate_kbps: match self.estimate_bps.load(Ordering::Relaxed) {
+                    0 => None,
+                    bps => Some(bps / 1000),
+                },
                 nacks_received: self.nacks_received.load(Ordering::Relaxed),
                 packets_retransmitted: self.packets_retransmitted.load(Ordering::Relaxed),
             },

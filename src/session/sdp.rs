@@ -90,6 +90,50 @@ pub fn video_ssrcs(sdp: &gst_sdp::SDPMessageRef) -> Vec<u32> {
     out
 }
 
+use crate::media::send::TRANSPORT_CC_URI;
+
+/// The id the description gives transport-wide congestion control on its video
+/// (`a=extmap:N <uri>`), if it has it: an answer must use the offer's id.
+pub fn transport_cc_id(sdp: &gst_sdp::SDPMessageRef) -> Option<u32> {
+    sdp.medias()
+        .filter(|m| m.media() == Some("video"))
+        .flat_map(|m| {
+            m.attributes()
+                .filter(|a| a.key() == "extmap")
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|a| a.value())
+        .find_map(|v| {
+            let mut words = v.split_whitespace();
+            let id = words.next()?.split('/').next()?.parse().ok()?;
+            (words.next()? == TRANSPORT_CC_URI).then_some(id)
+        })
+        .filter(|id| (1..=14).contains(id))
+}
+
+/// Adds transport-wide congestion control (extension `id`) to every video m-line that has
+/// its feedback (`a=rtcp-fb:* transport-cc`) but not the extension: webrtcbin 1.22 answers
+/// the feedback of an offer and drops its `a=extmap`, and without the extension in the
+/// answer the offerer's estimator never hears a thing.
+pub fn add_transport_cc(sdp: &mut gst_sdp::SDPMessageRef, id: u32) {
+    let value = format!("{id} {TRANSPORT_CC_URI}");
+    for i in 0..sdp.medias_len() {
+        let Some(media) = sdp.media_mut(i) else {
+            continue;
+        };
+        let wants = media.media() == Some("video")
+            && media.attributes().any(|a| {
+                a.key() == "rtcp-fb" && a.value().is_some_and(|v| v.ends_with(" transport-cc"))
+            });
+        let has = media.attributes().any(|a| {
+            a.key() == "extmap" && a.value().is_some_and(|v| v.contains(TRANSPORT_CC_URI))
+        });
+        if wants && !has {
+            media.add_attribute("extmap", Some(&value));
+        }
+    }
+}
+
 /// The m-line index that carries a bundled transport (the first mid of `a=group:BUNDLE`).
 pub fn bundle_transport_mline(sdp: &gst_sdp::SDPMessageRef) -> Option<u32> {
     let group = sdp
@@ -170,6 +214,21 @@ a=ssrc:11 msid:x y\r\na=ssrc:12 cname:x\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=
         gst::init().unwrap();
         let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap();
         assert_eq!(video_ssrcs(&sdp), [11, 12]);
+    }
+
+    #[test]
+    fn transport_cc_id_from_the_video_extmap() {
+        let text = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=extmap:2 urn:ietf:params:rtp-hdrext:toffset\r\n\
+a=extmap:5/sendrecv http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n";
+        gst::init().unwrap();
+        let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap();
+        assert_eq!(transport_cc_id(&sdp), Some(5));
+        let none =
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+        let sdp = gst_sdp::SDPMessage::parse_buffer(none.as_bytes()).unwrap();
+        assert_eq!(transport_cc_id(&sdp), None);
     }
 
     #[test]

@@ -129,6 +129,37 @@ pub fn loss_recovery(webrtcbin: &gst::Element, video_ssrcs: &[u32]) -> (u64, u64
     (requests, packets)
 }
 
+/// Puts Google Congestion Control (`rtpgccbwe`) on the call's transport: webrtcbin asks for
+/// an "aux sender" for each transport, and everything sent passes through it. It reads the
+/// peer's transport-wide feedback, paces what is sent, and its estimate lands in
+/// `info.estimate_bps` (an atomic store in the handler; the session task reads it).
+/// `max_kbps` bounds the estimate (no point in estimating above what could be sent).
+pub fn estimate_bandwidth(webrtcbin: &gst::Element, info: &Arc<super::CallInfo>, max_kbps: u32) {
+    let info = Arc::downgrade(info);
+    webrtcbin.connect("request-aux-sender", false, move |_| {
+        let gcc = match gst::ElementFactory::make("rtpgccbwe")
+            .property("max-bitrate", max_kbps.saturating_mul(1000))
+            .property("min-bitrate", 50_000u32)
+            .build()
+        {
+            Ok(gcc) => gcc,
+            Err(e) => {
+                tracing::warn!("no bandwidth estimation: {e}");
+                return None;
+            }
+        };
+        let info = info.clone();
+        gcc.connect_notify(Some("estimated-bitrate"), move |gcc, _| {
+            if let Some(info) = info.upgrade() {
+                let bps = gcc.property::<u32>("estimated-bitrate");
+                info.estimate_bps
+                    .store(u64::from(bps), std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Some(gcc.to_value())
+    });
+}
+
 /// Counts the RTCP reports that arrive from the peer into `info` (rtpbin's `on-ssrc-active`
 /// fires for each remote source that sends one). Only an atomic add in the handler.
 pub fn count_peer_rtcp(webrtcbin: &gst::Element, info: &Arc<super::CallInfo>) {
