@@ -53,12 +53,21 @@ fn frames(call: &Value) -> u64 {
 
 /// How many calls of `p` ended with `reason`, from `/metrics`.
 async fn ended_with(p: &Proc, reason: &str) -> u64 {
+    metric(
+        p,
+        "webrtcd_sessions_ended_total",
+        &format!("reason=\"{reason}\""),
+    )
+    .await
+}
+
+/// The sum of `p`'s `/metrics` samples named `name` whose line contains `label`.
+async fn metric(p: &Proc, name: &str, label: &str) -> u64 {
     let (_, text) = webrtcd::service::api_client::request("GET", &p.api("/metrics"), None, None)
         .await
         .expect("GET /metrics");
-    let label = format!("reason=\"{reason}\"");
     text.lines()
-        .filter(|l| l.starts_with("webrtcd_sessions_ended_total") && l.contains(&label))
+        .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -225,6 +234,7 @@ netns_test!(
             sent["send"]["packets_retransmitted"].as_u64().unwrap_or(0) > 0,
             "{sent}"
         );
+        assert!(metric(&camera, "webrtcd_packets_retransmitted_total", "").await > 0);
         // With 300 ms to wait, retransmissions arrive in time (measured: 97–99 % of the clean
         // viewer's frames; 96–100 % with 200 ms, too close to the bound; about 66 % with the
         // default 50 ms).
@@ -373,6 +383,7 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
             sent[0]
         );
         assert_eq!(sent[1]["rendition"], "640x360", "{:?}", sent[1]);
+        assert!(metric(&camera, "webrtcd_rendition_switches_total", "").await >= 1);
         // One encoder per rung in use: two here, and the third idle.
         let rungs = streams[0]["rungs"].as_array().cloned().unwrap_or_default();
         let encoding = rungs.iter().filter(|r| r["encoding"] == true).count();
@@ -405,6 +416,73 @@ netns_test!(
             flat_fps < 15.0 || flat_freezes > 3,
             "without the ladder the narrow viewer got {flat_fps} fps, {flat_freezes} freezes"
         );
+    }
+);
+
+// Chromium (the page) calls a camera with a ladder and watches; then its link narrows to a
+// 500 kbit/s bottleneck with a queue (tbf on `lo`: both ways, signaling included). It settles
+// on a rung that fits and plays smoothly; its freezes come in the first seconds, while the
+// estimate falls.
+netns_test!(
+    chromium_behind_a_bottleneck_plays_a_rung_that_fits,
+    Net::LoopbackOnly,
+    {
+        let camera = Proc::daemon("tbf-camera", &camera_profile("tbf-camera", true), &[]);
+        let chrome = common::browser::Driven::start().await;
+        chrome
+            .open(&format!(
+                "http://{}/?id=tbf-page&call=tbf-camera",
+                camera.addr
+            ))
+            .await;
+        let page = || async {
+            chrome
+                .script(
+                    "return state.call ? {session: state.call.session, \
+                     frames: state.call.stats.framesDecoded || 0, \
+                     freezes: state.call.stats.freezes || 0, width: state.call.stats.width || 0, \
+                     rendition: state.call.stats.rendition || '', \
+                     estimate: state.call.stats.estimateKbps || 0} : null;",
+                )
+                .await
+        };
+        let playing = wait_for("Chromium to play", Duration::from_secs(30), || async {
+            let v = page().await;
+            (v["frames"].as_u64().unwrap_or(0) >= 10).then_some(v)
+        })
+        .await;
+        let session = playing["session"].as_str().unwrap_or_default().to_string();
+        // The bottleneck comes once it plays (page and WebDriver traffic share `lo`).
+        let status = std::process::Command::new("tc")
+            .args([
+                "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "500kbit",
+            ])
+            .args(["burst", "16kb", "latency", "300ms"])
+            .status()
+            .expect("tc");
+        assert!(status.success(), "tc qdisc add … tbf");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let before = page().await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let after = page().await;
+        let count = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+        let fps = (count(&after, "frames") - count(&before, "frames")) as f64 / 6.0;
+        let late_freezes = count(&after, "freezes") - count(&before, "freezes");
+        let sent = wait_call(&camera, &session, "the camera's side", |_| true).await;
+        eprintln!(
+            "behind 500 kbit/s: {fps:.1} fps, freezes {} in all and {late_freezes} in the last 6 s; \
+             page {after}; camera sends {}",
+            count(&after, "freezes"),
+            sent["send"]
+        );
+        assert!(fps >= 20.0, "{fps} fps");
+        // 640×360 needs 1 Mbit/s: it cannot be what plays.
+        assert!(count(&after, "width") < 640, "{after}");
+        assert_ne!(sent["send"]["rendition"], "640x360", "{sent}");
+        assert!(late_freezes <= 1, "freezes later on: {after}");
+        // The overlay shows the device's side of the call.
+        assert_eq!(after["rendition"], sent["send"]["rendition"], "{after}");
+        assert!(count(&after, "estimate") > 0, "{after}");
     }
 );
 

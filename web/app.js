@@ -373,6 +373,7 @@ async function readStats() {
       s.codec = byId.get(r.codecId)?.mimeType?.split("/")[1];
       s.width = r.frameWidth; s.height = r.frameHeight; s.fps = r.framesPerSecond;
       s.framesDecoded = r.framesDecoded || 0;
+      s.freezes = r.freezeCount || 0;
       s.packetsLost = r.packetsLost || 0; s.packetsReceived = r.packetsReceived || 0;
       const now = r.timestamp;
       if (lastBytes) s.kbps = (8 * (r.bytesReceived - lastBytes.bytes)) / (now - lastBytes.t);
@@ -393,6 +394,9 @@ async function readStats() {
       s.path = local && remote ? `${local.candidateType} ${local.address || local.ip} ⇄ ${remote.candidateType} ${remote.address || remote.ip}` : undefined;
     }
   });
+  // What the device sends this call: its rendition and its estimate of the link.
+  const sent = await deviceSide(call);
+  if (sent) { s.rendition = sent.rendition; s.estimateKbps = sent.estimate_kbps; }
   call.stats = s;
   const loss = s.packetsReceived ? (100 * s.packetsLost / (s.packetsLost + s.packetsReceived)).toFixed(1) : "0.0";
   $("stats").textContent = [
@@ -402,10 +406,26 @@ async function readStats() {
     `bitrate    ${s.kbps ? s.kbps.toFixed(0) + " kbit/s" : "–"}`,
     `loss       ${loss} %`,
     `rtt        ${s.rttMs !== undefined ? s.rttMs.toFixed(1) + " ms" : "–"}`,
+    `freezes    ${s.freezes ?? "–"}`,
+    `rendition  ${s.rendition || "–"}`,
+    `estimate   ${s.estimateKbps ? s.estimateKbps + " kbit/s" : "–"}`,
   ].join("\n");
   $("stats").hidden = !$("show-stats").checked;
 }
 setInterval(() => readStats().catch((e) => log("stats: " + e)), 1000);
+
+// The device's own view of a call with it (GET /api/calls): what it sends this page.
+async function deviceSide(call) {
+  if (!call.session) return null;
+  try {
+    const r = await fetch("/api/calls", { headers: token ? { Authorization: "Bearer " + token } : {} });
+    if (!r.ok) return null;
+    const mine = (await r.json()).find((c) => c.session === call.session);
+    return mine ? mine.send : null;
+  } catch (e) {
+    return null;
+  }
+}
 
 // ---- secure context ----------------------------------------------------------------------
 // Browsers give a page the camera and microphone only over HTTPS (or on localhost): over
