@@ -253,6 +253,11 @@ netns_test!(
 /// noise overshoots every target). 640×360, not the 1280×720 of the shipped camera profile:
 /// three daemons encoding and decoding 720p do not fit this 2-core machine at 25 fps.
 fn camera_profile(id: &str, ladder: bool) -> std::path::PathBuf {
+    camera_profile_with(id, ladder, "")
+}
+
+/// [`camera_profile`] with `top` (top-level keys) added.
+fn camera_profile_with(id: &str, ladder: bool, top: &str) -> std::path::PathBuf {
     let rungs = if ladder {
         "[[video.ladder]]\nwidth = 640\nheight = 360\nbitrate_kbps = 1000\n\
          [[video.ladder]]\nwidth = 320\nheight = 180\nbitrate_kbps = 300\n\
@@ -263,7 +268,7 @@ fn camera_profile(id: &str, ladder: bool) -> std::path::PathBuf {
     write_profile(
         id,
         &format!(
-            "name = \"{id}\"\n[video]\nsource = \"launch\"\n\
+            "name = \"{id}\"\n{top}\n[video]\nsource = \"launch\"\n\
              launch = \"videotestsrc is-live=true pattern=zone-plate kx2=20 ky2=20 kt=1\"\nwidth = 640\nheight = 360\n\
              framerate = 30\ncodecs = [\"vp8\"]\nbitrate_kbps = 1000\n{rungs}"
         ),
@@ -415,6 +420,37 @@ netns_test!(
         assert!(
             flat_fps < 15.0 || flat_freezes > 3,
             "without the ladder the narrow viewer got {flat_fps} fps, {flat_freezes} freezes"
+        );
+    }
+);
+
+// With an encoder per viewer (webrtcsink's way, for comparison) the narrow viewer's own encoder
+// follows its link's estimate instead.
+netns_test!(
+    a_viewers_own_encoder_follows_its_estimate,
+    Net::LoopbackOnly,
+    {
+        let camera = Proc::daemon(
+            "own-camera",
+            &camera_profile_with("own-camera", false, "per_viewer_encoder = true"),
+            &[],
+        );
+        let narrow = viewer_at("own-narrow", "127.0.0.3", &camera.ws_url());
+        wait_peer(&camera, "own-narrow").await;
+        let session = place_call(&camera, "own-narrow").await;
+        wait_call(&narrow, &session, "video", |c| frames(c) > 30).await;
+        police("own", "127.0.0.3");
+        let sent = wait_for("the encoder to follow", Duration::from_secs(30), || async {
+            let call = wait_call(&camera, &session, "the camera's side", |_| true).await;
+            let target = call["send"]["target_kbps"].as_u64().unwrap_or(u64::MAX);
+            (target < 400).then_some(call["send"].clone())
+        })
+        .await;
+        eprintln!("own encoder behind 300 kbit/s: {sent}");
+        nft(&["delete", "table", "inet", "own"]);
+        assert_eq!(
+            status(&camera).await["shared_streams"],
+            serde_json::json!([])
         );
     }
 );
