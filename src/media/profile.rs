@@ -43,6 +43,13 @@ pub struct Profile {
     /// one capture and one encoder per codec serve every call.
     #[serde(default)]
     pub per_viewer_encoder: bool,
+    /// Forward error correction on the video sent (ULP FEC in RED, RFC 5109): the receiver
+    /// rebuilds lost packets without waiting a round trip for a retransmission. For links with
+    /// a long round trip; it costs `fec_percentage` % more video rate.
+    #[serde(default)]
+    pub fec: bool,
+    #[serde(default = "default_fec_percentage")]
+    pub fec_percentage: u32,
     /// How long a shared encoder keeps running after its last viewer left.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
@@ -211,6 +218,10 @@ pub const KNOWN_FORMATS: &[&str] = &["YUY2", "UYVY", "NV12", "I420", "YV12", "RG
 fn default_source_restart_limit() -> usize {
     5
 }
+fn default_fec_percentage() -> u32 {
+    25
+}
+
 fn default_linger_ms() -> u64 {
     2000
 }
@@ -263,6 +274,9 @@ impl Profile {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.fec_percentage) {
+            return Err("fec_percentage: must be between 1 and 100".into());
+        }
         if self.max_sessions == 0 {
             return Err("max_sessions: must be at least 1".into());
         }

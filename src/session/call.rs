@@ -479,7 +479,7 @@ impl Call {
         self.info.channels_created.fetch_add(1, Ordering::Relaxed);
         self.info.set_channel(ChannelState::Connecting);
 
-        webrtc::enable_nack(&self.webrtcbin, &self.send_video);
+        webrtc::enable_loss_recovery(&self.webrtcbin, &self.send_video, self.fec());
         let mut offer = self.create_description("create-offer", "offer").await?;
         sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
         self.local_mids = sdp::mids(offer.sdp());
@@ -520,7 +520,7 @@ impl Call {
             .filter(|m| matches!(m.media(), Some("audio" | "video")))
             .map(|m| m.media() == Some("video"))
             .collect();
-        webrtc::enable_nack(&self.webrtcbin, &video);
+        webrtc::enable_loss_recovery(&self.webrtcbin, &video, self.fec());
         self.set_remote(offer);
         self.apply_held_candidates();
         let mut answer = self.create_description("create-answer", "answer").await?;
@@ -619,6 +619,12 @@ impl Call {
             "send branch linked"
         );
         Ok(())
+    }
+
+    /// The FEC percentage, if the profile sends video with FEC.
+    fn fec(&self) -> Option<u32> {
+        let profile = &self.settings.profile;
+        profile.fec.then_some(profile.fec_percentage)
     }
 
     /// A video branch about to be linked: its rendition, and how it will follow the link
@@ -946,8 +952,14 @@ impl Call {
         if self.info.state() != CallState::Connected {
             return;
         }
-        let (requests, packets) = webrtc::loss_recovery(&self.webrtcbin, &self.remote_video_ssrcs);
-        self.info.nacks_received.store(requests, Ordering::Relaxed);
+        let done = webrtc::loss_recovery(&self.webrtcbin, &self.remote_video_ssrcs);
+        let packets = done.retransmitted;
+        self.info
+            .nacks_received
+            .store(done.requests, Ordering::Relaxed);
+        self.info
+            .fec_recovered
+            .store(done.fec_recovered, Ordering::Relaxed);
         let before = self
             .info
             .packets_retransmitted

@@ -122,6 +122,8 @@ pub struct CallInfo {
     pub packets_retransmitted: AtomicU64,
     /// The bandwidth estimate for what this side sends, bit/s (0: none yet).
     pub estimate_bps: AtomicU64,
+    /// Lost packets this side rebuilt from FEC (sampled by the session task).
+    pub fec_recovered: AtomicU64,
     /// The video this side sends: its rendition and target rate (set by the session task).
     sending: Mutex<Sending>,
     first_frame_recorded: std::sync::atomic::AtomicBool,
@@ -170,6 +172,8 @@ pub struct ReceivedVideo {
     pub fps: u32,
     /// Times no new frame came for more than 200 ms.
     pub freezes: u64,
+    /// Lost packets rebuilt from forward error correction (`fec = true` on the sender).
+    pub fec_recovered: u64,
 }
 
 /// What this side sends the peer, and how it adapts to the link.
@@ -236,6 +240,7 @@ impl CallInfo {
             nacks_received: AtomicU64::new(0),
             packets_retransmitted: AtomicU64::new(0),
             estimate_bps: AtomicU64::new(0),
+            fec_recovered: AtomicU64::new(0),
             sending: Mutex::default(),
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
@@ -351,6 +356,7 @@ impl CallInfo {
                     video_height: (h > 0).then_some(h),
                     fps: self.received.fps(),
                     freezes: self.received.freezes.load(Ordering::Relaxed),
+                    fec_recovered: self.fec_recovered.load(Ordering::Relaxed),
                 }
             },
             send: SendRecovery {

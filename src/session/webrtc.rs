@@ -79,8 +79,9 @@ fn use_identity(webrtcbin: &gst::Element, identity: &Arc<DtlsIdentity>) {
 /// transceiver `i` carries video), before the offer or answer is made: webrtcbin then offers
 /// `rtx` and `nack` (answers them when offered) and keeps a send buffer to retransmit from.
 /// Video only, as browsers do: with it on audio too, webrtcbin 1.22 offers an SSRC twice and
-/// Chromium refuses the offer. Call on the session task.
-pub fn enable_nack(webrtcbin: &gst::Element, video: &[bool]) {
+/// Chromium refuses the offer. With `fec` (a percentage), also ULP FEC in RED. Call on the
+/// session task.
+pub fn enable_loss_recovery(webrtcbin: &gst::Element, video: &[bool], fec: Option<u32>) {
     for (index, _) in video.iter().enumerate().filter(|(_, v)| **v) {
         let Ok(index) = i32::try_from(index) else {
             return;
@@ -89,30 +90,45 @@ pub fn enable_nack(webrtcbin: &gst::Element, video: &[bool]) {
             .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&index]);
         if let Some(transceiver) = transceiver {
             transceiver.set_property("do-nack", true);
+            if let Some(percentage) = fec {
+                transceiver.set_property("fec-type", gst_webrtc::WebRTCFECType::UlpRed);
+                transceiver.set_property("fec-percentage", percentage);
+            }
         }
     }
 }
 
-/// Loss recovery, in one pass over webrtcbin's elements: returns the retransmission
-/// requests received and packets retransmitted (summed over its `rtprtxsend` elements), and
+/// What loss recovery did so far, summed over a webrtcbin's elements.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recovery {
+    /// Retransmission requests received, and packets retransmitted (`rtprtxsend`).
+    pub requests: u64,
+    pub retransmitted: u64,
+    /// Lost packets rebuilt from FEC (`rtpulpfecdec`).
+    pub fec_recovered: u64,
+}
+
+/// Loss recovery, in one pass over webrtcbin's elements: returns what it did ([`Recovery`]), and
 /// turns on `do-retransmission` on the jitterbuffer of every SSRC in `video_ssrcs` (the
 /// peer's video, from its description) so lost video is asked for again. webrtcbin 1.22 takes
 /// that setting from the wrong transceiver under BUNDLE (measured: with NACK on the video
 /// transceiver only, neither jitterbuffer asked). Call on the session task.
-pub fn loss_recovery(webrtcbin: &gst::Element, video_ssrcs: &[u32]) -> (u64, u64) {
+pub fn loss_recovery(webrtcbin: &gst::Element, video_ssrcs: &[u32]) -> Recovery {
+    let mut done = Recovery::default();
     let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
-        return (0, 0);
+        return done;
     };
-    let mut requests = 0u64;
-    let mut packets = 0u64;
     for element in bin.iterate_recurse().into_iter().flatten() {
         let Some(factory) = element.factory() else {
             continue;
         };
         match factory.name().as_str() {
             "rtprtxsend" => {
-                requests += u64::from(element.property::<u32>("num-rtx-requests"));
-                packets += u64::from(element.property::<u32>("num-rtx-packets"));
+                done.requests += u64::from(element.property::<u32>("num-rtx-requests"));
+                done.retransmitted += u64::from(element.property::<u32>("num-rtx-packets"));
+            }
+            "rtpulpfecdec" => {
+                done.fec_recovered += u64::from(element.property::<u32>("recovered"));
             }
             "rtpjitterbuffer" if !element.property::<bool>("do-retransmission") => {
                 let ssrc = element
@@ -126,7 +142,7 @@ pub fn loss_recovery(webrtcbin: &gst::Element, video_ssrcs: &[u32]) -> (u64, u64
             _ => {}
         }
     }
-    (requests, packets)
+    done
 }
 
 /// Puts Google Congestion Control (`rtpgccbwe`) on the call's transport: webrtcbin asks for
