@@ -135,6 +135,9 @@ pub struct Call {
     max_video_kbps: u32,
     /// The RTP header extension id of transport-wide congestion control, when negotiated.
     transport_cc: Option<u32>,
+    /// What this call sends can follow its link (a ladder, or an encoder of its own): only
+    /// then is the link estimated (transport-cc feedback, rtpgccbwe).
+    adapts: bool,
 }
 
 struct RemoteCandidate {
@@ -237,7 +240,11 @@ impl Call {
             .as_ref()
             .map(|v| v.rungs())
             .unwrap_or_default();
-        if let Some(top) = video_rungs.first() {
+        // Only where the estimate can act (a ladder, or an encoder of its own): rtpgccbwe also
+        // paces everything the call sends at its estimate, with a thread and a queue of its
+        // own, a cost not worth paying for a number nothing would use.
+        let adapts = video_rungs.len() > 1 || settings.profile.per_viewer_encoder;
+        if let Some(top) = video_rungs.first().filter(|_| adapts) {
             webrtc::estimate_bandwidth(&webrtcbin, &info, top.bitrate_kbps);
         }
         webrtc::watch_bus(&pipeline, &events);
@@ -275,6 +282,7 @@ impl Call {
             own_encoder_kbps: 0,
             max_video_kbps: video_rungs.first().map_or(0, |r| r.bitrate_kbps),
             transport_cc: None,
+            adapts,
         })
     }
 
@@ -455,7 +463,7 @@ impl Call {
 
     /// Caller: tracks, then the DataChannel, then the offer.
     async fn offer(&mut self) -> Step {
-        self.transport_cc = Some(TRANSPORT_CC_ID);
+        self.transport_cc = self.adapts.then_some(TRANSPORT_CC_ID);
         let encoders = &self.settings.encoders;
         let first_codecs = [
             encoders.codecs(MediaKind::Video).first().copied(),
@@ -497,7 +505,7 @@ impl Call {
         let (offer, plan) = sdp::plan_answer(offer_text, self.settings.profile.max_mlines, &ours)
             .map_err(CallEnd::bad_sdp)?;
         // Transport-wide congestion control only if the offer has it, under its id.
-        self.transport_cc = sdp::transport_cc_id(&offer);
+        self.transport_cc = sdp::transport_cc_id(&offer).filter(|_| self.adapts);
         // Link in the offer's m-line order so transceivers line up with its m-lines.
         for (mline, send) in plan.mlines {
             match send {
