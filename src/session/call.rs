@@ -504,8 +504,10 @@ impl Call {
         let ours = move |kind| encoders.codecs(kind);
         let (offer, plan) = sdp::plan_answer(offer_text, self.settings.profile.max_mlines, &ours)
             .map_err(CallEnd::bad_sdp)?;
-        // Transport-wide congestion control only if the offer has it, under its id.
-        self.transport_cc = sdp::transport_cc_id(&offer).filter(|_| self.adapts);
+        // Transport-wide congestion control only if the offer has it, under its id, and
+        // accepted whenever offered (the offerer's estimator needs our feedback); our own video
+        // carries it only if it adapts.
+        self.transport_cc = sdp::transport_cc_id(&offer);
         // Link in the offer's m-line order so transceivers line up with its m-lines.
         for (mline, send) in plan.mlines {
             match send {
@@ -564,6 +566,7 @@ impl Call {
             CallEnd::media(e.to_string())
         })?;
         if let Some(id) = self.transport_cc
+            && self.adapts
             && codec.kind() == codecs::MediaKind::Video
         {
             branch.use_transport_cc(id);
