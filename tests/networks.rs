@@ -299,9 +299,9 @@ netns_test!(
             received["receive"]["fec_recovered"].as_u64().unwrap_or(0) > 0,
             "nothing rebuilt from FEC: {received}"
         );
-        // Measured over 4 runs: 0.77–0.90 of the clean viewer's frames with FEC, 0.79–1.02
-        // without: at 5 % random loss on loopback, FEC (25 %) rebuilds a few packets but does
-        // not beat NACK; this checks it works and costs no more than that.
+        // Measured over 6 runs, with FEC and without: 0.6–1.6 of the clean viewer's frames (a
+        // noisy machine). At 5 % random loss on loopback FEC rebuilds packets but does not
+        // beat NACK; this checks that it works and costs no more than that.
         assert!(with >= 0.7, "{with:.2} with FEC");
     }
 );
