@@ -17,18 +17,7 @@ struct UdpCut;
 
 impl UdpCut {
     fn start() -> UdpCut {
-        nft(&["add", "table", "inet", "cut"]);
-        nft(&[
-            "add",
-            "chain",
-            "inet",
-            "cut",
-            "input",
-            "{ type filter hook input priority 0; }",
-        ]);
-        nft(&[
-            "add", "rule", "inet", "cut", "input", "meta", "l4proto", "udp", "drop",
-        ]);
+        input_rule("cut", &["meta", "l4proto", "udp", "drop"]);
         UdpCut
     }
 }
@@ -37,6 +26,23 @@ impl Drop for UdpCut {
     fn drop(&mut self) {
         nft(&["delete", "table", "inet", "cut"]);
     }
+}
+
+/// nftables table `table` with an input chain (every packet on `lo` passes it) holding `rule`.
+/// Delete the table to undo it.
+fn input_rule(table: &str, rule: &[&str]) {
+    nft(&["add", "table", "inet", table]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        table,
+        "input",
+        "{ type filter hook input priority 0; }",
+    ]);
+    let mut args = vec!["add", "rule", "inet", table, "input"];
+    args.extend_from_slice(rule);
+    nft(&args);
 }
 
 fn nft(args: &[&str]) {
@@ -199,35 +205,24 @@ async fn lossy_and_clean(
         sessions.push(session);
     }
     // 5 % of the UDP packets toward the lossy viewer are lost, from now on.
-    nft(&["add", "table", "inet", "loss"]);
-    nft(&[
-        "add",
-        "chain",
-        "inet",
+    input_rule(
         "loss",
-        "input",
-        "{ type filter hook input priority 0; }",
-    ]);
-    nft(&[
-        "add",
-        "rule",
-        "inet",
-        "loss",
-        "input",
-        "ip",
-        "daddr",
-        "127.0.0.3",
-        "meta",
-        "l4proto",
-        "udp",
-        "numgen",
-        "random",
-        "mod",
-        "100",
-        "<",
-        "5",
-        "drop",
-    ]);
+        &[
+            "ip",
+            "daddr",
+            "127.0.0.3",
+            "meta",
+            "l4proto",
+            "udp",
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            "5",
+            "drop",
+        ],
+    );
     let lossy_start = frames_of(&lossy, &sessions[0]).await;
     let clean_start = frames_of(&clean, &sessions[1]).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -363,37 +358,26 @@ async fn watch(p: &Proc, session: &str, window: Duration) -> (f64, u64, Value) {
 
 /// Police UDP toward `ip` to about 300 kbit/s (no queue: what is over the rate is dropped).
 fn police(table: &str, ip: &str) {
-    nft(&["add", "table", "inet", table]);
-    nft(&[
-        "add",
-        "chain",
-        "inet",
+    input_rule(
         table,
-        "input",
-        "{ type filter hook input priority 0; }",
-    ]);
-    nft(&[
-        "add",
-        "rule",
-        "inet",
-        table,
-        "input",
-        "ip",
-        "daddr",
-        ip,
-        "meta",
-        "l4proto",
-        "udp",
-        "limit",
-        "rate",
-        "over",
-        "37",
-        "kbytes/second",
-        "burst",
-        "16",
-        "kbytes",
-        "drop",
-    ]);
+        &[
+            "ip",
+            "daddr",
+            ip,
+            "meta",
+            "l4proto",
+            "udp",
+            "limit",
+            "rate",
+            "over",
+            "37",
+            "kbytes/second",
+            "burst",
+            "16",
+            "kbytes",
+            "drop",
+        ],
+    );
 }
 
 /// Two viewers of one camera, viewer B's path policed to ~300 kbit/s. With the ladder, A
