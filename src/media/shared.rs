@@ -568,9 +568,9 @@ impl SharedStream {
             .collect()
     }
 
-    /// Opens the valve of every rung a call is on or moving to, closes the others, and asks
-    /// each rung just opened for a keyframe. Takes the life and subscribers locks in turn:
-    /// never call it holding either.
+    /// Opens the valve of every rung a call is on or moving to, and closes the others. The
+    /// callers that bring a call to a rung ask it for a keyframe (once: not here too). Takes
+    /// the life and subscribers locks in turn: never call it holding either.
     fn update_valves(&self) {
         let valves = match &*lock(&self.life) {
             Life::Running(running) => running.valves.clone(),
@@ -593,9 +593,6 @@ impl SharedStream {
             if valve.property::<bool>("drop") != drop {
                 valve.set_property("drop", drop);
                 tracing::debug!(codec = ?self.codec, rung = i, encoding = !drop, "rung valve");
-                if !drop {
-                    self.request_keyframe(i, true);
-                }
             }
         }
     }
