@@ -69,6 +69,7 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub rendition_switches: Counter,
     pub packets_retransmitted: Counter,
+    pub ice_restarts: Counter,
 }
 
 /// The process's metrics.
@@ -99,6 +100,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             rendition_switches: Counter::default(),
             packets_retransmitted: Counter::default(),
+            ice_restarts: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -185,6 +187,11 @@ impl Metrics {
             "packets_retransmitted",
             "RTP packets sent again because a peer reported them lost (NACK, RTX)",
             m.packets_retransmitted.clone(),
+        );
+        r.register(
+            "ice_restarts",
+            "ICE restarts on running calls, made or answered (a peer's path changed)",
+            m.ice_restarts.clone(),
         );
         m
     }

@@ -20,6 +20,23 @@ impl UdpCut {
         input_rule("cut", &["meta", "l4proto", "udp", "drop"]);
         UdpCut
     }
+
+    /// Every ICE path cut: all UDP, and all TCP but to or from `procs`' HTTP ports (signaling
+    /// and the API stay up). libnice also gathers ICE-TCP candidates, and a call that restarts
+    /// ICE while UDP is gone finds its way over TCP.
+    fn all_but_signaling(procs: &[&Proc]) -> UdpCut {
+        let cut = UdpCut::start();
+        let ports: Vec<&str> = procs
+            .iter()
+            .filter_map(|p| p.addr.rsplit(':').next())
+            .collect();
+        let keep = format!("{{ {} }}", ports.join(", "));
+        nft(&[
+            "add", "rule", "inet", "cut", "input", "meta", "l4proto", "tcp", "tcp", "sport", "!=",
+            &keep, "tcp", "dport", "!=", &keep, "drop",
+        ]);
+        cut
+    }
 }
 
 impl Drop for UdpCut {
@@ -82,26 +99,13 @@ netns_test!(
     a_cut_heals_on_the_same_call_and_a_dead_path_ends_it,
     Net::LoopbackOnly,
     {
-        const RECOVERY_SECS: u64 = 10;
+        // Longer than the 8 s cut below and the few seconds it takes to heal after it.
+        const RECOVERY_SECS: u64 = 15;
         let config = format!("ice_recovery_secs = {RECOVERY_SECS}\n");
         let (door, visitor, session) = call_between("cut", &config).await;
 
         // 6 s without any UDP: the call stays, and media flows again soon after.
-        let cut = UdpCut::start();
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        let mut during = Vec::new();
-        for p in [&door, &visitor] {
-            during.push(frames(&wait_call(p, &session, "the call", |_| true).await));
-        }
-        drop(cut);
-        let restored = Instant::now();
-        for (p, before) in [&door, &visitor].into_iter().zip(during) {
-            wait_call(p, &session, "video after the cut", |c| {
-                frames(c) > before + 30
-            })
-            .await;
-        }
-        let healed = restored.elapsed();
+        let healed = cut_for(Duration::from_secs(6), &[&door, &visitor], &session).await;
         eprintln!("video flowed again {healed:?} after the cut ended");
         assert!(healed <= Duration::from_secs(5), "{healed:?}");
         assert_eq!(ended_with(&door, "network").await, 0);
@@ -114,8 +118,21 @@ netns_test!(
             assert_eq!(received["video_height"], 240, "{call}");
         }
 
+        // A longer cut: the visitor, which offered, restarts ICE while it lasts and the door
+        // answers; media flows again soon after, on the same call.
+        let healed = cut_for(Duration::from_secs(8), &[&door, &visitor], &session).await;
+        eprintln!(
+            "after an 8 s cut and an ICE restart, video flowed again {healed:?} after it ended"
+        );
+        assert!(healed <= Duration::from_secs(5), "{healed:?}");
+        for p in [&door, &visitor] {
+            let call = wait_call(p, &session, "the call", |_| true).await;
+            assert!(call["ice_restarts"].as_u64().unwrap_or(0) >= 1, "{call}");
+        }
+        assert_eq!(ended_with(&door, "network").await, 0);
+
         // A cut that does not end: the call ends with `network`, within the bound.
-        let _cut = UdpCut::start();
+        let _cut = UdpCut::all_but_signaling(&[&door, &visitor]);
         let cut_at = Instant::now();
         wait_for(
             "the dead call to end",
@@ -130,6 +147,26 @@ netns_test!(
         wait_idle(&visitor).await;
     }
 );
+
+/// Cuts every ICE path for `length`, then restores them: how long after the restore every one of
+/// `procs` decoded 30 more frames of `session`.
+async fn cut_for(length: Duration, procs: &[&Proc], session: &str) -> Duration {
+    let cut = UdpCut::all_but_signaling(procs);
+    tokio::time::sleep(length).await;
+    let mut during = Vec::new();
+    for p in procs {
+        during.push(frames(&wait_call(p, session, "the call", |_| true).await));
+    }
+    drop(cut);
+    let restored = Instant::now();
+    for (p, before) in procs.iter().zip(during) {
+        wait_call(p, session, "video after the cut", |c| {
+            frames(c) > before + 30
+        })
+        .await;
+    }
+    restored.elapsed()
+}
 
 /// `PREFIX-door` and `PREFIX-visitor` (on the door's relay), both with config `config`; the
 /// visitor has called the door and the call works both ways. Returns them and the session.
@@ -813,5 +850,120 @@ netns_test!(
             c["state"] == "connected"
         })
         .await;
+    }
+);
+
+/// Drops, for as long as this lives, every UDP packet to or from local port `port`: one end of
+/// a path gone for good (the interface a phone left), while other ports still work.
+struct PortCut(&'static str);
+
+impl PortCut {
+    fn start(table: &'static str, port: u64) -> PortCut {
+        let port = port.to_string();
+        input_rule(table, &["udp", "sport", &port, "drop"]);
+        nft(&[
+            "add", "rule", "inet", table, "input", "udp", "dport", &port, "drop",
+        ]);
+        PortCut(table)
+    }
+}
+
+impl Drop for PortCut {
+    fn drop(&mut self) {
+        nft(&["delete", "table", "inet", self.0]);
+    }
+}
+
+/// What the page shows of its call: session, frames decoded, the local port of the pair in
+/// use, ICE restarts it made.
+async fn page_call(chrome: &common::browser::Driven) -> Value {
+    chrome
+        .script(
+            "return state.call ? {session: state.call.session, \
+             frames: state.call.stats.framesDecoded || 0, \
+             port: state.call.stats.localPort || 0, \
+             restarts: state.call.iceRestarts || 0, \
+             connection: state.call.pc.connectionState} : null;",
+        )
+        .await
+}
+
+/// Chromium plays; then the port its path uses is cut for good. Whoever offered restarts ICE
+/// (the page if `page_calls`, else the device); the page gathers again, and the same call
+/// plays over a new path. Returns the device and the session.
+async fn path_changes_under_a_chromium_call(id: &str, page_calls: bool) -> (Proc, String) {
+    let door = Proc::daemon(id, &light_profile(id, ""), &[]);
+    let chrome = common::browser::Driven::start().await;
+    let page_id = format!("{id}-page");
+    if page_calls {
+        chrome
+            .open(&format!("http://{}/?id={page_id}&call={id}", door.addr))
+            .await;
+    } else {
+        chrome
+            .open(&format!("http://{}/?id={page_id}&autoanswer=1", door.addr))
+            .await;
+        wait_peer(&door, &page_id).await;
+        place_call(&door, &page_id).await;
+    }
+    let before = wait_for("Chromium to play", Duration::from_secs(30), || async {
+        let v = page_call(&chrome).await;
+        (v["frames"].as_u64().unwrap_or(0) >= 30 && v["port"].as_u64().unwrap_or(0) > 0)
+            .then_some(v)
+    })
+    .await;
+    let old_port = before["port"].as_u64().unwrap_or(0);
+    let _cut = PortCut::start("gone", old_port);
+    let cut_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = page_call(&chrome).await["frames"].as_u64().unwrap_or(0);
+    let after = wait_for("video over a new path", Duration::from_secs(40), || async {
+        let v = page_call(&chrome).await;
+        (v["frames"].as_u64().unwrap_or(0) > during + 30).then_some(v)
+    })
+    .await;
+    eprintln!(
+        "Chromium played again {:?} after its port {old_port} was cut for good: {after}",
+        cut_at.elapsed()
+    );
+    assert_eq!(after["session"], before["session"], "the same call");
+    assert_ne!(after["port"], before["port"], "a new path: {after}");
+    let session = before["session"].as_str().unwrap_or_default().to_string();
+    let call = wait_call(&door, &session, "the call on the daemon", |c| {
+        c["state"] == "connected"
+    })
+    .await;
+    assert!(call["ice_restarts"].as_u64().unwrap_or(0) >= 1, "{call}");
+    if page_calls {
+        assert!(after["restarts"].as_u64().unwrap_or(0) >= 1, "{after}");
+    } else {
+        assert_eq!(
+            after["restarts"], 0,
+            "the page answered, it did not restart: {after}"
+        );
+    }
+    assert!(metric(&door, "webrtcd_ice_restarts_total", "").await >= 1);
+    (door, session)
+}
+
+// The page calls the device; then the page's path goes away for good (its port is cut): the
+// page restarts ICE (`restartIce`), the device answers the new credentials on the same call,
+// and video resumes over the new path.
+netns_test!(
+    chromium_restarts_ice_on_the_same_call_when_its_path_is_gone,
+    Net::LoopbackOnly,
+    {
+        path_changes_under_a_chromium_call("move-door", true).await;
+    }
+);
+
+// The device calls the page; then the page's path goes away for good: the device, which
+// offered, restarts ICE once it has heard nothing for a few seconds; the page answers from
+// its new path, and video resumes on the same call.
+netns_test!(
+    the_device_restarts_ice_when_the_page_path_is_gone,
+    Net::LoopbackOnly,
+    {
+        path_changes_under_a_chromium_call("moved-door", false).await;
     }
 );

@@ -167,8 +167,12 @@ function newCall(peer, session, role) {
   };
   pc.onconnectionstatechange = () => {
     setCallState(pc.connectionState);
-    if (pc.connectionState === "connected") call.connected = true;
-    if (pc.connectionState === "failed") endCall("ice-failed", true);
+    if (pc.connectionState === "connected" && !call.connected) {
+      call.connected = true;
+      call.connectedAt = performance.now();
+    }
+    // Never up: give up. Up once: the path changed under the call (see watchPath).
+    if (pc.connectionState === "failed" && !call.connected) endCall("ice-failed", true);
   };
   pc.ondatachannel = (ev) => useChannel(call, ev.channel);
   $("remote").onloadeddata = () => {
@@ -181,6 +185,38 @@ function newCall(peer, session, role) {
   $("call-bar").hidden = false;
   setCallState("connecting to " + peer);
   return call;
+}
+
+// A call whose path went away (Wi-Fi to LTE, a cable pulled): once it has been down for a
+// few seconds — ICE disconnected, or no pong to our pings (a path can die one way only) — the
+// side that offered restarts ICE on the same call (new credentials, candidates from the
+// networks there are now), and again while it stays down. The device does the same when it
+// offered. A call down for good ends: the device ends it after its ice_recovery_secs, this
+// page after PATH_GIVE_UP_MS.
+const PATH_RESTART_MS = 3000, PATH_RETRY_MS = 5000, PONG_SILENCE_MS = 4000, PATH_GIVE_UP_MS = 60000;
+function watchPath(call) {
+  if (!call.connected || state.call !== call) return;
+  const now = performance.now();
+  const iceDown = ["disconnected", "failed"].includes(call.pc.iceConnectionState);
+  const channelOpen = call.channel && call.channel.readyState === "open";
+  const noPong = channelOpen && now - (call.lastPongAt || call.connectedAt) > PONG_SILENCE_MS;
+  if (!iceDown && !noPong) { call.downSince = null; return; }
+  if (call.downSince == null) call.downSince = now;
+  if (now - call.downSince > PATH_GIVE_UP_MS) { endCall("network", true); return; }
+  if (call.role === "caller" && now - call.downSince >= PATH_RESTART_MS &&
+      now - (call.lastRestartAt || 0) >= PATH_RETRY_MS) {
+    call.lastRestartAt = now;
+    restartIce(call).catch((e) => log("ICE restart: " + e));
+  }
+}
+setInterval(() => { if (state.call) watchPath(state.call); }, 1000);
+
+async function restartIce(call) {
+  log("restarting ICE");
+  call.iceRestarts = (call.iceRestarts || 0) + 1;
+  const offer = await call.pc.createOffer({ iceRestart: true });
+  await call.pc.setLocalDescription(offer);
+  send({ type: "offer", to: call.peer, session: call.session, sdp: call.pc.localDescription.sdp });
 }
 
 function setCallState(text) { $("call-state").textContent = text; }
@@ -246,6 +282,13 @@ function onIncomingCall(msg) {
 async function onOffer(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
+  if (call.remoteSet) {
+    // The device restarted ICE on this call: same tracks, new path.
+    await call.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    await call.pc.setLocalDescription(await call.pc.createAnswer());
+    send({ type: "answer", to: call.peer, session: call.session, sdp: call.pc.localDescription.sdp });
+    return;
+  }
   const stream = await localMedia();
   await call.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
   call.remoteSet = true;
@@ -327,6 +370,7 @@ function useChannel(call, channel) {
       call.rttMs = performance.now() - call.pings.get(msg.id);
       call.pings.delete(msg.id);
       call.pongs++;
+      call.lastPongAt = performance.now();
       $("rtt").textContent = call.rttMs.toFixed(1) + " ms";
     } else {
       chatLine(call.peer + ": " + ev.data);
@@ -388,12 +432,20 @@ async function readStats() {
       s.framesSent = r.framesEncoded || r.framesSent || 0;
       s.sentCodec = byId.get(r.codecId)?.mimeType?.split("/")[1];
     }
-    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
-      s.rttMs = r.currentRoundTripTime !== undefined ? r.currentRoundTripTime * 1000 : undefined;
-      const local = byId.get(r.localCandidateId), remote = byId.get(r.remoteCandidateId);
-      s.path = local && remote ? `${local.candidateType} ${local.address || local.ip} ⇄ ${remote.candidateType} ${remote.address || remote.ip}` : undefined;
-    }
   });
+  // The pair in use: the transport's selected one (after an ICE restart the old pair may still
+  // be listed as nominated).
+  let selected = null;
+  report.forEach((r) => { if (r.type === "transport" && r.selectedCandidatePairId) selected = byId.get(r.selectedCandidatePairId); });
+  report.forEach((r) => { if (!selected && r.type === "candidate-pair" && r.nominated && r.state === "succeeded") selected = r; });
+  if (selected) {
+    const r = selected;
+    s.rttMs = r.currentRoundTripTime !== undefined ? r.currentRoundTripTime * 1000 : undefined;
+    const local = byId.get(r.localCandidateId), remote = byId.get(r.remoteCandidateId);
+    s.path = local && remote ? `${local.candidateType} ${local.address || local.ip} ⇄ ${remote.candidateType} ${remote.address || remote.ip}` : undefined;
+    s.localPort = local && local.port;
+  }
+  s.iceRestarts = call.iceRestarts || 0;
   // What the device sends this call: its rendition and its estimate of the link.
   const sent = await deviceSide(call);
   if (sent) { s.rendition = sent.rendition; s.estimateKbps = sent.estimate_kbps; }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use super::adapt::Adapter;
 use super::events::Event;
 use super::{
-    CallInfo, CallSettings, CallState, ChannelState, Role, Sending, identity, sdp, webrtc,
+    CallInfo, CallSettings, CallState, ChannelState, Role, Sending, ice, identity, sdp, webrtc,
 };
 use crate::media::codecs::{self, MediaKind};
 use crate::media::{self, receive, send, shared};
@@ -47,6 +47,16 @@ const TRANSPORT_CC_ID: u32 = 3;
 const OWN_ENCODER_SHARE: f64 = 0.9;
 /// ...and never below this rate (kbit/s).
 const OWN_ENCODER_MIN_KBPS: u32 = 100;
+/// The side that offered restarts ICE once a connected call's path has not worked both ways
+/// for this long (its peer's path is likely gone: a phone left its Wi-Fi)...
+const ICE_RESTART_AFTER: Duration = Duration::from_secs(5);
+/// ...and again this often while it lasts (until `ice_recovery_secs` ends the call). libnice
+/// gives up on a restart's checks after about 2 s, so one made while the path is still down
+/// fails, and the next one finds the path back.
+const ICE_RESTART_INTERVAL: Duration = Duration::from_secs(5);
+/// Heard from again after a silence this long, the peer gets a keyframe at once: what was
+/// sent into the dead path is gone.
+const RESUMED_AFTER: Duration = Duration::from_secs(2);
 
 /// Why a call ends, what went wrong (for logs and the peer), and whether the peer still
 /// needs telling.
@@ -138,6 +148,16 @@ pub struct Call {
     /// What this call sends can follow its link (a ladder, or an encoder of its own): only
     /// then is the link estimated (transport-cc feedback, rtpgccbwe).
     adapts: bool,
+    /// The local candidates sent to the peer: after an ICE restart the peer has forgotten
+    /// them, and libnice does not gather again (the same sockets serve the new checks).
+    sent_candidates: Vec<RemoteCandidate>,
+    /// Caller: an ICE restart's offer is out and its answer not yet in.
+    awaiting_restart_answer: bool,
+    /// When this side last restarted ICE.
+    last_restart: Option<Instant>,
+    /// The connection was up once: a later `failed` is a path to recover, not a call that
+    /// never connected.
+    connected_once: bool,
 }
 
 struct RemoteCandidate {
@@ -154,6 +174,12 @@ struct PathWatch {
     recovery: Duration,
     last_activity: u64,
     heard_at: Instant,
+    /// Heard from again after at least [`RESUMED_AFTER`] of silence (taken by the task).
+    resumed: bool,
+    /// DataChannel pongs: one proves the path works both ways (a path can fail one way only:
+    /// the peer still heard while it hears nothing).
+    pongs: u64,
+    pong_at: Instant,
 }
 
 impl PathWatch {
@@ -162,13 +188,38 @@ impl PathWatch {
             recovery,
             last_activity: 0,
             heard_at: Instant::now(),
+            resumed: false,
+            pongs: 0,
+            pong_at: Instant::now(),
         }
+    }
+
+    /// How long a connected call has had no pong to its pings.
+    fn round_trip_silence(&self) -> Duration {
+        self.pong_at.elapsed()
+    }
+
+    /// How long a connected call has heard nothing from its peer.
+    fn silence(&self) -> Duration {
+        self.heard_at.elapsed()
+    }
+
+    fn take_resumed(&mut self) -> bool {
+        std::mem::take(&mut self.resumed)
     }
 
     fn check(&mut self, info: &CallInfo) -> Step {
         let activity = info.peer_activity();
+        let pongs = info.pongs_received.load(Ordering::Relaxed);
+        if info.state() != CallState::Connected || pongs != self.pongs {
+            self.pongs = pongs;
+            self.pong_at = Instant::now();
+        }
         // Until connected, the connect timeout is the bound.
         if info.state() != CallState::Connected || activity != self.last_activity {
+            if info.state() == CallState::Connected && self.heard_at.elapsed() >= RESUMED_AFTER {
+                self.resumed = true;
+            }
             self.last_activity = activity;
             self.heard_at = Instant::now();
             return Ok(());
@@ -283,6 +334,10 @@ impl Call {
             max_video_kbps: video_rungs.first().map_or(0, |r| r.bitrate_kbps),
             transport_cc: None,
             adapts,
+            sent_candidates: Vec::new(),
+            awaiting_restart_answer: false,
+            last_restart: None,
+            connected_once: false,
         })
     }
 
@@ -319,7 +374,10 @@ impl Call {
                 _ = heartbeat.tick() => {
                     self.sample_retransmissions();
                     self.adapt();
-                    path.check(&self.info)
+                    match path.check(&self.info) {
+                        Ok(()) => self.look_after_path(&mut path).await,
+                        Err(end) => Err(end),
+                    }
                 }
                 _ = &mut media_delay, if !self.media_ready => self.on_media_ready().await,
                 event = events.recv() => match event {
@@ -387,7 +445,15 @@ impl Call {
     async fn on_remote(&mut self, msg: Message) -> Step {
         match msg {
             Message::Offer { sdp, .. } if self.info.role == Role::Callee => {
-                if self.remote.is_some() || self.held_offer.is_some() {
+                if let Some(remote) = &self.remote {
+                    let offer = parse_sdp(&sdp, self.settings.profile.max_mlines)?;
+                    if sdp::ice_credentials(&offer) != sdp::ice_credentials(remote) {
+                        return self.answer_ice_restart(offer).await;
+                    }
+                    tracing::debug!(session = %self.info.session, "ignoring a renegotiation");
+                    return Ok(());
+                }
+                if self.held_offer.is_some() {
                     tracing::debug!(session = %self.info.session, "ignoring a second offer");
                     return Ok(());
                 }
@@ -400,6 +466,9 @@ impl Call {
                 }
             }
             Message::Answer { sdp, .. } if self.info.role == Role::Caller => {
+                if self.awaiting_restart_answer {
+                    return self.on_restart_answer(&sdp).await;
+                }
                 if self.remote.is_some() {
                     return Ok(());
                 }
@@ -750,7 +819,8 @@ impl Call {
         if sdp::candidate_component(&candidate.candidate).is_some_and(|c| c != 1) {
             return;
         }
-        if self.remote.is_none() {
+        // During an ICE restart the peer's new candidates wait for its answer too.
+        if self.remote.is_none() || self.awaiting_restart_answer {
             if self.held_candidates.len() >= MAX_HELD_CANDIDATES {
                 if self.dropped_candidates == 0 {
                     tracing::info!(
@@ -804,6 +874,13 @@ impl Call {
         sdp_mid: Option<String>,
         sdp_mline_index: Option<u32>,
     ) -> Step {
+        if !candidate.is_empty() && self.sent_candidates.len() < MAX_HELD_CANDIDATES {
+            self.sent_candidates.push(RemoteCandidate {
+                candidate: candidate.clone(),
+                sdp_mid: sdp_mid.clone(),
+                sdp_mline_index,
+            });
+        }
         let route = Route::new(&self.info.peer, &self.info.session);
         self.signal(Message::Candidate {
             route,
@@ -933,11 +1010,18 @@ impl Call {
         tracing::debug!(session = %self.info.session, ?state, "connection state");
         match state {
             WebRTCPeerConnectionState::Connected => {
+                self.connected_once = true;
                 self.info.set_state(CallState::Connected);
                 for subscription in &self.subscriptions {
                     subscription.start_at_keyframe();
                 }
                 self.record_remote_certificate();
+                Ok(())
+            }
+            // A path lost under a call that was up: the offerer restarts ICE, and the path
+            // watch ends the call if nothing comes back within `ice_recovery_secs`.
+            WebRTCPeerConnectionState::Failed if self.connected_once => {
+                tracing::info!(session = %self.info.session, "connection failed; recovering");
                 Ok(())
             }
             WebRTCPeerConnectionState::Failed => {
@@ -949,6 +1033,142 @@ impl Call {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Once a heartbeat: a peer heard from again after a silence gets a keyframe at once, and
+    /// the caller restarts ICE on a connected call whose path has not worked for a while
+    /// (with a DataChannel: no pong to its pings; without: nothing heard).
+    async fn look_after_path(&mut self, path: &mut PathWatch) -> Step {
+        if path.take_resumed() {
+            tracing::info!(session = %self.info.session, "the peer is heard again");
+            for subscription in &self.subscriptions {
+                subscription.start_at_keyframe();
+            }
+        }
+        let due = self
+            .last_restart
+            .is_none_or(|at| at.elapsed() >= ICE_RESTART_INTERVAL);
+        let silence = if self.channel_open {
+            path.round_trip_silence()
+        } else {
+            path.silence()
+        };
+        if self.info.role == Role::Caller
+            && self.info.state() == CallState::Connected
+            && silence >= ICE_RESTART_AFTER
+            && due
+        {
+            return self.restart_ice().await;
+        }
+        Ok(())
+    }
+
+    /// Caller: restarts ICE on this call (webrtcbin keeps its DTLS and SRTP; libnice checks
+    /// again), offers the new credentials, and sends its candidates again.
+    async fn restart_ice(&mut self) -> Step {
+        self.last_restart = Some(Instant::now());
+        let credentials = match ice::restart(&self.webrtcbin) {
+            Ok(credentials) => credentials,
+            Err(err) => {
+                tracing::info!(session = %self.info.session, "no ICE restart: {err}");
+                return Ok(());
+            }
+        };
+        tracing::info!(session = %self.info.session, "restarting ICE");
+        let mut offer = self.create_description("create-offer", "offer").await?;
+        sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
+        sdp::set_ice_credentials(offer.sdp_mut(), &credentials);
+        self.local_mids = sdp::mids(offer.sdp());
+        let text = offer.sdp().to_string();
+        self.set_local(offer).await?;
+        self.awaiting_restart_answer = true;
+        self.count_restart();
+        let route = Route::new(&self.info.peer, &self.info.session);
+        self.signal(Message::Offer { route, sdp: text }).await?;
+        self.send_candidates_again().await
+    }
+
+    /// Caller: the answer to an ICE restart.
+    async fn on_restart_answer(&mut self, text: &str) -> Step {
+        let answer = parse_sdp(text, self.settings.profile.max_mlines)?;
+        self.set_description("set-remote-description", WebRTCSDPType::Answer, &answer)
+            .await?;
+        self.awaiting_restart_answer = false;
+        if let Some(remote) = sdp::ice_credentials(&answer)
+            && let Err(err) = ice::set_remote_credentials(&self.webrtcbin, &remote)
+        {
+            tracing::info!(session = %self.info.session, "ICE restart: {err}");
+        }
+        self.set_remote(answer);
+        self.apply_held_candidates();
+        Ok(())
+    }
+
+    /// Callee: the peer restarted ICE (new credentials in an offer on this call: a browser's
+    /// `restartIce()`, another webrtcd whose path went away). Restart ours, answer with our
+    /// new credentials and send our candidates again; media goes on over the new path.
+    async fn answer_ice_restart(&mut self, offer: gst_sdp::SDPMessage) -> Step {
+        let credentials = match ice::restart(&self.webrtcbin) {
+            Ok(credentials) => credentials,
+            Err(err) => {
+                tracing::info!(session = %self.info.session, "ICE restart refused: {err}");
+                return Ok(());
+            }
+        };
+        tracing::info!(session = %self.info.session, "the peer restarted ICE");
+        self.last_restart = Some(Instant::now());
+        self.set_description("set-remote-description", WebRTCSDPType::Offer, &offer)
+            .await?;
+        if let Some(remote) = sdp::ice_credentials(&offer)
+            && let Err(err) = ice::set_remote_credentials(&self.webrtcbin, &remote)
+        {
+            tracing::info!(session = %self.info.session, "ICE restart: {err}");
+        }
+        self.set_remote(offer);
+        let mut answer = self.create_description("create-answer", "answer").await?;
+        sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
+        if let Some(id) = self.transport_cc {
+            sdp::add_transport_cc(answer.sdp_mut(), id);
+        }
+        sdp::set_ice_credentials(answer.sdp_mut(), &credentials);
+        self.local_mids = sdp::mids(answer.sdp());
+        let text = answer.sdp().to_string();
+        self.set_local(answer).await?;
+        self.count_restart();
+        let route = Route::new(&self.info.peer, &self.info.session);
+        self.signal(Message::Answer { route, sdp: text }).await?;
+        self.send_candidates_again().await
+    }
+
+    fn count_restart(&self) {
+        self.info.ice_restarts.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::get().ice_restarts.inc();
+    }
+
+    /// After an ICE restart: the peer forgot our candidates; libnice keeps them (and their
+    /// sockets), but will not announce them again.
+    async fn send_candidates_again(&mut self) -> Step {
+        let route = Route::new(&self.info.peer, &self.info.session);
+        let mut messages: Vec<Message> = self
+            .sent_candidates
+            .iter()
+            .map(|c| Message::Candidate {
+                route: route.clone(),
+                candidate: c.candidate.clone(),
+                sdp_mid: c.sdp_mid.clone(),
+                sdp_mline_index: c.sdp_mline_index,
+            })
+            .collect();
+        messages.push(Message::Candidate {
+            route,
+            candidate: String::new(),
+            sdp_mid: self.local_mids.first().cloned().flatten(),
+            sdp_mline_index: Some(0),
+        });
+        for msg in messages {
+            self.signal(msg).await?;
+        }
+        Ok(())
     }
 
     /// Keeps the peer's description, and the SSRCs of its video (for loss recovery).

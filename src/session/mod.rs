@@ -124,6 +124,8 @@ pub struct CallInfo {
     pub estimate_bps: AtomicU64,
     /// Lost packets this side rebuilt from FEC (sampled by the session task).
     pub fec_recovered: AtomicU64,
+    /// ICE restarts on this call, made or answered.
+    pub ice_restarts: AtomicU64,
     /// The video this side sends: its rendition and target rate (set by the session task).
     sending: Mutex<Sending>,
     first_frame_recorded: std::sync::atomic::AtomicBool,
@@ -154,6 +156,8 @@ pub struct CallSnapshot {
     /// `sha-256 …` of the certificate the peer really used (compare with its SDP to pin it).
     pub remote_fingerprint: Option<String>,
     pub age_ms: u64,
+    /// ICE restarts on this call, made or answered (a peer's path changed under it).
+    pub ice_restarts: u64,
     /// RTP packets per track, sent and received (where a call got stuck shows here).
     pub rtp_packets: RtpSnapshot,
     /// Loss recovery on what this side sends: NACKed packets the peer asked for again, and
@@ -241,6 +245,7 @@ impl CallInfo {
             packets_retransmitted: AtomicU64::new(0),
             estimate_bps: AtomicU64::new(0),
             fec_recovered: AtomicU64::new(0),
+            ice_restarts: AtomicU64::new(0),
             sending: Mutex::default(),
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
@@ -342,6 +347,7 @@ impl CallInfo {
                 .map(|t| t.duration_since(self.started).as_secs_f64() * 1000.0),
             remote_fingerprint: lock(&self.remote_fingerprint).clone(),
             age_ms: self.started.elapsed().as_millis() as u64,
+            ice_restarts: self.ice_restarts.load(Ordering::Relaxed),
             rtp_packets: RtpSnapshot {
                 video_sent: self.rtp.video_sent.load(Ordering::Relaxed),
                 audio_sent: self.rtp.audio_sent.load(Ordering::Relaxed),

@@ -161,6 +161,50 @@ pub fn set_fingerprint(sdp: &mut gst_sdp::SDPMessageRef, fingerprint: &str) {
     }
 }
 
+/// The ICE credentials of a description: its first m-line's, or the session's (every m-line
+/// of a bundle carries the same).
+pub fn ice_credentials(sdp: &gst_sdp::SDPMessageRef) -> Option<super::ice::Credentials> {
+    let find = |key: &str| {
+        sdp.medias()
+            .next()
+            .and_then(|m| m.attribute_val(key))
+            .or_else(|| sdp.attribute_val(key))
+            .map(str::to_string)
+    };
+    Some(super::ice::Credentials {
+        ufrag: find("ice-ufrag")?,
+        pwd: find("ice-pwd")?,
+    })
+}
+
+/// Puts `credentials` in every `a=ice-ufrag` and `a=ice-pwd` (session and media level): an ICE
+/// restart's description carries libnice's new ones, not what webrtcbin wrote (it reuses the
+/// first negotiation's).
+pub fn set_ice_credentials(
+    sdp: &mut gst_sdp::SDPMessageRef,
+    credentials: &super::ice::Credentials,
+) {
+    let value = |key: &str| match key {
+        "ice-ufrag" => Some(credentials.ufrag.as_str()),
+        "ice-pwd" => Some(credentials.pwd.as_str()),
+        _ => None,
+    };
+    let positions = |attrs: &mut dyn Iterator<Item = &gst_sdp::SDPAttribute>| {
+        attrs
+            .enumerate()
+            .filter_map(|(i, a)| value(a.key()).map(|v| (i as u32, a.key().to_string(), v)))
+            .collect::<Vec<_>>()
+    };
+    for (i, key, v) in positions(&mut sdp.attributes()) {
+        let _ = sdp.replace_attribute(i, gst_sdp::SDPAttribute::new(&key, Some(v)));
+    }
+    for media in sdp.medias_mut() {
+        for (i, key, v) in positions(&mut media.attributes()) {
+            let _ = media.replace_attribute(i, gst_sdp::SDPAttribute::new(&key, Some(v)));
+        }
+    }
+}
+
 fn fingerprint_positions<'a>(attrs: impl Iterator<Item = &'a gst_sdp::SDPAttribute>) -> Vec<u32> {
     attrs
         .enumerate()
@@ -204,6 +248,26 @@ mod tests {
             .chain(media)
             .filter_map(|a| a.value().map(str::to_string))
             .collect()
+    }
+
+    #[test]
+    fn ice_credentials_are_read_and_replaced_everywhere() {
+        let text = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpasswordoldpassword\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpasswordoldpassword\r\n";
+        gst::init().unwrap();
+        let mut sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap();
+        let old = ice_credentials(&sdp).unwrap();
+        assert_eq!(old.ufrag, "old1");
+        let new = super::super::ice::Credentials {
+            ufrag: "new2".into(),
+            pwd: "newpasswordnewpassword".into(),
+        };
+        set_ice_credentials(&mut sdp, &new);
+        assert_eq!(ice_credentials(&sdp), Some(new));
+        let written = sdp.to_string();
+        assert!(!written.contains("old"), "{written}");
+        assert_eq!(written.matches("a=ice-ufrag:new2").count(), 2, "{written}");
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
     }
     ice::restrict_host_addresses(&webrtcbin, &settings.ice_addresses)?;
     ice::disable_upnp(&webrtcbin);
+    ice::disable_tcp(&webrtcbin);
     use_identity(&webrtcbin, &settings.identity);
     Ok(webrtcbin)
 }
