@@ -154,6 +154,10 @@ pub fn loss_recovery(webrtcbin: &gst::Element, video_ssrcs: &[u32]) -> Recovery 
 pub fn estimate_bandwidth(webrtcbin: &gst::Element, info: &Arc<super::CallInfo>, max_kbps: u32) {
     let info = Arc::downgrade(info);
     webrtcbin.connect("request-aux-sender", false, move |_| {
+        // The signal wants an element or NULL: a handler returning no value at all aborts the
+        // process (a Rust panic that cannot unwind through C; seen on a branch that skipped
+        // the estimator).
+        let no_element = || Some(None::<gst::Element>.to_value());
         let gcc = match gst::ElementFactory::make("rtpgccbwe")
             .property("max-bitrate", max_kbps.saturating_mul(1000))
             .property("min-bitrate", 50_000u32)
@@ -162,7 +166,7 @@ pub fn estimate_bandwidth(webrtcbin: &gst::Element, info: &Arc<super::CallInfo>,
             Ok(gcc) => gcc,
             Err(e) => {
                 tracing::warn!("no bandwidth estimation: {e}");
-                return None;
+                return no_element();
             }
         };
         let info = info.clone();
