@@ -4,6 +4,7 @@
 
 mod chromium;
 mod harness;
+mod networks;
 mod plot;
 mod procs;
 mod scenarios;
@@ -49,6 +50,12 @@ struct Args {
     /// Leave out the scaling runs (first frame and latency only).
     #[arg(long)]
     no_scaling: bool,
+    /// Leave out the imperfect links (loss, narrow, cut; the ladder on and off).
+    #[arg(long)]
+    no_networks: bool,
+    /// Only the imperfect links.
+    #[arg(long)]
+    networks_only: bool,
     /// Where the plot goes (PNG; an SVG is kept beside it).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -76,6 +83,8 @@ struct Report {
     join: Option<Join>,
     latency: Vec<(String, Latency)>,
     scaling: Vec<Scaling>,
+    networks: Vec<networks::NetRow>,
+    spread: Vec<networks::SpreadCost>,
     errors: Vec<String>,
 }
 
@@ -112,7 +121,11 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if args.soak {
         return run_soak(args).await;
     }
+    if args.networks_only {
+        return run_networks(&mut report_for_networks()).await;
+    }
     if args.quick {
+        args.no_networks = true;
         args.codecs = vec!["vp8".into()];
         args.viewers = vec![1, 2];
         args.calls = 2;
@@ -128,6 +141,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         join: None,
         latency: Vec::new(),
         scaling: Vec::new(),
+        networks: Vec::new(),
+        spread: Vec::new(),
         errors: Vec::new(),
     };
     let note = |what: &str, e: anyhow::Error| {
@@ -193,6 +208,12 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         }
     }
 
+    if !args.no_networks
+        && let Err(e) = measure_networks(&dir, &mut report).await
+    {
+        report.errors.push(note("networks", e));
+    }
+
     let table = markdown(&report);
     println!("{table}");
     std::fs::write(dir.join("report.md"), &table)?;
@@ -213,6 +234,53 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if !report.errors.is_empty() {
         anyhow::bail!("some measurements failed:\n{}", report.errors.join("\n"));
     }
+    Ok(())
+}
+
+fn report_for_networks() -> Report {
+    Report {
+        first_frame_daemon: None,
+        first_frame_chromium: None,
+        join: None,
+        latency: Vec::new(),
+        scaling: Vec::new(),
+        networks: Vec::new(),
+        spread: Vec::new(),
+        errors: Vec::new(),
+    }
+}
+
+/// The imperfect links and the spread viewers' cost, into `report`.
+async fn measure_networks(dir: &std::path::Path, report: &mut Report) -> anyhow::Result<()> {
+    eprintln!("imperfect links: one viewer, the ladder on and off");
+    report.networks = networks::conditions(dir).await?;
+    for per_viewer in [false, true] {
+        eprintln!(
+            "10 viewers over three links: {}",
+            if per_viewer {
+                "per-viewer encoders"
+            } else {
+                "shared ladder"
+            }
+        );
+        let cost = networks::spread_cost(dir, per_viewer).await?;
+        eprintln!("  {cost:?}");
+        report.spread.push(cost);
+    }
+    Ok(())
+}
+
+/// `--networks-only`: just that table.
+async fn run_networks(report: &mut Report) -> anyhow::Result<()> {
+    let dir = procs::work_dir()?;
+    measure_networks(&dir, report).await?;
+    let table = networks::markdown(&report.networks, &report.spread);
+    println!("{table}");
+    std::fs::write(dir.join("networks.md"), &table)?;
+    std::fs::write(
+        dir.join("networks.json"),
+        serde_json::to_string_pretty(&report.networks)?,
+    )?;
     Ok(())
 }
 
@@ -341,6 +409,10 @@ fn markdown(r: &Report) -> String {
                 run.codec.to_uppercase()
             );
         }
+    }
+    if !r.networks.is_empty() || !r.spread.is_empty() {
+        out.push('\n');
+        out.push_str(&networks::markdown(&r.networks, &r.spread));
     }
     out
 }

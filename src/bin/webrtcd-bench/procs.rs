@@ -20,6 +20,18 @@ pub struct Daemon {
 impl Daemon {
     /// Writes `profile` next to the logs and starts a daemon with it.
     pub fn start(dir: &Path, name: &str, profile: &str, extra: &[&str]) -> anyhow::Result<Daemon> {
+        Daemon::start_at(dir, name, profile, "127.0.0.1", extra)
+    }
+
+    /// Like [`Daemon::start`], with ICE on `ice_address` only (a path of its own, which the
+    /// networks benchmark can make lossy or narrow).
+    pub fn start_at(
+        dir: &Path,
+        name: &str,
+        profile: &str,
+        ice_address: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Daemon> {
         let profile_path = dir.join(format!("{name}.toml"));
         std::fs::write(&profile_path, profile)?;
         let state = dir.join(format!("state-{name}"));
@@ -36,7 +48,7 @@ impl Daemon {
         }
         let mut child = command
             .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
-            .args(["--id", name, "--ice-address", "127.0.0.1"])
+            .args(["--id", name, "--ice-address", ice_address])
             .arg("--profile")
             .arg(&profile_path)
             .arg("--state-dir")
