@@ -199,7 +199,8 @@ function watchPath(call) {
   const now = performance.now();
   const iceDown = ["disconnected", "failed"].includes(call.pc.iceConnectionState);
   const channelOpen = call.channel && call.channel.readyState === "open";
-  const noPong = channelOpen && now - (call.lastPongAt || call.connectedAt) > PONG_SILENCE_MS;
+  // Only from a device known to answer pings.
+  const noPong = channelOpen && call.lastPongAt != null && now - call.lastPongAt > PONG_SILENCE_MS;
   if (!iceDown && !noPong) { call.downSince = null; return; }
   if (call.downSince == null) call.downSince = now;
   if (now - call.downSince > PATH_GIVE_UP_MS) { endCall("network", true); return; }

@@ -54,6 +54,8 @@ const ICE_RESTART_AFTER: Duration = Duration::from_secs(5);
 /// gives up on a restart's checks after about 2 s, so one made while the path is still down
 /// fails, and the next one finds the path back.
 const ICE_RESTART_INTERVAL: Duration = Duration::from_secs(5);
+/// An ICE restart the peer asks for sooner than this after the last one is ignored.
+const MIN_RESTART_GAP: Duration = Duration::from_secs(2);
 /// Heard from again after a silence this long, the peer gets a keyframe at once: what was
 /// sent into the dead path is gone.
 const RESUMED_AFTER: Duration = Duration::from_secs(2);
@@ -1048,7 +1050,10 @@ impl Call {
         let due = self
             .last_restart
             .is_none_or(|at| at.elapsed() >= ICE_RESTART_INTERVAL);
-        let silence = if self.channel_open {
+        // Pongs count only from a peer known to answer pings (ours do; another
+        // implementation need not, and its healthy call must not be restarted every 5 s).
+        let answers_pings = self.info.pongs_received.load(Ordering::Relaxed) > 0;
+        let silence = if self.channel_open && answers_pings {
             path.round_trip_silence()
         } else {
             path.silence()
@@ -1108,6 +1113,15 @@ impl Call {
     /// `restartIce()`, another webrtcd whose path went away). Restart ours, answer with our
     /// new credentials and send our candidates again; media goes on over the new path.
     async fn answer_ice_restart(&mut self, offer: gst_sdp::SDPMessage) -> Step {
+        // A peer restarting over and over costs a restart and a negotiation each time: one at
+        // a time, at most (a real peer retries: webrtcd and the page every 5 s).
+        if self
+            .last_restart
+            .is_some_and(|at| at.elapsed() < MIN_RESTART_GAP)
+        {
+            tracing::info!(session = %self.info.session, "ICE restart too soon after the last: ignored");
+            return Ok(());
+        }
         let credentials = match ice::restart(&self.webrtcbin) {
             Ok(credentials) => credentials,
             Err(err) => {
