@@ -589,3 +589,52 @@ netns_test!(
         let _ = writer.join();
     }
 );
+
+// A peer that restarts ICE over and over (an offer with new credentials, again and again, in
+// the same session) gets one restart answered at a time: the rest are ignored, the daemon
+// stays with one session and bounded threads.
+netns_test!(
+    a_flood_of_ice_restarts_is_answered_at_most_once_per_gap,
+    Net::LoopbackOnly,
+    {
+        let door = Proc::daemon("restart-door", &light_profile("restart-door", ""), &[]);
+        let threads_before = threads_of(door.pid());
+        let mut ghost = register("127.0.0.2", &door, "restarter").await;
+        let session = "restarts";
+        send(
+            &mut ghost,
+            json!({"type": "call", "to": "restart-door", "session": session}),
+        )
+        .await;
+        let offer =
+            |ufrag: &str| audio_offer(1).replace("ice-ufrag:abcd", &format!("ice-ufrag:{ufrag}"));
+        send(
+            &mut ghost,
+            json!({"type": "offer", "to": "restart-door", "session": session, "sdp": offer("abcd")}),
+        )
+        .await;
+        for i in 0..30 {
+            send(
+                &mut ghost,
+                json!({"type": "offer", "to": "restart-door", "session": session,
+                       "sdp": offer(&format!("r{i:03}"))}),
+            )
+            .await;
+        }
+        let mut answers = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            match next_json(&mut ghost, Duration::from_millis(500)).await {
+                Some(v) if v["type"] == "answer" => answers += 1,
+                Some(v) if v["type"] == "hangup" => panic!("hung up: {v}"),
+                _ => {}
+            }
+        }
+        let call = wait_call(&door, session, "the call", |_| true).await;
+        eprintln!("30 restart offers in a burst: {answers} answers; {call}");
+        // The first offer's answer, and at most one restart (the first comes within the gap).
+        assert!((1..=2).contains(&answers), "{answers} answers");
+        assert!(call["ice_restarts"].as_u64().unwrap_or(0) <= 1, "{call}");
+        assert!(threads_of(door.pid()) < threads_before + 40);
+    }
+);
