@@ -439,7 +439,8 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
     tokio::time::sleep(Duration::from_secs(20)).await;
     let (narrow_fps, narrow_freezes, narrow_call) =
         watch(&narrow, &sessions[0], Duration::from_secs(6)).await;
-    let (wide_fps, _, wide_call) = watch(&wide, &sessions[1], Duration::from_secs(1)).await;
+    // (3 s: over 1 s one busy moment on the 2 cores read as 24 fps.)
+    let (wide_fps, _, wide_call) = watch(&wide, &sessions[1], Duration::from_secs(3)).await;
     let sent: Vec<Value> = {
         let mut out = Vec::new();
         for s in &sessions {
