@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -193,6 +194,7 @@ async fn bind(addr: SocketAddr, what: &str, tls: bool) -> anyhow::Result<TcpList
 }
 
 pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
+    let signals = Signals::install();
     let notifier = Arc::new(Notifier::from_env());
     let problems = config.problems();
     if !problems.is_empty() {
@@ -292,9 +294,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         },
     );
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
-    tasks
-        .connections
-        .spawn(reload_on_sighup(tls.clone(), tasks.shutdown.clone()));
+    tasks.connections.spawn(reload_on_sighup(
+        signals.hangup,
+        tls.clone(),
+        tasks.shutdown.clone(),
+    ));
     notifier.notify(&format!("READY=1\nSTATUS=serving on {}", config.listen));
     if let Some(interval) = notify::watchdog_interval() {
         tracing::info!(?interval, "pinging the systemd watchdog while healthy");
@@ -305,7 +309,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    shutdown_signal().await;
+    signals.shutdown.wait().await;
     notifier.notify("STOPPING=1\nSTATUS=hanging up");
     tracing::info!("shutting down: ending {} calls", calls.session_count());
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -372,6 +376,7 @@ async fn pump_signaling(
 }
 
 pub async fn run_relay(config: Config) -> anyhow::Result<()> {
+    let signals = Signals::install();
     let tasks = Tasks {
         connections: TaskTracker::new(),
         shutdown: CancellationToken::new(),
@@ -381,10 +386,12 @@ pub async fn run_relay(config: Config) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config, "webrtcd relay").await?;
     let app = http::relay_router(relay_state(&relay, &config, &tasks, tls.as_ref()));
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
-    tasks
-        .connections
-        .spawn(reload_on_sighup(tls.clone(), tasks.shutdown.clone()));
-    shutdown_signal().await;
+    tasks.connections.spawn(reload_on_sighup(
+        signals.hangup,
+        tls.clone(),
+        tasks.shutdown.clone(),
+    ));
+    signals.shutdown.wait().await;
     tasks.shutdown.cancel();
     tasks.connections.close();
     let _ = tokio::time::timeout(LISTENER_GRACE, tasks.connections.wait()).await;
@@ -394,9 +401,12 @@ pub async fn run_relay(config: Config) -> anyhow::Result<()> {
 /// SIGHUP reads the certificate again: the next handshake gets the new one, connections and
 /// calls already running are untouched. A certificate that does not load leaves the old one.
 /// Without TLS there is nothing to reload, but SIGHUP must still not kill the daemon.
-async fn reload_on_sighup(tls: Option<Arc<Reloadable>>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+async fn reload_on_sighup(
+    hangup: Option<Signal>,
+    tls: Option<Arc<Reloadable>>,
+    shutdown: CancellationToken,
+) {
+    let Some(mut hangup) = hangup else {
         tracing::warn!("cannot install the SIGHUP handler: certificates will not reload");
         return;
     };
@@ -420,17 +430,47 @@ async fn reload_on_sighup(tls: Option<Arc<Reloadable>>, shutdown: CancellationTo
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// The signals the daemon and the relay act on, caught from their first moment: one that
+/// arrives while they start (a test or systemd stopping them right after `listening on`) must
+/// not meet the default action, which kills without a clean exit.
+struct Signals {
+    shutdown: ShutdownSignal,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        Signals {
+            shutdown: ShutdownSignal::install(),
+            hangup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+struct ShutdownSignal(Option<(Signal, Signal)>);
+
+impl ShutdownSignal {
+    fn install() -> ShutdownSignal {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => ShutdownSignal(Some((term, int))),
+            _ => {
+                tracing::warn!("cannot install signal handlers");
+                ShutdownSignal(None)
+            }
+        }
+    }
+
+    async fn wait(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
     }
 }
