@@ -112,11 +112,16 @@ impl Listeners {
     async fn bind(config: &Config, what: &str) -> anyhow::Result<Listeners> {
         let tls = config.tls_enabled();
         let main_is_tls = tls && config.tls_listen.is_none();
-        let main = bind(config.listen, what, main_is_tls).await?;
+        let main = bind(config.listen).await?;
         let extra_tls = match config.tls_listen {
-            Some(addr) if tls => Some(bind(addr, what, true).await?),
+            Some(addr) if tls => Some(bind(addr).await?),
             _ => None,
         };
+        // Announced once all are bound: whoever reads the first line may use any of them.
+        announce(&main, what, main_is_tls)?;
+        if let Some(extra) = &extra_tls {
+            announce(extra, what, true)?;
+        }
         Ok(Listeners {
             main: (main, main_is_tls),
             extra_tls,
@@ -181,16 +186,19 @@ fn serve(
     ));
 }
 
-/// Binds and announces the listener: tests and scripts read the `listening on` line.
-async fn bind(addr: SocketAddr, what: &str, tls: bool) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Tests and scripts read the `listening on` line.
+fn announce(listener: &TcpListener, what: &str, tls: bool) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let scheme = if tls { "https" } else { "http" };
     println!("{what} listening on {scheme}://{local}");
     tracing::info!("{what} listening on {scheme}://{local}");
-    Ok(listener)
+    Ok(())
 }
 
 pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
