@@ -538,6 +538,78 @@ netns_test!(
     }
 );
 
+// A viewer that does not negotiate transport-cc (aiortc: receiver reports, NACK, PLI and REMB,
+// no transport-wide feedback) and a camera with a ladder; then the viewer's path is policed
+// to about 300 kbit/s. The camera estimates the link from the loss the viewer reports and
+// moves it down the ladder, where its picture flows again. `camera_calls`: the camera offers
+// (it cannot know yet whether the viewer will send transport-wide feedback) instead of
+// answering the viewer's call.
+async fn fitted_from_loss_reports(camera_calls: bool) {
+    let tag = if camera_calls { "rr-out" } else { "rr-in" };
+    let camera_id = format!("{tag}-camera");
+    let viewer_id = format!("{tag}-viewer");
+    let camera = Proc::daemon(&camera_id, &camera_profile(&camera_id, true), &[]);
+    // aiortc's only address is the dummy interface's (it never uses 127.0.0.1).
+    let seconds = 40;
+    let args = ["--stay", "--seconds", &seconds.to_string(), "--window", "6"];
+    let callee = (!camera_calls).then_some(camera_id.as_str());
+    let viewer = aiortc::run(&camera, &viewer_id, callee, &args, false);
+    let started = Instant::now();
+    if camera_calls {
+        wait_peer(&camera, &viewer_id).await;
+        place_call(&camera, &viewer_id).await;
+    }
+    let call = poll(Duration::from_secs(20), || async {
+        calls(&camera).await.into_iter().find(|c| {
+            c["state"] == "connected" && c["rtp_packets"]["video_sent"].as_u64() > Some(300)
+        })
+    })
+    .await
+    .expect("aiortc's call connected and got video");
+    assert_eq!(call["send"]["estimator"], "loss", "{call}");
+    assert_eq!(call["send"]["rendition"], "640x360", "{call}");
+    police(tag, "10.213.0.1");
+    // aiortc leaves when its --seconds end; read the camera's side before.
+    let left = Duration::from_secs(seconds).saturating_sub(started.elapsed());
+    tokio::time::sleep(left.saturating_sub(Duration::from_secs(3))).await;
+    let session = call["session"].as_str().unwrap_or_default().to_string();
+    let sent = wait_call(&camera, &session, "the camera's side", |_| true).await["send"].clone();
+    let report = aiortc::finished(viewer, &camera).await;
+    nft(&["delete", "table", "inet", tag]);
+    eprintln!(
+        "{tag}: no transport-cc, policed to 300 kbit/s: viewer {report}; camera sends {sent}"
+    );
+    assert_ne!(sent["rendition"], "640x360", "{sent}");
+    assert!(
+        sent["estimate_kbps"].as_u64().unwrap_or(u64::MAX) < 1000,
+        "{sent}"
+    );
+    assert!(
+        report["video_size"][0].as_u64().unwrap_or(0) < 640,
+        "{report}"
+    );
+    // Measured 15–31 fps at 160×90, with probes of 320×180 (the same link without adapting:
+    // 0.0–0.3 fps, the ladder test's flat run).
+    let fps = report["recent_fps"].as_f64().unwrap_or(0.0);
+    assert!(fps >= 10.0, "{fps} fps in the last 6 s: {report}");
+}
+
+netns_test!(
+    a_viewer_without_transport_cc_is_fitted_from_its_loss_reports,
+    Net::WithDummyRoute,
+    {
+        fitted_from_loss_reports(false).await;
+    }
+);
+
+netns_test!(
+    a_viewer_without_transport_cc_that_the_camera_calls_is_fitted_too,
+    Net::WithDummyRoute,
+    {
+        fitted_from_loss_reports(true).await;
+    }
+);
+
 // Chromium (the page) calls a camera with a ladder and watches; then its link narrows to a
 // 500 kbit/s bottleneck with a queue (tbf on `lo`: both ways, signaling included). It settles
 // on a rung that fits and plays smoothly; its freezes come in the first seconds, while the

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -18,8 +18,10 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::adapt::Adapter;
 use super::events::Event;
+use super::loss_estimate::LossEstimate;
 use super::{
-    CallInfo, CallSettings, CallState, ChannelState, Role, Sending, ice, identity, sdp, webrtc,
+    CallInfo, CallSettings, CallState, ChannelState, Estimator, Role, Sending, ice, identity, sdp,
+    webrtc,
 };
 use crate::media::codecs::{self, MediaKind};
 use crate::media::{self, receive, send, shared};
@@ -47,6 +49,12 @@ const TRANSPORT_CC_ID: u32 = 3;
 const OWN_ENCODER_SHARE: f64 = 0.9;
 /// ...and never below this rate (kbit/s).
 const OWN_ENCODER_MIN_KBPS: u32 = 100;
+/// The loss-based estimate (peers without transport-cc) never goes below this (kbit/s).
+const LOSS_ESTIMATE_MIN_KBPS: u32 = 50;
+/// A second in which the peer asked for a keyframe counts as this much loss for it: with
+/// retransmission on, receiver reports hide loss, and a receiver that lost more than it could
+/// get back (a link far narrower than the stream) mostly stops NACKing and asks for keyframes.
+const KEYFRAME_REQUEST_LOSS: f64 = 0.2;
 /// The side that offered restarts ICE once a connected call's path has not worked both ways
 /// for this long (its peer's path is likely gone: a phone left its Wi-Fi)...
 const ICE_RESTART_AFTER: Duration = Duration::from_secs(5);
@@ -160,6 +168,19 @@ pub struct Call {
     /// The connection was up once: a later `failed` is a path to recover, not a call that
     /// never connected.
     connected_once: bool,
+    /// Whether the peer sends transport-wide feedback (`webrtc::FEEDBACK_*`), shared with the
+    /// estimator's handlers.
+    feedback: Arc<AtomicU8>,
+    /// Without transport-cc: the estimate from the peer's receiver reports, the latest report
+    /// on our video, and whether the reports are watched yet.
+    loss_estimate: Option<LossEstimate>,
+    latest_report: Arc<webrtc::LatestReport>,
+    reports_watched: bool,
+    /// What the last second's loss was measured against: the report used last (its highest
+    /// sequence number), NACKs received, video packets sent, keyframe requests received.
+    loss_seen: (Option<u32>, u64, u64, u64),
+    /// The SSRC of the video this call sends.
+    video_ssrc: Option<u32>,
 }
 
 struct RemoteCandidate {
@@ -297,8 +318,9 @@ impl Call {
         // paces everything the call sends at its estimate, with a thread and a queue of its
         // own, a cost not worth paying for a number nothing would use.
         let adapts = video_rungs.len() > 1 || settings.profile.per_viewer_encoder;
+        let feedback = Arc::new(AtomicU8::new(webrtc::FEEDBACK_UNKNOWN));
         if let Some(top) = video_rungs.first().filter(|_| adapts) {
-            webrtc::estimate_bandwidth(&webrtcbin, &info, top.bitrate_kbps);
+            webrtc::estimate_bandwidth(&webrtcbin, &info, top.bitrate_kbps, Arc::clone(&feedback));
         }
         webrtc::watch_bus(&pipeline, &events);
         let echo_probe = if settings.profile.echo_cancel() {
@@ -340,6 +362,12 @@ impl Call {
             awaiting_restart_answer: false,
             last_restart: None,
             connected_once: false,
+            feedback,
+            loss_estimate: None,
+            latest_report: Arc::default(),
+            reports_watched: false,
+            loss_seen: (None, 0, 0, 0),
+            video_ssrc: None,
         })
     }
 
@@ -475,6 +503,7 @@ impl Call {
                     return Ok(());
                 }
                 let answer = parse_sdp(&sdp, self.settings.profile.max_mlines)?;
+                self.choose_estimator(sdp::transport_cc_id(&answer).is_some());
                 self.set_description("set-remote-description", WebRTCSDPType::Answer, &answer)
                     .await?;
                 self.set_remote(answer);
@@ -579,6 +608,7 @@ impl Call {
         // accepted whenever offered (the offerer's estimator needs our feedback); our own video
         // carries it only if it adapts.
         self.transport_cc = sdp::transport_cc_id(&offer);
+        self.choose_estimator(self.transport_cc.is_some());
         // Link in the offer's m-line order so transceivers line up with its m-lines.
         for (mline, send) in plan.mlines {
             match send {
@@ -672,6 +702,9 @@ impl Call {
         src.link(&sink).map_err(|_| fail("link send branch"))?;
         self.send_video
             .push(branch.codec.kind() == codecs::MediaKind::Video);
+        if branch.codec.kind() == codecs::MediaKind::Video {
+            self.video_ssrc.get_or_insert(branch.ssrc);
+        }
         webrtc::count_rtp(
             &sink,
             branch.codec.kind(),
@@ -1217,6 +1250,7 @@ impl Call {
     /// Fits what this call sends to its link's estimate: another rung of the ladder, or
     /// (its own encoder) another rate.
     fn adapt(&mut self) {
+        self.estimate_from_reports();
         let bps = self.info.estimate_bps.load(Ordering::Relaxed);
         if bps == 0 || self.info.state() != CallState::Connected {
             return;
@@ -1264,6 +1298,87 @@ impl Call {
                 });
             }
         }
+    }
+
+    /// Once the descriptions say whether the peer sends transport-wide feedback: a call whose
+    /// video can follow its link is estimated by transport-cc (`rtpgccbwe`) if so, else by
+    /// the loss in the peer's receiver reports.
+    fn choose_estimator(&mut self, transport_cc: bool) {
+        if !self.adapts {
+            return;
+        }
+        let (feedback, estimator) = if transport_cc {
+            (webrtc::FEEDBACK_YES, Estimator::TransportCc)
+        } else {
+            (webrtc::FEEDBACK_NO, Estimator::Loss)
+        };
+        self.feedback.store(feedback, Ordering::Relaxed);
+        self.info
+            .estimator
+            .store(estimator as u8, Ordering::Relaxed);
+        if !transport_cc {
+            let top = self.max_video_kbps;
+            self.loss_estimate = Some(LossEstimate::new(top, LOSS_ESTIMATE_MIN_KBPS, top));
+        }
+    }
+
+    /// Without transport-cc, once a second: the loss the peer's feedback shows on our video
+    /// (a new receiver report's fraction lost, the share of packets it asked for again, or a
+    /// keyframe request: whichever says most) moves the estimate.
+    fn estimate_from_reports(&mut self) {
+        let (Some(estimate), Some(ssrc)) = (&mut self.loss_estimate, self.video_ssrc) else {
+            return;
+        };
+        if self.info.state() != CallState::Connected {
+            return;
+        }
+        if !self.reports_watched {
+            self.reports_watched = webrtc::watch_receiver_reports(
+                &self.webrtcbin,
+                ssrc,
+                Arc::clone(&self.latest_report),
+            );
+        }
+        let (last_report, last_nacks, last_sent, last_keyframes) = self.loss_seen;
+        let report = self
+            .latest_report
+            .get()
+            .filter(|r| Some(r.highest_seq) != last_report);
+        let nacks = self.info.nacks_received.load(Ordering::Relaxed);
+        let sent = self.info.rtp.video_sent.load(Ordering::Relaxed);
+        let nacked = match sent.saturating_sub(last_sent) {
+            0 => 0.0,
+            packets => nacks.saturating_sub(last_nacks) as f64 / packets as f64,
+        };
+        let keyframes = webrtc::keyframe_requests(&self.webrtcbin, ssrc).unwrap_or(last_keyframes);
+        self.loss_seen = (
+            report.map(|r| r.highest_seq).or(last_report),
+            nacks,
+            sent,
+            keyframes,
+        );
+        if report.is_none() && last_sent == 0 {
+            return; // nothing heard from the peer yet
+        }
+        // A receiver that asks for a keyframe lost what retransmission could not bring back.
+        let unrecovered = if keyframes > last_keyframes {
+            KEYFRAME_REQUEST_LOSS
+        } else {
+            0.0
+        };
+        let loss = report
+            .map_or(0.0, |r| r.loss())
+            .max(nacked)
+            .max(unrecovered);
+        let sent = self
+            .info
+            .sending()
+            .target_kbps
+            .unwrap_or(self.max_video_kbps);
+        let kbps = estimate.update(loss, sent);
+        self.info
+            .estimate_bps
+            .store(u64::from(kbps) * 1000, Ordering::Relaxed);
     }
 
     /// Notes which certificate the peer used in the handshake (all m-lines share one

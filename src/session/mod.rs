@@ -8,6 +8,7 @@ mod call;
 mod events;
 pub mod ice;
 pub mod identity;
+mod loss_estimate;
 pub mod manager;
 pub mod sdp;
 pub mod turn;
@@ -126,6 +127,8 @@ pub struct CallInfo {
     pub fec_recovered: AtomicU64,
     /// ICE restarts on this call, made or answered.
     pub ice_restarts: AtomicU64,
+    /// Where `estimate_bps` comes from (see [`Estimator`]).
+    pub estimator: std::sync::atomic::AtomicU8,
     /// The video this side sends: its rendition and target rate (set by the session task).
     sending: Mutex<Sending>,
     first_frame_recorded: std::sync::atomic::AtomicBool,
@@ -190,8 +193,38 @@ pub struct SendRecovery {
     /// The bandwidth estimate of the link (kbit/s): transport-wide congestion control, or
     /// the loss the peer reports.
     pub estimate_kbps: Option<u64>,
+    /// Which: `transport-cc` (delay and loss, per packet) or `loss` (the peer's receiver
+    /// reports, for peers without transport-cc); none when the video cannot follow the link.
+    pub estimator: Option<&'static str>,
     pub nacks_received: u64,
     pub packets_retransmitted: u64,
+}
+
+/// What a call's bandwidth estimate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Estimator {
+    None = 0,
+    TransportCc = 1,
+    Loss = 2,
+}
+
+impl Estimator {
+    fn from_u8(value: u8) -> Estimator {
+        match value {
+            1 => Estimator::TransportCc,
+            2 => Estimator::Loss,
+            _ => Estimator::None,
+        }
+    }
+
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Estimator::None => None,
+            Estimator::TransportCc => Some("transport-cc"),
+            Estimator::Loss => Some("loss"),
+        }
+    }
 }
 
 /// The video a call sends, as its session task last set it.
@@ -246,6 +279,7 @@ impl CallInfo {
             estimate_bps: AtomicU64::new(0),
             fec_recovered: AtomicU64::new(0),
             ice_restarts: AtomicU64::new(0),
+            estimator: std::sync::atomic::AtomicU8::new(Estimator::None as u8),
             sending: Mutex::default(),
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
@@ -372,6 +406,7 @@ impl CallInfo {
                     0 => None,
                     bps => Some(bps / 1000),
                 },
+                estimator: Estimator::from_u8(self.estimator.load(Ordering::Relaxed)).name(),
                 nacks_received: self.nacks_received.load(Ordering::Relaxed),
                 packets_retransmitted: self.packets_retransmitted.load(Ordering::Relaxed),
             },

@@ -9,12 +9,14 @@ use gst_webrtc::{WebRTCDataChannel, WebRTCICEGatheringState, WebRTCPeerConnectio
 use tokio::sync::mpsc::{Sender, UnboundedSender};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::CallSettings;
 use super::call::PeerInput;
 use super::events::Event;
 use super::ice;
 use super::identity::DtlsIdentity;
+use super::loss_estimate::ReceiverReport;
 use crate::media::codecs::MediaKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -146,18 +148,34 @@ pub fn loss_recovery(webrtcbin: &gst::Element, video_ssrcs: &[u32]) -> Recovery 
     done
 }
 
+/// Whether the call's transport-wide congestion control gets the peer's feedback: unknown
+/// until the descriptions say whether transport-cc was negotiated.
+pub const FEEDBACK_UNKNOWN: u8 = 0;
+pub const FEEDBACK_YES: u8 = 1;
+pub const FEEDBACK_NO: u8 = 2;
+
 /// Puts Google Congestion Control (`rtpgccbwe`) on the call's transport: webrtcbin asks for
 /// an "aux sender" for each transport, and everything sent passes through it. It reads the
 /// peer's transport-wide feedback, paces what is sent, and its estimate lands in
 /// `info.estimate_bps` (an atomic store in the handler; the session task reads it).
 /// `max_kbps` bounds the estimate (no point in estimating above what could be sent).
-pub fn estimate_bandwidth(webrtcbin: &gst::Element, info: &Arc<super::CallInfo>, max_kbps: u32) {
+/// `feedback` says whether the peer negotiated transport-cc: without it (known before the
+/// transport exists, as for an answerer) no estimator is inserted; an estimator inserted
+/// before that was known (an offerer) leaves the estimate to the loss-based one.
+pub fn estimate_bandwidth(
+    webrtcbin: &gst::Element,
+    info: &Arc<super::CallInfo>,
+    max_kbps: u32,
+    feedback: Arc<AtomicU8>,
+) {
     let info = Arc::downgrade(info);
+    // The signal wants an element or NULL: a handler returning no value at all aborts the
+    // process (a Rust panic that cannot unwind through C).
+    let no_element = || Some(None::<gst::Element>.to_value());
     webrtcbin.connect("request-aux-sender", false, move |_| {
-        // The signal wants an element or NULL: a handler returning no value at all aborts the
-        // process (a Rust panic that cannot unwind through C; seen on a branch that skipped
-        // the estimator).
-        let no_element = || Some(None::<gst::Element>.to_value());
+        if feedback.load(Ordering::Relaxed) == FEEDBACK_NO {
+            return no_element();
+        }
         let gcc = match gst::ElementFactory::make("rtpgccbwe")
             .property("max-bitrate", max_kbps.saturating_mul(1000))
             .property("min-bitrate", 50_000u32)
@@ -170,15 +188,112 @@ pub fn estimate_bandwidth(webrtcbin: &gst::Element, info: &Arc<super::CallInfo>,
             }
         };
         let info = info.clone();
+        let feedback = Arc::clone(&feedback);
         gcc.connect_notify(Some("estimated-bitrate"), move |gcc, _| {
-            if let Some(info) = info.upgrade() {
+            if let Some(info) = info.upgrade()
+                && feedback.load(Ordering::Relaxed) == FEEDBACK_YES
+            {
                 let bps = gcc.property::<u32>("estimated-bitrate");
-                info.estimate_bps
-                    .store(u64::from(bps), std::sync::atomic::Ordering::Relaxed);
+                info.estimate_bps.store(u64::from(bps), Ordering::Relaxed);
             }
         });
         Some(gcc.to_value())
     });
+}
+
+/// Keeps `latest` up to date with the peer's RTCP report blocks on our stream `ssrc` (in its
+/// sender or receiver reports). rtpbin keeps only the last report block per remote source in
+/// its statistics, whichever of our streams it was about, so the reports are read as they
+/// come, from its RTP session's `on-receiving-rtcp` (the handler parses and stores an atomic,
+/// nothing else). The session exists once the transport does: returns false until then (call
+/// again later).
+pub fn watch_receiver_reports(
+    webrtcbin: &gst::Element,
+    ssrc: u32,
+    latest: Arc<LatestReport>,
+) -> bool {
+    let Some(rtpbin) = webrtcbin
+        .downcast_ref::<gst::Bin>()
+        .and_then(|bin| bin.by_name("rtpbin"))
+    else {
+        return false;
+    };
+    // Under max-bundle every stream is in RTP session 0. This does not create it.
+    let Some(session) =
+        rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])
+    else {
+        return false;
+    };
+    session.connect("on-receiving-rtcp", false, move |args| {
+        let buffer = args.get(1).and_then(|v| v.get::<gst::Buffer>().ok());
+        if let Some(map) = buffer.as_ref().and_then(|b| b.map_readable().ok())
+            && let Some(report) = report_on(&map, ssrc)
+        {
+            latest.store(report);
+        }
+        None
+    });
+    true
+}
+
+/// The report block about `ssrc` in a compound RTCP packet, if any.
+fn report_on(data: &[u8], ssrc: u32) -> Option<ReceiverReport> {
+    let compound = rtcp_types::Compound::parse(data).ok()?;
+    let mut found = None;
+    for packet in compound.flatten() {
+        let block = match &packet {
+            rtcp_types::Packet::Sr(sr) => sr.report_blocks().find(|b| b.ssrc() == ssrc),
+            rtcp_types::Packet::Rr(rr) => rr.report_blocks().find(|b| b.ssrc() == ssrc),
+            _ => None,
+        };
+        if let Some(block) = block {
+            found = Some(ReceiverReport {
+                fraction_lost: u32::from(block.fraction_lost()),
+                highest_seq: block.extended_sequence_number(),
+            });
+        }
+    }
+    found
+}
+
+/// Keyframe requests (PLI and FIR) the peer has sent for our stream `ssrc`, from rtpbin's
+/// session statistics (reading them is not a webrtcbin call). `None` before the session exists.
+pub fn keyframe_requests(webrtcbin: &gst::Element, ssrc: u32) -> Option<u64> {
+    let rtpbin = webrtcbin.downcast_ref::<gst::Bin>()?.by_name("rtpbin")?;
+    let session = rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])?;
+    let stats = session.property::<gst::Structure>("stats");
+    let sources = stats.get::<glib::ValueArray>("source-stats").ok()?;
+    sources.iter().find_map(|value| {
+        let source = value.get::<gst::Structure>().ok()?;
+        (source.get::<u32>("ssrc").ok()? == ssrc).then(|| {
+            let count = |field| u64::from(source.get::<u32>(field).unwrap_or(0));
+            count("recv-pli-count") + count("recv-fir-count")
+        })
+    })
+}
+
+/// The latest report block on one of our streams, shared between a signal handler (which
+/// stores) and the session task (which reads): one atomic word.
+#[derive(Debug, Default)]
+pub struct LatestReport(AtomicU64);
+
+impl LatestReport {
+    const PRESENT: u64 = 1 << 40;
+
+    fn store(&self, report: ReceiverReport) {
+        let word = Self::PRESENT
+            | (u64::from(report.highest_seq) << 8)
+            | u64::from(report.fraction_lost.min(255));
+        self.0.store(word, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<ReceiverReport> {
+        let word = self.0.load(Ordering::Relaxed);
+        (word & Self::PRESENT != 0).then_some(ReceiverReport {
+            fraction_lost: (word & 0xff) as u32,
+            highest_seq: ((word >> 8) & 0xffff_ffff) as u32,
+        })
+    }
 }
 
 /// Counts the RTCP reports that arrive from the peer into `info` (rtpbin's `on-ssrc-active`
@@ -359,4 +474,35 @@ pub fn count_rtp(
             gst::PadProbeReturn::Ok
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_block_is_found_by_ssrc_in_a_compound_packet() {
+        use rtcp_types::{
+            Compound, ReceiverReport as Rr, ReportBlock, RtcpPacketWriter, RtcpPacketWriterExt,
+        };
+        let block = |ssrc, lost, seq| {
+            ReportBlock::builder(ssrc)
+                .fraction_lost(lost)
+                .extended_sequence_number(seq)
+        };
+        let rr = Rr::builder(1)
+            .add_report_block(block(7, 10, 100))
+            .add_report_block(block(9, 64, 200));
+        let compound = Compound::builder().add_packet(rr);
+        let mut data = vec![0; compound.calculate_size().unwrap()];
+        compound.write_into(&mut data).unwrap();
+        let report = report_on(&data, 9).unwrap();
+        assert_eq!((report.fraction_lost, report.highest_seq), (64, 200));
+        assert!(report_on(&data, 8).is_none());
+        assert!(report_on(b"not rtcp", 9).is_none());
+        let latest = LatestReport::default();
+        assert!(latest.get().is_none());
+        latest.store(report);
+        assert_eq!(latest.get(), Some(report));
+    }
 }

@@ -2,6 +2,7 @@
 //! signaling proxy that can watch and delay frames between a daemon and its relay.
 #![allow(dead_code)]
 
+pub mod aiortc;
 pub mod browser;
 #[path = "../../src/bin/webrtcd-bench/harness.rs"]
 pub mod harness;

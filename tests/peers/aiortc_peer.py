@@ -30,6 +30,8 @@ class Peer:
         self.report = {"video_frames": 0, "audio_frames": 0, "pongs": 0, "pings_answered": 0,
                        "connected": False, "channel_created_locally": False,
                        "channel_received": False, "errors": []}
+        # When each video frame was decoded: --stay reports the rate of the last --window s.
+        self.video_times = []
 
     async def send(self, msg):
         await self.ws.send(json.dumps(msg))
@@ -60,10 +62,13 @@ class Peer:
         key = "video_frames" if track.kind == "video" else "audio_frames"
         while True:
             try:
-                await track.recv()
+                frame = await track.recv()
             except Exception:
                 return
             self.report[key] += 1
+            if track.kind == "video":
+                self.video_times.append(time.monotonic())
+                self.report["video_size"] = [frame.width, frame.height]
 
     def use_channel(self, channel):
         self.channel = channel
@@ -147,7 +152,13 @@ class Peer:
         self.pending = []
 
     def done(self):
+        return not self.args.stay and self.worked()
+
+    def worked(self):
         r = self.report
+        if self.args.stay:
+            # Staying is for watching video (a camera may send no audio).
+            return r["connected"] and r["video_frames"] >= 30
         return (r["connected"] and r["video_frames"] >= 30 and r["audio_frames"] > 0
                 and r["pongs"] >= 1 and r["pings_answered"] >= 1)
 
@@ -172,11 +183,17 @@ class Peer:
                     except asyncio.TimeoutError:
                         pass
             pinger.cancel()
+            if self.args.stay:
+                since = time.monotonic() - self.args.window
+                recent = [t for t in self.video_times if t >= since]
+                self.report["recent_fps"] = len(recent) / self.args.window
+                gaps = [b - a for a, b in zip(recent, recent[1:])]
+                self.report["recent_freezes"] = sum(1 for g in gaps if g > 0.2)
             if self.pc is not None:
                 await self.pc.close()
         with open(self.args.report, "w") as f:
             json.dump(self.report, f)
-        return 0 if self.done() else 1
+        return 0 if self.worked() else 1
 
 
 def main():
@@ -187,6 +204,10 @@ def main():
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--report", required=True)
     parser.add_argument("--log", help="write aiortc's debug log here")
+    parser.add_argument("--stay", action="store_true",
+                        help="stay in the call until --seconds end (no early exit); report "
+                             "the video rate and freezes of the last --window seconds")
+    parser.add_argument("--window", type=float, default=6)
     args = parser.parse_args()
     if args.log:
         import logging
