@@ -10,8 +10,8 @@
 //!   with one must come from the daemon's own origin or `allowed_origins`. WebSockets have no
 //!   CORS: without this check any page could open `/signaling`.
 //! - **Content-Type.** A cross-site form or `fetch` without preflight can only send
-//!   `text/plain`, form or multipart bodies; requiring JSON on `POST` and `PATCH` keeps them
-//!   from placing calls.
+//!   `text/plain`, form or multipart bodies; requiring JSON (or WHEP's SDP types, which are
+//!   no more CORS-safelisted) on `POST` and `PATCH` keeps them from placing calls.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -118,11 +118,13 @@ impl Guard {
             }
         }
         if matches!(*method, Method::POST | Method::PATCH | Method::PUT)
-            && !is_json(headers.get(header::CONTENT_TYPE))
+            && !is_accepted_body(headers.get(header::CONTENT_TYPE))
         {
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the body must be application/json".into(),
+                "the body must be application/json (or, for WHEP, application/sdp or \
+                 application/trickle-ice-sdpfrag)"
+                    .into(),
             ));
         }
         Ok(())
@@ -170,11 +172,22 @@ fn host_name(host: &str) -> Option<String> {
     Some(name.trim_end_matches('.').to_ascii_lowercase())
 }
 
-fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+/// Body types a page from another origin cannot send without a CORS preflight.
+const ACCEPTED_BODIES: [&str; 3] = [
+    "application/json",
+    "application/sdp",
+    "application/trickle-ice-sdpfrag",
+];
+
+fn is_accepted_body(content_type: Option<&axum::http::HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|v| {
+            ACCEPTED_BODIES
+                .iter()
+                .any(|a| v.trim().eq_ignore_ascii_case(a))
+        })
 }
 
 /// The middleware: runs [`Guard::check`] on every request.

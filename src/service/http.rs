@@ -95,13 +95,15 @@ pub fn daemon_router(
     https_port: Option<u16>,
     ice: IceServers,
 ) -> Router {
+    let ice = Arc::new(ice);
+    let whep = super::whep::Sessions::new(Arc::clone(&calls));
     let state = DaemonState {
         calls,
         encoders,
         health,
         web_dir: web_dir.map(Arc::new),
         https_port,
-        ice: Arc::new(ice),
+        ice: Arc::clone(&ice),
     };
     let tokens = Arc::clone(&relay.tokens);
     let guard = Arc::clone(&relay.guard);
@@ -117,6 +119,7 @@ pub fn daemon_router(
         .route("/style.css", get(style))
         .with_state(state)
         .merge(signaling_router(relay))
+        .merge(super::whep::http::router(whep, ice))
         .layer(axum::middleware::from_fn_with_state(tokens, require_scope))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
@@ -125,11 +128,13 @@ pub fn daemon_router(
 /// token on to `/signaling`.
 const PUBLIC: [&str; 3] = ["/", "/app.js", "/style.css"];
 
-/// The scope a path needs; `None`: public.
-pub fn scope_needed(path: &str) -> Option<Scope> {
-    if PUBLIC.contains(&path) {
+/// The scope a request needs; `None`: public. A CORS preflight carries no token: WHEP's is
+/// public (it says only which methods and headers the routes take, and STUN servers).
+pub fn scope_needed(method: &axum::http::Method, path: &str) -> Option<Scope> {
+    let whep = path == "/whep" || path.starts_with("/whep/");
+    if PUBLIC.contains(&path) || (whep && method == axum::http::Method::OPTIONS) {
         None
-    } else if path == "/signaling" || path == "/api/ice-servers" {
+    } else if path == "/signaling" || path == "/api/ice-servers" || whep {
         Some(Scope::View)
     } else {
         Some(Scope::Admin)
@@ -144,7 +149,7 @@ async fn require_scope(
     next: axum::middleware::Next,
 ) -> Response {
     let granted = tokens.scope_of(req.headers(), req.uri().query());
-    match (scope_needed(req.uri().path()), granted) {
+    match (scope_needed(req.method(), req.uri().path()), granted) {
         (None, _) => {}
         (Some(_), None) => {
             return (StatusCode::UNAUTHORIZED, "a token is required\n").into_response();

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod logging;
 mod notify;
 pub mod tls;
+pub mod whep;
 
 pub use check::{Checked, check_config};
 pub use daemon::{run_daemon, run_relay};

@@ -376,7 +376,7 @@ impl Call {
         events: &mut UnboundedReceiver<Event>,
         peer: &mut mpsc::Receiver<PeerInput>,
     ) -> CallEnd {
-        if self.info.role == Role::Caller {
+        if self.info.role.offers() {
             let call = Message::Call {
                 route: Route::new(&self.info.peer, &self.info.session),
             };
@@ -474,7 +474,7 @@ impl Call {
 
     async fn on_remote(&mut self, msg: Message) -> Step {
         match msg {
-            Message::Offer { sdp, .. } if self.info.role == Role::Callee => {
+            Message::Offer { sdp, .. } if !self.info.role.offers() => {
                 if let Some(remote) = &self.remote {
                     let offer = parse_sdp(&sdp, self.settings.profile.max_mlines)?;
                     if sdp::ice_credentials(&offer) != sdp::ice_credentials(remote) {
@@ -495,7 +495,7 @@ impl Call {
                     Ok(())
                 }
             }
-            Message::Answer { sdp, .. } if self.info.role == Role::Caller => {
+            Message::Answer { sdp, .. } if self.info.role.offers() => {
                 if self.awaiting_restart_answer {
                     return self.on_restart_answer(&sdp).await;
                 }
@@ -551,7 +551,7 @@ impl Call {
         self.media_ready = true;
         match self.info.role {
             Role::Caller => self.offer().await,
-            Role::Callee => match self.held_offer.take() {
+            Role::Callee | Role::Whep => match self.held_offer.take() {
                 Some(offer) => self.answer(&offer).await,
                 None => {
                     self.info.set_state(CallState::AwaitingOffer);
@@ -1091,7 +1091,7 @@ impl Call {
         } else {
             path.silence()
         };
-        if self.info.role == Role::Caller
+        if self.info.role.offers()
             && self.info.state() == CallState::Connected
             && silence >= ICE_RESTART_AFTER
             && due

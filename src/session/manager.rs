@@ -14,7 +14,11 @@ use tokio_util::task::TaskTracker;
 use super::call::{self, CallEnd, PeerInput};
 use super::events::Event;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
-use crate::protocol::{EndReason, ErrorCode, Message};
+use crate::protocol::{EndReason, ErrorCode, Message, Route};
+
+/// The peer name of every WHEP session (its player is known by its session's URL only). It
+/// holds a space, which no relay id may: no peer on the relay can pose as a WHEP player.
+pub const WHEP_PEER: &str = "whep player";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlaceCallError {
@@ -122,8 +126,42 @@ impl CallManager {
         }
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         let session = format!("{me}-{}-{n}", std::process::id());
-        self.start(&mut state, to, &session, Role::Caller);
+        let signaling = self.signaling.clone();
+        self.start(&mut state, to, &session, Role::Caller, signaling);
         Ok(session)
+    }
+
+    /// Starts a WHEP session answering `offer` under the id `session` (the caller makes it
+    /// unguessable: it is the session's URL). Everything the call would send its peer (the
+    /// answer, candidates, the hangup) goes to `to_player` instead of the relay; messages
+    /// from the player come in through [`CallManager::from_whep_player`].
+    pub fn start_whep(
+        self: &Arc<Self>,
+        session: &str,
+        offer: String,
+        to_player: mpsc::Sender<Message>,
+    ) -> Result<(), PlaceCallError> {
+        let mut state = self.lock();
+        let max = self.settings.profile.max_sessions;
+        if state.sessions.len() >= max || self.tasks.is_closed() {
+            return Err(PlaceCallError::Busy(max));
+        }
+        let me = state.id.clone().unwrap_or_default();
+        self.start(&mut state, WHEP_PEER, session, Role::Whep, to_player);
+        drop(state);
+        self.from_whep_player(Message::Offer {
+            route: Route::new(&me, session),
+            sdp: offer,
+        });
+        Ok(())
+    }
+
+    /// Hands a message from a WHEP player (an offer, a candidate) to its session.
+    pub fn from_whep_player(&self, mut msg: Message) {
+        if let Some(route) = msg.route_mut() {
+            route.from = Some(WHEP_PEER.to_string());
+        }
+        self.route_to_session(msg);
     }
 
     /// Ends the call with this session id (any peer). False when there is no such call.
@@ -230,7 +268,8 @@ impl CallManager {
                     }
                     return;
                 }
-                self.start(&mut state, &from, &route.session, Role::Callee);
+                let signaling = self.signaling.clone();
+                self.start(&mut state, &from, &route.session, Role::Callee, signaling);
             }
             Message::Register { .. } => {}
             routed => self.route_to_session(routed),
@@ -267,7 +306,15 @@ impl CallManager {
 
     /// Registers a session and spawns its task. Called with the lock held; the task itself
     /// runs elsewhere, and removes its entry when it ends — however it ends.
-    fn start(self: &Arc<Self>, state: &mut State, peer: &str, session: &str, role: Role) {
+    /// `signaling` carries what the call sends its peer.
+    fn start(
+        self: &Arc<Self>,
+        state: &mut State,
+        peer: &str,
+        session: &str,
+        role: Role,
+        signaling: mpsc::Sender<Message>,
+    ) {
         let info = Arc::new(CallInfo::new(session, peer, role));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (peer_tx, peer_rx) = mpsc::channel(call::PEER_QUEUE);
@@ -290,7 +337,6 @@ impl CallManager {
         active.inc();
         let manager = Arc::clone(self);
         let settings = Arc::clone(&self.settings);
-        let signaling = self.signaling.clone();
         let run = call::run(
             Arc::clone(&info),
             settings,

@@ -54,6 +54,8 @@ pub struct CallSettings {
 pub enum Role {
     Caller,
     Callee,
+    /// A WHEP player's session: a callee whose offer came in an HTTP request.
+    Whep,
 }
 
 impl Role {
@@ -61,7 +63,13 @@ impl Role {
         match self {
             Role::Caller => "caller",
             Role::Callee => "callee",
+            Role::Whep => "whep",
         }
+    }
+
+    /// This side makes the offers (and the DataChannel); the others answer.
+    pub fn offers(self) -> bool {
+        self == Role::Caller
     }
 }
 

@@ -34,21 +34,31 @@ pub fn run(
     extra: &[&str],
     debug_log: bool,
 ) -> std::thread::JoinHandle<PeerRun> {
+    let mut args: Vec<String> = ["--signaling", &daemon.ws_url()]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    if debug_log {
+        let log = artifacts_dir().join(format!("{id}-{}.log", daemon.name));
+        args.extend(["--log".to_string(), log.to_string_lossy().into_owned()]);
+    }
+    if let Some(peer) = call {
+        args.extend(["--call".to_string(), peer.to_string()]);
+    }
+    spawn(id, &args)
+}
+
+/// Starts the aiortc peer `id` with `args` (as [`run`], for any mode: `--whep URL` …).
+pub fn spawn(id: &str, args: &[String]) -> std::thread::JoinHandle<PeerRun> {
     let report = artifacts_dir().join(format!("{id}-report.json"));
     let _ = std::fs::remove_file(&report);
     let mut cmd = Command::new(python());
     cmd.arg(peer_script())
-        .args(["--signaling", &daemon.ws_url(), "--id", id])
-        .args(extra)
+        .args(["--id", id])
+        .args(args)
         .arg("--report")
         .arg(&report);
-    if debug_log {
-        cmd.arg("--log")
-            .arg(artifacts_dir().join(format!("{id}-{}.log", daemon.name)));
-    }
-    if let Some(peer) = call {
-        cmd.args(["--call", peer]);
-    }
     std::thread::spawn(move || {
         let out = cmd
             .output()

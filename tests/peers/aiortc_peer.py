@@ -12,6 +12,8 @@ import asyncio
 import json
 import sys
 import time
+import urllib.parse
+import urllib.request
 
 import websockets
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -162,7 +164,61 @@ class Peer:
         return (r["connected"] and r["video_frames"] >= 30 and r["audio_frames"] > 0
                 and r["pongs"] >= 1 and r["pings_answered"] >= 1)
 
+    async def whep(self):
+        """Plays the daemon's stream over WHEP: one POST (aiortc does not trickle: its offer
+        holds every candidate), frames until --seconds end or enough are seen, DELETE."""
+
+        pc = self.new_pc()
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        headers = {"Content-Type": "application/sdp"}
+        if self.args.token:
+            headers["Authorization"] = "Bearer " + self.args.token
+        started = time.monotonic()
+
+        def post():
+            request = urllib.request.Request(self.args.whep, method="POST", headers=headers,
+                                             data=pc.localDescription.sdp.encode())
+            with urllib.request.urlopen(request, timeout=15) as response:
+                # (Header names are case-insensitive here; a dict of them would not be.)
+                named = {k: response.headers.get(k) for k in ("Location", "ETag")}
+                return response.status, named, response.read().decode()
+
+        status, got, answer = await asyncio.get_running_loop().run_in_executor(None, post)
+        self.report["status"] = status
+        self.report["location"] = got.get("Location")
+        self.report["etag"] = got.get("ETag")
+        self.report["answer_has_candidates"] = "a=candidate:" in answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        deadline = started + self.args.seconds
+        first = None
+        while time.monotonic() < deadline:
+            if first is None and self.report["video_frames"] > 0:
+                first = time.monotonic() - started
+                self.report["first_frame_ms"] = round(first * 1000)
+            if not self.args.stay and self.report["video_frames"] >= 30 \
+                    and self.report["audio_frames"] > 0:
+                break
+            await asyncio.sleep(0.05)
+        location = urllib.parse.urljoin(self.args.whep, self.report["location"] or "")
+
+        def delete():
+            request = urllib.request.Request(location, method="DELETE", headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+
+        self.report["delete_status"] = await asyncio.get_running_loop().run_in_executor(
+            None, delete)
+        await pc.close()
+        with open(self.args.report, "w") as f:
+            json.dump(self.report, f)
+        ok = self.report["video_frames"] >= 30 and self.report["audio_frames"] > 0
+        return 0 if ok else 1
+
     async def run(self):
+        if self.args.whep:
+            return await self.whep()
         async with websockets.connect(self.args.signaling) as ws:
             self.ws = ws
             await self.send({"type": "register", "id": self.args.id})
@@ -198,7 +254,9 @@ class Peer:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--signaling", required=True)
+    parser.add_argument("--signaling", help="the relay's WebSocket URL (protocol v1)")
+    parser.add_argument("--whep", help="play over WHEP from this URL instead")
+    parser.add_argument("--token", help="WHEP: the bearer token")
     parser.add_argument("--id", required=True)
     parser.add_argument("--call")
     parser.add_argument("--seconds", type=float, default=30)

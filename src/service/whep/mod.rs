@@ -1,0 +1,255 @@
+//! WHEP (RFC 9725's model, as WHEP players implement it): a player POSTs an SDP offer to
+//! `/whep` and gets the answer, with the daemon's candidates in it, and the session's URL;
+//! PATCHes candidates (or an ICE restart) to that URL, and DELETEs it to leave. A WHEP
+//! session is an ordinary call of the [`CallManager`] (role `whep`): it shares the encoder,
+//! counts against `max_sessions` and shows in `GET /api/calls`. Only how the call's messages
+//! travel differs: over HTTP, through a [`Link`], instead of the relay.
+
+pub mod frag;
+pub mod http;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::protocol::{Message, Route};
+use crate::session::ice::Credentials;
+use crate::session::{CallManager, PlaceCallError};
+
+/// How long a POST waits for the call to answer (media start included).
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+/// How long an answer waits for the daemon's candidates to be gathered into it.
+const GATHER_WITHIN: Duration = Duration::from_secs(2);
+/// What a call may have sent before the link reads it (answer, candidates, hangup).
+const LINK_QUEUE: usize = 64;
+/// At most this many candidates are kept per answer.
+const MAX_CANDIDATES: usize = 32;
+
+/// What the call has said to its player, as the link last saw it.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Answers so far (1 after the first; each ICE restart adds one).
+    pub answers: u32,
+    pub answer: Option<String>,
+    /// The latest answer's candidates: (m-line index, `candidate:…`).
+    pub candidates: Vec<(u32, String)>,
+    pub gathered: bool,
+    /// Why the call ended, once it has.
+    pub ended: Option<String>,
+}
+
+/// One WHEP session: what its call said (a watch the link updates) and the offer its
+/// answer belongs to (an ICE restart sends it again with new credentials).
+struct Link {
+    view: watch::Receiver<View>,
+    offer: Mutex<String>,
+}
+
+/// Every live WHEP session, by id.
+pub struct Sessions {
+    calls: Arc<CallManager>,
+    links: Mutex<HashMap<String, Arc<Link>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhepError {
+    #[error("{0}")]
+    Busy(String),
+    #[error("the offer was refused: {0}")]
+    Refused(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("no such session")]
+    NotFound,
+}
+
+impl Sessions {
+    pub fn new(calls: Arc<CallManager>) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            calls,
+            links: Mutex::default(),
+        })
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Link>>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn link(&self, session: &str) -> Result<Arc<Link>, WhepError> {
+        self.links()
+            .get(session)
+            .cloned()
+            .ok_or(WhepError::NotFound)
+    }
+
+    /// Starts a session answering `offer`; returns its id and the answer (candidates in it).
+    pub async fn open(self: &Arc<Self>, offer: String) -> Result<(String, String), WhepError> {
+        let session = new_session_id().ok_or_else(|| WhepError::Busy("no randomness".into()))?;
+        let (to_player, from_call) = mpsc::channel(LINK_QUEUE);
+        let (view_tx, view) = watch::channel(View::default());
+        let link = Arc::new(Link {
+            view,
+            offer: Mutex::new(offer.clone()),
+        });
+        self.links().insert(session.clone(), Arc::clone(&link));
+        if let Err(err) = self.calls.start_whep(&session, offer, to_player) {
+            self.links().remove(&session);
+            return Err(match err {
+                PlaceCallError::Busy(_) => WhepError::Busy(err.to_string()),
+                other => WhepError::Refused(other.to_string()),
+            });
+        }
+        // The link lives as long as the call's side of the channel: it ends with the call.
+        let sessions = Arc::clone(self);
+        let id = session.clone();
+        tokio::spawn(async move {
+            follow(from_call, view_tx).await;
+            sessions.links().remove(&id);
+        });
+        let answer = wait_answer(&link, 0).await?;
+        Ok((session, answer))
+    }
+
+    /// Hands a player's candidates to its call, or restarts ICE when the fragment has new
+    /// credentials: then returns the daemon's answering fragment.
+    pub async fn patch(&self, session: &str, fragment: &str) -> Result<Option<String>, WhepError> {
+        let link = self.link(session)?;
+        let offer = link.offer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mids = frag::mids(&offer);
+        let parsed = frag::parse(fragment, &mids);
+        let me = self.calls.id().unwrap_or_default();
+        let restart = parsed
+            .credentials
+            .as_ref()
+            .filter(|new| credentials_of(&offer).as_ref() != Some(*new));
+        let mut answered = None;
+        if let Some(new) = restart {
+            let Some(restarted) = with_credentials(&offer, new) else {
+                return Err(WhepError::Refused(
+                    "the session's offer is unreadable".into(),
+                ));
+            };
+            *link.offer.lock().unwrap_or_else(|p| p.into_inner()) = restarted.clone();
+            let before = link.view.borrow().answers;
+            self.calls.from_whep_player(Message::Offer {
+                route: Route::new(&me, session),
+                sdp: restarted,
+            });
+            answered = Some(before);
+        }
+        for (mline, candidate) in parsed.candidates {
+            self.calls.from_whep_player(Message::Candidate {
+                route: Route::new(&me, session),
+                candidate,
+                sdp_mid: mids.get(mline as usize).cloned().filter(|m| !m.is_empty()),
+                sdp_mline_index: Some(mline),
+            });
+        }
+        let Some(before) = answered else {
+            return Ok(None);
+        };
+        wait_answer(&link, before).await?;
+        let view = link.view.borrow().clone();
+        let answer = view.answer.unwrap_or_default();
+        let credentials = credentials_of(&answer)
+            .ok_or_else(|| WhepError::Refused("the restart answer has no credentials".into()))?;
+        let mid = frag::mids(&answer).into_iter().next().unwrap_or_default();
+        Ok(Some(frag::restart_answer(
+            &credentials,
+            &mid,
+            &view.candidates,
+            view.gathered,
+        )))
+    }
+
+    /// Ends a session. False when there is none.
+    pub fn close(&self, session: &str) -> bool {
+        self.link(session).is_ok() && self.calls.hangup(session)
+    }
+
+    /// How many answers the session has given (its ETag changes with each).
+    pub fn answers(&self, session: &str) -> Option<u32> {
+        self.link(session).ok().map(|l| l.view.borrow().answers)
+    }
+}
+
+/// Reads what the call sends its player, until the call ends.
+async fn follow(mut from_call: mpsc::Receiver<Message>, view: watch::Sender<View>) {
+    while let Some(msg) = from_call.recv().await {
+        view.send_modify(|v| match msg {
+            Message::Answer { sdp, .. } => {
+                v.answers += 1;
+                v.answer = Some(sdp);
+                v.candidates.clear();
+                v.gathered = false;
+            }
+            Message::Candidate { candidate, .. } if candidate.is_empty() => v.gathered = true,
+            Message::Candidate {
+                candidate,
+                sdp_mline_index,
+                ..
+            } if v.candidates.len() < MAX_CANDIDATES => {
+                v.candidates.push((sdp_mline_index.unwrap_or(0), candidate));
+            }
+            Message::Hangup {
+                reason, message, ..
+            } => {
+                v.ended = Some(match message {
+                    Some(detail) if !detail.is_empty() => format!("{reason}: {detail}"),
+                    _ => reason,
+                });
+            }
+            _ => {}
+        });
+    }
+    view.send_modify(|v| {
+        v.ended.get_or_insert_with(|| "ended".to_string());
+    });
+}
+
+/// Waits for answer number `after + 1`, then (briefly) for its candidates; returns it with
+/// the candidates gathered into it.
+async fn wait_answer(link: &Link, after: u32) -> Result<String, WhepError> {
+    let mut view = link.view.clone();
+    let answered = tokio::time::timeout(
+        ANSWER_WITHIN,
+        view.wait_for(|v| v.answers > after || v.ended.is_some()),
+    )
+    .await
+    .map_err(|_| WhepError::Timeout(ANSWER_WITHIN))?
+    .map_err(|_| WhepError::Refused("the call ended".into()))?
+    .clone();
+    if answered.answers <= after {
+        return Err(WhepError::Refused(answered.ended.unwrap_or_default()));
+    }
+    let _ = tokio::time::timeout(
+        GATHER_WITHIN,
+        view.wait_for(|v| v.gathered || v.ended.is_some() || v.answers > after + 1),
+    )
+    .await;
+    let latest = view.borrow().clone();
+    let answer = latest.answer.unwrap_or_default();
+    frag::with_candidates(&answer, &latest.candidates, latest.gathered)
+        .ok_or_else(|| WhepError::Refused("the answer does not parse".into()))
+}
+
+fn credentials_of(sdp: &str) -> Option<Credentials> {
+    let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).ok()?;
+    crate::session::sdp::ice_credentials(&message)
+}
+
+fn with_credentials(sdp: &str, credentials: &Credentials) -> Option<String> {
+    let mut message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).ok()?;
+    crate::session::sdp::set_ice_credentials(&mut message, credentials);
+    Some(message.to_string())
+}
+
+/// 128 random bits, hex: with the token, the session's URL is what lets a player change or
+/// end its session.
+fn new_session_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
