@@ -49,6 +49,21 @@ if [ "${1:-run}" = test ]; then
   fi
 fi
 
+# Published WebRTC client libraries (npm) that the browser tests load into Chromium: the
+# versions pinned in tests/web/package-lock.json. Debian's npm when the machine has none.
+if [ "${1:-run}" = test ]; then
+  web="$(dirname "$0")/../tests/web"
+  if [ ! -f "$web/node_modules/whip-whep/whep.js" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      sudo=""
+      if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm
+    fi
+    echo "Installing the test players' npm packages into $web/node_modules"
+    (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo (Rust 1.95) is required: https://rustup.rs" >&2
   exit 1

@@ -391,3 +391,115 @@ netns_test!(
         assert!(admin_calls(&door).await.is_empty());
     }
 );
+
+/// The page a player's site would have: the published `whip-whep` client (npm, installed by
+/// `make test` into tests/web), playing the daemon's `/whep` from another origin.
+const PLAYER_PAGE: &str = r#"<!doctype html>
+<video id="v" autoplay muted playsinline></video>
+<script type="module">
+import { WHEPClient } from "/whep.js";
+const params = new URLSearchParams(location.search);
+const result = (window.result = { state: "new", frames: 0, audio: 0, error: null });
+const started = performance.now();
+const video = document.getElementById("v");
+const pc = new RTCPeerConnection();
+pc.addTransceiver("video", { direction: "recvonly" });
+pc.addTransceiver("audio", { direction: "recvonly" });
+pc.ontrack = (e) => {
+  if (e.track.kind !== "video") return;
+  video.srcObject = new MediaStream([e.track]);
+  video.requestVideoFrameCallback(() => {
+    result.firstFrameMs = Math.round(performance.now() - started);
+  });
+};
+pc.addEventListener("connectionstatechange", () => { result.state = pc.connectionState; });
+const whep = new WHEPClient();
+whep.view(pc, params.get("url"), params.get("token")).catch((e) => { result.error = String(e); });
+setInterval(async () => {
+  for (const s of (await pc.getStats()).values()) {
+    if (s.type === "inbound-rtp" && s.kind === "video") result.frames = s.framesDecoded || 0;
+    if (s.type === "inbound-rtp" && s.kind === "audio") result.audio = s.packetsReceived || 0;
+  }
+}, 250);
+window.leave = () => whep.stop().then(() => { result.stopped = true; }, (e) => { result.error = String(e); });
+</script>
+"#;
+
+/// Serves [`PLAYER_PAGE`] and the library on a port of its own (another origin than the
+/// daemon's); returns that origin.
+async fn serve_player_page() -> String {
+    use axum::routing::get;
+    let library = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/web/node_modules/whip-whep/whep.js");
+    let script = std::fs::read_to_string(&library)
+        .unwrap_or_else(|e| panic!("{library:?} ({e}): make test installs it (npm)"));
+    let app = axum::Router::new()
+        .route("/", get(|| async { axum::response::Html(PLAYER_PAGE) }))
+        .route(
+            "/whep.js",
+            get(move || async move { ([("content-type", "text/javascript")], script.clone()) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    origin
+}
+
+// With a default route: Chromium without media permission offers only its default route's
+// address, behind an mDNS name (see the browsers tests).
+netns_test!(
+    chromium_plays_over_whep_with_a_published_client_from_another_origin,
+    Net::WithDummyRoute,
+    {
+        let page = serve_player_page().await;
+        let cfg = config_file(
+            "whep-chromium",
+            &format!(
+                "tokens = [{{ secret = '{ADMIN}', scope = 'admin' }}, \
+                 {{ secret = '{VIEW}', scope = 'view' }}]\nallowed_origins = ['{page}']\n"
+            ),
+        );
+        let door = Proc::daemon(
+            "whep-chromium",
+            &light_profile("whep-chromium", ""),
+            &["--config", &cfg],
+        );
+        let chrome = common::browser::Driven::start().await;
+        chrome
+            .open(&format!(
+                "{page}/?url=http://{}/whep&token={VIEW}",
+                door.addr
+            ))
+            .await;
+        let played = poll(Duration::from_secs(30), || async {
+            let result = chrome.script("return window.result || null;").await;
+            (result["frames"].as_u64() >= Some(30) && result["audio"].as_u64() > Some(0))
+                .then_some(result)
+        })
+        .await;
+        let result = chrome.script("return window.result || null;").await;
+        let played = played.unwrap_or_else(|| panic!("Chromium did not play: {result}"));
+        eprintln!("Chromium over WHEP (whip-whep {}): {played}", "1.2.0");
+        let calls = admin_calls(&door).await;
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0]["role"], "whep");
+        // The client trickled its candidates with PATCH (it posts its offer before gathering).
+        assert!(
+            door.log_text().contains("WHEP patch"),
+            "no PATCH reached the daemon"
+        );
+        // Leaving sends DELETE, which ends the call.
+        chrome.script("window.leave(); return true;").await;
+        let ended = poll(Duration::from_secs(10), || async {
+            admin_calls(&door).await.is_empty().then_some(())
+        })
+        .await;
+        let result = chrome.script("return window.result || null;").await;
+        assert!(ended.is_some(), "DELETE did not end the call: {result}");
+        assert_eq!(result["error"], Value::Null, "{result}");
+    }
+);

@@ -139,6 +139,12 @@ impl Sessions {
             });
             answered = Some(before);
         }
+        tracing::debug!(
+            session,
+            candidates = parsed.candidates.len(),
+            restart = answered.is_some(),
+            "WHEP patch"
+        );
         for (mline, candidate) in parsed.candidates {
             self.calls.from_whep_player(Message::Candidate {
                 route: Route::new(&me, session),
