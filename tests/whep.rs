@@ -483,7 +483,7 @@ netns_test!(
         .await;
         let result = chrome.script("return window.result || null;").await;
         let played = played.unwrap_or_else(|| panic!("Chromium did not play: {result}"));
-        eprintln!("Chromium over WHEP (whip-whep {}): {played}", "1.2.0");
+        eprintln!("Chromium over WHEP (whip-whep 1.2.0): {played}");
         let calls = admin_calls(&door).await;
         assert_eq!(calls.len(), 1, "{calls:?}");
         assert_eq!(calls[0]["role"], "whep");
