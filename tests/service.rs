@@ -436,3 +436,95 @@ netns_test!(
         );
     }
 );
+
+/// The size of a JPEG, read by a real decoder (GStreamer's `jpegdec`).
+fn decoded_size(jpeg: &[u8]) -> (i32, i32) {
+    use gst::prelude::*;
+    gst::init().expect("GStreamer");
+    let pipeline = gst::parse::launch("appsrc name=in ! jpegdec ! appsink name=out")
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let by_name = |name| pipeline.by_name(name).expect("element");
+    let src = by_name("in").downcast::<gst_app::AppSrc>().expect("appsrc");
+    let sink = by_name("out")
+        .downcast::<gst_app::AppSink>()
+        .expect("appsink");
+    src.set_caps(Some(&gst::Caps::builder("image/jpeg").build()));
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    src.push_buffer(gst::Buffer::from_slice(jpeg.to_vec()))
+        .expect("push");
+    let _ = src.end_of_stream();
+    let sample = sink
+        .try_pull_sample(gst::ClockTime::from_seconds(5))
+        .expect("a decoded picture");
+    let _ = pipeline.set_state(gst::State::Null);
+    let caps = sample.caps().expect("caps");
+    let s = caps.structure(0).expect("structure");
+    (
+        s.get::<i32>("width").expect("width"),
+        s.get::<i32>("height").expect("height"),
+    )
+}
+
+// Home Assistant's generic camera polls a still picture: `GET /api/snapshot.jpg?width=W` is a
+// JPEG of the size asked for, taken from the running capture (idle: one is started for it).
+netns_test!(
+    snapshots_are_jpegs_of_the_size_asked_for,
+    Net::LoopbackOnly,
+    {
+        let token = "snapshot-view-0123";
+        let cfg = config_file(
+            "snap-door",
+            &format!("tokens = [{{ secret = '{token}', scope = 'view' }}]\n"),
+        );
+        let door = Proc::daemon(
+            "snap-door",
+            &light_profile("snap-door", "linger_ms = 200"),
+            &["--config", &cfg],
+        );
+        let auth = format!("Bearer {token}");
+        let get = |path: &'static str| {
+            let (addr, auth) = (door.addr.clone(), auth.clone());
+            async move {
+                let started = Instant::now();
+                let reply =
+                    common::http::send(&addr, "GET", path, &[("Authorization", &auth)], "").await;
+                (reply, started.elapsed())
+            }
+        };
+        // No token: 401 (a `view` token suffices: it is the picture a viewer sees anyway).
+        let anonymous = common::http::send(&door.addr, "GET", "/api/snapshot.jpg", &[], "").await;
+        assert_eq!(anonymous.status, 401);
+        // Idle: a capture starts for it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (idle, idle_time) = get("/api/snapshot.jpg?width=160").await;
+        assert_eq!(idle.status, 200, "{}", idle.body);
+        assert_eq!(idle.header("content-type"), "image/jpeg");
+        assert_eq!(decoded_size(&idle.bytes), (160, 120));
+        // While a call runs: the next picture of the running capture, full size by default.
+        let viewer = Proc::daemon_env(
+            "snap-viewer",
+            &light_profile("snap-viewer", ""),
+            &["--relay", &door.ws_url()],
+            &[("WEBRTCD_RELAY_TOKEN", token)],
+        );
+        wait_peer(&viewer, "snap-door").await;
+        let session = place_call(&viewer, "snap-door").await;
+        wait_call(&viewer, &session, "video", |c| {
+            c["video_frames"].as_u64() > Some(10)
+        })
+        .await;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let (running, time) = get("/api/snapshot.jpg").await;
+            assert_eq!(running.status, 200, "{}", running.body);
+            assert_eq!(decoded_size(&running.bytes), (320, 240));
+            times.push(time);
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        eprintln!("snapshot: idle {idle_time:?}, running {times:?}");
+        assert!(median <= Duration::from_millis(300), "{times:?}");
+    }
+);

@@ -23,6 +23,10 @@
 //! without holding any lock that async code takes: `/api/status` and the health check read
 //! a starting stream at once. A start that fails leaves nothing running.
 
+mod snapshot;
+
+pub use snapshot::SnapshotError;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -40,6 +44,8 @@ use super::{MediaError, fragments};
 /// Not `async`: a rung behind a closed valve gets no frame to preroll with, and would hold
 /// the whole pipeline in PAUSED.
 const SINK: &str = "appsink sync=false async=false max-buffers=4 drop=true name=out";
+/// The element (a passthrough `identity`) after a video source, before any encoding.
+const RAW_TAP: &str = "rawtap";
 /// Frames that may wait in one subscriber's appsrc before it counts as stalled.
 const MAX_QUEUED: u64 = 30;
 /// Source failures counted towards the restart limit are those within this window.
@@ -110,6 +116,8 @@ pub struct SharedStream {
 
 struct Running {
     pipeline: gst::Pipeline,
+    /// Where raw pictures pass before any encoding (video): snapshots are taken here.
+    raw_tap: Option<gst::Pad>,
     /// One per rung.
     sinks: Vec<gst_app::AppSink>,
     /// One per rung with a ladder, none without.
@@ -506,6 +514,7 @@ impl SharedStream {
                 // The camera's own description picks the capture format when none is set.
                 let caps = camera_caps(video);
                 let source = fragments::video_source(video, caps.as_ref().map(|c| c.as_ref()));
+                let source = format!("{source} ! identity name={RAW_TAP} silent=true");
                 if !self.rungs.is_empty() {
                     let desc = self.ladder_description(&source, video);
                     return Ok(self.desc.get_or_init(|| desc));
@@ -627,6 +636,7 @@ impl SharedStream {
         let valves: Vec<gst::Element> = (0..self.rungs.len())
             .filter_map(|i| bin.by_name(&format!("valve{i}")))
             .collect();
+        let raw_tap = bin.by_name(RAW_TAP).and_then(|e| e.static_pad("src"));
         if self.stamp_capture_time {
             send::stamp_raw(&bin);
         }
@@ -684,6 +694,7 @@ impl SharedStream {
         if matches!(*life, Life::Starting) {
             *life = Life::Running(Running {
                 pipeline,
+                raw_tap,
                 sinks,
                 valves,
             });

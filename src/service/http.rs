@@ -110,6 +110,7 @@ pub fn daemon_router(
     Router::new()
         .route("/api/status", get(status))
         .route("/api/ice-servers", get(ice_servers))
+        .route("/api/snapshot.jpg", get(snapshot))
         .route("/api/calls", get(list_calls).post(place_call))
         .route("/api/calls/{session}", delete(hang_up))
         .route("/metrics", get(metrics))
@@ -134,7 +135,11 @@ pub fn scope_needed(method: &axum::http::Method, path: &str) -> Option<Scope> {
     let whep = path == "/whep" || path.starts_with("/whep/");
     if PUBLIC.contains(&path) || (whep && method == axum::http::Method::OPTIONS) {
         None
-    } else if path == "/signaling" || path == "/api/ice-servers" || whep {
+    } else if path == "/signaling"
+        || path == "/api/ice-servers"
+        || path == "/api/snapshot.jpg"
+        || whep
+    {
         Some(Scope::View)
     } else {
         Some(Scope::Admin)
@@ -293,6 +298,42 @@ async fn ice_servers(State(state): State<DaemonState>) -> Response {
     }
     let policy = if ice.relay_only { "relay" } else { "all" };
     axum::Json(json!({ "iceServers": servers, "iceTransportPolicy": policy })).into_response()
+}
+
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    width: Option<u32>,
+}
+
+/// How long a snapshot may wait for a picture (an idle camera starting included).
+const SNAPSHOT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /api/snapshot.jpg?width=W`: a JPEG of the camera's current picture.
+async fn snapshot(
+    State(state): State<DaemonState>,
+    axum::extract::Query(query): axum::extract::Query<SnapshotQuery>,
+) -> Response {
+    use crate::media::shared::SnapshotError;
+    let encoders = Arc::clone(&state.encoders);
+    let taken =
+        tokio::task::spawn_blocking(move || encoders.snapshot(query.width, SNAPSHOT_WITHIN)).await;
+    match taken {
+        Ok(Ok(jpeg)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            jpeg,
+        )
+            .into_response(),
+        Ok(Err(err @ SnapshotError::NoVideo)) => error(StatusCode::NOT_FOUND, &err.to_string()),
+        Ok(Err(err @ SnapshotError::Convert(_))) => {
+            tracing::warn!("snapshot: {err}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+        }
+        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed"),
+    }
 }
 
 async fn list_calls(State(state): State<DaemonState>) -> Response {

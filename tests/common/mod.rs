@@ -6,6 +6,7 @@ pub mod aiortc;
 pub mod browser;
 #[path = "../../src/bin/webrtcd-bench/harness.rs"]
 pub mod harness;
+pub mod http;
 pub mod journal;
 
 use std::os::unix::process::CommandExt;
