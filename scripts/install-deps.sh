@@ -8,11 +8,11 @@ RUN_DEBS=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav gstreamer1.0-alsa
-  gstreamer1.0-tools libnice-dev ca-certificates
+  gstreamer1.0-tools libnice-dev libgstrtspserver-1.0-dev ca-certificates
 )
 TEST_DEBS=(
   curl procps iproute2 openssl util-linux chromium chromium-driver firefox-esr
-  python3 python3-venv systemd dpkg-dev binutils librsvg2-bin nftables coturn
+  python3 python3-venv systemd dpkg-dev binutils librsvg2-bin nftables coturn ffmpeg
 )
 
 case "${1:-run}" in

@@ -109,11 +109,17 @@ pub fn audio_encoder(codec: Codec, factory: &str, audio: &AudioSend) -> String {
 
 /// The RTP payloader for `codec` with payload type `pt`.
 pub fn payloader(codec: Codec, pt: u32) -> String {
+    payloader_named(codec, pt, "pay")
+}
+
+/// [`payloader`] with the element named `name` (the RTSP server finds its streams' payloaders
+/// as `pay0`, `pay1`…).
+pub fn payloader_named(codec: Codec, pt: u32, name: &str) -> String {
     match codec {
-        Codec::Vp8 => format!("rtpvp8pay name=pay pt={pt} mtu=1200 picture-id-mode=15-bit"),
+        Codec::Vp8 => format!("rtpvp8pay name={name} pt={pt} mtu=1200 picture-id-mode=15-bit"),
         Codec::H264 => format!(
-            "rtph264pay name=pay pt={pt} mtu=1200 config-interval=-1 aggregate-mode=zero-latency"
+            "rtph264pay name={name} pt={pt} mtu=1200 config-interval=-1 aggregate-mode=zero-latency"
         ),
-        Codec::Opus => format!("rtpopuspay name=pay pt={pt}"),
+        Codec::Opus => format!("rtpopuspay name={name} pt={pt}"),
     }
 }

@@ -323,12 +323,26 @@ impl Encoders {
             .by_name("feed")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
             .ok_or_else(|| MediaError::Build("appsrc missing".into()))?;
+        branch.subscription = Some(self.subscribe(codec, appsrc, on_failure)?);
+        Ok(branch)
+    }
+
+    /// Subscribes `appsrc` (in a pipeline of the caller's: a call's send branch, the RTSP
+    /// server's media) to the shared stream of `codec`, started if need be (blocks then:
+    /// call from a blocking thread). Frames flow once the subscription is activated, and
+    /// its keyframe requests (force-key-unit events) reach the encoder.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        codec: Codec,
+        appsrc: gst_app::AppSrc,
+        on_failure: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Subscription, MediaError> {
         // From here on the stream is held: nothing below can fail.
         let stream = self.stream(codec)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rung = Arc::new(AtomicUsize::new(0));
         forward_keyframe_requests(&appsrc, Arc::downgrade(&stream), Arc::clone(&rung));
-        branch.subscription = Some(Subscription {
+        Ok(Subscription {
             stream,
             id,
             owner: Arc::downgrade(self),
@@ -341,8 +355,7 @@ impl Encoders {
                 caps: Mutex::new(None),
                 on_failure: Box::new(on_failure),
             })),
-        });
-        Ok(branch)
+        })
     }
 
     /// The stream for `codec`, started if there is none. Blocks while this caller starts

@@ -64,6 +64,11 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// With TLS: serve HTTPS here and keep `listen` plain HTTP (default: `listen` is HTTPS).
     pub tls_listen: Option<SocketAddr>,
+    /// Serve `rtsp://HOST:PORT/live` (for NVRs) here; none: no RTSP.
+    pub rtsp_listen: Option<SocketAddr>,
+    /// RTSP clients at once (more are closed at once).
+    #[serde(default = "default_rtsp_max_clients")]
+    pub rtsp_max_clients: usize,
     /// Web origins (`https://nvr.example:8123`) besides the daemon's own whose pages may use
     /// it.
     #[serde(default)]
@@ -223,6 +228,8 @@ impl Default for Config {
             tls_key: None,
             tls_names: Vec::new(),
             tls_listen: None,
+            rtsp_listen: None,
+            rtsp_max_clients: default_rtsp_max_clients(),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             ice: IceConfig::default(),
@@ -420,6 +427,9 @@ impl Config {
         if self.max_connections == 0 {
             out.push("max_connections: must be at least 1".into());
         }
+        if self.rtsp_max_clients == 0 {
+            out.push("rtsp_max_clients: must be at least 1".into());
+        }
         if self.max_connections_per_address == 0 {
             out.push("max_connections_per_address: must be at least 1".into());
         }
@@ -460,6 +470,10 @@ impl Config {
         }
         out
     }
+}
+
+fn default_rtsp_max_clients() -> usize {
+    16
 }
 
 /// Whether `text` sets top-level `key` (so a relative value is relative to the file).
@@ -631,6 +645,8 @@ mod tests {
             "tls_key",
             "tls_names",
             "tls_listen",
+            "rtsp_listen",
+            "rtsp_max_clients",
             "allowed_origins",
             "allowed_hosts",
             "keepalive_secs",

@@ -302,6 +302,20 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         },
     );
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
+    if let Some(listen) = config.rtsp_listen {
+        let secrets = config
+            .tokens
+            .iter()
+            .map(|t| t.secret().to_string())
+            .collect();
+        let encoders = Arc::clone(&encoders);
+        let max = config.rtsp_max_clients;
+        let bound =
+            tokio::task::spawn_blocking(move || super::rtsp::start(listen, encoders, secrets, max))
+                .await??;
+        println!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
+        tracing::info!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
+    }
     tasks.connections.spawn(reload_on_sighup(
         signals.hangup,
         tls.clone(),

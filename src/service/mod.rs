@@ -12,6 +12,7 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 mod notify;
+pub mod rtsp;
 pub mod tls;
 pub mod whep;
 

@@ -1,6 +1,7 @@
-//! WHEP: players that know nothing of webrtcd's signaling play its stream with one HTTP POST
-//! (RFC 9725). aiortc (an independent stack that never trickles: its candidates are in its
-//! offer) is the player; the HTTP rules are checked with raw requests.
+//! Players that know nothing of webrtcd's signaling. WHEP: one HTTP POST (RFC 9725), played by
+//! aiortc (an independent stack that never trickles: its candidates are in its offer) and by
+//! Chromium with a published WHEP client; the HTTP rules are checked with raw requests. RTSP:
+//! ffprobe, ffmpeg and GStreamer's rtspsrc, as NVRs use it.
 //!
 //! aioice never uses 127.0.0.1: these run in a namespace with a dummy interface, and every
 //! packet stays inside it.
@@ -445,5 +446,343 @@ netns_test!(
         let result = chrome.script("return window.result || null;").await;
         assert!(ended.is_some(), "DELETE did not end the call: {result}");
         assert_eq!(result["error"], Value::Null, "{result}");
+    }
+);
+
+// ---- RTSP -----------------------------------------------------------------------------------
+
+const RTSP_TOKEN: &str = "rtsp-view-token-0123";
+
+/// A camera with H.264 and Opus serving RTSP on a free port; returns it and its RTSP URL
+/// (with the Basic credentials NVRs are given).
+fn rtsp_camera(name: &str) -> (Proc, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let cfg = config_file(
+        name,
+        &format!(
+            "tokens = [{{ secret = '{RTSP_TOKEN}', scope = 'view' }}, \
+             {{ secret = '{ADMIN}', scope = 'admin' }}]\n\
+             rtsp_listen = '127.0.0.1:{port}'\n"
+        ),
+    );
+    let camera = Proc::daemon(
+        name,
+        &profile_with_codecs(name, "", "\"h264\""),
+        &["--config", &cfg],
+    );
+    let url = format!("rtsp://webrtcd:{RTSP_TOKEN}@127.0.0.1:{port}/live");
+    (camera, url)
+}
+
+/// Runs `program` with `args` (bounded by `timeout`, through coreutils' `timeout`); its exit
+/// status and output.
+async fn run_tool(program: &str, args: Vec<String>, timeout: Duration) -> (bool, String) {
+    let program = program.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("timeout")
+            .arg(timeout.as_secs().to_string())
+            .arg(&program)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e} (Debian package ffmpeg)"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    })
+    .await
+    .expect("tool thread")
+}
+
+/// Raw RTSP: the status code of a DESCRIBE with `authorization` (none: without).
+async fn describe_status(url: &str, authorization: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let parsed = url::Url::parse(url).expect("url");
+    let addr = format!(
+        "{}:{}",
+        parsed.host_str().unwrap_or_default(),
+        parsed.port().unwrap_or(554)
+    );
+    let bare = format!("rtsp://{addr}{}", parsed.path());
+    let mut request = format!("DESCRIBE {bare} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n");
+    if let Some(auth) = authorization {
+        request.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut reply))
+        .await
+        .expect("an RTSP reply")
+        .expect("read");
+    let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no RTSP status in {text:?}"))
+}
+
+/// Frames GStreamer's `rtspsrc` decodes from `url` over UDP in `window`, and how long after
+/// its start the first came.
+fn rtspsrc_frames_over_udp(url: &str, window: Duration) -> (u64, Option<Duration>) {
+    use gst::prelude::*;
+    gst::init().expect("GStreamer");
+    let pipeline = gst::parse::launch(&format!(
+        "rtspsrc location={url} protocols=udp latency=200 name=src \
+         src. ! application/x-rtp,media=video ! rtph264depay ! avdec_h264 ! \
+         appsink name=out sync=false emit-signals=false max-buffers=2 drop=true"
+    ))
+    .expect("pipeline")
+    .downcast::<gst::Pipeline>()
+    .expect("a pipeline");
+    let sink = pipeline
+        .by_name("out")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .expect("appsink");
+    let started = Instant::now();
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let deadline = started + window;
+    let (mut frames, mut first) = (0, None);
+    while Instant::now() < deadline {
+        if sink
+            .try_pull_sample(gst::ClockTime::from_mseconds(100))
+            .is_some()
+        {
+            frames += 1;
+            first.get_or_insert_with(|| started.elapsed());
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    (frames, first)
+}
+
+netns_test!(
+    nvrs_record_the_shared_stream_over_rtsp,
+    Net::LoopbackOnly,
+    {
+        let (camera, url) = rtsp_camera("rtsp-camera");
+        // What is there: H.264 at the profile's size (and Opus).
+        let started = Instant::now();
+        let (ok, probe) = run_tool(
+            "ffprobe",
+            [
+                "-v",
+                "error",
+                "-rtsp_transport",
+                "tcp",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "compact",
+                &url,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            Duration::from_secs(30),
+        )
+        .await;
+        let probe_time = started.elapsed();
+        assert!(ok, "{probe}");
+        assert!(
+            probe.contains("codec_name=h264|width=320|height=240"),
+            "{probe}"
+        );
+        assert!(probe.contains("codec_name=opus"), "{probe}");
+        // A recorder over TCP: 3 s into an MP4 that reads back with at least 60 frames.
+        let mp4 = artifacts_dir().join("rtsp-record.mp4");
+        let _ = std::fs::remove_file(&mp4);
+        let mp4_text = mp4.to_string_lossy().into_owned();
+        let (ok, text) = run_tool(
+            "ffmpeg",
+            [
+                "-v",
+                "error",
+                "-rtsp_transport",
+                "tcp",
+                "-i",
+                &url,
+                "-t",
+                "3",
+                "-c",
+                "copy",
+                "-y",
+                &mp4_text,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(ok, "{text}");
+        let (ok, counted) = run_tool(
+            "ffprobe",
+            [
+                "-v",
+                "error",
+                "-count_frames",
+                "-select_streams",
+                "v",
+                "-show_entries",
+                "stream=nb_read_frames",
+                "-of",
+                "default=nw=1:nk=1",
+                &mp4_text,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(ok, "{counted}");
+        let frames: u64 = counted.trim().parse().unwrap_or(0);
+        assert!(frames >= 60, "{frames} frames recorded");
+        // GStreamer's rtspsrc over UDP decodes frames too.
+        let udp_url = url.clone();
+        let (udp_frames, first_frame) = tokio::task::spawn_blocking(move || {
+            rtspsrc_frames_over_udp(&udp_url, Duration::from_secs(3))
+        })
+        .await
+        .expect("rtspsrc");
+        assert!(
+            udp_frames >= 30,
+            "rtspsrc over UDP decoded {udp_frames} frames"
+        );
+        // Credentials: none or a wrong password is a 401; the token is a 200.
+        use base64::Engine as _;
+        let basic = |password: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("webrtcd:{password}"))
+            )
+        };
+        assert_eq!(describe_status(&url, None).await, 401);
+        assert_eq!(
+            describe_status(&url, Some(&basic("wrong-password"))).await,
+            401
+        );
+        assert_eq!(describe_status(&url, Some(&basic(RTSP_TOKEN))).await, 200);
+        eprintln!(
+            "RTSP: ffprobe {probe_time:?} to describe the stream; {frames} frames in 3 s over TCP, \
+             {udp_frames} decoded over UDP in 3 s, the first {first_frame:?} after rtspsrc started"
+        );
+        let _ = camera;
+    }
+);
+
+// Every kind of viewer at once — three WHEP players, two webrtcd viewers over signaling, an
+// RTSP client — and the camera still runs one video and one audio encoder.
+netns_test!(
+    every_kind_of_viewer_shares_one_encoder,
+    Net::WithDummyRoute,
+    {
+        let (camera, url) = rtsp_camera("all-camera");
+        let whep = format!("http://{}/whep", camera.addr);
+        let players: Vec<_> = (0..3)
+            .map(|i| {
+                aiortc::spawn(
+                    &format!("all-whep-{i}"),
+                    &[
+                        "--whep".into(),
+                        whep.clone(),
+                        "--token".into(),
+                        RTSP_TOKEN.into(),
+                        "--stay".into(),
+                        "--seconds".into(),
+                        "16".into(),
+                    ],
+                )
+            })
+            .collect();
+        let mut viewers = Vec::new();
+        for i in 0..2 {
+            let id = format!("all-viewer-{i}");
+            // Receive-only, and called by the camera. (A daemon that offers H.264 itself leaves
+            // out profile-level-id, and the camera then finds no H.264 it can send.)
+            let profile = write_profile(
+                &id,
+                &format!("name = \"{id}\"\n[receive]\nvideo = \"count\"\n"),
+            );
+            let viewer = Proc::daemon_env(
+                &id,
+                &profile,
+                &["--relay", &camera.ws_url()],
+                &[("WEBRTCD_RELAY_TOKEN", RTSP_TOKEN)],
+            );
+            let session = poll(Duration::from_secs(20), || async {
+                let body = Some(format!("{{\"to\": \"{id}\"}}"));
+                let url = camera.api("/api/calls");
+                let (code, reply) =
+                    webrtcd::service::api_client::request("POST", &url, body, Some(ADMIN))
+                        .await
+                        .ok()?;
+                let reply: Value = serde_json::from_str(&reply).ok()?;
+                (code == 201).then(|| reply["session"].as_str().map(str::to_string))?
+            })
+            .await
+            .expect("the camera calls the viewer once it is registered");
+            viewers.push((viewer, session));
+        }
+        let rtsp = tokio::task::spawn_blocking(move || {
+            rtspsrc_frames_over_udp(&url, Duration::from_secs(10))
+        });
+        for (viewer, session) in &viewers {
+            wait_call(viewer, session, "video", |c| {
+                c["video_frames"].as_u64() > Some(30)
+            })
+            .await;
+        }
+        let all = poll(Duration::from_secs(20), || async {
+            let calls = admin_calls(&camera).await;
+            let whep = calls
+                .iter()
+                .filter(|c| c["role"] == "whep" && c["state"] == "connected")
+                .count();
+            (whep == 3 && calls.len() == 5).then_some(calls)
+        })
+        .await;
+        assert!(
+            all.is_some(),
+            "not every viewer got in: {:?}",
+            admin_calls(&camera).await
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (_, body) = webrtcd::service::api_client::request(
+            "GET",
+            &camera.api("/api/status"),
+            None,
+            Some(ADMIN),
+        )
+        .await
+        .expect("status");
+        let status: Value = serde_json::from_str(&body).expect("JSON");
+        eprintln!("all kinds at once: {}", status);
+        let (rtsp_frames, _) = rtsp.await.expect("rtspsrc");
+        assert!(
+            rtsp_frames >= 30,
+            "the RTSP client decoded {rtsp_frames} frames"
+        );
+        assert_eq!(status["encoders"]["video"], 1, "{status}");
+        assert_eq!(status["encoders"]["audio"], 1, "{status}");
+        let video = status["shared_streams"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["codec"] == "h264"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(video["subscribers"], 6, "3 WHEP + 2 calls + RTSP: {status}");
+        for player in players {
+            let report = aiortc::finished(player, &camera).await;
+            assert!(report["video_frames"].as_u64() >= Some(30), "{report}");
+        }
     }
 );

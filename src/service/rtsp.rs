@@ -1,0 +1,208 @@
+//! The RTSP server for NVRs (Frigate, Home Assistant, any recorder): `rtsp://HOST:PORT/live`
+//! serves the shared stream — the same capture and encoder elements as WebRTC viewers, not
+//! another encode — over UDP or TCP interleaved, with GStreamer's RTSP server.
+//!
+//! Every RTSP client shares one media pipeline (`shared`): one appsrc per track, subscribed
+//! to the shared encoder like a call's send branch, fed once it runs. With tokens configured,
+//! RTSP asks for Basic credentials: user `webrtcd`, password a token (either scope).
+//!
+//! The server runs its own GLib main loop on a thread of its own: its handlers may block
+//! (starting the camera for the first client) without touching tokio's workers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use anyhow::Context;
+use gst::prelude::*;
+use gst_rtsp_server::prelude::*;
+
+use crate::media::codecs::{Codec, MediaKind};
+use crate::media::fragments;
+use crate::media::shared::{Encoders, Subscription};
+
+/// The path NVRs are given.
+pub const PATH: &str = "/live";
+/// The Basic-auth user name that goes with a token as password.
+pub const USER: &str = "webrtcd";
+const ROLE: &str = "viewer";
+
+/// The subscriptions of the (one, shared) media pipeline while it is prepared: a client
+/// that starts playing asks them for a keyframe.
+type Feeds = Arc<Mutex<Vec<Weak<Subscription>>>>;
+
+/// Starts the server on `listen` (port 0: any); returns the address it is bound to.
+/// `secrets`: the tokens (none: open).
+pub fn start(
+    listen: SocketAddr,
+    encoders: Arc<Encoders>,
+    secrets: Vec<String>,
+    max_clients: usize,
+) -> anyhow::Result<SocketAddr> {
+    let video = preferred_video(&encoders);
+    let audio = encoders
+        .codecs(MediaKind::Audio)
+        .into_iter()
+        .find(|c| *c == Codec::Opus);
+    if video.is_none() && audio.is_none() {
+        anyhow::bail!("rtsp_listen: the profile has no video or Opus audio to serve");
+    }
+    let server = gst_rtsp_server::RTSPServer::new();
+    server.set_address(&listen.ip().to_string());
+    server.set_service(&listen.port().to_string());
+    let factory = gst_rtsp_server::RTSPMediaFactory::new();
+    factory.set_launch(&launch(video, audio));
+    factory.set_shared(true);
+    let feeds: Feeds = Arc::default();
+    {
+        let feeds = Arc::clone(&feeds);
+        let encoders = Arc::clone(&encoders);
+        factory.connect_media_configure(move |_, media| {
+            configure(media, &encoders, video, audio, &feeds);
+        });
+    }
+    if !secrets.is_empty() {
+        let auth = gst_rtsp_server::RTSPAuth::new();
+        let token = gst_rtsp_server::RTSPToken::builder()
+            .field(gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+            .build();
+        for secret in &secrets {
+            auth.add_basic(&gst_rtsp_server::RTSPAuth::make_basic(USER, secret), &token);
+        }
+        server.set_auth(Some(&auth));
+        factory.add_role_from_structure(
+            &gst::Structure::builder(ROLE)
+                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build(),
+        );
+    }
+    let mounts = server
+        .mount_points()
+        .context("the RTSP server has no mount points")?;
+    mounts.add_factory(PATH, factory);
+    limit_clients(&server, max_clients, &feeds);
+
+    let context = glib::MainContext::new();
+    server
+        .attach(Some(&context))
+        .with_context(|| format!("cannot listen for RTSP on {listen}"))?;
+    let port = u16::try_from(server.bound_port()).context("RTSP port")?;
+    let main_loop = glib::MainLoop::new(Some(&context), false);
+    std::thread::Builder::new()
+        .name("rtsp".into())
+        .spawn(move || {
+            let _server = server;
+            let _ = context.with_thread_default(|| main_loop.run());
+        })
+        .context("RTSP thread")?;
+    Ok(SocketAddr::new(listen.ip(), port))
+}
+
+/// H.264 first (what NVRs record), else the profile's first video codec.
+fn preferred_video(encoders: &Encoders) -> Option<Codec> {
+    let video = encoders.codecs(MediaKind::Video);
+    video
+        .iter()
+        .copied()
+        .find(|c| *c == Codec::H264)
+        .or_else(|| video.first().copied())
+}
+
+/// One appsrc and payloader per track; the RTSP server finds them as `pay0`, `pay1`.
+fn launch(video: Option<Codec>, audio: Option<Codec>) -> String {
+    let feed = |name: &str| {
+        format!("appsrc name={name} is-live=true format=time do-timestamp=true min-latency=0")
+    };
+    let mut parts = Vec::new();
+    for (i, (codec, src)) in [(video, "video"), (audio, "audio")]
+        .into_iter()
+        .filter_map(|(c, src)| c.map(|c| (c, src)))
+        .enumerate()
+    {
+        let pt = 96 + i as u32;
+        parts.push(format!(
+            "{} ! {}",
+            feed(src),
+            fragments::payloader_named(codec, pt, &format!("pay{i}"))
+        ));
+    }
+    format!("( {} )", parts.join(" "))
+}
+
+/// A new media pipeline: subscribe its appsrcs to the shared streams; each is fed from its
+/// first `need-data` (the pipeline runs then: frames get the right timestamps).
+fn configure(
+    media: &gst_rtsp_server::RTSPMedia,
+    encoders: &Arc<Encoders>,
+    video: Option<Codec>,
+    audio: Option<Codec>,
+    feeds: &Feeds,
+) {
+    let Some(bin) = media.element().downcast::<gst::Bin>().ok() else {
+        return;
+    };
+    let mut subscribed = Vec::new();
+    for (codec, name) in [(video, "video"), (audio, "audio")] {
+        let (Some(codec), Some(appsrc)) = (
+            codec,
+            bin.by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok()),
+        ) else {
+            continue;
+        };
+        match encoders.subscribe(codec, appsrc.clone(), || {}) {
+            Ok(subscription) => {
+                let subscription = Arc::new(subscription);
+                let activate = Arc::downgrade(&subscription);
+                appsrc.connect("need-data", false, move |_| {
+                    if let Some(subscription) = activate.upgrade() {
+                        subscription.activate();
+                    }
+                    None
+                });
+                subscribed.push(subscription);
+            }
+            Err(err) => tracing::warn!("RTSP: no {name} ({err})"),
+        }
+    }
+    tracing::info!(tracks = subscribed.len(), "RTSP media configured");
+    *lock(feeds) = subscribed.iter().map(Arc::downgrade).collect();
+    // Held while the media is prepared; unprepared (the last client left): let go, and the
+    // shared streams linger and stop as after a call.
+    let held = Mutex::new(subscribed);
+    media.connect_unprepared(move |_| {
+        tracing::info!("RTSP media unprepared");
+        lock(&held).clear();
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Refuses clients beyond `max` (each costs a connection and, over UDP, ports); a client
+/// that starts playing gets a keyframe at once (a recorder joining mid-stream would
+/// otherwise wait for the next periodic one).
+fn limit_clients(server: &gst_rtsp_server::RTSPServer, max: usize, feeds: &Feeds) {
+    let connected = Arc::new(AtomicUsize::new(0));
+    let feeds = Arc::clone(feeds);
+    server.connect_client_connected(move |_, client| {
+        let now = connected.fetch_add(1, Ordering::Relaxed) + 1;
+        let gone = Arc::clone(&connected);
+        client.connect_closed(move |_| {
+            gone.fetch_sub(1, Ordering::Relaxed);
+        });
+        if now > max {
+            tracing::info!(max, "RTSP: too many clients; closing one");
+            client.close();
+            return;
+        }
+        let feeds = Arc::clone(&feeds);
+        client.connect_play_request(move |_, _| {
+            for feed in lock(&feeds).iter().filter_map(Weak::upgrade) {
+                feed.start_at_keyframe();
+            }
+        });
+    });
+}
