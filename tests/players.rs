@@ -786,3 +786,132 @@ netns_test!(
         }
     }
 );
+
+// ---- WHIP -----------------------------------------------------------------------------------
+
+const WHIP_TOKEN: &str = "whip-endpoint-secret-0123";
+
+/// The WHIP endpoint of tests/peers (aiortc) on `port`, reporting to `report`.
+fn whip_endpoint(port: u16, report: &std::path::Path) -> std::process::Child {
+    let _ = std::fs::remove_file(report);
+    std::process::Command::new(aiortc::python())
+        .arg(aiortc::script("whip_endpoint.py"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--token",
+            WHIP_TOKEN,
+            "--seconds",
+            "60",
+        ])
+        .arg("--report")
+        .arg(report)
+        .stderr(std::fs::File::create(artifacts_dir().join("whip-endpoint.log")).expect("log"))
+        .spawn()
+        .expect("python with aiortc (make test installs it)")
+}
+
+fn endpoint_report(report: &std::path::Path) -> Value {
+    std::fs::read_to_string(report)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+async fn publish_status(camera: &Proc) -> Value {
+    let (_, body) =
+        webrtcd::service::api_client::request("GET", &camera.api("/api/status"), None, Some(ADMIN))
+            .await
+            .expect("status");
+    serde_json::from_str::<Value>(&body).unwrap_or_default()["publish"][0].clone()
+}
+
+// The device publishes its stream to a WHIP endpoint (an SFU's ingest; here aiortc, an
+// independent stack); the endpoint dies and comes back, and the device publishes again; on
+// shutdown it DELETEs its session.
+netns_test!(
+    the_stream_is_published_over_whip_and_again_after_the_endpoint_restarts,
+    Net::WithDummyRoute,
+    {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let report = artifacts_dir().join("whip-endpoint.json");
+        let mut endpoint = whip_endpoint(port, &report);
+        let cfg = config_file(
+            "whip-camera",
+            &format!(
+                "tokens = [{{ secret = '{ADMIN}', scope = 'admin' }}]\n\
+                 [[publish]]\nurl = 'http://127.0.0.1:{port}/whip'\ntoken = '{WHIP_TOKEN}'\n"
+            ),
+        );
+        let mut camera = Proc::daemon(
+            "whip-camera",
+            &light_profile("whip-camera", ""),
+            &["--config", &cfg],
+        );
+        let frames_in = |within: u64| {
+            let report = report.clone();
+            poll(Duration::from_secs(within), move || {
+                let report = report.clone();
+                async move {
+                    let r = endpoint_report(&report);
+                    (r["video_frames"].as_u64() >= Some(30)).then_some(r)
+                }
+            })
+        };
+        let first = frames_in(30).await;
+        assert!(
+            first.is_some(),
+            "the endpoint got no video: {}",
+            endpoint_report(&report)
+        );
+        let status = publish_status(&camera).await;
+        assert_eq!(status["state"], "publishing", "{status}");
+        assert_eq!(status["url"], format!("http://127.0.0.1:{port}/whip"));
+        // The endpoint vanishes without a word, and is back a moment later.
+        let _ = endpoint.kill();
+        let _ = endpoint.wait();
+        let restarted = Instant::now();
+        let mut endpoint = whip_endpoint(port, &report);
+        let posted = poll(Duration::from_secs(20), || async {
+            (endpoint_report(&report)["posts"].as_u64() >= Some(1)).then(|| restarted.elapsed())
+        })
+        .await;
+        let again = frames_in(30).await;
+        let after = restarted.elapsed();
+        assert!(
+            again.is_some(),
+            "not published again: {}",
+            endpoint_report(&report)
+        );
+        let status = publish_status(&camera).await;
+        eprintln!(
+            "WHIP: published again {posted:?} after the endpoint's restart, 30 frames there \
+             after {after:?}; {status}"
+        );
+        // (The endpoint's own start, Python and aiortc, is most of it.)
+        assert!(
+            posted.is_some_and(|t| t <= Duration::from_secs(10)),
+            "{posted:?}"
+        );
+        assert!(
+            !camera.log_text().contains(WHIP_TOKEN),
+            "the endpoint's token is in the log"
+        );
+        // Shutdown: the session is DELETEd.
+        assert!(camera.terminate().is_some_and(|s| s.success()));
+        let deleted = poll(Duration::from_secs(5), || async {
+            (endpoint_report(&report)["deletes"].as_u64() >= Some(1)).then_some(())
+        })
+        .await;
+        let _ = endpoint.kill();
+        let _ = endpoint.wait();
+        assert!(
+            deleted.is_some(),
+            "no DELETE on shutdown: {}",
+            endpoint_report(&report)
+        );
+    }
+);

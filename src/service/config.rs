@@ -64,6 +64,9 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// With TLS: serve HTTPS here and keep `listen` plain HTTP (default: `listen` is HTTPS).
     pub tls_listen: Option<SocketAddr>,
+    /// `[[publish]]`: WHIP endpoints (an SFU's ingest) the shared stream is published to.
+    #[serde(default)]
+    pub publish: Vec<PublishTarget>,
     /// Serve `rtsp://HOST:PORT/live` (for NVRs) here; none: no RTSP.
     pub rtsp_listen: Option<SocketAddr>,
     /// RTSP clients at once (more are closed at once).
@@ -112,6 +115,16 @@ pub struct Config {
     /// The file this was read from (none: built-in defaults).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// One WHIP endpoint to publish to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishTarget {
+    /// `https://sfu.example/whip/room` (or `http://`).
+    pub url: String,
+    /// Sent as `Authorization: Bearer …`; never logged.
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +241,7 @@ impl Default for Config {
             tls_key: None,
             tls_names: Vec::new(),
             tls_listen: None,
+            publish: Vec::new(),
             rtsp_listen: None,
             rtsp_max_clients: default_rtsp_max_clients(),
             allowed_origins: Vec::new(),
@@ -426,6 +440,15 @@ impl Config {
         }
         if self.max_connections == 0 {
             out.push("max_connections: must be at least 1".into());
+        }
+        for target in &self.publish {
+            match url::Url::parse(&target.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+                _ => out.push(format!(
+                    "publish: {:?} is not an http:// or https:// URL",
+                    target.url
+                )),
+            }
         }
         if self.rtsp_max_clients == 0 {
             out.push("rtsp_max_clients: must be at least 1".into());
@@ -647,6 +670,7 @@ mod tests {
             "tls_listen",
             "rtsp_listen",
             "rtsp_max_clients",
+            "[[publish]]",
             "allowed_origins",
             "allowed_hosts",
             "keepalive_secs",

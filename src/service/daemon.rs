@@ -288,6 +288,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     let _ = warm_up.await;
     media::release_memory();
     let listeners = Listeners::bind(&config, "webrtcd").await?;
+    let publishing = super::whip::start(&config.publish, &calls)?;
     let app = http::daemon_router(
         relay_state(&relay, &config, &tasks, tls.as_ref()),
         Arc::clone(&calls),
@@ -300,6 +301,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             turn_rest: turn_rest(&config),
             relay_only: config.ice_transport_policy == super::config::TransportPolicy::Relay,
         },
+        Arc::clone(&publishing),
     );
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
     if let Some(listen) = config.rtsp_listen {
@@ -333,6 +335,8 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
 
     signals.shutdown.wait().await;
     notifier.notify("STOPPING=1\nSTATUS=hanging up");
+    // Publications first: each tells its endpoint (DELETE) before the calls end.
+    publishing.stop(SHUTDOWN_GRACE).await;
     tracing::info!("shutting down: ending {} calls", calls.session_count());
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     if !calls.shut_down(EndReason::Shutdown, SHUTDOWN_GRACE).await {

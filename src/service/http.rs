@@ -56,6 +56,7 @@ struct DaemonState {
     /// The HTTPS address's port, for the page's hint when it is loaded over plain HTTP.
     https_port: Option<u16>,
     ice: Arc<IceServers>,
+    publishing: Arc<super::whip::Publishing>,
 }
 
 /// What `GET /api/ice-servers` hands a page: STUN, and TURN servers with short-lived
@@ -94,6 +95,7 @@ pub fn daemon_router(
     web_dir: Option<PathBuf>,
     https_port: Option<u16>,
     ice: IceServers,
+    publishing: Arc<super::whip::Publishing>,
 ) -> Router {
     let ice = Arc::new(ice);
     let whep = super::whep::Sessions::new(Arc::clone(&calls));
@@ -104,6 +106,7 @@ pub fn daemon_router(
         web_dir: web_dir.map(Arc::new),
         https_port,
         ice: Arc::clone(&ice),
+        publishing,
     };
     let tokens = Arc::clone(&relay.tokens);
     let guard = Arc::clone(&relay.guard);
@@ -261,6 +264,7 @@ async fn status(State(state): State<DaemonState>) -> Response {
         "pipelines": crate::media::live_pipelines(),
         "encoders": crate::media::live_encoders(),
         "shared_streams": state.encoders.streams(),
+        "publish": state.publishing.statuses(),
         "echo_cancellers": {
             "dsp": crate::media::live_elements_of("webrtcdsp"),
             "probe": crate::media::live_elements_of("webrtcechoprobe"),

@@ -9,12 +9,14 @@ mod daemon;
 pub mod guard;
 mod health;
 pub mod http;
+pub mod http_client;
 pub mod listener;
 pub mod logging;
 mod notify;
 pub mod rtsp;
 pub mod tls;
 pub mod whep;
+pub mod whip;
 
 pub use check::{Checked, check_config};
 pub use daemon::{run_daemon, run_relay};

@@ -55,6 +55,9 @@ const LOSS_ESTIMATE_MIN_KBPS: u32 = 50;
 /// retransmission on, receiver reports hide loss, and a receiver that lost more than it could
 /// get back (a link far narrower than the stream) mostly stops NACKing and asks for keyframes.
 const KEYFRAME_REQUEST_LOSS: f64 = 0.2;
+/// A WHIP publication whose endpoint has sent nothing (RTCP reports) for this long ends, and
+/// its publisher publishes again.
+const WHIP_RECOVERY: Duration = Duration::from_secs(4);
 /// The side that offered restarts ICE once a connected call's path has not worked both ways
 /// for this long (its peer's path is likely gone: a phone left its Wi-Fi)...
 const ICE_RESTART_AFTER: Duration = Duration::from_secs(5);
@@ -376,7 +379,7 @@ impl Call {
         events: &mut UnboundedReceiver<Event>,
         peer: &mut mpsc::Receiver<PeerInput>,
     ) -> CallEnd {
-        if self.info.role.offers() {
+        if self.info.role == Role::Caller {
             let call = Message::Call {
                 route: Route::new(&self.info.peer, &self.info.session),
             };
@@ -397,7 +400,12 @@ impl Call {
         tokio::pin!(deadline);
         let mut ping = tokio::time::interval(PING_INTERVAL);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
-        let mut path = PathWatch::new(self.settings.ice_recovery);
+        // A WHIP publisher whose endpoint went quiet publishes again, soon.
+        let recovery = match self.info.role {
+            Role::Whip => self.settings.ice_recovery.min(WHIP_RECOVERY),
+            _ => self.settings.ice_recovery,
+        };
+        let mut path = PathWatch::new(recovery);
         loop {
             self.info.beat();
             let step = tokio::select! {
@@ -550,7 +558,7 @@ impl Call {
     async fn on_media_ready(&mut self) -> Step {
         self.media_ready = true;
         match self.info.role {
-            Role::Caller => self.offer().await,
+            Role::Caller | Role::Whip => self.offer().await,
             Role::Callee | Role::Whep => match self.held_offer.take() {
                 Some(offer) => self.answer(&offer).await,
                 None => {
@@ -575,17 +583,20 @@ impl Call {
                 .await?;
             self.link_send_branch(branch).await?;
         }
-        let channel = self
-            .webrtcbin
-            .emit_by_name::<Option<WebRTCDataChannel>>(
-                "create-data-channel",
-                &[&"chat", &None::<gst::Structure>],
-            )
-            .ok_or_else(|| CallEnd::local(EndReason::InternalError, "no DataChannel"))?;
-        webrtc::wire_channel(&channel, &self.events, &self.peer_tx);
-        self.channel = Some(channel);
-        self.info.channels_created.fetch_add(1, Ordering::Relaxed);
-        self.info.set_channel(ChannelState::Connecting);
+        // A WHIP endpoint (an SFU) takes media only.
+        if self.info.role == Role::Caller {
+            let channel = self
+                .webrtcbin
+                .emit_by_name::<Option<WebRTCDataChannel>>(
+                    "create-data-channel",
+                    &[&"chat", &None::<gst::Structure>],
+                )
+                .ok_or_else(|| CallEnd::local(EndReason::InternalError, "no DataChannel"))?;
+            webrtc::wire_channel(&channel, &self.events, &self.peer_tx);
+            self.channel = Some(channel);
+            self.info.channels_created.fetch_add(1, Ordering::Relaxed);
+            self.info.set_channel(ChannelState::Connecting);
+        }
 
         webrtc::enable_loss_recovery(&self.webrtcbin, &self.send_video, self.fec());
         let mut offer = self.create_description("create-offer", "offer").await?;
@@ -1091,7 +1102,7 @@ impl Call {
         } else {
             path.silence()
         };
-        if self.info.role.offers()
+        if self.info.role == Role::Caller
             && self.info.state() == CallState::Connected
             && silence >= ICE_RESTART_AFTER
             && due

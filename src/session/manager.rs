@@ -19,6 +19,8 @@ use crate::protocol::{EndReason, ErrorCode, Message, Route};
 /// The peer name of every WHEP session (its player is known by its session's URL only). It
 /// holds a space, which no relay id may: no peer on the relay can pose as a WHEP player.
 pub const WHEP_PEER: &str = "whep player";
+/// The peer name of every WHIP publication (an endpoint known by its URL).
+pub const WHIP_PEER: &str = "whip endpoint";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlaceCallError {
@@ -149,17 +151,38 @@ impl CallManager {
         let me = state.id.clone().unwrap_or_default();
         self.start(&mut state, WHEP_PEER, session, Role::Whep, to_player);
         drop(state);
-        self.from_whep_player(Message::Offer {
-            route: Route::new(&me, session),
-            sdp: offer,
-        });
+        self.from_http_peer(
+            WHEP_PEER,
+            Message::Offer {
+                route: Route::new(&me, session),
+                sdp: offer,
+            },
+        );
         Ok(())
     }
 
-    /// Hands a message from a WHEP player (an offer, a candidate) to its session.
-    pub fn from_whep_player(&self, mut msg: Message) {
+    /// Starts publishing to a WHIP endpoint as session `session`: the call offers (to
+    /// `to_endpoint`: its publisher posts the offer), and takes the endpoint's answer through
+    /// [`CallManager::from_http_peer`] with [`WHIP_PEER`]. Not counted against
+    /// `max_sessions`: it is the device's own output, not a viewer.
+    pub fn start_publish(
+        self: &Arc<Self>,
+        session: &str,
+        to_endpoint: mpsc::Sender<Message>,
+    ) -> Result<(), PlaceCallError> {
+        let mut state = self.lock();
+        if self.tasks.is_closed() {
+            return Err(PlaceCallError::Busy(0));
+        }
+        self.start(&mut state, WHIP_PEER, session, Role::Whip, to_endpoint);
+        Ok(())
+    }
+
+    /// Hands a message from a peer over HTTP (a WHEP player's offer or candidates, a WHIP
+    /// endpoint's answer) to its session.
+    pub fn from_http_peer(&self, peer: &str, mut msg: Message) {
         if let Some(route) = msg.route_mut() {
-            route.from = Some(WHEP_PEER.to_string());
+            route.from = Some(peer.to_string());
         }
         self.route_to_session(msg);
     }

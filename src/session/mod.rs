@@ -56,6 +56,9 @@ pub enum Role {
     Callee,
     /// A WHEP player's session: a callee whose offer came in an HTTP request.
     Whep,
+    /// Publishing to a WHIP endpoint: a caller whose offer goes out in an HTTP request, with
+    /// no DataChannel, which does not restart ICE (its publisher publishes again).
+    Whip,
 }
 
 impl Role {
@@ -64,12 +67,13 @@ impl Role {
             Role::Caller => "caller",
             Role::Callee => "callee",
             Role::Whep => "whep",
+            Role::Whip => "whip",
         }
     }
 
     /// This side makes the offers (and the DataChannel); the others answer.
     pub fn offers(self) -> bool {
-        self == Role::Caller
+        matches!(self, Role::Caller | Role::Whip)
     }
 }
 

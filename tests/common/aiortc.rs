@@ -9,12 +9,20 @@ use serde_json::Value;
 
 use super::{Proc, artifacts_dir};
 
-fn python() -> PathBuf {
+/// The venv's Python, with aiortc.
+pub fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python")
 }
 
 fn peer_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiortc_peer.py")
+    script("aiortc_peer.py")
+}
+
+/// A script of tests/peers.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
 }
 
 /// What the aiortc peer did: its exit status, its JSON report and its stderr.

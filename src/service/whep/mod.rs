@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::protocol::{Message, Route};
 use crate::session::ice::Credentials;
+use crate::session::manager::WHEP_PEER;
 use crate::session::{CallManager, PlaceCallError};
 
 /// How long a POST waits for the call to answer (media start included).
@@ -133,10 +134,13 @@ impl Sessions {
             };
             *link.offer.lock().unwrap_or_else(|p| p.into_inner()) = restarted.clone();
             let before = link.view.borrow().answers;
-            self.calls.from_whep_player(Message::Offer {
-                route: Route::new(&me, session),
-                sdp: restarted,
-            });
+            self.calls.from_http_peer(
+                WHEP_PEER,
+                Message::Offer {
+                    route: Route::new(&me, session),
+                    sdp: restarted,
+                },
+            );
             answered = Some(before);
         }
         tracing::debug!(
@@ -146,12 +150,15 @@ impl Sessions {
             "WHEP patch"
         );
         for (mline, candidate) in parsed.candidates {
-            self.calls.from_whep_player(Message::Candidate {
-                route: Route::new(&me, session),
-                candidate,
-                sdp_mid: mids.get(mline as usize).cloned().filter(|m| !m.is_empty()),
-                sdp_mline_index: Some(mline),
-            });
+            self.calls.from_http_peer(
+                WHEP_PEER,
+                Message::Candidate {
+                    route: Route::new(&me, session),
+                    candidate,
+                    sdp_mid: mids.get(mline as usize).cloned().filter(|m| !m.is_empty()),
+                    sdp_mline_index: Some(mline),
+                },
+            );
         }
         let Some(before) = answered else {
             return Ok(None);

@@ -1,0 +1,344 @@
+//! WHIP publishing: the shared stream (no extra encode) pushed to WHIP endpoints — an SFU's
+//! ingest that serves audiences larger than the device's uplink. Per `[[publish]]` target, a
+//! task keeps one publication up: a call (role `whip`) offers, its candidates gathered into
+//! the offer (not every endpoint takes trickled ones), the offer is POSTed, the endpoint's
+//! answer goes back to the call. When the call ends (the endpoint went quiet, refused, or
+//! hung up) it publishes again with backoff; on shutdown it DELETEs the session.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::PublishTarget;
+use super::http_client;
+use super::whep::frag;
+use crate::protocol::{EndReason, Message, Route};
+use crate::session::CallManager;
+use crate::session::manager::WHIP_PEER;
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long the call may take to offer (media start included) and gather.
+const OFFER_WITHIN: Duration = Duration::from_secs(10);
+const GATHER_WITHIN: Duration = Duration::from_secs(2);
+/// How long the endpoint may take to answer the POST (and the DELETE).
+const HTTP_WITHIN: Duration = Duration::from_secs(10);
+
+/// What `GET /api/status` says of one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishStatus {
+    /// The URL without credentials or query.
+    pub url: String,
+    /// `connecting`, `publishing`, `retrying` or `stopped`.
+    pub state: &'static str,
+    /// Since when (seconds since the Unix epoch).
+    pub since: u64,
+    pub last_error: Option<String>,
+    pub session: Option<String>,
+}
+
+/// The publishers: their state (shared with the HTTP API), and how to stop them.
+#[derive(Default)]
+pub struct Publishing {
+    statuses: Mutex<Vec<PublishStatus>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Publishing {
+    pub fn statuses(&self) -> Vec<PublishStatus> {
+        self.lock().clone()
+    }
+
+    /// Ends every publication (each DELETEs its endpoint session) and waits, at most
+    /// `grace`, for them. Before the calls are ended: a publisher tells its endpoint itself.
+    pub async fn stop(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WHIP publishers still stopping after {grace:?}");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PublishStatus>> {
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, index: usize, state: &'static str, error: Option<String>, session: Option<&str>) {
+        if let Some(status) = self.lock().get_mut(index) {
+            status.state = state;
+            status.since = now_secs();
+            if error.is_some() {
+                status.last_error = error;
+            }
+            status.session = session.map(str::to_string);
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The URL as it may be shown: scheme, host, port and path.
+fn shown(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort],
+        url.path()
+    )
+}
+
+/// Starts one task per target; [`Publishing::stop`] ends them.
+pub fn start(
+    targets: &[PublishTarget],
+    calls: &Arc<CallManager>,
+) -> anyhow::Result<Arc<Publishing>> {
+    let publishing = Arc::new(Publishing::default());
+    let tls = super::tls::client_config(None)?;
+    for (index, target) in targets.iter().enumerate() {
+        let url = url::Url::parse(&target.url)?;
+        publishing.lock().push(PublishStatus {
+            url: shown(&url),
+            state: "connecting",
+            since: now_secs(),
+            last_error: None,
+            session: None,
+        });
+        let publisher = Publisher {
+            index,
+            url,
+            token: target.token.as_ref().map(|t| t.expose_secret().to_string()),
+            calls: Arc::clone(calls),
+            status: Arc::clone(&publishing),
+            tls: Arc::clone(&tls),
+        };
+        publishing
+            .tasks
+            .spawn(publisher.run(publishing.stop.clone()));
+    }
+    Ok(publishing)
+}
+
+struct Publisher {
+    index: usize,
+    url: url::Url,
+    token: Option<String>,
+    calls: Arc<CallManager>,
+    status: Arc<Publishing>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// How one publication ended.
+enum Ended {
+    /// The daemon is shutting down: stop.
+    Shutdown,
+    /// It failed or dropped: why.
+    Dropped(String),
+}
+
+impl Publisher {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let (ended, established) = self.publish_once(&shutdown).await;
+            match ended {
+                Ended::Shutdown => {
+                    self.status.set(self.index, "stopped", None, None);
+                    return;
+                }
+                Ended::Dropped(why) => {
+                    tracing::warn!(url = %shown(&self.url), "WHIP publication ended: {why}");
+                    if established {
+                        backoff = BACKOFF_MIN;
+                    }
+                    self.status.set(self.index, "retrying", Some(why), None);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.status.set(self.index, "stopped", None, None);
+                    return;
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn headers(&self, content_type: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(kind) = content_type {
+            headers.push(("content-type", kind.to_string()));
+        }
+        if let Some(token) = &self.token {
+            headers.push(("authorization", format!("Bearer {token}")));
+        }
+        headers
+    }
+
+    /// One publication, from the offer to its end; whether the endpoint took it (a
+    /// publication that was up retries at once: the endpoint is likely back soon).
+    async fn publish_once(&self, shutdown: &CancellationToken) -> (Ended, bool) {
+        self.status.set(self.index, "connecting", None, None);
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            return (Ended::Dropped("no randomness".into()), false);
+        }
+        let session = format!(
+            "whip-{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let (to_endpoint, mut from_call) = mpsc::channel(64);
+        if self.calls.start_publish(&session, to_endpoint).is_err() {
+            return (Ended::Shutdown, false);
+        }
+        let offer = match gathered_offer(&mut from_call).await {
+            Ok(offer) => offer,
+            Err(why) => {
+                self.calls.hangup(&session);
+                return (Ended::Dropped(why), false);
+            }
+        };
+        let posted = tokio::time::timeout(
+            HTTP_WITHIN,
+            http_client::send(
+                "POST",
+                &self.url,
+                &self.headers(Some("application/sdp")),
+                offer.into_bytes(),
+                &self.tls,
+            ),
+        )
+        .await;
+        let reply = match posted {
+            Ok(Ok(reply)) if reply.status == 201 => reply,
+            Ok(Ok(reply)) => {
+                self.calls.hangup(&session);
+                return (
+                    Ended::Dropped(format!("the endpoint answered {}", reply.status)),
+                    false,
+                );
+            }
+            Ok(Err(err)) => {
+                self.calls.hangup(&session);
+                return (Ended::Dropped(format!("{err:#}")), false);
+            }
+            Err(_) => {
+                self.calls.hangup(&session);
+                return (
+                    Ended::Dropped(format!("no answer within {HTTP_WITHIN:?}")),
+                    false,
+                );
+            }
+        };
+        let location = reply
+            .headers
+            .get(hyper::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| self.url.join(l).ok());
+        let answer = String::from_utf8_lossy(&reply.body).into_owned();
+        self.calls.from_http_peer(
+            WHIP_PEER,
+            Message::Answer {
+                route: Route::new("", &session),
+                sdp: answer,
+            },
+        );
+        self.status
+            .set(self.index, "publishing", None, Some(&session));
+        tracing::info!(url = %shown(&self.url), %session, "publishing over WHIP");
+        // Until the call ends (its channel closes after its hangup) or the daemon stops.
+        let ended = loop {
+            tokio::select! {
+                msg = from_call.recv() => match msg {
+                    Some(Message::Hangup { reason, .. }) if reason == EndReason::Shutdown.as_str() => {
+                        break Ended::Shutdown;
+                    }
+                    Some(Message::Hangup { reason, message, .. }) => {
+                        break Ended::Dropped(match message {
+                            Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+                            _ => reason,
+                        });
+                    }
+                    Some(_) => {}
+                    None => break Ended::Dropped("the call ended".into()),
+                },
+                _ = shutdown.cancelled() => {
+                    self.calls.hangup(&session);
+                    break Ended::Shutdown;
+                }
+            }
+        };
+        // The endpoint's session is gone or going: tell it (best effort, bounded).
+        if let Some(location) = location {
+            let deleted = tokio::time::timeout(
+                HTTP_WITHIN,
+                http_client::send(
+                    "DELETE",
+                    &location,
+                    &self.headers(None),
+                    Vec::new(),
+                    &self.tls,
+                ),
+            )
+            .await;
+            match deleted {
+                Ok(Ok(reply)) => tracing::debug!(status = reply.status, "WHIP session deleted"),
+                Ok(Err(err)) => tracing::debug!("WHIP DELETE failed: {err:#}"),
+                Err(_) => tracing::debug!("WHIP DELETE not answered within {HTTP_WITHIN:?}"),
+            }
+        }
+        (ended, true)
+    }
+}
+
+/// The call's offer with its candidates gathered in (bounded).
+async fn gathered_offer(from_call: &mut mpsc::Receiver<Message>) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + OFFER_WITHIN;
+    let mut offer = None;
+    let mut candidates = Vec::new();
+    let mut gather_deadline = deadline;
+    let complete = loop {
+        let msg = match tokio::time::timeout_at(gather_deadline, from_call.recv()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Err("the call ended before offering".into()),
+            Err(_) if offer.is_some() => break false,
+            Err(_) => return Err(format!("no offer within {OFFER_WITHIN:?}")),
+        };
+        match msg {
+            Message::Offer { sdp, .. } => {
+                offer = Some(sdp);
+                gather_deadline = tokio::time::Instant::now() + GATHER_WITHIN;
+            }
+            Message::Candidate { candidate, .. } if candidate.is_empty() => {
+                if offer.is_some() {
+                    break true;
+                }
+            }
+            Message::Candidate {
+                candidate,
+                sdp_mline_index,
+                ..
+            } if candidates.len() < 32 => {
+                candidates.push((sdp_mline_index.unwrap_or(0), candidate));
+            }
+            Message::Hangup { reason, .. } => return Err(reason),
+            _ => {}
+        }
+    };
+    let offer = offer.unwrap_or_default();
+    frag::with_candidates(&offer, &candidates, complete)
+        .ok_or_else(|| "the offer does not parse".into())
+}
