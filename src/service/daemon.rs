@@ -291,9 +291,12 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     let publishing = super::whip::start(&config.publish, &calls)?;
     let app = http::daemon_router(
         relay_state(&relay, &config, &tasks, tls.as_ref()),
-        Arc::clone(&calls),
-        Arc::clone(&encoders),
-        Arc::clone(&health),
+        http::DaemonParts {
+            calls: Arc::clone(&calls),
+            encoders: Arc::clone(&encoders),
+            health: Arc::clone(&health),
+            publishing: Arc::clone(&publishing),
+        },
         config.web_dir.clone(),
         listeners.https_port(),
         http::IceServers {
@@ -301,7 +304,6 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             turn_rest: turn_rest(&config),
             relay_only: config.ice_transport_policy == super::config::TransportPolicy::Relay,
         },
-        Arc::clone(&publishing),
     );
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
     if let Some(listen) = config.rtsp_listen {

@@ -87,16 +87,27 @@ fn signaling_router(state: RelayState) -> Router {
         .with_state(state)
 }
 
+/// What the daemon's routes answer from.
+pub struct DaemonParts {
+    pub calls: Arc<CallManager>,
+    pub encoders: Arc<Encoders>,
+    pub health: Arc<Health>,
+    pub publishing: Arc<super::whip::Publishing>,
+}
+
 pub fn daemon_router(
     relay: RelayState,
-    calls: Arc<CallManager>,
-    encoders: Arc<Encoders>,
-    health: Arc<Health>,
+    parts: DaemonParts,
     web_dir: Option<PathBuf>,
     https_port: Option<u16>,
     ice: IceServers,
-    publishing: Arc<super::whip::Publishing>,
 ) -> Router {
+    let DaemonParts {
+        calls,
+        encoders,
+        health,
+        publishing,
+    } = parts;
     let ice = Arc::new(ice);
     let whep = super::whep::Sessions::new(Arc::clone(&calls));
     let state = DaemonState {

@@ -322,16 +322,14 @@ async fn gathered_offer(from_call: &mut mpsc::Receiver<Message>) -> Result<Strin
                 offer = Some(sdp);
                 gather_deadline = tokio::time::Instant::now() + GATHER_WITHIN;
             }
-            Message::Candidate { candidate, .. } if candidate.is_empty() => {
-                if offer.is_some() {
-                    break true;
-                }
+            Message::Candidate { candidate, .. } if candidate.is_empty() && offer.is_some() => {
+                break true;
             }
             Message::Candidate {
                 candidate,
                 sdp_mline_index,
                 ..
-            } if candidates.len() < 32 => {
+            } if !candidate.is_empty() && candidates.len() < 32 => {
                 candidates.push((sdp_mline_index.unwrap_or(0), candidate));
             }
             Message::Hangup { reason, .. } => return Err(reason),
