@@ -569,7 +569,7 @@ netns_test!(
     Net::LoopbackOnly,
     {
         let (camera, url) = rtsp_camera("rtsp-camera");
-        // What is there: H.264 at the profile's size (and Opus).
+        // What is there: H.264 at the profile's size, Opus and PCMA.
         let started = Instant::now();
         let (ok, probe) = run_tool(
             "ffprobe",
@@ -597,6 +597,8 @@ netns_test!(
             "{probe}"
         );
         assert!(probe.contains("codec_name=opus"), "{probe}");
+        // G.711 A-law too, for recorders that take nothing else.
+        assert!(probe.contains("codec_name=pcm_alaw"), "{probe}");
         // A recorder over TCP: 3 s into an MP4 that reads back with at least 60 frames.
         let mp4 = artifacts_dir().join("rtsp-record.mp4");
         let _ = std::fs::remove_file(&mp4);
@@ -681,7 +683,8 @@ netns_test!(
 );
 
 // Every kind of viewer at once — three WHEP players, two webrtcd viewers over signaling, an
-// RTSP client — and the camera still runs one video and one audio encoder.
+// RTSP client — and the camera still runs one video and one Opus encoder (`encoders` counts
+// the shared pipelines'; the RTSP media's G.711 transcode of the Opus stream is not in it).
 netns_test!(
     every_kind_of_viewer_shares_one_encoder,
     Net::WithDummyRoute,

@@ -642,7 +642,8 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.split_once(" = ").is_some() => rest,
+                // A commented key, or a commented table of an array (`[[publish]]`).
+                Some(rest) if rest.split_once(" = ").is_some() || rest.starts_with("[[") => rest,
                 _ => l,
             })
             .map(|l| format!("{l}\n"))

@@ -57,7 +57,12 @@ struct DaemonState {
     https_port: Option<u16>,
     ice: Arc<IceServers>,
     publishing: Arc<super::whip::Publishing>,
+    /// Snapshots being taken (each holds a blocking thread while it waits for a picture).
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Snapshots taken at once; more get 503 (a poller that piles up requests gets no threads).
+const MAX_SNAPSHOTS: usize = 4;
 
 /// What `GET /api/ice-servers` hands a page: STUN, and TURN servers with short-lived
 /// credentials (never the long-term ones of `turn_servers` URLs that carry a password).
@@ -118,6 +123,7 @@ pub fn daemon_router(
         https_port,
         ice: Arc::clone(&ice),
         publishing,
+        snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
     };
     let tokens = Arc::clone(&relay.tokens);
     let guard = Arc::clone(&relay.guard);
@@ -329,9 +335,20 @@ async fn snapshot(
     axum::extract::Query(query): axum::extract::Query<SnapshotQuery>,
 ) -> Response {
     use crate::media::shared::SnapshotError;
+    // Held by the blocking thread until it is done (not dropped with a request whose client
+    // went away).
+    let Ok(taking) = Arc::clone(&state.snapshots).try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many snapshots at once; try again",
+        );
+    };
     let encoders = Arc::clone(&state.encoders);
-    let taken =
-        tokio::task::spawn_blocking(move || encoders.snapshot(query.width, SNAPSHOT_WITHIN)).await;
+    let taken = tokio::task::spawn_blocking(move || {
+        let _taking = taking;
+        encoders.snapshot(query.width, SNAPSHOT_WITHIN)
+    })
+    .await;
     match taken {
         Ok(Ok(jpeg)) => (
             [

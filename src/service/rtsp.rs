@@ -2,8 +2,9 @@
 //! serves the shared stream — the same capture and encoder elements as WebRTC viewers, not
 //! another encode — over UDP or TCP interleaved, with GStreamer's RTSP server.
 //!
-//! Every RTSP client shares one media pipeline (`shared`): one appsrc per track, subscribed
-//! to the shared encoder like a call's send branch, fed once it runs. With tokens configured,
+//! Every RTSP client shares one media pipeline (`shared`): one appsrc per shared stream,
+//! subscribed to the shared encoder like a call's send branch, fed once it runs. Audio goes
+//! out as Opus and as PCMA (for recorders that know only G.711). With tokens configured,
 //! RTSP asks for Basic credentials: user `webrtcd`, password a token (either scope).
 //!
 //! The server runs its own GLib main loop on a thread of its own: its handlers may block
@@ -109,25 +110,45 @@ fn preferred_video(encoders: &Encoders) -> Option<Codec> {
         .or_else(|| video.first().copied())
 }
 
-/// One appsrc and payloader per track; the RTSP server finds them as `pay0`, `pay1`.
+/// One appsrc per shared stream; the RTSP server finds the tracks' payloaders as `pay0`,
+/// `pay1`… The microphone goes out as Opus and, for recorders that take only G.711, also as
+/// PCMA (8 kHz A-law, decoded from the shared Opus stream: no second capture of the
+/// microphone, which ALSA would refuse) when this GStreamer has the elements.
 fn launch(video: Option<Codec>, audio: Option<Codec>) -> String {
     let feed = |name: &str| {
         format!("appsrc name={name} is-live=true format=time do-timestamp=true min-latency=0")
     };
     let mut parts = Vec::new();
-    for (i, (codec, src)) in [(video, "video"), (audio, "audio")]
-        .into_iter()
-        .filter_map(|(c, src)| c.map(|c| (c, src)))
-        .enumerate()
-    {
-        let pt = 96 + i as u32;
+    let mut next_pay = 0;
+    if let Some(codec) = video {
         parts.push(format!(
             "{} ! {}",
-            feed(src),
-            fragments::payloader_named(codec, pt, &format!("pay{i}"))
+            feed("video"),
+            fragments::payloader_named(codec, 96, "pay0")
         ));
+        next_pay = 1;
+    }
+    if let Some(codec) = audio {
+        let opus = fragments::payloader_named(codec, 97, &format!("pay{next_pay}"));
+        if pcma_available() {
+            parts.push(format!(
+                "{} ! tee name=mic mic. ! queue ! {opus} \
+                 mic. ! queue ! opusdec ! audioconvert ! audioresample ! \
+                 audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay{} pt=8",
+                feed("audio"),
+                next_pay + 1
+            ));
+        } else {
+            parts.push(format!("{} ! {opus}", feed("audio")));
+        }
     }
     format!("( {} )", parts.join(" "))
+}
+
+fn pcma_available() -> bool {
+    ["opusdec", "alawenc", "rtppcmapay"]
+        .iter()
+        .all(|name| gst::ElementFactory::find(name).is_some())
 }
 
 /// A new media pipeline: subscribe its appsrcs to the shared streams; each is fed from its
