@@ -796,6 +796,10 @@ const WHIP_TOKEN: &str = "whip-endpoint-secret-0123";
 
 /// The WHIP endpoint of tests/peers (aiortc) on `port`, reporting to `report`.
 fn whip_endpoint(port: u16, report: &std::path::Path) -> std::process::Child {
+    whip_endpoint_logging(port, report, "whip-endpoint.log")
+}
+
+fn whip_endpoint_logging(port: u16, report: &std::path::Path, log: &str) -> std::process::Child {
     let _ = std::fs::remove_file(report);
     std::process::Command::new(aiortc::python())
         .arg(aiortc::script("whip_endpoint.py"))
@@ -809,7 +813,7 @@ fn whip_endpoint(port: u16, report: &std::path::Path) -> std::process::Child {
         ])
         .arg("--report")
         .arg(report)
-        .stderr(std::fs::File::create(artifacts_dir().join("whip-endpoint.log")).expect("log"))
+        .stderr(std::fs::File::create(artifacts_dir().join(log)).expect("log"))
         .spawn()
         .expect("python with aiortc (make test installs it)")
 }
@@ -916,5 +920,49 @@ netns_test!(
             "no DELETE on shutdown: {}",
             endpoint_report(&report)
         );
+    }
+);
+
+// A STUN server that never answers keeps the daemon gathering past the moment it posts its
+// offer (with its host candidates); the end of its candidates comes later, and is trickled to
+// the endpoint with PATCH.
+netns_test!(
+    late_candidates_are_trickled_to_the_whip_endpoint,
+    Net::WithDummyRoute,
+    {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port")
+        };
+        let (port, silent_stun) = (free(), free());
+        let report = artifacts_dir().join("whip-trickle-endpoint.json");
+        let mut endpoint = whip_endpoint_logging(port, &report, "whip-trickle-endpoint.log");
+        let cfg = config_file(
+            "whip-trickler",
+            &format!(
+                "[[publish]]\nurl = 'http://127.0.0.1:{port}/whip'\ntoken = '{WHIP_TOKEN}'\n\
+                 [ice]\nstun_server = 'stun://127.0.0.1:{silent_stun}'\n"
+            ),
+        );
+        let camera = Proc::daemon(
+            "whip-trickler",
+            &light_profile("whip-trickler", ""),
+            &["--config", &cfg],
+        );
+        let trickled = poll(Duration::from_secs(30), || async {
+            let r = endpoint_report(&report);
+            (r["trickled_end"].as_u64() >= Some(1) && r["video_frames"].as_u64() >= Some(30))
+                .then_some(r)
+        })
+        .await;
+        let _ = endpoint.kill();
+        let _ = endpoint.wait();
+        let r = endpoint_report(&report);
+        eprintln!("WHIP trickle: {r}");
+        assert!(trickled.is_some(), "no end of candidates trickled: {r}");
+        assert_eq!(r["posts"], 1, "{r}");
+        drop(camera);
     }
 );

@@ -1,8 +1,9 @@
 //! WHIP publishing: the shared stream (no extra encode) pushed to WHIP endpoints — an SFU's
 //! ingest that serves audiences larger than the device's uplink. Per `[[publish]]` target, a
 //! task keeps one publication up: a call (role `whip`) offers, its candidates gathered into
-//! the offer (not every endpoint takes trickled ones), the offer is POSTed, the endpoint's
-//! answer goes back to the call. When the call ends (the endpoint went quiet, refused, or
+//! the offer (not every endpoint takes trickled ones; those found later are trickled with
+//! PATCH where the endpoint takes them), the offer is POSTed, the endpoint's answer goes back
+//! to the call. When the call ends (the endpoint went quiet, refused, or
 //! hung up) it publishes again with backoff; on shutdown it DELETEs the session.
 
 use std::sync::{Arc, Mutex};
@@ -211,6 +212,8 @@ impl Publisher {
                 return (Ended::Dropped(why), false);
             }
         };
+        let credentials = super::whep::credentials_of(&offer);
+        let mid = frag::mids(&offer).into_iter().next().unwrap_or_default();
         let posted = tokio::time::timeout(
             HTTP_WITHIN,
             http_client::send(
@@ -248,6 +251,22 @@ impl Publisher {
             .get(hyper::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|l| self.url.join(l).ok());
+        let etag = reply
+            .headers
+            .get(hyper::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Candidates found after the POST (a slow STUN or TURN server) are trickled with
+        // PATCH, unless the endpoint says it does not take them.
+        let mut trickle = match (&location, credentials) {
+            (Some(location), Some(credentials)) => Some(Trickle {
+                location: location.clone(),
+                credentials,
+                mid,
+                etag,
+            }),
+            _ => None,
+        };
         let answer = String::from_utf8_lossy(&reply.body).into_owned();
         self.calls.from_http_peer(
             WHIP_PEER,
@@ -271,6 +290,13 @@ impl Publisher {
                             Some(m) if !m.is_empty() => format!("{reason}: {m}"),
                             _ => reason,
                         });
+                    }
+                    Some(Message::Candidate { candidate, sdp_mline_index, .. }) => {
+                        if let Some(t) = &trickle
+                            && !self.trickle(t, sdp_mline_index.unwrap_or(0), &candidate).await
+                        {
+                            trickle = None;
+                        }
                     }
                     Some(_) => {}
                     None => break Ended::Dropped("the call ended".into()),
@@ -301,6 +327,54 @@ impl Publisher {
             }
         }
         (ended, true)
+    }
+}
+
+/// Where and how a publication's late candidates are trickled.
+struct Trickle {
+    location: url::Url,
+    credentials: crate::session::ice::Credentials,
+    mid: String,
+    etag: Option<String>,
+}
+
+impl Publisher {
+    /// PATCHes one candidate (empty: the end of candidates) to the endpoint; false when the
+    /// endpoint does not take trickled candidates (405, 501): stop trying.
+    async fn trickle(&self, t: &Trickle, mline: u32, candidate: &str) -> bool {
+        let body = if candidate.is_empty() {
+            frag::fragment(&t.credentials, &t.mid, &[], true)
+        } else {
+            frag::fragment(
+                &t.credentials,
+                &t.mid,
+                &[(mline, candidate.to_string())],
+                false,
+            )
+        };
+        let mut headers = self.headers(Some("application/trickle-ice-sdpfrag"));
+        if let Some(etag) = &t.etag {
+            headers.push(("if-match", etag.clone()));
+        }
+        let sent = tokio::time::timeout(
+            HTTP_WITHIN,
+            http_client::send("PATCH", &t.location, &headers, body.into_bytes(), &self.tls),
+        )
+        .await;
+        match sent {
+            Ok(Ok(reply)) if matches!(reply.status, 405 | 501) => {
+                tracing::debug!(status = reply.status, "the WHIP endpoint takes no trickle");
+                false
+            }
+            Ok(Ok(reply)) => {
+                tracing::debug!(status = reply.status, "WHIP candidate trickled");
+                true
+            }
+            _ => {
+                tracing::debug!("WHIP trickle not answered");
+                true
+            }
+        }
     }
 }
 

@@ -22,7 +22,8 @@ class Endpoint:
         self.sessions = {}
         self.next_id = 0
         self.report = {"posts": 0, "refused": 0, "deletes": 0, "video_frames": 0,
-                       "audio_frames": 0}
+                       "audio_frames": 0, "patches": 0, "trickled_candidates": 0,
+                       "trickled_end": 0}
 
     async def answer(self, offer):
         pc = RTCPeerConnection()
@@ -90,6 +91,18 @@ def handler(endpoint):
             session, answer = future.result(timeout=10)
             self.reply(201, answer.encode(), [("Content-Type", "application/sdp"),
                                              ("Location", "/whip/" + session)])
+
+        def do_PATCH(self):
+            # Trickled candidates (RFC 8840 fragments): counted; aiortc cannot add candidates
+            # after its answer, and needs none here (the offer had them).
+            if not self.authorized():
+                return
+            length = int(self.headers.get("Content-Length", "0"))
+            fragment = self.rfile.read(length).decode()
+            endpoint.report["patches"] += 1
+            endpoint.report["trickled_candidates"] += fragment.count("a=candidate:")
+            endpoint.report["trickled_end"] += fragment.count("a=end-of-candidates")
+            self.reply(204)
 
         def do_DELETE(self):
             if not self.authorized():

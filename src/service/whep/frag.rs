@@ -87,9 +87,10 @@ pub fn with_candidates(sdp: &str, candidates: &[(u32, String)], complete: bool) 
     Some(message.to_string())
 }
 
-/// The fragment answering a player's ICE restart: the daemon's new credentials and
-/// candidates, for the first m-line (all are bundled on it).
-pub fn restart_answer(
+/// A fragment with the daemon's credentials and candidates, for the first m-line (all are
+/// bundled on it): the answer to a player's ICE restart, or candidates trickled to a WHIP
+/// endpoint.
+pub fn fragment(
     credentials: &Credentials,
     mid: &str,
     candidates: &[(u32, String)],

@@ -169,7 +169,7 @@ impl Sessions {
         let credentials = credentials_of(&answer)
             .ok_or_else(|| WhepError::Refused("the restart answer has no credentials".into()))?;
         let mid = frag::mids(&answer).into_iter().next().unwrap_or_default();
-        Ok(Some(frag::restart_answer(
+        Ok(Some(frag::fragment(
             &credentials,
             &mid,
             &view.candidates,
@@ -248,7 +248,8 @@ async fn wait_answer(link: &Link, after: u32) -> Result<String, WhepError> {
         .ok_or_else(|| WhepError::Refused("the answer does not parse".into()))
 }
 
-fn credentials_of(sdp: &str) -> Option<Credentials> {
+/// The ICE credentials of a description.
+pub fn credentials_of(sdp: &str) -> Option<Credentials> {
     let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).ok()?;
     crate::session::sdp::ice_credentials(&message)
 }
