@@ -82,6 +82,9 @@ struct RunArgs {
     /// Restrict ICE host candidates to this local address (repeatable).
     #[arg(long = "ice-address")]
     ice_addresses: Vec<IpAddr>,
+    /// Serve RTSP here (`rtsp_listen`; port 0: any).
+    #[arg(long)]
+    rtsp_listen: Option<SocketAddr>,
 }
 
 impl RunArgs {
@@ -104,6 +107,9 @@ impl RunArgs {
         }
         if !self.ice_addresses.is_empty() {
             config.ice.addresses = self.ice_addresses;
+        }
+        if self.rtsp_listen.is_some() {
+            config.rtsp_listen = self.rtsp_listen;
         }
         Ok(config)
     }

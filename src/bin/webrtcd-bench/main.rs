@@ -5,6 +5,7 @@
 mod chromium;
 mod harness;
 mod networks;
+mod players;
 mod plot;
 mod procs;
 mod scenarios;
@@ -56,6 +57,9 @@ struct Args {
     /// Only the imperfect links.
     #[arg(long)]
     networks_only: bool,
+    /// Only the players (RTSP first frame, snapshots).
+    #[arg(long)]
+    players_only: bool,
     /// Where the plot goes (PNG; an SVG is kept beside it).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -85,6 +89,7 @@ struct Report {
     scaling: Vec<Scaling>,
     networks: Vec<networks::NetRow>,
     spread: Vec<networks::SpreadCost>,
+    players: Option<players::Players>,
     errors: Vec<String>,
 }
 
@@ -124,6 +129,14 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if args.networks_only {
         return run_networks(&mut report_for_networks()).await;
     }
+    if args.players_only {
+        let dir = procs::work_dir()?;
+        let players = players::measure(&dir, 5).await?;
+        let table = players::markdown(&players);
+        println!("{table}");
+        std::fs::write(dir.join("players.md"), &table)?;
+        return Ok(());
+    }
     if args.quick {
         args.no_networks = true;
         args.codecs = vec!["vp8".into()];
@@ -143,6 +156,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         scaling: Vec::new(),
         networks: Vec::new(),
         spread: Vec::new(),
+        players: None,
         errors: Vec::new(),
     };
     let note = |what: &str, e: anyhow::Error| {
@@ -214,6 +228,12 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         report.errors.push(note("networks", e));
     }
 
+    eprintln!("players: RTSP first frame, snapshots");
+    match players::measure(&dir, 5).await {
+        Ok(p) => report.players = Some(p),
+        Err(e) => report.errors.push(note("players", e)),
+    }
+
     let table = markdown(&report);
     println!("{table}");
     std::fs::write(dir.join("report.md"), &table)?;
@@ -246,6 +266,7 @@ fn report_for_networks() -> Report {
         scaling: Vec::new(),
         networks: Vec::new(),
         spread: Vec::new(),
+        players: None,
         errors: Vec::new(),
     }
 }
@@ -333,6 +354,10 @@ fn spread_row(out: &mut String, what: &str, s: &Option<Spread>) {
 
 fn markdown(r: &Report) -> String {
     let mut out = String::new();
+    if let Some(p) = &r.players {
+        out.push_str(&players::markdown(p));
+        out.push('\n');
+    }
     out.push_str(
         "| first frame | median ms | p95 ms | range ms | calls |\n|---|---|---|---|---|\n",
     );
