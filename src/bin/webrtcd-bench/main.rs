@@ -229,7 +229,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     }
 
     eprintln!("players: RTSP first frame, snapshots");
-    match players::measure(&dir, 5).await {
+    let runs = if args.quick { 1 } else { 5 };
+    match players::measure(&dir, runs).await {
         Ok(p) => report.players = Some(p),
         Err(e) => report.errors.push(note("players", e)),
     }
