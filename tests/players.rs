@@ -456,6 +456,11 @@ const RTSP_TOKEN: &str = "rtsp-view-token-0123";
 /// A camera with H.264 and Opus serving RTSP on a free port; returns it and its RTSP URL
 /// (with the Basic credentials NVRs are given).
 fn rtsp_camera(name: &str) -> (Proc, String) {
+    rtsp_camera_with(name, "")
+}
+
+/// [`rtsp_camera`] with more daemon configuration.
+fn rtsp_camera_with(name: &str, extra: &str) -> (Proc, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -465,7 +470,7 @@ fn rtsp_camera(name: &str) -> (Proc, String) {
         &format!(
             "tokens = [{{ secret = '{RTSP_TOKEN}', scope = 'view' }}, \
              {{ secret = '{ADMIN}', scope = 'admin' }}]\n\
-             rtsp_listen = '127.0.0.1:{port}'\n"
+             rtsp_listen = '127.0.0.1:{port}'\n{extra}"
         ),
     );
     let camera = Proc::daemon(
@@ -501,6 +506,12 @@ async fn run_tool(program: &str, args: Vec<String>, timeout: Duration) -> (bool,
 
 /// Raw RTSP: the status code of a DESCRIBE with `authorization` (none: without).
 async fn describe_status(url: &str, authorization: Option<&str>) -> u16 {
+    let (status, _connection) = describe_and_stay(url, authorization).await;
+    status
+}
+
+/// [`describe_status`], keeping the connection open (as long as the stream is held).
+async fn describe_and_stay(url: &str, authorization: Option<&str>) -> (u16, tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let parsed = url::Url::parse(url).expect("url");
     let addr = format!(
@@ -524,10 +535,21 @@ async fn describe_status(url: &str, authorization: Option<&str>) -> u16 {
         .expect("an RTSP reply")
         .expect("read");
     let text = String::from_utf8_lossy(&reply[..n]).into_owned();
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no RTSP status in {text:?}"))
+        .unwrap_or_else(|| panic!("no RTSP status in {text:?} (the connection was closed)"));
+    (status, stream)
+}
+
+/// The Basic credentials for `password`.
+fn basic(password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("webrtcd:{password}"))
+    )
 }
 
 /// Frames GStreamer's `rtspsrc` decodes from `url` over UDP in `window`, and how long after
@@ -661,13 +683,6 @@ netns_test!(
             "rtspsrc over UDP decoded {udp_frames} frames"
         );
         // Credentials: none or a wrong password is a 401; the token is a 200.
-        use base64::Engine as _;
-        let basic = |password: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("webrtcd:{password}"))
-            )
-        };
         assert_eq!(describe_status(&url, None).await, 401);
         assert_eq!(
             describe_status(&url, Some(&basic("wrong-password"))).await,
@@ -678,6 +693,43 @@ netns_test!(
             "RTSP: ffprobe {probe_time:?} to describe the stream; {frames} frames in 3 s over TCP, \
              {udp_frames} decoded over UDP in 3 s, the first {first_frame:?} after rtspsrc started"
         );
+        let _ = camera;
+    }
+);
+
+// `rtsp_max_clients`: a client over the limit is told 503 (not dropped unanswered), and its
+// slot comes back when it leaves: many refused clients never lock recorders out.
+netns_test!(
+    rtsp_refuses_clients_over_its_limit_and_frees_their_slots,
+    Net::LoopbackOnly,
+    {
+        let (camera, url) = rtsp_camera_with("rtsp-limit", "rtsp_max_clients = 1\n");
+        let auth = basic(RTSP_TOKEN);
+        // The RTSP listener comes up just after the HTTP one (not probed with a connection:
+        // that would take the one slot for a moment).
+        wait_for("the RTSP listener", Duration::from_secs(10), || {
+            let up = camera.log_text().contains("listening on rtsp://");
+            async move { up.then_some(()) }
+        })
+        .await;
+        let (status, first) = describe_and_stay(&url, Some(&auth)).await;
+        assert_eq!(status, 200);
+        for _ in 0..5 {
+            assert_eq!(describe_status(&url, Some(&auth)).await, 503);
+        }
+        drop(first);
+        // The holder left: the next client is served (bounded: the server sees the close
+        // on its own thread).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = 0;
+        while Instant::now() < deadline {
+            last = describe_status(&url, Some(&auth)).await;
+            if last == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(last, 200, "the slot was not given back");
         let _ = camera;
     }
 );

@@ -25,15 +25,20 @@ pub async fn send(
     body: Vec<u8>,
     tls: &Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<Reply> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| anyhow!("no host in the URL"))?;
+    // `host_str` keeps an IPv6 literal's brackets, which neither a socket address nor a TLS
+    // server name takes: the host as a name or an address instead.
+    let host = match url.host() {
+        Some(url::Host::Domain(name)) => name.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err(anyhow!("no host in the URL")),
+    };
     let port = url
         .port_or_known_default()
         .ok_or_else(|| anyhow!("no port for {}", url.scheme()))?;
-    let tcp = tokio::net::TcpStream::connect((host, port))
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
-        .with_context(|| format!("cannot reach {host}:{port}"))?;
+        .with_context(|| format!("cannot reach {host} port {port}"))?;
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
@@ -47,7 +52,7 @@ pub async fn send(
     }
     let request = request.body(Full::new(Bytes::from(body)))?;
     let response = if url.scheme() == "https" {
-        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|_| anyhow!("{host} is not a TLS server name"))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
             .connect(name, tcp)

@@ -205,6 +205,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Refuses clients beyond `max` (each costs a connection and, over UDP, ports); a client
 /// that starts playing gets a keyframe at once (a recorder joining mid-stream would
 /// otherwise wait for the next periodic one).
+///
+/// A client over the limit is answered 503 to every request rather than closed: closing it
+/// from `client-connected`, before the server attached it, would never emit `closed`, and
+/// its slot would be lost for good (a few connections would lock every recorder out).
 fn limit_clients(server: &gst_rtsp_server::RTSPServer, max: usize, feeds: &Feeds) {
     let connected = Arc::new(AtomicUsize::new(0));
     let feeds = Arc::clone(feeds);
@@ -215,8 +219,8 @@ fn limit_clients(server: &gst_rtsp_server::RTSPServer, max: usize, feeds: &Feeds
             gone.fetch_sub(1, Ordering::Relaxed);
         });
         if now > max {
-            tracing::info!(max, "RTSP: too many clients; closing one");
-            client.close();
+            tracing::info!(max, "RTSP: too many clients; refusing one");
+            refuse_everything(client);
             return;
         }
         let feeds = Arc::clone(&feeds);
@@ -226,4 +230,16 @@ fn limit_clients(server: &gst_rtsp_server::RTSPServer, max: usize, feeds: &Feeds
             }
         });
     });
+}
+
+fn refuse_everything(client: &gst_rtsp_server::RTSPClient) {
+    use gst_rtsp_server::gst_rtsp::RTSPStatusCode::ServiceUnavailable;
+    client.connect_pre_options_request(|_, _| ServiceUnavailable);
+    client.connect_pre_describe_request(|_, _| ServiceUnavailable);
+    client.connect_pre_setup_request(|_, _| ServiceUnavailable);
+    client.connect_pre_play_request(|_, _| ServiceUnavailable);
+    client.connect_pre_announce_request(|_, _| ServiceUnavailable);
+    client.connect_pre_record_request(|_, _| ServiceUnavailable);
+    client.connect_pre_get_parameter_request(|_, _| ServiceUnavailable);
+    client.connect_pre_set_parameter_request(|_, _| ServiceUnavailable);
 }

@@ -29,6 +29,12 @@ const OFFER_WITHIN: Duration = Duration::from_secs(10);
 const GATHER_WITHIN: Duration = Duration::from_secs(2);
 /// How long the endpoint may take to answer the POST (and the DELETE).
 const HTTP_WITHIN: Duration = Duration::from_secs(10);
+/// A publication up this long counts as established: the next retry starts from the
+/// shortest backoff. (An endpoint that takes the POST but whose media never flows must not
+/// be hammered every second.)
+const ESTABLISHED_AFTER: Duration = Duration::from_secs(10);
+/// Late candidates waiting for their PATCH; more are dropped (the endpoint has enough).
+const TRICKLE_QUEUE: usize = 32;
 
 /// What `GET /api/status` says of one target.
 #[derive(Debug, Clone, Serialize)]
@@ -178,19 +184,19 @@ impl Publisher {
         }
     }
 
-    fn headers(&self, content_type: Option<&str>) -> Vec<(&'static str, String)> {
-        let mut headers = Vec::new();
-        if let Some(kind) = content_type {
-            headers.push(("content-type", kind.to_string()));
-        }
-        if let Some(token) = &self.token {
-            headers.push(("authorization", format!("Bearer {token}")));
-        }
-        headers
+    /// The headers of a request to `target`: the token only goes to the target's own
+    /// origin (a `Location` elsewhere gets none).
+    fn headers(
+        &self,
+        target: &url::Url,
+        content_type: Option<&str>,
+    ) -> Vec<(&'static str, String)> {
+        headers(&self.url, self.token.as_deref(), target, content_type)
     }
 
-    /// One publication, from the offer to its end; whether the endpoint took it (a
-    /// publication that was up retries at once: the endpoint is likely back soon).
+    /// One publication, from the offer to its end; whether it was established (up for
+    /// [`ESTABLISHED_AFTER`]: the next try starts from the shortest backoff, the endpoint is
+    /// likely back soon).
     async fn publish_once(&self, shutdown: &CancellationToken) -> (Ended, bool) {
         self.status.set(self.index, "connecting", None, None);
         let mut bytes = [0u8; 8];
@@ -219,7 +225,7 @@ impl Publisher {
             http_client::send(
                 "POST",
                 &self.url,
-                &self.headers(Some("application/sdp")),
+                &self.headers(&self.url, Some("application/sdp")),
                 offer.into_bytes(),
                 &self.tls,
             ),
@@ -257,14 +263,25 @@ impl Publisher {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         // Candidates found after the POST (a slow STUN or TURN server) are trickled with
-        // PATCH, unless the endpoint says it does not take them.
+        // PATCH, unless the endpoint says it does not take them; on their own task, so a
+        // slow endpoint never holds up the call's messages.
         let mut trickle = match (&location, credentials) {
-            (Some(location), Some(credentials)) => Some(Trickle {
-                location: location.clone(),
-                credentials,
-                mid,
-                etag,
-            }),
+            (Some(location), Some(credentials)) => {
+                let (to_trickle, queue) = mpsc::channel(TRICKLE_QUEUE);
+                let headers = self.headers(location, Some("application/trickle-ice-sdpfrag"));
+                tokio::spawn(
+                    Trickle {
+                        location: location.clone(),
+                        credentials,
+                        mid,
+                        etag,
+                        headers,
+                        tls: Arc::clone(&self.tls),
+                    }
+                    .run(queue),
+                );
+                Some(to_trickle)
+            }
             _ => None,
         };
         let answer = String::from_utf8_lossy(&reply.body).into_owned();
@@ -275,6 +292,7 @@ impl Publisher {
                 sdp: answer,
             },
         );
+        let published_at = tokio::time::Instant::now();
         self.status
             .set(self.index, "publishing", None, Some(&session));
         tracing::info!(url = %shown(&self.url), %session, "publishing over WHIP");
@@ -292,8 +310,9 @@ impl Publisher {
                         });
                     }
                     Some(Message::Candidate { candidate, sdp_mline_index, .. }) => {
-                        if let Some(t) = &trickle
-                            && !self.trickle(t, sdp_mline_index.unwrap_or(0), &candidate).await
+                        if let Some(queue) = &trickle
+                            && let Err(mpsc::error::TrySendError::Closed(_)) =
+                                queue.try_send((sdp_mline_index.unwrap_or(0), candidate))
                         {
                             trickle = None;
                         }
@@ -307,6 +326,8 @@ impl Publisher {
                 }
             }
         };
+        drop(trickle);
+        let established = published_at.elapsed() >= ESTABLISHED_AFTER;
         // The endpoint's session is gone or going: tell it (best effort, bounded).
         if let Some(location) = location {
             let deleted = tokio::time::timeout(
@@ -314,7 +335,7 @@ impl Publisher {
                 http_client::send(
                     "DELETE",
                     &location,
-                    &self.headers(None),
+                    &self.headers(&location, None),
                     Vec::new(),
                     &self.tls,
                 ),
@@ -326,8 +347,28 @@ impl Publisher {
                 Err(_) => tracing::debug!("WHIP DELETE not answered within {HTTP_WITHIN:?}"),
             }
         }
-        (ended, true)
+        (ended, established)
     }
+}
+
+/// The headers of a request to `target` for a publication to `url`: the bearer token only
+/// for `url`'s own origin.
+fn headers(
+    url: &url::Url,
+    token: Option<&str>,
+    target: &url::Url,
+    content_type: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    if let Some(kind) = content_type {
+        headers.push(("content-type", kind.to_string()));
+    }
+    if let Some(token) = token
+        && target.origin() == url.origin()
+    {
+        headers.push(("authorization", format!("Bearer {token}")));
+    }
+    headers
 }
 
 /// Where and how a publication's late candidates are trickled.
@@ -336,29 +377,47 @@ struct Trickle {
     credentials: crate::session::ice::Credentials,
     mid: String,
     etag: Option<String>,
+    headers: Vec<(&'static str, String)>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
-impl Publisher {
-    /// PATCHes one candidate (empty: the end of candidates) to the endpoint; false when the
-    /// endpoint does not take trickled candidates (405, 501): stop trying.
-    async fn trickle(&self, t: &Trickle, mline: u32, candidate: &str) -> bool {
+impl Trickle {
+    /// PATCHes the queued candidates one by one, until the publication ends (the queue
+    /// closes) or the endpoint says it takes no trickled candidates.
+    async fn run(self, mut queue: mpsc::Receiver<(u32, String)>) {
+        while let Some((mline, candidate)) = queue.recv().await {
+            if !self.send(mline, &candidate).await {
+                return;
+            }
+        }
+    }
+
+    /// PATCHes one candidate (empty: the end of candidates); false when the endpoint does
+    /// not take trickled candidates (405, 501).
+    async fn send(&self, mline: u32, candidate: &str) -> bool {
         let body = if candidate.is_empty() {
-            frag::fragment(&t.credentials, &t.mid, &[], true)
+            frag::fragment(&self.credentials, &self.mid, &[], true)
         } else {
             frag::fragment(
-                &t.credentials,
-                &t.mid,
+                &self.credentials,
+                &self.mid,
                 &[(mline, candidate.to_string())],
                 false,
             )
         };
-        let mut headers = self.headers(Some("application/trickle-ice-sdpfrag"));
-        if let Some(etag) = &t.etag {
+        let mut headers = self.headers.clone();
+        if let Some(etag) = &self.etag {
             headers.push(("if-match", etag.clone()));
         }
         let sent = tokio::time::timeout(
             HTTP_WITHIN,
-            http_client::send("PATCH", &t.location, &headers, body.into_bytes(), &self.tls),
+            http_client::send(
+                "PATCH",
+                &self.location,
+                &headers,
+                body.into_bytes(),
+                &self.tls,
+            ),
         )
         .await;
         match sent {
@@ -413,4 +472,24 @@ async fn gathered_offer(from_call: &mut mpsc::Receiver<Message>) -> Result<Strin
     let offer = offer.unwrap_or_default();
     frag::with_candidates(&offer, &candidates, complete)
         .ok_or_else(|| "the offer does not parse".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_goes_only_to_the_endpoints_own_origin() {
+        let url = url::Url::parse("https://sfu.example:8443/whip/cam").unwrap();
+        let has_token = |target: &str| {
+            let target = url::Url::parse(target).unwrap();
+            headers(&url, Some("secret"), &target, None)
+                .iter()
+                .any(|(name, value)| *name == "authorization" && value == "Bearer secret")
+        };
+        assert!(has_token("https://sfu.example:8443/whip/cam/session/1"));
+        assert!(!has_token("https://other.example:8443/session/1"));
+        assert!(!has_token("http://sfu.example:8443/session/1"));
+        assert!(!has_token("https://sfu.example:9443/session/1"));
+    }
 }

@@ -21,6 +21,9 @@ use crate::session::{CallManager, PlaceCallError};
 
 /// How long a POST waits for the call to answer (media start included).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+/// How long a PATCH restarting ICE waits for the call's new answer: a call ignores a restart
+/// too soon after the last one, and the player should hear so (503) and retry, not hang.
+const RESTART_ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// How long an answer waits for the daemon's candidates to be gathered into it.
 const GATHER_WITHIN: Duration = Duration::from_secs(2);
 /// What a call may have sent before the link reads it (answer, candidates, hangup).
@@ -102,6 +105,12 @@ impl Sessions {
                 other => WhepError::Refused(other.to_string()),
             });
         }
+        // Until the player has its answer, the call is this request's: a failed or abandoned
+        // POST (the player went away) ends it rather than leaving it to its ICE timeout.
+        let pending = HangupOnDrop {
+            calls: Arc::clone(&self.calls),
+            session: Some(session.clone()),
+        };
         // The link lives as long as the call's side of the channel: it ends with the call.
         let sessions = Arc::clone(self);
         let id = session.clone();
@@ -109,7 +118,8 @@ impl Sessions {
             follow(from_call, view_tx).await;
             sessions.links().remove(&id);
         });
-        let answer = wait_answer(&link, 0).await?;
+        let answer = wait_answer(&link, 0, ANSWER_WITHIN).await?;
+        pending.keep();
         Ok((session, answer))
     }
 
@@ -132,16 +142,15 @@ impl Sessions {
                     "the session's offer is unreadable".into(),
                 ));
             };
-            *link.offer.lock().unwrap_or_else(|p| p.into_inner()) = restarted.clone();
             let before = link.view.borrow().answers;
             self.calls.from_http_peer(
                 WHEP_PEER,
                 Message::Offer {
                     route: Route::new(&me, session),
-                    sdp: restarted,
+                    sdp: restarted.clone(),
                 },
             );
-            answered = Some(before);
+            answered = Some((before, restarted));
         }
         tracing::debug!(
             session,
@@ -160,10 +169,20 @@ impl Sessions {
                 },
             );
         }
-        let Some(before) = answered else {
+        let Some((before, restarted)) = answered else {
             return Ok(None);
         };
-        wait_answer(&link, before).await?;
+        // The new credentials become the session's only once the call took them: a restart it
+        // ignored (too soon after the last) is retried by the player with the same ones.
+        wait_answer(&link, before, RESTART_ANSWER_WITHIN)
+            .await
+            .map_err(|err| match err {
+                WhepError::Timeout(_) => {
+                    WhepError::Busy("the ICE restart was not taken; try again".into())
+                }
+                other => other,
+            })?;
+        *link.offer.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
         let view = link.view.borrow().clone();
         let answer = view.answer.unwrap_or_default();
         let credentials = credentials_of(&answer)
@@ -224,14 +243,14 @@ async fn follow(mut from_call: mpsc::Receiver<Message>, view: watch::Sender<View
 
 /// Waits for answer number `after + 1`, then (briefly) for its candidates; returns it with
 /// the candidates gathered into it.
-async fn wait_answer(link: &Link, after: u32) -> Result<String, WhepError> {
+async fn wait_answer(link: &Link, after: u32, within: Duration) -> Result<String, WhepError> {
     let mut view = link.view.clone();
     let answered = tokio::time::timeout(
-        ANSWER_WITHIN,
+        within,
         view.wait_for(|v| v.answers > after || v.ended.is_some()),
     )
     .await
-    .map_err(|_| WhepError::Timeout(ANSWER_WITHIN))?
+    .map_err(|_| WhepError::Timeout(within))?
     .map_err(|_| WhepError::Refused("the call ended".into()))?
     .clone();
     if answered.answers <= after {
@@ -246,6 +265,27 @@ async fn wait_answer(link: &Link, after: u32) -> Result<String, WhepError> {
     let answer = latest.answer.unwrap_or_default();
     frag::with_candidates(&answer, &latest.candidates, latest.gathered)
         .ok_or_else(|| WhepError::Refused("the answer does not parse".into()))
+}
+
+/// Hangs a call up when dropped, unless kept.
+struct HangupOnDrop {
+    calls: Arc<CallManager>,
+    session: Option<String>,
+}
+
+impl HangupOnDrop {
+    fn keep(mut self) {
+        self.session = None;
+    }
+}
+
+impl Drop for HangupOnDrop {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            tracing::debug!(%session, "WHEP offer not answered to its player: hanging up");
+            self.calls.hangup(&session);
+        }
+    }
 }
 
 /// The ICE credentials of a description.
