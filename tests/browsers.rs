@@ -276,3 +276,102 @@ netns_test!(
         wait_idle(&daemon).await;
     }
 );
+
+// The page as the intercom's answering station: an incoming call rings (Accept and Reject,
+// the caller told `ringing`), nothing plays until a person clicks Accept, then the video does.
+netns_test!(
+    an_incoming_call_rings_on_the_page_and_accept_shows_video,
+    Net::LoopbackOnly,
+    {
+        let profile = profile_with_codecs("door-bell", "", "\"vp8\"");
+        let daemon = Proc::daemon("door-bell", &profile, &[]);
+        let chrome = common::browser::Driven::start().await;
+        chrome
+            .open(&format!("http://{}/?id=kiosk&autoanswer=0", daemon.addr))
+            .await;
+        wait_peer(&daemon, "kiosk").await;
+        let session = place_call(&daemon, "kiosk").await;
+        let page = "const v = document.getElementById('remote'); \
+             return {ringing: !document.getElementById('incoming').hidden, \
+             from: document.getElementById('incoming-from').textContent, \
+             w: v.videoWidth, t: v.currentTime, paused: v.paused};";
+        let ringing = wait_for("the page to ring", Duration::from_secs(20), || async {
+            let v = chrome.script(page).await;
+            (v["ringing"] == true).then_some(v)
+        })
+        .await;
+        assert_eq!(ringing["from"], "door-bell", "{ringing}");
+        // The caller heard it ring, and nothing plays while it does.
+        wait_call(&daemon, &session, "ringing", |c| c["state"] == "ringing").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let still = chrome.script(page).await;
+        assert_eq!(still["w"], 0, "video before accept: {still}");
+        let png = chrome.screenshot().await;
+        std::fs::write(artifacts_dir().join("page-ringing.png"), &png).expect("write screenshot");
+
+        chrome.click("#accept").await;
+        let playing = wait_for(
+            "the remote video to play",
+            Duration::from_secs(30),
+            || async {
+                let v = chrome.script(page).await;
+                (v["w"].as_u64().unwrap_or(0) > 0
+                    && v["t"].as_f64().unwrap_or(0.0) > 1.0
+                    && v["paused"] == false)
+                    .then_some(v)
+            },
+        )
+        .await;
+        assert_eq!(playing["ringing"], false, "{playing}");
+        wait_call(&daemon, &session, "connected", |c| {
+            c["state"] == "connected"
+        })
+        .await;
+        assert_eq!(hang_up(&daemon, &session).await, 204);
+        wait_idle(&daemon).await;
+
+        // The other way: the page calls a door that rings, and says so until it is accepted.
+        let ring = profile_with_codecs("ring-door", "answer = \"ring\"", "\"vp8\"");
+        let door = Proc::daemon("ring-door", &ring, &["--relay", &daemon.ws_url()]);
+        wait_peer(&daemon, "ring-door").await;
+        let call_button = "#peers button[data-peer='ring-door']";
+        wait_for("the door on the page", Duration::from_secs(10), || async {
+            let found = chrome
+                .script(&format!(
+                    "return !!document.querySelector(\"{call_button}\");"
+                ))
+                .await;
+            (found == true).then_some(())
+        })
+        .await;
+        chrome.click(call_button).await;
+        let state = "return document.getElementById('call-state').textContent;";
+        wait_for(
+            "the page to say it rings",
+            Duration::from_secs(20),
+            || async { (chrome.script(state).await == "ringing…").then_some(()) },
+        )
+        .await;
+        let rung = wait_for("the door to ring", Duration::from_secs(10), || async {
+            calls(&door)
+                .await
+                .into_iter()
+                .find(|c| c["state"] == "ringing")
+        })
+        .await;
+        let rung = rung["session"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            post_status(&door, &format!("/api/calls/{rung}/accept")).await,
+            204
+        );
+        wait_for(
+            "the door's video to play",
+            Duration::from_secs(30),
+            || async {
+                let v = chrome.script(page).await;
+                (v["t"].as_f64().unwrap_or(0.0) > 1.0 && v["paused"] == false).then_some(())
+            },
+        )
+        .await;
+    }
+);

@@ -74,27 +74,6 @@ fn frames(call: &Value) -> u64 {
     call["video_frames"].as_u64().unwrap_or(0)
 }
 
-/// How many calls of `p` ended with `reason`, from `/metrics`.
-async fn ended_with(p: &Proc, reason: &str) -> u64 {
-    metric(
-        p,
-        "webrtcd_sessions_ended_total",
-        &format!("reason=\"{reason}\""),
-    )
-    .await
-}
-
-/// The sum of `p`'s `/metrics` samples named `name` whose line contains `label`.
-async fn metric(p: &Proc, name: &str, label: &str) -> u64 {
-    let (_, text) = webrtcd::service::api_client::request("GET", &p.api("/metrics"), None, None)
-        .await
-        .expect("GET /metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 netns_test!(
     a_cut_heals_on_the_same_call_and_a_dead_path_ends_it,
     Net::LoopbackOnly,

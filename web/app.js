@@ -1,6 +1,7 @@
 // webrtcd's built-in client: signaling protocol v1 (docs/protocol.md) over /signaling.
 // URL parameters: token (relay/API token), id (our id), mode (viewer|intercom),
-// codec (auto|vp8|h264), autoanswer (1|0), call (a peer to call once it is online),
+// codec (auto|vp8|h264), autoanswer (1|0; 0: an incoming call rings, with Accept and Reject),
+// call (a peer to call once it is online),
 // report (a same-origin URL that receives this page's state as JSON every half second, for
 // monitoring; other origins are ignored: the state holds addresses).
 "use strict";
@@ -38,6 +39,9 @@ const REASONS = {
   "ice-failed": "No network path to the device was found (ICE failed).",
   "media-error": "The device could not start its camera or microphone.",
   shutdown: "The device is shutting down.",
+  rejected: "The call was declined.",
+  "no-answer": "Nobody answered.",
+  cancelled: "The caller hung up.",
 };
 
 // ---- ICE servers -------------------------------------------------------------------------
@@ -108,6 +112,12 @@ function onSignal(msg) {
       if (state.call && msg.session === state.call.session) endCall("error", false);
       break;
     case "call": onIncomingCall(msg); break;
+    case "ringing":
+      if (state.call && msg.session === state.call.session && state.call.role === "caller" && !state.call.remoteSet) {
+        state.call.remoteRinging = true;
+        setCallState("ringing…");
+      }
+      break;
     case "offer": onOffer(msg); break;
     case "answer": onAnswer(msg); break;
     case "candidate": onCandidate(msg); break;
@@ -273,16 +283,65 @@ function onIncomingCall(msg) {
     send({ type: "hangup", to: msg.from, session: msg.session, reason: "busy" });
     return;
   }
-  if (!$("autoanswer").checked && !confirm(`${msg.from} is calling. Answer?`)) {
-    send({ type: "hangup", to: msg.from, session: msg.session, reason: "declined" });
-    return;
-  }
-  newCall(msg.from, msg.session, "callee");
+  const call = newCall(msg.from, msg.session, "callee");
+  if (!$("autoanswer").checked) ring(call);
+}
+
+// ---- ringing: an incoming call waits for Accept or Reject --------------------------------
+const RING_TIMEOUT_MS = 30000;
+function ring(call) {
+  call.ringing = true;
+  send({ type: "ringing", to: call.peer, session: call.session });
+  $("incoming-from").textContent = call.peer;
+  $("incoming").hidden = false;
+  setCallState("ringing");
+  ringTone(true);
+  call.ringTimer = setTimeout(() => { if (state.call === call && call.ringing) endCall("no-answer", true); }, RING_TIMEOUT_MS);
+}
+function stopRinging(call) {
+  call.ringing = false;
+  clearTimeout(call.ringTimer);
+  $("incoming").hidden = true;
+  ringTone(false);
+}
+function acceptCall() {
+  const call = state.call;
+  if (!call || !call.ringing) return;
+  stopRinging(call);
+  setCallState("connecting to " + call.peer);
+  // The offer came while ringing: answer it now.
+  if (call.heldOffer) onOffer(call.heldOffer);
+}
+function rejectCall() {
+  const call = state.call;
+  if (call && call.ringing) endCall("rejected", true);
+}
+// A ring tone (two tones, on and off), where the browser lets a page play sound.
+let ringAudio = null;
+function ringTone(on) {
+  if (ringAudio) { clearInterval(ringAudio.timer); ringAudio.ctx.close().catch(() => {}); ringAudio = null; }
+  if (!on) return;
+  try {
+    const ctx = new AudioContext();
+    const gain = ctx.createGain();
+    gain.gain.value = 0;
+    gain.connect(ctx.destination);
+    for (const f of [440, 480]) {
+      const osc = ctx.createOscillator();
+      osc.frequency.value = f;
+      osc.connect(gain);
+      osc.start();
+    }
+    let phase = 0;
+    const timer = setInterval(() => { gain.gain.value = (phase++ % 3 === 0) ? 0.1 : 0; }, 1000);
+    ringAudio = { ctx, timer };
+  } catch (e) { log("no ring tone: " + e); }
 }
 
 async function onOffer(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
+  if (call.ringing) { call.heldOffer = msg; return; }
   if (call.remoteSet) {
     // The device restarted ICE on this call: same tracks, new path.
     await call.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
@@ -337,6 +396,9 @@ async function addCandidate(call, init) {
 function endCall(reason, tellPeer) {
   const call = state.call;
   if (!call) return;
+  if (call.ringing) stopRinging(call);
+  // Hanging up while the other side rings withdraws the call.
+  if (reason === "hangup" && call.remoteRinging && !call.remoteSet) reason = "cancelled";
   if (tellPeer) send({ type: "hangup", to: call.peer, session: call.session, reason });
   state.lastCall = { session: call.session, reason, localCandidates: call.localCandidates,
     remoteCandidates: call.remoteCandidates, iceConnectionState: call.pc.iceConnectionState,
@@ -524,6 +586,7 @@ if (reportUrl) {
       playing: !!(video.srcObject && video.videoWidth > 0 && video.currentTime > 0),
       call: call && {
         session: call.session, peer: call.peer, role: call.role, connected: call.connected,
+        ringing: !!call.ringing, remoteRinging: !!call.remoteRinging,
         connectionState: call.pc.connectionState, signalingState: call.pc.signalingState,
         iceConnectionState: call.pc.iceConnectionState, iceGatheringState: call.pc.iceGatheringState,
         channel: call.channel ? call.channel.readyState : null,
@@ -541,6 +604,8 @@ window.addEventListener("unhandledrejection", (ev) => {
 });
 
 $("hangup").onclick = () => endCall("hangup", true);
+$("accept").onclick = acceptCall;
+$("reject").onclick = rejectCall;
 $("unmute").onclick = () => { $("remote").muted = false; $("remote-audio").play().catch(() => {}); };
 $("show-stats").onchange = () => { $("stats").hidden = !$("show-stats").checked || !state.call; };
 loadIceConfig().finally(connect);

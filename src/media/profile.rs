@@ -27,6 +27,13 @@ pub struct Profile {
     /// Calls beyond this many are answered with `hangup` reason `busy`.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// What an incoming call does: `auto` is answered at once (a camera), `ring` rings until
+    /// someone accepts or rejects it (an intercom), `reject` is refused (do not disturb).
+    #[serde(default)]
+    pub answer: AnswerPolicy,
+    /// A call ringing this long without a decision ends with `no-answer`.
+    #[serde(default = "default_ring_timeout_secs")]
+    pub ring_timeout_secs: u64,
     /// An offer or answer with more m-lines than this is refused (`hangup` reason
     /// `bad-sdp`): each m-line costs threads and elements, and a call needs 3.
     #[serde(default = "default_max_mlines")]
@@ -132,6 +139,16 @@ impl VideoSend {
     }
 }
 
+/// What an incoming call does (`answer` in a profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnswerPolicy {
+    #[default]
+    Auto,
+    Ring,
+    Reject,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VideoSourceKind {
@@ -228,6 +245,9 @@ fn default_linger_ms() -> u64 {
 fn default_max_sessions() -> usize {
     8
 }
+fn default_ring_timeout_secs() -> u64 {
+    30
+}
 fn default_max_mlines() -> usize {
     16
 }
@@ -279,6 +299,9 @@ impl Profile {
         }
         if self.max_sessions == 0 {
             return Err("max_sessions: must be at least 1".into());
+        }
+        if !(1..=600).contains(&self.ring_timeout_secs) {
+            return Err("ring_timeout_secs: must be between 1 and 600".into());
         }
         if !(1..=64).contains(&self.max_mlines) {
             return Err("max_mlines: must be between 1 and 64".into());

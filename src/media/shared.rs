@@ -383,6 +383,18 @@ impl Encoders {
         }
     }
 
+    /// Starts the shared stream of `codec` (if it is not running) and keeps it running while
+    /// the returned guard lives, without a branch: a ringing call warms the encoder so that
+    /// accepting it does not wait for the camera. Blocks while the stream starts: call from
+    /// a blocking thread.
+    pub fn warm(self: &Arc<Self>, codec: Codec) -> Result<Warm, MediaError> {
+        let stream = self.stream(codec)?;
+        Ok(Warm {
+            stream,
+            owner: Arc::downgrade(self),
+        })
+    }
+
     /// A holder is done with `stream`; true when it was the last.
     fn release(&self, stream: &SharedStream) -> bool {
         let _streams = lock(&self.streams);
@@ -461,7 +473,28 @@ impl Encoders {
                     stop();
                 });
             }
-            Err(_) => stop(),
+            // Released off tokio (the RTSP server's GLib thread): linger all the same, on a
+            // short-lived thread of its own, never holding up the thread that let go.
+            Err(_) => {
+                let stop = std::sync::Arc::new(Mutex::new(Some(stop)));
+                let run = {
+                    let stop = std::sync::Arc::clone(&stop);
+                    move || {
+                        std::thread::sleep(linger);
+                        if let Some(stop) = lock(&stop).take() {
+                            stop();
+                        }
+                    }
+                };
+                if std::thread::Builder::new()
+                    .name("linger".into())
+                    .spawn(run)
+                    .is_err()
+                    && let Some(stop) = lock(&stop).take()
+                {
+                    stop();
+                }
+            }
         }
     }
 }
@@ -1070,6 +1103,23 @@ impl Subscription {
     }
 }
 
+/// Keeps a shared stream running (see [`Encoders::warm`]); it lingers and stops, as after a
+/// call, once the last holder lets go.
+pub struct Warm {
+    stream: Arc<SharedStream>,
+    owner: Weak<Encoders>,
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.upgrade()
+            && owner.release(&self.stream)
+        {
+            owner.schedule_stop(Arc::clone(&self.stream));
+        }
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.stream.unsubscribe(self.id);
@@ -1168,7 +1218,8 @@ mod tests {
                 flag.store(true, Ordering::Relaxed)
             })
             .unwrap();
-        // No runtime here: the last viewer leaving decides at once whether to stop.
+        // No runtime here: the last viewer leaving decides on a thread of its own, once the
+        // linger (0 here) has passed, whether to stop.
         drop(first);
         let second = second.subscription.take().unwrap();
         second.activate();
@@ -1178,6 +1229,10 @@ mod tests {
         );
         assert_eq!(encoders.streams().first().map(|s| s.state), Some("running"));
         drop(second);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !encoders.streams().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(
             encoders.streams().is_empty(),
             "stopped once nobody holds it"

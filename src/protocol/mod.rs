@@ -49,6 +49,12 @@ pub enum Message {
         #[serde(flatten)]
         route: Route,
     },
+    /// Routed (v1.1), callee → caller: the call rings; a person will accept or reject it.
+    /// The callee holds the offer until then. Clients that predate it ignore it.
+    Ringing {
+        #[serde(flatten)]
+        route: Route,
+    },
     /// Routed: an SDP offer.
     Offer {
         #[serde(flatten)]
@@ -347,6 +353,7 @@ impl Message {
             Message::PeerLeft { .. } => "peer-left",
             Message::Error { .. } => "error",
             Message::Call { .. } => "call",
+            Message::Ringing { .. } => "ringing",
             Message::Offer { .. } => "offer",
             Message::Answer { .. } => "answer",
             Message::Candidate { .. } => "candidate",
@@ -358,6 +365,7 @@ impl Message {
     pub fn route(&self) -> Option<&Route> {
         match self {
             Message::Call { route }
+            | Message::Ringing { route }
             | Message::Offer { route, .. }
             | Message::Answer { route, .. }
             | Message::Candidate { route, .. }
@@ -369,6 +377,7 @@ impl Message {
     pub fn route_mut(&mut self) -> Option<&mut Route> {
         match self {
             Message::Call { route }
+            | Message::Ringing { route }
             | Message::Offer { route, .. }
             | Message::Answer { route, .. }
             | Message::Candidate { route, .. }
@@ -497,6 +506,21 @@ mod tests {
             sdp: "v=0".into(),
         };
         assert_eq!(Message::decode(&offer.encode()).unwrap(), offer);
+    }
+
+    #[test]
+    fn ringing_is_routed_like_call() {
+        let ringing = Message::decode(r#"{"type":"ringing","to":"caller","session":"s1"}"#)
+            .expect("ringing decodes");
+        assert_eq!(
+            ringing,
+            Message::Ringing {
+                route: Route::new("caller", "s1")
+            }
+        );
+        assert_eq!(ringing.kind(), "ringing");
+        assert_eq!(ringing.route().map(|r| r.to.as_str()), Some("caller"));
+        assert_eq!(Message::decode(&ringing.encode()).unwrap(), ringing);
     }
 
     #[test]

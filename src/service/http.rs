@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use crate::media::shared::Encoders;
 use crate::relay::{Access, Relay, ws};
+use crate::session::manager::DecideError;
 use crate::session::{CallManager, PlaceCallError};
 
 use super::auth::{Scope, Tokens};
@@ -133,6 +134,8 @@ pub fn daemon_router(
         .route("/api/snapshot.jpg", get(snapshot))
         .route("/api/calls", get(list_calls).post(place_call))
         .route("/api/calls/{session}", delete(hang_up))
+        .route("/api/calls/{session}/accept", post(accept_call))
+        .route("/api/calls/{session}/reject", post(reject_call))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/", get(page))
@@ -398,6 +401,24 @@ async fn hang_up(State(state): State<DaemonState>, Path(session): Path<String>) 
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, "no such call")
+    }
+}
+
+/// `POST /api/calls/{session}/accept`: a ringing call answers.
+async fn accept_call(State(state): State<DaemonState>, Path(session): Path<String>) -> Response {
+    decided(state.calls.accept(&session))
+}
+
+/// `POST /api/calls/{session}/reject`: a ringing call ends with `rejected`.
+async fn reject_call(State(state): State<DaemonState>, Path(session): Path<String>) -> Response {
+    decided(state.calls.reject(&session))
+}
+
+fn decided(result: Result<(), DecideError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err @ DecideError::NotFound) => error(StatusCode::NOT_FOUND, &err.to_string()),
+        Err(err @ DecideError::NotRinging) => error(StatusCode::CONFLICT, &err.to_string()),
     }
 }
 

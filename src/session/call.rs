@@ -24,11 +24,16 @@ use super::{
     webrtc,
 };
 use crate::media::codecs::{self, MediaKind};
+use crate::media::profile::AnswerPolicy;
 use crate::media::{self, receive, send, shared};
 use crate::protocol::{EndReason, Message, Route, escape_for_log};
 
-/// How long a call may take from its start to a connected peer connection.
+/// How long a call may take from its start (or, when it rang, from its acceptance) to a
+/// connected peer connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A caller whose callee rings waits at most this long for a decision (the callee's own
+/// `ring_timeout_secs`, at most 600, normally ends it first with `no-answer`).
+const RING_WAIT: Duration = Duration::from_secs(600 + 30);
 /// How long webrtcbin may take to answer one promise (create-offer, set-*-description).
 const PROMISE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The session task goes round its loop at least this often (see `CallInfo::beat`).
@@ -126,6 +131,16 @@ pub struct Call {
     pipeline: media::OwnedPipeline,
     webrtcbin: gst::Element,
     media_ready: bool,
+    /// Callee: ringing (until `Event::Accept`); the offer is held meanwhile.
+    ringing: bool,
+    /// Caller: the callee said it rings, and has not answered yet.
+    remote_ringing: bool,
+    /// The call must be connected by then (moved by ringing and accepting).
+    connect_by: tokio::time::Instant,
+    /// Callee: a ringing call ends with `no-answer` then.
+    ring_by: tokio::time::Instant,
+    /// Callee: the shared encoders kept running while the call rings.
+    warm: Vec<shared::Warm>,
     held_offer: Option<String>,
     held_candidates: Vec<RemoteCandidate>,
     /// Candidates dropped past [`MAX_HELD_CANDIDATES`] (logged once).
@@ -339,6 +354,11 @@ impl Call {
             pipeline,
             webrtcbin,
             media_ready: false,
+            ringing: false,
+            remote_ringing: false,
+            connect_by: tokio::time::Instant::now() + CONNECT_TIMEOUT,
+            ring_by: tokio::time::Instant::now(),
+            warm: Vec::new(),
             held_offer: None,
             held_candidates: Vec::new(),
             dropped_candidates: 0,
@@ -394,10 +414,18 @@ impl Call {
         if let Err(end) = self.set_playing().await {
             return end;
         }
+        if self.info.role == Role::Callee
+            && self.settings.profile.answer == AnswerPolicy::Ring
+            && let Err(end) = self.start_ringing().await
+        {
+            return end;
+        }
         let media_delay = tokio::time::sleep(self.settings.profile.media_start_delay());
         tokio::pin!(media_delay);
-        let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        let deadline = tokio::time::sleep_until(self.connect_by);
         tokio::pin!(deadline);
+        let ring_timer = tokio::time::sleep_until(self.ring_by);
+        tokio::pin!(ring_timer);
         let mut ping = tokio::time::interval(PING_INTERVAL);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         // A WHIP publisher whose endpoint went quiet publishes again, soon.
@@ -431,24 +459,45 @@ impl Call {
                     None => Err(CallEnd::local(EndReason::Shutdown, "")),
                 },
                 _ = ping.tick(), if self.channel_open => self.send_ping(),
-                _ = &mut deadline, if self.info.state() != CallState::Connected => {
+                _ = &mut deadline, if self.info.state() != CallState::Connected && !self.ringing => {
                     crate::metrics::get().ice_failures.inc();
                     Err(CallEnd::local(EndReason::Timeout, "the connection did not come up in time"))
                 }
+                _ = &mut ring_timer, if self.ringing => Err(CallEnd {
+                    reason: EndReason::NoAnswer,
+                    detail: format!(
+                        "nobody answered within {} s",
+                        self.settings.profile.ring_timeout_secs
+                    ),
+                    tell_peer: true,
+                }),
             };
             if let Err(end) = step {
                 return end;
+            }
+            if deadline.deadline() != self.connect_by {
+                deadline.as_mut().reset(self.connect_by);
             }
         }
     }
 
     async fn handle(&mut self, event: Event) -> Step {
         match event {
+            // Hanging up while the callee rings withdraws the call.
+            Event::End {
+                reason: EndReason::Hangup,
+                tell_peer,
+            } if self.remote_ringing => Err(CallEnd {
+                reason: EndReason::Cancelled,
+                detail: String::new(),
+                tell_peer,
+            }),
             Event::End { reason, tell_peer } => Err(CallEnd {
                 reason,
                 detail: String::new(),
                 tell_peer,
             }),
+            Event::Accept => self.accept().await,
             Event::IceCandidate { mline, candidate } => {
                 tracing::debug!(session = %self.info.session, mline, %candidate, "local candidate");
                 let sdp_mid = self.local_mids.get(mline as usize).cloned().flatten();
@@ -495,10 +544,10 @@ impl Call {
                     tracing::debug!(session = %self.info.session, "ignoring a second offer");
                     return Ok(());
                 }
-                if self.media_ready {
+                if self.media_ready && !self.ringing {
                     self.answer(&sdp).await
                 } else {
-                    tracing::debug!(session = %self.info.session, "offer before media: held");
+                    tracing::debug!(session = %self.info.session, ringing = self.ringing, "offer held");
                     self.held_offer = Some(sdp);
                     Ok(())
                 }
@@ -509,6 +558,11 @@ impl Call {
                 }
                 if self.remote.is_some() {
                     return Ok(());
+                }
+                if self.remote_ringing {
+                    // Accepted: from now on the usual time to connect.
+                    self.remote_ringing = false;
+                    self.connect_by = tokio::time::Instant::now() + CONNECT_TIMEOUT;
                 }
                 let answer = parse_sdp(&sdp, self.settings.profile.max_mlines)?;
                 self.choose_estimator(sdp::transport_cc_id(&answer).is_some());
@@ -542,11 +596,25 @@ impl Call {
                     text = %escape_for_log(message.as_deref().unwrap_or("")),
                     "the peer hung up"
                 );
+                // A caller that hangs up while we ring withdrew its call.
+                let reason = match EndReason::from_wire(&reason) {
+                    EndReason::Hangup | EndReason::RemoteHangup if self.ringing => {
+                        EndReason::Cancelled
+                    }
+                    reason => reason,
+                };
                 Err(CallEnd {
-                    reason: EndReason::from_wire(&reason),
+                    reason,
                     detail: String::new(),
                     tell_peer: false,
                 })
+            }
+            Message::Ringing { .. } if self.info.role == Role::Caller && self.remote.is_none() => {
+                tracing::info!(session = %self.info.session, "the callee rings");
+                self.remote_ringing = true;
+                self.connect_by = tokio::time::Instant::now() + RING_WAIT;
+                self.info.set_state(CallState::Ringing);
+                Ok(())
             }
             other => {
                 tracing::debug!(session = %self.info.session, kind = other.kind(), "ignored");
@@ -559,6 +627,11 @@ impl Call {
         self.media_ready = true;
         match self.info.role {
             Role::Caller | Role::Whip => self.offer().await,
+            // Ringing: the offer waits for a person; the encoders start meanwhile.
+            Role::Callee if self.ringing => {
+                self.warm_media().await;
+                Ok(())
+            }
             Role::Callee | Role::Whep => match self.held_offer.take() {
                 Some(offer) => self.answer(&offer).await,
                 None => {
@@ -566,6 +639,63 @@ impl Call {
                     Ok(())
                 }
             },
+        }
+    }
+
+    /// Callee (`answer = "ring"`): tells the caller the call rings, and rings until someone
+    /// accepts, rejects, or `ring_timeout_secs` passes.
+    async fn start_ringing(&mut self) -> Step {
+        self.ringing = true;
+        self.ring_by = tokio::time::Instant::now()
+            + Duration::from_secs(self.settings.profile.ring_timeout_secs);
+        self.info.set_state(CallState::Ringing);
+        tracing::info!(session = %self.info.session, peer = %self.info.peer, "ringing");
+        let route = Route::new(&self.info.peer, &self.info.session);
+        self.signal(Message::Ringing { route }).await
+    }
+
+    /// Callee: someone accepted the ringing call; answer its offer (now, or when it comes).
+    async fn accept(&mut self) -> Step {
+        if !self.ringing {
+            return Ok(());
+        }
+        self.ringing = false;
+        self.connect_by = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        tracing::info!(session = %self.info.session, "accepted");
+        if !self.media_ready {
+            self.info.set_state(CallState::Starting);
+            return Ok(());
+        }
+        match self.held_offer.take() {
+            Some(offer) => self.answer(&offer).await,
+            None => {
+                self.info.set_state(CallState::AwaitingOffer);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts the shared encoders an answer will most likely use (the profile's first video
+    /// and audio codecs), so that accepting does not wait for the camera and the encoder.
+    /// Best effort: a source that fails here fails again, clearly, when the call answers.
+    async fn warm_media(&mut self) {
+        if self.settings.profile.per_viewer_encoder {
+            return;
+        }
+        let encoders = &self.settings.encoders;
+        let first = [
+            encoders.codecs(MediaKind::Video).first().copied(),
+            encoders.codecs(MediaKind::Audio).first().copied(),
+        ];
+        for codec in first.into_iter().flatten() {
+            let encoders = Arc::clone(&self.settings.encoders);
+            match blocking(move || encoders.warm(codec)).await {
+                Ok(Ok(warm)) => self.warm.push(warm),
+                Ok(Err(err)) => {
+                    tracing::info!(session = %self.info.session, ?codec, "not warmed: {err}");
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -604,7 +734,11 @@ impl Call {
         self.local_mids = sdp::mids(offer.sdp());
         let text = offer.sdp().to_string();
         self.set_local(offer).await?;
-        self.info.set_state(CallState::Offered);
+        self.info.set_state(if self.remote_ringing {
+            CallState::Ringing
+        } else {
+            CallState::Offered
+        });
         let route = Route::new(&self.info.peer, &self.info.session);
         self.signal(Message::Offer { route, sdp: text }).await
     }
@@ -657,6 +791,8 @@ impl Call {
         let text = answer.sdp().to_string();
         self.set_local(answer).await?;
         self.info.set_state(CallState::Connecting);
+        // The call's own subscriptions hold the encoders now.
+        self.warm.clear();
         let route = Route::new(&self.info.peer, &self.info.session);
         self.signal(Message::Answer { route, sdp: text }).await
     }

@@ -12,6 +12,8 @@ pub enum Event {
         reason: EndReason,
         tell_peer: bool,
     },
+    /// Someone accepted the ringing call: answer it.
+    Accept,
 
     // Posted by webrtcbin's signal handlers:
     IceCandidate {

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::call::{self, CallEnd, PeerInput};
 use super::events::Event;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
+use crate::media::profile::AnswerPolicy;
 use crate::protocol::{EndReason, ErrorCode, Message, Route};
 
 /// The peer name of every WHEP session (its player is known by its session's URL only). It
@@ -30,6 +31,15 @@ pub enum PlaceCallError {
     UnknownPeer(String),
     #[error("this device is busy ({0} calls)")]
     Busy(usize),
+}
+
+/// Why a ringing call could not be accepted or rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecideError {
+    #[error("no such call")]
+    NotFound,
+    #[error("the call is not ringing")]
+    NotRinging,
 }
 
 struct SessionHandle {
@@ -203,6 +213,39 @@ impl CallManager {
         }
     }
 
+    /// Accepts a ringing call: it answers now.
+    pub fn accept(&self, session: &str) -> Result<(), DecideError> {
+        self.decide(session, Event::Accept)
+    }
+
+    /// Rejects a ringing call: it ends with `rejected`, and the caller is told.
+    pub fn reject(&self, session: &str) -> Result<(), DecideError> {
+        self.decide(
+            session,
+            Event::End {
+                reason: EndReason::Rejected,
+                tell_peer: true,
+            },
+        )
+    }
+
+    /// Hands a decision to a ringing callee (a caller whose callee rings has nothing to
+    /// decide). The call may stop ringing before it reads the event (its ring timed out):
+    /// it then ignores an accept, and a reject ends it all the same.
+    fn decide(&self, session: &str, decision: Event) -> Result<(), DecideError> {
+        let state = self.lock();
+        let handle = state
+            .sessions
+            .values()
+            .find(|h| h.info.session == session)
+            .ok_or(DecideError::NotFound)?;
+        if handle.info.role != Role::Callee || handle.info.state() != super::CallState::Ringing {
+            return Err(DecideError::NotRinging);
+        }
+        let _ = handle.events.send(decision);
+        Ok(())
+    }
+
     /// Ends every call and waits (at most `grace`) for their tasks to finish; no call can
     /// start after this. False when some were still running at the end of `grace`.
     pub async fn shut_down(&self, reason: EndReason, grace: Duration) -> bool {
@@ -275,8 +318,9 @@ impl CallManager {
                     .sessions
                     .iter()
                     .filter(|((peer, _), h)| {
-                        use super::CallState::{AwaitingOffer, Starting};
-                        *peer == from && matches!(h.info.state(), Starting | AwaitingOffer)
+                        use super::CallState::{AwaitingOffer, Ringing, Starting};
+                        *peer == from
+                            && matches!(h.info.state(), Starting | Ringing | AwaitingOffer)
                     })
                     .count();
                 if state.sessions.len() >= self.settings.profile.max_sessions
@@ -288,6 +332,15 @@ impl CallManager {
                     let busy = Message::hangup(&from, &route.session, EndReason::Busy);
                     if self.signaling.try_send(busy).is_err() {
                         tracing::debug!("signaling queue full; busy not sent");
+                    }
+                    return;
+                }
+                if self.settings.profile.answer == AnswerPolicy::Reject {
+                    drop(state);
+                    tracing::info!(peer = %from, "a call refused (answer = \"reject\")");
+                    let rejected = Message::hangup(&from, &route.session, EndReason::Rejected);
+                    if self.signaling.try_send(rejected).is_err() {
+                        tracing::debug!("signaling queue full; rejected not sent");
                     }
                     return;
                 }

@@ -82,6 +82,9 @@ impl Role {
 pub enum CallState {
     /// Building media.
     Starting,
+    /// Callee (`answer = "ring"`): ringing until someone accepts or rejects it (its media
+    /// warms meanwhile). Caller: the callee said it rings.
+    Ringing,
     /// Caller: offer sent, waiting for the answer.
     Offered,
     /// Callee: media ready, waiting for the offer.

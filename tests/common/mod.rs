@@ -269,6 +269,35 @@ pub async fn hang_up(p: &Proc, session: &str) -> u16 {
     status
 }
 
+/// How many calls of `p` ended with `reason`, from `/metrics`.
+pub async fn ended_with(p: &Proc, reason: &str) -> u64 {
+    metric(
+        p,
+        "webrtcd_sessions_ended_total",
+        &format!("reason=\"{reason}\""),
+    )
+    .await
+}
+
+/// The sum of `p`'s `/metrics` samples named `name` whose line contains `label`.
+pub async fn metric(p: &Proc, name: &str, label: &str) -> u64 {
+    let (_, text) = api_client::request("GET", &p.api("/metrics"), None, None)
+        .await
+        .expect("GET /metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// `POST path` on `p`'s API with an empty JSON object; the status.
+pub async fn post_status(p: &Proc, path: &str) -> u16 {
+    let (status, _) = api_client::request("POST", &p.api(path), Some("{}".into()), None)
+        .await
+        .expect("POST");
+    status
+}
+
 /// Polls `check` every 100 ms until it yields a value, or panics after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
