@@ -42,6 +42,13 @@ enum Command {
         /// Seconds between pings of idle connections; silent for two intervals: closed.
         #[arg(long, default_value_t = 20)]
         keepalive_secs: u64,
+        /// Share one registry with every relay started with the same Redis
+        /// (`redis://HOST:6379`): peers on different relays reach each other.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Messages per second one connection may send on average (twice that at once).
+        #[arg(long, default_value_t = 200.0)]
+        messages_per_second: f64,
     },
     /// List cameras, microphones, speakers and every encoder candidate (works / missing / failed).
     Devices,
@@ -71,9 +78,10 @@ struct RunArgs {
     listen: Option<SocketAddr>,
     #[arg(long)]
     id: Option<String>,
-    /// Register with this remote relay (ws://host:port/signaling) instead of the embedded one.
+    /// Register with this remote relay (ws://host:port/signaling) instead of the embedded one
+    /// (repeatable: the first that answers, then the next when it goes away).
     #[arg(long)]
-    relay: Option<String>,
+    relay: Vec<String>,
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Where the DTLS certificate is kept.
@@ -96,8 +104,12 @@ impl RunArgs {
         if self.id.is_some() {
             config.id = self.id;
         }
-        if let Some(relay) = self.relay {
-            config.relay = Some(webrtcd::redact::SecretUrl::new(relay));
+        if !self.relay.is_empty() {
+            config.relay = self
+                .relay
+                .into_iter()
+                .map(webrtcd::redact::SecretUrl::new)
+                .collect();
         }
         if let Some(profile) = self.profile {
             config.profile = profile;
@@ -179,6 +191,8 @@ fn main() -> anyhow::Result<()> {
                 keepalive_secs,
                 tls_cert,
                 tls_key,
+                redis,
+                messages_per_second,
             } => {
                 use service::auth::{Scope, Token};
                 let tokens = tokens
@@ -192,6 +206,8 @@ fn main() -> anyhow::Result<()> {
                     keepalive_secs,
                     tls_cert,
                     tls_key,
+                    relay_messages_per_second: messages_per_second,
+                    relay_message_burst: (messages_per_second * 2.0).clamp(1.0, 1e9) as u32,
                     ..Config::default()
                 };
                 config.add_secrets(&service::config::Secrets::from_environment()?);
@@ -199,7 +215,7 @@ fn main() -> anyhow::Result<()> {
                 if !problems.is_empty() {
                     anyhow::bail!("{}", problems.join("\n"));
                 }
-                service::run_relay(config).await
+                service::run_relay(config, redis).await
             }
             Command::CheckConfig { config } => {
                 let checked =

@@ -203,3 +203,346 @@ async fn a_door_that_rejects_every_call_makes_nothing_for_it() {
         "no session was started"
     );
 }
+
+// ---- the DataChannel bridge ------------------------------------------------------------------
+
+/// A daemon config with a bridge socket at `socket` (and `extra`).
+fn bridge_config(name: &str, socket: &std::path::Path, extra: &str) -> String {
+    config_file(
+        name,
+        &format!("[bridge]\nsocket = '{}'\n{extra}", socket.display()),
+    )
+}
+
+/// Connects to a bridge socket (waiting, bounded, for the daemon to make it).
+async fn bridge_client(socket: &std::path::Path) -> tokio::net::UnixStream {
+    wait_for("the bridge socket", Duration::from_secs(10), || async {
+        tokio::net::UnixStream::connect(socket).await.ok()
+    })
+    .await
+}
+
+/// Reads JSON lines from a bridge client until one satisfies `accept` (bounded).
+async fn bridge_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+    what: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} on the bridge within 15 s"))
+            .expect("read")
+            .unwrap_or_else(|| panic!("the bridge closed before {what}"));
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        if accept(&value) {
+            return value;
+        }
+    }
+}
+
+/// Two daemons with bridges: a program on the caller's side asks the door to open over the
+/// call's DataChannel; the shipped example (examples/door-relay.py) on the door's bridge
+/// receives it, "opens" (runs its command) and answers, and the answer reaches the caller's
+/// program. A bridge client that never reads is dropped, and the call's ping/pong never
+/// waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_carries_datachannel_messages_to_local_programs_and_back() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let _serial = serial().await;
+    let dir = artifacts_dir().join("bridge");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bridge dir");
+    let door_socket = dir.join("door.sock");
+    let alice_socket = dir.join("alice.sock");
+    let opened = dir.join("opened");
+    let door = Proc::daemon(
+        "bridge-door",
+        &light_profile("bridge-door", ""),
+        &["--config", &bridge_config("bridge-door", &door_socket, "")],
+    );
+    let alice = Proc::daemon(
+        "bridge-alice",
+        &light_profile("bridge-alice", ""),
+        &[
+            "--relay",
+            &door.ws_url(),
+            "--config",
+            &bridge_config("bridge-alice", &alice_socket, ""),
+        ],
+    );
+    // Only the daemon's user and group may connect.
+    let _ = bridge_client(&door_socket).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&door_socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
+
+    // The door's program: the shipped example, opening the "door" by touching a file.
+    let mut relay = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/door-relay.py"))
+        .args(["--once", "--socket"])
+        .arg(&door_socket)
+        .arg("--command")
+        .arg(format!("touch {}", opened.display()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 examples/door-relay.py");
+    // A program that never reads.
+    let stuck = bridge_client(&door_socket).await;
+    let (read, mut write) = bridge_client(&alice_socket).await.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+
+    wait_peer(&alice, "bridge-door").await;
+    let session = place_call(&alice, "bridge-door").await;
+    wait_call(&alice, &session, "an open DataChannel", |c| {
+        c["datachannel"] == "open" && c["pongs_received"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let open = serde_json::json!({"session": session, "data": {"type": "open"}}).to_string();
+    write
+        .write_all(format!("{open}\n").as_bytes())
+        .await
+        .expect("write");
+    let answer = bridge_line(&mut lines, "the door's answer", |v| v["session"] == session).await;
+    assert_eq!(answer["peer"], "bridge-door", "{answer}");
+    let data: Value = serde_json::from_str(answer["data"].as_str().expect("text")).expect("JSON");
+    assert_eq!(data["type"], "opened", "{answer}");
+    assert!(opened.exists(), "the door command ran");
+    // Unusable lines are answered, not fatal.
+    write.write_all(b"not json\n").await.expect("write");
+    let error = bridge_line(&mut lines, "an error line", |v| v.get("error").is_some()).await;
+    assert!(
+        error["error"].as_str().unwrap_or("").contains("expected"),
+        "{error}"
+    );
+    write
+        .write_all(b"{\"session\": \"nosuch\", \"data\": \"x\"}\n")
+        .await
+        .expect("write");
+    let error = bridge_line(&mut lines, "no such call", |v| v.get("error").is_some()).await;
+    assert_eq!(error["error"], "no such call");
+
+    // Fill the stuck client's socket: 600 messages of 1 kB reach the door (paced: a call's
+    // queue is bounded), more than a Unix socket buffers.
+    let pongs_before = find_call(&door, &session).await.expect("call")["pongs_received"]
+        .as_u64()
+        .unwrap_or(0);
+    let filler = "x".repeat(1000);
+    for i in 0..600 {
+        let line = serde_json::json!({"session": session, "data": format!("{i} {filler}")});
+        write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    wait_for(
+        "the stuck client to be dropped",
+        Duration::from_secs(15),
+        || async {
+            door.log_text()
+                .contains("bridge client dropped: it stopped reading")
+                .then_some(())
+        },
+    )
+    .await;
+    // The call went on answering pings all along, and still does.
+    let call = wait_call(&door, &session, "more pongs", |c| {
+        c["pongs_received"].as_u64().unwrap_or(0) >= pongs_before + 3
+    })
+    .await;
+    assert_eq!(call["state"], "connected", "{call}");
+    assert!(
+        call["rtt_ms"].as_f64().unwrap_or(f64::MAX) < 500.0,
+        "round trip {call}"
+    );
+    drop(stuck);
+    assert_eq!(hang_up(&alice, &session).await, 204);
+    let _ = relay.kill();
+    let _ = relay.wait();
+}
+
+// ---- hooks and /api/events ---------------------------------------------------------------
+
+/// Writes an executable shell script.
+fn script(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// Whether a process is alive.
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// A ringing door runs its hooks for `ringing`, `connected` and `ended` with the event as
+/// JSON on stdin and in the environment (and none of its own environment); a hook that
+/// hangs is killed, with what it started, after its bound; `/api/events` streams the same
+/// events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_on_call_events_within_their_bound_and_events_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = serial().await;
+    let dir = artifacts_dir().join("hooks");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("hooks dir");
+    let record = dir.join("record.sh");
+    let events = dir.join("events.log");
+    script(
+        &record,
+        &format!(
+            "{{ cat; echo \"env $WEBRTCD_EVENT $WEBRTCD_SESSION $WEBRTCD_PEER $WEBRTCD_ROLE \
+             reason=$WEBRTCD_REASON secret=${{HOOK_TEST_SECRET:-none}}\"; }} >> {}",
+            events.display()
+        ),
+    );
+    let hang = dir.join("hang.sh");
+    let pids = dir.join("pids");
+    script(
+        &hang,
+        &format!("sleep 60 &\necho \"$$ $!\" > {}\nwait", pids.display()),
+    );
+    let config = config_file(
+        "hooks-door",
+        &format!(
+            "[[hooks]]\non = ['ringing', 'connected', 'ended']\nexec = '{}'\n\
+             [[hooks]]\non = ['connected']\nexec = '{}'\ntimeout_secs = 1\n",
+            record.display(),
+            hang.display()
+        ),
+    );
+    let door = Proc::daemon_env(
+        "hooks-door",
+        &ringing_profile("hooks-door", ""),
+        &["--config", &config],
+        &[("HOOK_TEST_SECRET", "hunter2")],
+    );
+    let alice = Proc::daemon(
+        "hooks-alice",
+        &light_profile("hooks-alice", ""),
+        &["--relay", &door.ws_url()],
+    );
+    // The event stream, read raw as it comes.
+    let mut stream = tokio::net::TcpStream::connect(&door.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!(
+                "GET /api/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+                door.addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let streamed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&streamed);
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .expect("lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+
+    wait_peer(&alice, "hooks-door").await;
+    let session = place_call(&alice, "hooks-door").await;
+    wait_call(&door, &session, "ringing", |c| c["state"] == "ringing").await;
+    assert_eq!(
+        post_status(&door, &format!("/api/calls/{session}/accept")).await,
+        204
+    );
+    wait_call(&door, &session, "connected", |c| c["state"] == "connected").await;
+    // The hanging hook started, and is killed (with its child) after its second.
+    let (shell, child) = wait_for("the hanging hook", Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        let mut it = text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok());
+        Some((it.next()?, it.next()?))
+    })
+    .await;
+    wait_for(
+        "the hanging hook and its child to be killed",
+        Duration::from_secs(10),
+        || async { (!alive(shell) && !alive(child)).then_some(()) },
+    )
+    .await;
+    assert!(door.log_text().contains("killed"), "the kill is logged");
+    assert_eq!(hang_up(&alice, &session).await, 204);
+    wait_idle(&door).await;
+
+    let recorded = wait_for("three hook runs", Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        (text.matches("env ").count() >= 3).then_some(text)
+    })
+    .await;
+    let runs: Vec<(Value, &str)> = {
+        let lines: Vec<&str> = recorded.lines().collect();
+        lines
+            .chunks(2)
+            .map(|pair| {
+                (
+                    serde_json::from_str(pair[0]).expect("JSON on stdin"),
+                    pair[1],
+                )
+            })
+            .collect()
+    };
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|(json, _)| json["event"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["ringing", "connected", "ended"], "{recorded}");
+    for (json, env) in &runs {
+        assert_eq!(json["session"], session.as_str(), "{json}");
+        assert_eq!(json["peer"], "hooks-alice", "{json}");
+        assert_eq!(json["role"], "callee", "{json}");
+        assert!(
+            env.starts_with(&format!(
+                "env {} {session} hooks-alice callee",
+                json["event"].as_str().unwrap_or("")
+            )),
+            "{env}"
+        );
+        assert!(
+            env.ends_with("secret=none"),
+            "the daemon's environment leaked: {env}"
+        );
+    }
+    assert_eq!(runs[2].0["reason"], "hangup", "{recorded}");
+    assert!(runs[2].1.contains("reason=hangup"), "{recorded}");
+
+    // The same events on /api/events.
+    let text = wait_for("the streamed events", Duration::from_secs(10), || async {
+        let text = streamed.lock().expect("lock").clone();
+        text.contains("event: ended").then_some(text)
+    })
+    .await;
+    assert!(text.contains("text/event-stream"), "{text}");
+    for name in ["ringing", "connected", "ended"] {
+        assert!(
+            text.contains(&format!(
+                "event: {name}\ndata: {{\"event\":\"{name}\",\"session\":\"{session}\""
+            )),
+            "{name} not streamed: {text}"
+        );
+    }
+    reader.abort();
+}

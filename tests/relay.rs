@@ -4,54 +4,12 @@ mod common;
 
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::Message as Frame;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
-use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use common::ws::*;
 use common::*;
 use webrtcd::service::api_client;
-
-type Ws = async_tungstenite::WebSocketStream<async_tungstenite::tokio::ConnectStream>;
-
-async fn connect(url: &str) -> Ws {
-    async_tungstenite::tokio::connect_async(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
-        .0
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Frame::text(v.to_string())).await.expect("send");
-}
-
-async fn send_text(ws: &mut Ws, text: String) {
-    ws.send(Frame::text(text)).await.expect("send");
-}
-
-/// The next JSON message, skipping control frames; bounded in time.
-async fn recv(ws: &mut Ws) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("connection open")
-            .expect("frame");
-        if let Frame::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).expect("JSON");
-        }
-    }
-}
-
-async fn register(url: &str, id: &str) -> Ws {
-    let mut ws = connect(url).await;
-    send(&mut ws, json!({"type": "register", "id": id})).await;
-    let reply = recv(&mut ws).await;
-    assert_eq!(reply["type"], "registered", "{reply}");
-    assert_eq!(reply["id"], id);
-    ws
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_errors_and_oversize_over_a_real_socket() {

@@ -1,5 +1,6 @@
 //! The daemon's own connection to a relay: the embedded one in-process, or a remote one over
-//! WebSocket that is re-registered with backoff whenever it goes away and comes back.
+//! WebSocket that is re-registered with backoff whenever it goes away and comes back — with
+//! several, the first that answers, then the next whenever the one in use goes away.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +19,12 @@ use super::ws;
 use crate::protocol::{ErrorCode, Message};
 use crate::redact::SecretUrl;
 
-/// A remote relay and how to reach it.
+/// The remote relays and how to reach them.
 #[derive(Clone)]
 pub struct RemoteRelay {
-    /// `ws://` or `wss://host:port/signaling`; shown redacted (a `?token=` may be in it).
-    pub url: SecretUrl,
+    /// `ws://` or `wss://host:port/signaling`, in order of preference (at least one); shown
+    /// redacted (a `?token=` may be in them).
+    pub urls: Vec<SecretUrl>,
     /// Sent as `Authorization: Bearer`.
     pub token: Option<SecretString>,
     /// How a `wss://` relay's certificate is verified.
@@ -101,7 +103,8 @@ pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Li
 
 /// Connects to a remote relay (`ws://host:port/signaling`), keeps the registration alive:
 /// pings every `keepalive`, and reconnects with backoff when the relay closes, errs, or has
-/// been silent for two intervals (a half-open connection, a frozen relay).
+/// been silent for two intervals (a half-open connection, a frozen relay). With several
+/// relays, each attempt after a loss or a failure goes to the next in the list.
 pub fn remote(
     relay: RemoteRelay,
     id: Option<String>,
@@ -113,9 +116,15 @@ pub fn remote(
     let shutdown = tasks.shutdown.clone();
     tasks.tracker.spawn(async move {
         let mut backoff = BACKOFF_MIN;
+        let mut next = 0;
         loop {
+            let Some(url) = relay.urls.get(next % relay.urls.len().max(1)).cloned() else {
+                tracing::error!("no relay to register with");
+                return;
+            };
             let session = connect_once(
                 &relay,
+                &url,
                 id.clone(),
                 keepalive,
                 &mut from_daemon,
@@ -126,22 +135,40 @@ pub fn remote(
                 ended = session => ended,
                 _ = shutdown.cancelled() => return,
             };
+            // A relay that says the id is taken is alive (it has not yet noticed our old
+            // registration is gone, or its cluster not yet that our relay died): try it again,
+            // soon and without growing the backoff, rather than one that may be dead.
+            let mut pause = backoff;
             match ended {
                 Ok(Session::DaemonGone) => return,
-                Ok(Session::RelayGone(why)) => {
-                    tracing::warn!(relay = %relay.url, "relay connection lost ({why}); reconnecting")
+                Ok(Session::RelayGone(why @ ID_TAKEN)) => {
+                    pause = ID_TAKEN_RETRY;
+                    tracing::warn!(relay = %url, "{why}; registering again")
                 }
-                Err(err) => tracing::warn!(relay = %relay.url, "relay unreachable: {err:#}"),
+                Ok(Session::RelayGone(why)) => {
+                    next += 1;
+                    tracing::warn!(relay = %url, "relay connection lost ({why}); reconnecting")
+                }
+                Err(err) => {
+                    next += 1;
+                    tracing::warn!(relay = %url, "relay unreachable: {err:#}")
+                }
             }
             if to_daemon.send(LinkEvent::Down).await.is_err() {
                 return;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::time::sleep(pause).await;
+            if pause == backoff {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
         }
     });
     Link { outgoing, incoming }
 }
+
+const ID_TAKEN: &str = "the id is taken";
+/// How soon a relay that said the id is taken is asked again.
+const ID_TAKEN_RETRY: Duration = Duration::from_millis(300);
 
 enum Session {
     RelayGone(&'static str),
@@ -156,18 +183,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// WebSocket handshake with the token in a header.
 async fn open(
     relay: &RemoteRelay,
+    url: &SecretUrl,
 ) -> anyhow::Result<
     async_tungstenite::WebSocketStream<async_tungstenite::tokio::TokioAdapter<Box<dyn Io>>>,
 > {
     // Errors name the relay redacted: the URL itself may hold a token.
-    let parsed = url::Url::parse(relay.url.expose()).context("not a URL")?;
+    let parsed = url::Url::parse(url.expose()).context("not a URL")?;
     let host = parsed.host_str().context("no host")?.to_string();
     let secure = parsed.scheme() == "wss";
     let port = parsed
         .port_or_known_default()
         .unwrap_or(if secure { 443 } else { 80 });
-    let mut request = relay
-        .url
+    let mut request = url
         .expose()
         .into_client_request()
         .context("not a WebSocket URL")?;
@@ -201,6 +228,7 @@ async fn open(
 
 async fn connect_once(
     relay: &RemoteRelay,
+    url: &SecretUrl,
     id: Option<String>,
     keepalive: Duration,
     from_daemon: &mut mpsc::Receiver<Message>,
@@ -209,7 +237,7 @@ async fn connect_once(
 ) -> anyhow::Result<Session> {
     // A frozen relay accepts the TCP connection and never answers the handshake.
     let silent = keepalive * 2;
-    let ws = tokio::time::timeout(silent, open(relay))
+    let ws = tokio::time::timeout(silent, open(relay, url))
         .await
         .map_err(|_| anyhow::anyhow!("no handshake within {silent:?}"))??;
     let (mut sink, mut stream) = ws.split();
@@ -241,6 +269,7 @@ async fn connect_once(
                         Ok(msg) => {
                             if matches!(msg, Message::Registered { .. }) {
                                 *backoff = BACKOFF_MIN;
+                                tracing::info!(relay = %url, "registered with the relay");
                             }
                             // After a reconnect the relay may not yet have noticed our old
                             // connection is gone: retry with backoff instead of staying
@@ -251,7 +280,7 @@ async fn connect_once(
                                 return Ok(Session::DaemonGone);
                             }
                             if taken {
-                                return Ok(Session::RelayGone("id taken"));
+                                return Ok(Session::RelayGone(ID_TAKEN));
                             }
                         }
                         Err(err) => tracing::warn!("relay sent something unreadable: {err}"),

@@ -2,6 +2,7 @@
 //! ([`registry`], no I/O), its WebSocket server side ([`ws`]), and the daemon's own link to a
 //! relay, embedded or remote ([`link`]).
 
+pub mod cluster;
 pub mod link;
 pub mod registry;
 pub mod ws;

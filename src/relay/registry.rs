@@ -22,7 +22,7 @@ use crate::protocol::{ErrorCode, Message};
 /// How many messages may wait for one slow connection.
 pub const OUTBOX_CAPACITY: usize = 256;
 
-type ConnId = u64;
+pub type ConnId = u64;
 
 /// What a connection may do on the relay, from the token it came with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,52 @@ struct Peer {
 struct Peers {
     by_id: HashMap<String, Peer>,
     next_auto_id: u64,
+    /// Assigned ids start with this (`peer`; in a cluster, `peer-NODE`: unique across it).
+    auto_prefix: Option<String>,
+    /// In a cluster: the peers registered on the other relays, and the way to them.
+    remote: HashMap<String, RemotePeer>,
+    cluster: Option<ClusterSender>,
 }
+
+/// A peer registered on another relay of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePeer {
+    /// The relay (node) that holds it.
+    pub node: String,
+    pub access: Access,
+}
+
+/// What the relay asks of its cluster backend, without waiting for it.
+#[derive(Debug)]
+pub enum ToCluster {
+    /// A peer registered here: claim its id across the cluster and announce it (a refusal
+    /// comes back as [`Relay::claim_refused`]).
+    Claim {
+        id: String,
+        access: Access,
+        conn: ConnId,
+    },
+    /// A peer registered here left: release its id and announce it.
+    Release { id: String },
+    /// A message for a peer on relay `node`.
+    Route { node: String, msg: Message },
+}
+
+/// The relay's side of its cluster backend: claims and releases are few (one per
+/// registration) and must not be lost; routed messages are bounded, like a peer's queue.
+struct ClusterSender {
+    control: mpsc::UnboundedSender<ToCluster>,
+    routes: mpsc::Sender<ToCluster>,
+}
+
+/// The backend's side: what the relay asks of it.
+pub struct ClusterInbox {
+    pub control: mpsc::UnboundedReceiver<ToCluster>,
+    pub routes: mpsc::Receiver<ToCluster>,
+}
+
+/// Routed messages that may wait for the cluster backend.
+const CLUSTER_ROUTES: usize = 1024;
 
 /// Counters the relay keeps about its own work.
 #[derive(Default, Debug)]
@@ -282,6 +327,9 @@ impl Relay {
                 continue;
             };
             metrics::get().relay_peers.dec();
+            if let Some(cluster) = &peers.cluster {
+                let _ = cluster.control.send(ToCluster::Release { id: id.clone() });
+            }
             let left = Message::PeerLeft { id: id.clone() };
             for (other, peer) in &peers.by_id {
                 if sees(peer.access, removed.access) {
@@ -289,6 +337,126 @@ impl Relay {
                 }
             }
         }
+    }
+}
+
+/// The cluster backend's way in (see `super::cluster`): it learns what the relay needs from
+/// the other relays and hands over what they send.
+impl Relay {
+    /// Makes this relay one of a cluster whose other members are `node`-named relays; the
+    /// backend reads what the relay asks of it from the returned inbox. Assigned ids get
+    /// the node's name so that no two relays assign the same.
+    pub fn join_cluster(&self, node: &str) -> ClusterInbox {
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (routes, routes_rx) = mpsc::channel(CLUSTER_ROUTES);
+        let mut peers = self.lock();
+        peers.cluster = Some(ClusterSender { control, routes });
+        peers.auto_prefix = Some(format!("peer-{node}"));
+        ClusterInbox {
+            control: control_rx,
+            routes: routes_rx,
+        }
+    }
+
+    /// The peers registered here, to claim again (after the backend lost its store).
+    pub fn local_peers(&self) -> Vec<(String, Access, ConnId)> {
+        self.lock()
+            .by_id
+            .iter()
+            .map(|(id, p)| (id.clone(), p.access, p.conn))
+            .collect()
+    }
+
+    /// The peers the relay believes are on other relays.
+    pub fn remote_peers(&self) -> HashMap<String, RemotePeer> {
+        self.lock().remote.clone()
+    }
+
+    /// A peer registered on another relay: the local peers that may see it hear
+    /// `peer-joined` (once).
+    pub fn remote_joined(&self, id: &str, remote: RemotePeer) {
+        let mut peers = self.lock();
+        if peers.by_id.contains_key(id) || peers.remote.get(id) == Some(&remote) {
+            return;
+        }
+        let access = remote.access;
+        let known = peers.remote.insert(id.to_string(), remote).is_some();
+        if !known {
+            Self::tell_locals(
+                &mut peers,
+                access,
+                Message::PeerJoined { id: id.to_string() },
+            );
+        }
+    }
+
+    /// A peer of another relay left (or its relay died): the local peers that saw it hear
+    /// `peer-left`. With `node`, only if it was that relay's.
+    pub fn remote_left(&self, id: &str, node: Option<&str>) {
+        let mut peers = self.lock();
+        let Some(remote) = peers.remote.get(id) else {
+            return;
+        };
+        if node.is_some_and(|n| n != remote.node) {
+            return;
+        }
+        let access = remote.access;
+        peers.remote.remove(id);
+        Self::tell_locals(&mut peers, access, Message::PeerLeft { id: id.to_string() });
+    }
+
+    /// Another relay holds the id a local peer registered (they registered at once): the
+    /// local one is told `id-taken` and dropped.
+    pub fn claim_refused(&self, id: &str, conn: ConnId) {
+        let mut peers = self.lock();
+        let Some(peer) = peers.by_id.get(id).filter(|p| p.conn == conn) else {
+            return;
+        };
+        let _ = peer.outbox.try_send(Message::error(
+            ErrorCode::IdTaken,
+            format!("id '{id}' is in use"),
+            None,
+        ));
+        if !peer.owner {
+            peer.kicked.notify_one();
+        }
+        // Not ours to release: leave the cluster's entry alone.
+        let cluster = peers.cluster.take();
+        Self::remove_dead(&mut peers, vec![id.to_string()]);
+        peers.cluster = cluster;
+    }
+
+    /// A message another relay routed to a peer of this one.
+    pub fn deliver_routed(&self, msg: Message) {
+        let Some(to) = msg.route().map(|r| r.to.clone()) else {
+            return;
+        };
+        let kind = msg.kind();
+        let peers = self.lock();
+        match Self::deliver(&peers, &to, msg) {
+            Delivery::Queued => {
+                self.stats.routed.fetch_add(1, Ordering::Relaxed);
+                metrics::get()
+                    .relay_routed
+                    .get_or_create(&metrics::TypeLabel { r#type: kind })
+                    .inc();
+            }
+            Delivery::Full | Delivery::Closed => {
+                tracing::debug!(peer = %to, "a message from another relay could not be delivered");
+            }
+        }
+    }
+
+    /// Sends a relay notice about a peer of access `about` to every local peer that may
+    /// see it (dropping those that cannot take it).
+    fn tell_locals(peers: &mut Peers, about: Access, msg: Message) {
+        let mut gone = Vec::new();
+        for (id, peer) in &peers.by_id {
+            if sees(peer.access, about) {
+                gone.extend(Self::notify(peers, id, msg.clone()));
+            }
+        }
+        Self::remove_dead(peers, gone);
     }
 }
 
@@ -394,11 +562,22 @@ impl Attachment {
             .by_id
             .get(&to)
             .is_some_and(|peer| sees(self.access, peer.access));
+        let elsewhere = peers
+            .remote
+            .get(&to)
+            .filter(|peer| sees(self.access, peer.access))
+            .map(|peer| peer.node.clone());
         // A peer this connection may not reach is, to it, no peer at all.
-        let delivery = if reachable {
-            Relay::deliver(&peers, &to, msg)
-        } else {
-            Delivery::Closed
+        let delivery = match (reachable, elsewhere, &peers.cluster) {
+            (true, _, _) => Relay::deliver(&peers, &to, msg),
+            (false, Some(node), Some(cluster)) => {
+                match cluster.routes.try_send(ToCluster::Route { node, msg }) {
+                    Ok(()) => Delivery::Queued,
+                    Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+                    Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+                }
+            }
+            _ => Delivery::Closed,
         };
         drop(peers);
         match delivery {
@@ -433,17 +612,18 @@ impl Attachment {
         }
         let mut peers = self.relay.lock();
         let id = match requested {
-            Some(id) if peers.by_id.contains_key(&id) => {
+            Some(id) if peers.by_id.contains_key(&id) || peers.remote.contains_key(&id) => {
                 drop(peers);
                 self.reject(ErrorCode::IdTaken, format!("id '{id}' is in use"), None);
                 return;
             }
             Some(id) => id,
             None => loop {
-                // Bounded: each turn takes a fresh number; the map is finite.
+                // Bounded: each turn takes a fresh number; the maps are finite.
                 peers.next_auto_id += 1;
-                let candidate = format!("peer-{}", peers.next_auto_id);
-                if !peers.by_id.contains_key(&candidate) {
+                let prefix = peers.auto_prefix.as_deref().unwrap_or("peer");
+                let candidate = format!("{prefix}-{}", peers.next_auto_id);
+                if !peers.by_id.contains_key(&candidate) && !peers.remote.contains_key(&candidate) {
                     break candidate;
                 }
             },
@@ -451,7 +631,9 @@ impl Attachment {
         let mut others: Vec<String> = peers
             .by_id
             .iter()
-            .filter(|(_, peer)| sees(self.access, peer.access))
+            .map(|(id, peer)| (id, peer.access))
+            .chain(peers.remote.iter().map(|(id, peer)| (id, peer.access)))
+            .filter(|(_, access)| sees(self.access, *access))
             .map(|(id, _)| id.clone())
             .collect();
         others.sort();
@@ -466,6 +648,13 @@ impl Attachment {
             },
         );
         metrics::get().relay_peers.inc();
+        if let Some(cluster) = &peers.cluster {
+            let _ = cluster.control.send(ToCluster::Claim {
+                id: id.clone(),
+                access: self.access,
+                conn: self.conn,
+            });
+        }
         let welcome = Message::Registered {
             id: id.clone(),
             peers: others,
@@ -550,6 +739,97 @@ mod tests {
             Message::Error { code, .. } => Some(*code),
             _ => None,
         })
+    }
+
+    fn remote(node: &str) -> RemotePeer {
+        RemotePeer {
+            node: node.into(),
+            access: Access::Full,
+        }
+    }
+
+    /// A cluster member: peers of other relays are announced once, listed, reachable
+    /// through the backend, their ids taken here; local registrations are claimed and
+    /// released; a refused claim drops the local peer without releasing the other's id.
+    #[test]
+    fn a_cluster_member_knows_and_reaches_the_other_relays_peers() {
+        let relay = Relay::new();
+        let mut inbox = relay.join_cluster("n1");
+        let (alice, mut rx_alice) = registered(&relay, "alice");
+        match inbox.control.try_recv() {
+            Ok(ToCluster::Claim { id, .. }) => assert_eq!(id, "alice"),
+            other => panic!("expected a claim, got {other:?}"),
+        }
+        relay.remote_joined("bob", remote("n2"));
+        relay.remote_joined("bob", remote("n2"));
+        assert_eq!(
+            drain(&mut rx_alice),
+            vec![Message::PeerJoined { id: "bob".into() }],
+            "announced once"
+        );
+        // Routed through the backend to bob's relay.
+        let mut alice = alice;
+        alice.handle(Message::Call {
+            route: Route::new("bob", "s1"),
+        });
+        match inbox.routes.try_recv() {
+            Ok(ToCluster::Route { node, msg }) => {
+                assert_eq!(node, "n2");
+                assert_eq!(
+                    msg.route().and_then(|r| r.from.clone()),
+                    Some("alice".into())
+                );
+            }
+            other => panic!("expected a route, got {other:?}"),
+        }
+        // Its id is taken here too, and a newcomer's list holds it.
+        let (mut taken, mut rx_taken) = relay.attach(Access::Full);
+        taken.handle(Message::Register {
+            id: Some("bob".into()),
+        });
+        assert_eq!(error_code(&drain(&mut rx_taken)), Some(ErrorCode::IdTaken));
+        let (mut carol, mut rx_carol) = relay.attach(Access::Full);
+        carol.handle(Message::Register { id: None });
+        match rx_carol.try_recv() {
+            Ok(Message::Registered { id, peers }) => {
+                assert!(id.starts_with("peer-n1-"), "{id}");
+                assert_eq!(peers, vec!["alice".to_string(), "bob".to_string()]);
+            }
+            other => panic!("expected registered, got {other:?}"),
+        }
+        drain(&mut rx_alice);
+        // A message from bob's relay reaches alice.
+        relay.deliver_routed(Message::Answer {
+            route: Route {
+                to: "alice".into(),
+                from: Some("bob".into()),
+                session: "s1".into(),
+            },
+            sdp: "v=0".into(),
+        });
+        assert!(matches!(drain(&mut rx_alice)[..], [Message::Answer { .. }]));
+        // Bob's relay says he left (another relay's word about him is ignored).
+        relay.remote_left("bob", Some("n3"));
+        assert!(drain(&mut rx_alice).is_empty());
+        relay.remote_left("bob", Some("n2"));
+        assert_eq!(
+            drain(&mut rx_alice),
+            vec![Message::PeerLeft { id: "bob".into() }]
+        );
+        // A claim refused: carol is told and dropped, her id not released.
+        let carol_id = match inbox.control.try_recv() {
+            Ok(ToCluster::Claim { id, conn, .. }) => (id, conn),
+            other => panic!("expected carol's claim, got {other:?}"),
+        };
+        relay.claim_refused(&carol_id.0, carol_id.1);
+        assert_eq!(error_code(&drain(&mut rx_carol)), Some(ErrorCode::IdTaken));
+        assert!(inbox.control.try_recv().is_err(), "nothing released");
+        // Alice leaving releases her id.
+        drop(alice);
+        match inbox.control.try_recv() {
+            Ok(ToCluster::Release { id }) => assert_eq!(id, "alice"),
+            other => panic!("expected a release, got {other:?}"),
+        }
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub struct Config {
     /// This device's id on the relay (none: the relay assigns one).
     pub id: Option<String>,
     /// Register with this remote relay (`ws://` or `wss://host:port/signaling`) instead of
-    /// the embedded one.
-    pub relay: Option<SecretUrl>,
+    /// the embedded one; or with the first of a list that answers, moving to the next when
+    /// it goes away (`relay = ["wss://a/signaling", "wss://b/signaling"]`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub relay: Vec<SecretUrl>,
     /// The token this daemon presents to the remote relay (`Authorization: Bearer`); also
     /// `$WEBRTCD_RELAY_TOKEN` or the systemd credential `relay-token`.
     pub relay_token: Option<SecretString>,
@@ -67,6 +69,12 @@ pub struct Config {
     /// `[[publish]]`: WHIP endpoints (an SFU's ingest) the shared stream is published to.
     #[serde(default)]
     pub publish: Vec<PublishTarget>,
+    /// `[bridge]`: local programs exchange DataChannel messages with calls over a Unix
+    /// socket.
+    pub bridge: Option<BridgeConfig>,
+    /// `[[hooks]]`: programs run on call events (`ringing`, `connected`, `ended`).
+    #[serde(default)]
+    pub hooks: Vec<Hook>,
     /// Serve `rtsp://HOST:PORT/live` (for NVRs) here; none: no RTSP.
     pub rtsp_listen: Option<SocketAddr>,
     /// RTSP clients at once (more are closed at once).
@@ -115,6 +123,33 @@ pub struct Config {
     /// The file this was read from (none: built-in defaults).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// The DataChannel bridge's Unix socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// `/run/webrtcd/bridge.sock` (under systemd, /run/webrtcd is the daemon's own).
+    pub socket: PathBuf,
+    /// The socket's permissions (octal in TOML: `0o660`): who may connect, by the
+    /// daemon's user and group. Anyone who can connect talks to every call.
+    #[serde(default = "default_bridge_mode")]
+    pub mode: u32,
+}
+
+/// A program run on call events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// Which events: `ringing`, `connected`, `ended`.
+    pub on: Vec<String>,
+    /// The program (an absolute path; run directly, not through a shell).
+    pub exec: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// A hook still running after this long is killed (with everything it started).
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: u64,
 }
 
 /// One WHIP endpoint to publish to.
@@ -231,7 +266,7 @@ impl Default for Config {
         Config {
             listen: default_listen(),
             id: None,
-            relay: None,
+            relay: Vec::new(),
             relay_token: None,
             relay_ca: None,
             profile: default_profile(),
@@ -242,6 +277,8 @@ impl Default for Config {
             tls_names: Vec::new(),
             tls_listen: None,
             publish: Vec::new(),
+            bridge: None,
+            hooks: Vec::new(),
             rtsp_listen: None,
             rtsp_max_clients: default_rtsp_max_clients(),
             allowed_origins: Vec::new(),
@@ -374,13 +411,13 @@ impl Config {
                 crate::protocol::escape_for_log(id)
             ));
         }
-        if let Some(relay) = &self.relay
-            && let Err(why) = check_url(relay.expose(), &["ws", "wss"], false)
-        {
-            // The URL may hold a token: show it redacted.
-            out.push(format!("relay: {relay}: {why}"));
+        for relay in &self.relay {
+            if let Err(why) = check_url(relay.expose(), &["ws", "wss"], false) {
+                // The URL may hold a token: show it redacted.
+                out.push(format!("relay: {relay}: {why}"));
+            }
         }
-        if self.relay.is_none() && (self.relay_token.is_some() || self.relay_ca.is_some()) {
+        if self.relay.is_empty() && (self.relay_token.is_some() || self.relay_ca.is_some()) {
             out.push("relay_token, relay_ca: only used with relay".into());
         }
         if let Some(ca) = &self.relay_ca
@@ -450,6 +487,32 @@ impl Config {
                 )),
             }
         }
+        if let Some(bridge) = &self.bridge {
+            if !bridge.socket.is_absolute() {
+                out.push("bridge.socket: must be an absolute path".into());
+            }
+            if bridge.mode > 0o777 {
+                out.push("bridge.mode: permission bits, e.g. 0o660".into());
+            }
+        }
+        for hook in &self.hooks {
+            let names = crate::session::notify::EVENT_NAMES;
+            if hook.on.is_empty() {
+                out.push("hooks.on: name at least one event".into());
+            }
+            if let Some(bad) = hook.on.iter().find(|e| !names.contains(&e.as_str())) {
+                out.push(format!("hooks.on: {bad:?} is not one of {names:?}"));
+            }
+            if !hook.exec.is_absolute() {
+                out.push(format!(
+                    "hooks.exec: {:?} is not an absolute path",
+                    hook.exec
+                ));
+            }
+            if !(1..=300).contains(&hook.timeout_secs) {
+                out.push("hooks.timeout_secs: must be between 1 and 300".into());
+            }
+        }
         if self.rtsp_max_clients == 0 {
             out.push("rtsp_max_clients: must be at least 1".into());
         }
@@ -495,6 +558,29 @@ impl Config {
     }
 }
 
+/// `relay = "wss://…"` or `relay = ["wss://…", "wss://…"]`.
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<SecretUrl>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SecretUrl),
+        Many(Vec<SecretUrl>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
+}
+
+fn default_bridge_mode() -> u32 {
+    0o660
+}
+fn default_hook_timeout() -> u64 {
+    10
+}
 fn default_rtsp_max_clients() -> usize {
     16
 }
@@ -642,8 +728,8 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                // A commented key, or a commented table of an array (`[[publish]]`).
-                Some(rest) if rest.split_once(" = ").is_some() || rest.starts_with("[[") => rest,
+                // A commented key, or a commented table (`[bridge]`, `[[publish]]`).
+                Some(rest) if rest.split_once(" = ").is_some() || rest.starts_with('[') => rest,
                 _ => l,
             })
             .map(|l| format!("{l}\n"))
@@ -672,6 +758,14 @@ mod tests {
             "rtsp_listen",
             "rtsp_max_clients",
             "[[publish]]",
+            "[bridge]",
+            "socket",
+            "mode",
+            "[[hooks]]",
+            "on",
+            "exec",
+            "args",
+            "timeout_secs",
             "allowed_origins",
             "allowed_hosts",
             "keepalive_secs",
@@ -710,7 +804,7 @@ mod tests {
         assert_eq!(c.ice.turn_servers.len(), 1);
         assert!(c.relay_token.is_some());
         // Nothing secret in the config's Debug.
-        c.relay = Some(SecretUrl::new("wss://r.example/signaling?token=in-the-url"));
+        c.relay = vec![SecretUrl::new("wss://r.example/signaling?token=in-the-url")];
         let shown = format!("{c:?}");
         for secret in [
             "from-credentials",

@@ -224,9 +224,10 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         );
     }
     let tls = load_tls(&config)?;
-    let relay_tls = match &config.relay {
-        Some(_) => Some(tls::client_config(config.relay_ca.as_deref())?),
-        None => None,
+    let relay_tls = if config.relay.is_empty() {
+        None
+    } else {
+        Some(tls::client_config(config.relay_ca.as_deref())?)
     };
     media::init()?;
     super::logging::route_gstreamer();
@@ -261,10 +262,10 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         tracker: tasks.connections.clone(),
         shutdown: tasks.shutdown.clone(),
     };
-    let link = match (&config.relay, relay_tls) {
-        (Some(url), Some(tls)) => link::remote(
+    let link = match relay_tls {
+        Some(tls) => link::remote(
             link::RemoteRelay {
-                url: url.clone(),
+                urls: config.relay.clone(),
                 token: config.relay_token.clone(),
                 tls,
             },
@@ -272,9 +273,24 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             keepalive(&config),
             &link_tasks,
         ),
-        _ => link::embedded(&relay, config.id.clone(), &link_tasks),
+        None => link::embedded(&relay, config.id.clone(), &link_tasks),
     };
     let calls = CallManager::new(settings, link.outgoing.clone());
+    // Listening to the calls before the first can start.
+    super::hooks::start(
+        &config.hooks,
+        &calls,
+        &tasks.connections,
+        tasks.shutdown.clone(),
+    );
+    if let Some(bridge) = &config.bridge {
+        super::bridge::start(
+            bridge,
+            Arc::clone(&calls),
+            &tasks.connections,
+            tasks.shutdown.clone(),
+        )?;
+    }
     tasks
         .connections
         .spawn(pump_signaling(link.incoming, Arc::clone(&calls)));
@@ -403,13 +419,24 @@ async fn pump_signaling(
     calls.on_signaling_down();
 }
 
-pub async fn run_relay(config: Config) -> anyhow::Result<()> {
+/// The standalone relay; with `redis`, one of a cluster sharing that Redis.
+pub async fn run_relay(config: Config, redis: Option<String>) -> anyhow::Result<()> {
     let signals = Signals::install();
     let tasks = Tasks {
         connections: TaskTracker::new(),
         shutdown: CancellationToken::new(),
     };
     let relay = new_relay(&config);
+    if let Some(url) = redis {
+        let node = crate::relay::cluster::start(
+            Arc::clone(&relay),
+            &url,
+            tasks.shutdown.clone(),
+            &tasks.connections,
+        )?;
+        // The URL may hold a password: not printed.
+        tracing::info!(%node, "relay cluster member");
+    }
     let tls = load_tls(&config)?;
     let listeners = Listeners::bind(&config, "webrtcd relay").await?;
     let app = http::relay_router(relay_state(&relay, &config, &tasks, tls.as_ref()));

@@ -60,6 +60,8 @@ struct DaemonState {
     publishing: Arc<super::whip::Publishing>,
     /// Snapshots being taken (each holds a blocking thread while it waits for a picture).
     snapshots: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the daemon shuts down: event streams end.
+    shutdown: CancellationToken,
 }
 
 /// Snapshots taken at once; more get 503 (a poller that piles up requests gets no threads).
@@ -125,6 +127,7 @@ pub fn daemon_router(
         ice: Arc::clone(&ice),
         publishing,
         snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
+        shutdown: relay.shutdown.clone(),
     };
     let tokens = Arc::clone(&relay.tokens);
     let guard = Arc::clone(&relay.guard);
@@ -136,6 +139,7 @@ pub fn daemon_router(
         .route("/api/calls/{session}", delete(hang_up))
         .route("/api/calls/{session}/accept", post(accept_call))
         .route("/api/calls/{session}/reject", post(reject_call))
+        .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/", get(page))
@@ -402,6 +406,41 @@ async fn hang_up(State(state): State<DaemonState>, Path(session): Path<String>) 
     } else {
         error(StatusCode::NOT_FOUND, "no such call")
     }
+}
+
+/// `GET /api/events`: the calls' lifecycle (`ringing`, `connected`, `ended`) as server-sent
+/// events, each named after its event with the JSON a hook gets as data, until the client
+/// leaves or the daemon stops. A client that falls behind misses events, never slows a call.
+async fn events(State(state): State<DaemonState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let receiver = state.calls.notifier().events();
+    let stream = futures::stream::unfold(
+        (receiver, state.shutdown.clone()),
+        |(mut receiver, shutdown)| async move {
+            loop {
+                let received = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    received = receiver.recv() => received,
+                };
+                match received {
+                    Ok(event) => {
+                        let data = serde_json::to_string(&event).unwrap_or_default();
+                        let sse = Event::default().event(event.event).data(data);
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(sse),
+                            (receiver, shutdown),
+                        ));
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// `POST /api/calls/{session}/accept`: a ringing call answers.

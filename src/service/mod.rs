@@ -3,11 +3,13 @@
 
 pub mod api_client;
 pub mod auth;
+pub mod bridge;
 mod check;
 pub mod config;
 mod daemon;
 pub mod guard;
 mod health;
+mod hooks;
 pub mod http;
 pub mod http_client;
 pub mod listener;

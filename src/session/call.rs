@@ -19,6 +19,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use super::adapt::Adapter;
 use super::events::Event;
 use super::loss_estimate::LossEstimate;
+use super::notify::Notifier;
 use super::{
     CallInfo, CallSettings, CallState, ChannelState, Estimator, Role, Sending, ice, identity, sdp,
     webrtc,
@@ -119,12 +120,17 @@ impl CallEnd {
 pub enum PeerInput {
     Signaling(Message),
     ChannelText(String),
+    /// Text a local program (the bridge) sends the peer on the DataChannel; bounded with
+    /// the rest, so a flooding program loses messages, not the daemon's memory.
+    Local(String),
 }
 
 type Step = Result<(), CallEnd>;
 
 pub struct Call {
     info: Arc<CallInfo>,
+    /// Where the call's lifecycle and its peer's DataChannel messages are told.
+    notifier: Arc<Notifier>,
     settings: Arc<CallSettings>,
     signaling: mpsc::Sender<Message>,
     events: UnboundedSender<Event>,
@@ -281,8 +287,10 @@ impl PathWatch {
 }
 
 /// Runs one call to its end. Returns once the pipeline has been handed to teardown.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     info: Arc<CallInfo>,
+    notifier: Arc<Notifier>,
     settings: Arc<CallSettings>,
     signaling: mpsc::Sender<Message>,
     events_tx: UnboundedSender<Event>,
@@ -292,6 +300,7 @@ pub async fn run(
 ) -> CallEnd {
     let call = Call::new(
         Arc::clone(&info),
+        notifier,
         settings,
         signaling.clone(),
         events_tx.clone(),
@@ -314,6 +323,7 @@ pub async fn run(
 impl Call {
     fn new(
         info: Arc<CallInfo>,
+        notifier: Arc<Notifier>,
         settings: Arc<CallSettings>,
         signaling: mpsc::Sender<Message>,
         events: UnboundedSender<Event>,
@@ -348,6 +358,7 @@ impl Call {
         };
         Ok(Call {
             info,
+            notifier,
             settings,
             signaling,
             events,
@@ -456,6 +467,12 @@ impl Call {
                         self.on_channel_text(&text);
                         Ok(())
                     }
+                    Some(PeerInput::Local(text)) => {
+                        if !self.channel_open || !self.channel_send(&text) {
+                            tracing::debug!(session = %self.info.session, "no open DataChannel: a local message dropped");
+                        }
+                        Ok(())
+                    }
                     None => Err(CallEnd::local(EndReason::Shutdown, "")),
                 },
                 _ = ping.tick(), if self.channel_open => self.send_ping(),
@@ -547,7 +564,11 @@ impl Call {
                 if self.media_ready && !self.ringing {
                     self.answer(&sdp).await
                 } else {
-                    tracing::debug!(session = %self.info.session, ringing = self.ringing, "offer held");
+                    if self.ringing {
+                        tracing::debug!(session = %self.info.session, "offer while ringing: held");
+                    } else {
+                        tracing::debug!(session = %self.info.session, "offer before media: held");
+                    }
                     self.held_offer = Some(sdp);
                     Ok(())
                 }
@@ -614,6 +635,7 @@ impl Call {
                 self.remote_ringing = true;
                 self.connect_by = tokio::time::Instant::now() + RING_WAIT;
                 self.info.set_state(CallState::Ringing);
+                self.notifier.event("ringing", &self.info, None);
                 Ok(())
             }
             other => {
@@ -649,6 +671,7 @@ impl Call {
         self.ring_by = tokio::time::Instant::now()
             + Duration::from_secs(self.settings.profile.ring_timeout_secs);
         self.info.set_state(CallState::Ringing);
+        self.notifier.event("ringing", &self.info, None);
         tracing::info!(session = %self.info.session, peer = %self.info.peer, "ringing");
         let route = Route::new(&self.info.peer, &self.info.session);
         self.signal(Message::Ringing { route }).await
@@ -1163,9 +1186,8 @@ impl Call {
                     self.info.pongs_received.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            None => {
-                tracing::debug!(session = %self.info.session, "data channel: {text}");
-            }
+            // Anything else is for the device's local programs (the bridge).
+            None => self.notifier.message(&self.info, text),
         }
     }
 
@@ -1192,6 +1214,9 @@ impl Call {
         tracing::debug!(session = %self.info.session, ?state, "connection state");
         match state {
             WebRTCPeerConnectionState::Connected => {
+                if !self.connected_once {
+                    self.notifier.event("connected", &self.info, None);
+                }
                 self.connected_once = true;
                 self.info.set_state(CallState::Connected);
                 for subscription in &self.subscriptions {

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::call::{self, CallEnd, PeerInput};
 use super::events::Event;
+use super::notify::Notifier;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
 use crate::media::profile::AnswerPolicy;
 use crate::protocol::{EndReason, ErrorCode, Message, Route};
@@ -65,6 +66,9 @@ pub struct CallManager {
     pub ended: AtomicU64,
     /// Every session task; shutdown waits on it.
     tasks: TaskTracker,
+    /// Calls' lifecycle events and DataChannel messages, for hooks, `/api/events` and the
+    /// bridge.
+    notifier: Arc<Notifier>,
 }
 
 impl CallManager {
@@ -77,11 +81,29 @@ impl CallManager {
             next_session: AtomicU64::new(1),
             ended: AtomicU64::new(0),
             tasks: TaskTracker::new(),
+            notifier: Arc::default(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls' lifecycle events and their peers' DataChannel messages.
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
+    }
+
+    /// Sends `text` on the DataChannel of the call `session` (none: of every call); how many
+    /// calls took it (a call whose queue is full drops it).
+    pub fn send_to_channels(&self, session: Option<&str>, text: &str) -> usize {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter(|h| session.is_none_or(|s| h.info.session == s))
+            .filter(|h| h.peer.try_send(PeerInput::Local(text.to_string())).is_ok())
+            .count()
     }
 
     pub fn id(&self) -> Option<String> {
@@ -415,6 +437,7 @@ impl CallManager {
         let settings = Arc::clone(&self.settings);
         let run = call::run(
             Arc::clone(&info),
+            Arc::clone(&self.notifier),
             settings,
             signaling.clone(),
             events_tx,
@@ -422,8 +445,10 @@ impl CallManager {
             peer_rx,
             peer_tx,
         );
+        let notifier = Arc::clone(&self.notifier);
         self.tasks.spawn(async move {
             let end = supervised(run, &info, &signaling).await;
+            notifier.event("ended", &info, Some(end.reason.as_str()));
             tracing::debug!(session = %key.1, reason = %end.reason, "session task done");
             manager.lock().sessions.remove(&key);
             manager.ended.fetch_add(1, Ordering::Relaxed);

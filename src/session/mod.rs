@@ -10,6 +10,7 @@ pub mod ice;
 pub mod identity;
 mod loss_estimate;
 pub mod manager;
+pub mod notify;
 pub mod sdp;
 pub mod turn;
 mod webrtc;

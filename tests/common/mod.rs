@@ -8,6 +8,7 @@ pub mod browser;
 pub mod harness;
 pub mod http;
 pub mod journal;
+pub mod ws;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

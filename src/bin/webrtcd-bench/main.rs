@@ -3,6 +3,7 @@
 //! machine), measures, and prints a Markdown table. `make bench` runs it in release mode.
 
 mod chromium;
+mod cluster;
 mod harness;
 mod networks;
 mod players;
@@ -60,6 +61,12 @@ struct Args {
     /// Only the players (RTSP first frame, snapshots).
     #[arg(long)]
     players_only: bool,
+    /// Only the relay routing latency (one relay; two relays sharing a Redis).
+    #[arg(long)]
+    cluster_only: bool,
+    /// Messages routed one at a time for the relay routing latency.
+    #[arg(long, default_value_t = 10_000)]
+    routed_messages: usize,
     /// Where the plot goes (PNG; an SVG is kept beside it).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -90,6 +97,7 @@ struct Report {
     networks: Vec<networks::NetRow>,
     spread: Vec<networks::SpreadCost>,
     players: Option<players::Players>,
+    routing: Option<cluster::Routing>,
     errors: Vec<String>,
 }
 
@@ -129,6 +137,14 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if args.networks_only {
         return run_networks(&mut report_for_networks()).await;
     }
+    if args.cluster_only {
+        let dir = procs::work_dir()?;
+        let routing = cluster::measure(&dir, args.routed_messages).await?;
+        let table = cluster::markdown(&routing);
+        println!("{table}");
+        std::fs::write(dir.join("routing.md"), &table)?;
+        return Ok(());
+    }
     if args.players_only {
         let dir = procs::work_dir()?;
         let players = players::measure(&dir, 5).await?;
@@ -157,6 +173,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         networks: Vec::new(),
         spread: Vec::new(),
         players: None,
+        routing: None,
         errors: Vec::new(),
     };
     let note = |what: &str, e: anyhow::Error| {
@@ -235,6 +252,17 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         Err(e) => report.errors.push(note("players", e)),
     }
 
+    eprintln!("relay routing: one relay, two relays through Redis");
+    let routed = if args.quick {
+        200
+    } else {
+        args.routed_messages
+    };
+    match cluster::measure(&dir, routed).await {
+        Ok(r) => report.routing = Some(r),
+        Err(e) => report.errors.push(note("relay routing", e)),
+    }
+
     let table = markdown(&report);
     println!("{table}");
     std::fs::write(dir.join("report.md"), &table)?;
@@ -268,6 +296,7 @@ fn report_for_networks() -> Report {
         networks: Vec::new(),
         spread: Vec::new(),
         players: None,
+        routing: None,
         errors: Vec::new(),
     }
 }
@@ -357,6 +386,10 @@ fn markdown(r: &Report) -> String {
     let mut out = String::new();
     if let Some(p) = &r.players {
         out.push_str(&players::markdown(p));
+        out.push('\n');
+    }
+    if let Some(routing) = &r.routing {
+        out.push_str(&cluster::markdown(routing));
         out.push('\n');
     }
     out.push_str(

@@ -35,36 +35,24 @@ impl Daemon {
         let profile_path = dir.join(format!("{name}.toml"));
         std::fs::write(&profile_path, profile)?;
         let state = dir.join(format!("state-{name}"));
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let binary = std::env::current_exe()?.with_file_name("webrtcd");
-        let mut command = Command::new(&binary);
-        // SAFETY: prctl is async-signal-safe; runs in the child between fork and exec. A
-        // daemon must not outlive an interrupted benchmark.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = command
-            .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
-            .args(["--id", name, "--ice-address", ice_address])
-            .arg("--profile")
-            .arg(&profile_path)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(extra)
-            // The soak wants each call's end reason (one info line per call).
-            .env(
-                "RUST_LOG",
-                std::env::var("WEBRTCD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let addr = crate::harness::announced_address(&mut child, Duration::from_secs(60))
-            .with_context(|| format!("{name} did not start; see {}/{name}.log", dir.display()))?;
+        let mut args: Vec<std::ffi::OsString> = [
+            "run",
+            "--config",
+            "/dev/null",
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            name,
+            "--ice-address",
+            ice_address,
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        args.extend(["--profile".into(), profile_path.into_os_string()]);
+        args.extend(["--state-dir".into(), state.into_os_string()]);
+        args.extend(extra.iter().map(Into::into));
+        let (child, addr) = spawn_webrtcd(dir, name, &args)?;
         Ok(Daemon {
             name: name.to_string(),
             child,
@@ -163,6 +151,40 @@ impl Drop for Daemon {
 }
 
 /// Polls `check` every 5 ms until it yields, for at most `timeout`.
+/// Starts `webrtcd ARGS` (logs in `dir/NAME.log`), killed if the benchmark dies; returns it
+/// and the address it announced.
+pub fn spawn_webrtcd(
+    dir: &Path,
+    name: &str,
+    args: &[std::ffi::OsString],
+) -> anyhow::Result<(Child, String)> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let binary = std::env::current_exe()?.with_file_name("webrtcd");
+    let mut command = Command::new(&binary);
+    // SAFETY: prctl is async-signal-safe; runs in the child between fork and exec. A
+    // process must not outlive an interrupted benchmark.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .args(args)
+        // The soak wants each call's end reason (one info line per call).
+        .env(
+            "RUST_LOG",
+            std::env::var("WEBRTCD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let addr = crate::harness::announced_address(&mut child, Duration::from_secs(60))
+        .with_context(|| format!("{name} did not start; see {}/{name}.log", dir.display()))?;
+    Ok((child, addr))
+}
+
 pub async fn poll<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,

@@ -1,0 +1,420 @@
+//! A relay cluster on Redis: any number of `webrtcd relay --redis URL` processes share one
+//! registry, so devices registered with different relays reach each other.
+//!
+//! In Redis (all keys under `webrtcd:`):
+//! - `webrtcd:peers`, a hash: id → `NODE ACCESS` (the relay that holds it). An id is claimed
+//!   atomically (a script): free, or held by a relay that is gone, or it is `id-taken`.
+//! - `webrtcd:node:NODE`: each relay's heartbeat, a key that expires after two heartbeats.
+//!   A relay whose key expired is dead: the first relay to notice removes its ids and says so.
+//! - channel `webrtcd:events`: `joined` / `left` announcements (every relay tells its peers);
+//! - channel `webrtcd:to:NODE`: messages routed to a peer of relay NODE.
+//!
+//! Every quarter of a heartbeat each relay also reads the whole hash and reconciles what it
+//! believes with it: a lost announcement (pub/sub delivers at most once) or a Redis restart
+//! heals within that time, and the ids of a relay found dead are swept. Without Redis a
+//! relay keeps serving its own peers; when Redis is back, it claims them again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::registry::{ClusterInbox, RemotePeer, ToCluster};
+use super::{Access, Relay};
+use crate::protocol::Message;
+
+/// Each relay says it is alive this often…
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// …and is taken for dead once its heartbeat is this old.
+const NODE_TTL: Duration = Duration::from_secs(2);
+/// How often each relay reconciles its view with Redis (and sweeps dead relays' ids).
+const RECONCILE: Duration = Duration::from_millis(250);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A Redis command that takes longer than this counts as Redis being gone.
+const COMMAND_WITHIN: Duration = Duration::from_secs(2);
+
+const PEERS: &str = "webrtcd:peers";
+const EVENTS: &str = "webrtcd:events";
+
+fn node_key(node: &str) -> String {
+    format!("webrtcd:node:{node}")
+}
+
+fn inbox_channel(node: &str) -> String {
+    format!("webrtcd:to:{node}")
+}
+
+/// Claims `ARGV[1]` for `ARGV[2]` (`NODE ACCESS`): 1 if it was free, already ours, or held
+/// by a relay whose heartbeat is gone; 0 if another live relay holds it.
+const CLAIM: &str = r"
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held then
+  local node = string.match(held, '^(%S+)')
+  if node ~= ARGV[3] and redis.call('EXISTS', 'webrtcd:node:' .. node) == 1 then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Removes `ARGV[1]` if it still holds exactly `ARGV[2]`: 1 if removed.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Announcement {
+    /// `joined` or `left`.
+    event: String,
+    id: String,
+    node: String,
+    access: Option<String>,
+}
+
+fn access_name(access: Access) -> &'static str {
+    match access {
+        Access::Full => "full",
+        Access::ViewOnly => "view",
+    }
+}
+
+fn parse_access(text: &str) -> Access {
+    if text == "full" {
+        Access::Full
+    } else {
+        Access::ViewOnly
+    }
+}
+
+/// `NODE ACCESS`, as the hash holds it.
+fn holder(node: &str, access: Access) -> String {
+    format!("{node} {}", access_name(access))
+}
+
+fn parse_holder(text: &str) -> Option<RemotePeer> {
+    let (node, access) = text.split_once(' ')?;
+    Some(RemotePeer {
+        node: node.to_string(),
+        access: parse_access(access),
+    })
+}
+
+/// A random name for this relay in the cluster.
+pub fn new_node_name() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Joins `relay` to the cluster whose registry is in Redis at `url`, until `shutdown`.
+/// Returns once its first connection to Redis is up (or failed: it keeps trying).
+pub fn start(
+    relay: Arc<Relay>,
+    url: &str,
+    shutdown: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> anyhow::Result<String> {
+    let client = redis::Client::open(url).context("--redis: not a redis:// URL")?;
+    let node = new_node_name()?;
+    let inbox = relay.join_cluster(&node);
+    let mut member = Member {
+        relay,
+        client,
+        node: node.clone(),
+        inbox,
+        claim: redis::Script::new(CLAIM),
+        release: redis::Script::new(RELEASE),
+    };
+    tasks.spawn(async move {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let session = member.session(&mut backoff);
+            let ended = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ended = session => ended,
+            };
+            if let Err(err) = ended {
+                tracing::warn!("relay cluster: Redis: {err:#}; reconnecting");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        member.leave().await;
+    });
+    Ok(node)
+}
+
+struct Member {
+    relay: Arc<Relay>,
+    client: redis::Client,
+    node: String,
+    inbox: ClusterInbox,
+    claim: redis::Script,
+    release: redis::Script,
+}
+
+/// Bounds a Redis command in time.
+async fn within<T>(
+    what: &str,
+    command: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(COMMAND_WITHIN, command)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what}: no answer within {COMMAND_WITHIN:?}"))?
+        .with_context(|| what.to_string())
+}
+
+impl Member {
+    /// One connection to Redis, until it fails.
+    async fn session(&mut self, backoff: &mut Duration) -> anyhow::Result<()> {
+        let mut conn = within("connect", self.client.get_multiplexed_async_connection()).await?;
+        let mut pubsub = within("connect (pub/sub)", self.client.get_async_pubsub()).await?;
+        within("subscribe", pubsub.subscribe(EVENTS)).await?;
+        within("subscribe", pubsub.subscribe(inbox_channel(&self.node))).await?;
+        let mut messages = pubsub.into_on_message();
+        self.heartbeat(&mut conn).await?;
+        // Ours again, whatever Redis lost meanwhile.
+        for (id, access, conn_id) in self.relay.local_peers() {
+            self.claim_id(&mut conn, &id, access, conn_id).await?;
+        }
+        self.reconcile(&mut conn).await?;
+        tracing::info!(node = %self.node, "relay cluster: joined through Redis");
+        *backoff = BACKOFF_MIN;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut reconcile = tokio::time::interval(RECONCILE);
+        loop {
+            tokio::select! {
+                biased;
+                request = self.inbox.control.recv() => match request {
+                    Some(ToCluster::Claim { id, access, conn: conn_id }) => {
+                        self.claim_id(&mut conn, &id, access, conn_id).await?;
+                    }
+                    Some(ToCluster::Release { id }) => self.release_id(&mut conn, &id).await?,
+                    Some(ToCluster::Route { .. }) => {}
+                    None => return Ok(()),
+                },
+                message = messages.next() => match message {
+                    Some(message) => self.heard(&message),
+                    None => anyhow::bail!("the pub/sub connection closed"),
+                },
+                request = self.inbox.routes.recv() => match request {
+                    Some(ToCluster::Route { node, msg }) => {
+                        let _: i64 = within(
+                            "publish",
+                            conn.publish(inbox_channel(&node), msg.encode()),
+                        )
+                        .await?;
+                    }
+                    Some(_) => {}
+                    None => return Ok(()),
+                },
+                _ = heartbeat.tick() => self.heartbeat(&mut conn).await?,
+                _ = reconcile.tick() => self.reconcile(&mut conn).await?,
+            }
+        }
+    }
+
+    async fn heartbeat(&self, conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
+        let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
+        within(
+            "heartbeat",
+            conn.pset_ex::<_, _, ()>(node_key(&self.node), 1, ttl),
+        )
+        .await
+    }
+
+    async fn claim_id(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        id: &str,
+        access: Access,
+        conn_id: u64,
+    ) -> anyhow::Result<()> {
+        let claimed: i64 = within(
+            "claim",
+            self.claim
+                .key(PEERS)
+                .arg(id)
+                .arg(holder(&self.node, access))
+                .arg(&self.node)
+                .invoke_async(conn),
+        )
+        .await?;
+        if claimed == 1 {
+            self.announce(conn, "joined", id, Some(access)).await
+        } else {
+            tracing::info!(peer = %id, "relay cluster: the id is held by another relay");
+            self.relay.claim_refused(id, conn_id);
+            Ok(())
+        }
+    }
+
+    async fn release_id(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        id: &str,
+    ) -> anyhow::Result<()> {
+        // Whatever access it had: try both forms.
+        for access in [Access::Full, Access::ViewOnly] {
+            let released: i64 = within(
+                "release",
+                self.release
+                    .key(PEERS)
+                    .arg(id)
+                    .arg(holder(&self.node, access))
+                    .invoke_async(conn),
+            )
+            .await?;
+            if released == 1 {
+                return self.announce(conn, "left", id, None).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn announce(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        event: &str,
+        id: &str,
+        access: Option<Access>,
+    ) -> anyhow::Result<()> {
+        let text = serde_json::to_string(&Announcement {
+            event: event.to_string(),
+            id: id.to_string(),
+            node: self.node.clone(),
+            access: access.map(|a| access_name(a).to_string()),
+        })?;
+        let _: i64 = within("announce", conn.publish(EVENTS, text)).await?;
+        Ok(())
+    }
+
+    /// Something another relay published.
+    fn heard(&self, message: &redis::Msg) {
+        let Ok(payload) = message.get_payload::<String>() else {
+            return;
+        };
+        if message.get_channel_name() == EVENTS {
+            let Ok(said) = serde_json::from_str::<Announcement>(&payload) else {
+                return;
+            };
+            if said.node == self.node {
+                return;
+            }
+            match said.event.as_str() {
+                "joined" => self.relay.remote_joined(
+                    &said.id,
+                    RemotePeer {
+                        node: said.node,
+                        access: parse_access(said.access.as_deref().unwrap_or("view")),
+                    },
+                ),
+                "left" => self.relay.remote_left(&said.id, Some(&said.node)),
+                _ => {}
+            }
+        } else if let Ok(msg) = Message::decode(&payload) {
+            self.relay.deliver_routed(msg);
+        }
+    }
+
+    /// Makes the relay's view of the other relays' peers what Redis says, sweeping the ids of
+    /// relays whose heartbeat is gone.
+    async fn reconcile(&self, conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
+        let held: HashMap<String, String> = within("read the peers", conn.hgetall(PEERS)).await?;
+        let nodes: Vec<String> = held
+            .values()
+            .filter_map(|h| parse_holder(h).map(|p| p.node))
+            .filter(|n| *n != self.node)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut alive = HashSet::new();
+        for node in &nodes {
+            let exists: bool = within("heartbeats", conn.exists(node_key(node))).await?;
+            if exists {
+                alive.insert(node.clone());
+            }
+        }
+        let mut present = HashSet::new();
+        for (id, text) in &held {
+            let Some(peer) = parse_holder(text) else {
+                continue;
+            };
+            if peer.node == self.node {
+                continue;
+            }
+            if alive.contains(&peer.node) {
+                present.insert(id.clone());
+                self.relay.remote_joined(id, peer);
+                continue;
+            }
+            // A dead relay's peer: the first relay to remove it says so.
+            let removed: i64 = within(
+                "sweep",
+                self.release.key(PEERS).arg(id).arg(text).invoke_async(conn),
+            )
+            .await?;
+            if removed == 1 {
+                tracing::info!(peer = %id, node = %peer.node, "relay cluster: its relay is gone");
+                let left = Announcement {
+                    event: "left".into(),
+                    id: id.clone(),
+                    node: peer.node.clone(),
+                    access: None,
+                };
+                let _: i64 = within(
+                    "announce",
+                    conn.publish(EVENTS, serde_json::to_string(&left)?),
+                )
+                .await?;
+            }
+        }
+        for (id, peer) in self.relay.remote_peers() {
+            if !present.contains(&id) {
+                self.relay.remote_left(&id, Some(&peer.node));
+            }
+        }
+        Ok(())
+    }
+
+    /// Shutting down: our ids go, and the others hear it now rather than after two
+    /// heartbeats (best effort, bounded).
+    async fn leave(&mut self) {
+        let Ok(Ok(mut conn)) = tokio::time::timeout(
+            COMMAND_WITHIN,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await
+        else {
+            return;
+        };
+        // Peers that left as the relay stopped, and those still attached.
+        let mut ids = Vec::new();
+        while let Ok(request) = self.inbox.control.try_recv() {
+            if let ToCluster::Release { id } = request {
+                ids.push(id);
+            }
+        }
+        ids.extend(self.relay.local_peers().into_iter().map(|(id, _, _)| id));
+        for id in ids {
+            if self.release_id(&mut conn, &id).await.is_err() {
+                return;
+            }
+        }
+        let _ = within("leave", conn.del::<_, ()>(node_key(&self.node))).await;
+    }
+}

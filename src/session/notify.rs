@@ -1,0 +1,89 @@
+//! What calls tell the rest of the device: their lifecycle (`ringing`, `connected`, `ended`:
+//! for event hooks and `GET /api/events`) and the DataChannel messages peers send (for the
+//! local bridge). Broadcast: a listener that falls behind loses the oldest messages (and
+//! learns it has), a call never waits for anyone.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::Role;
+
+/// Events kept for a listener that has not read them yet.
+const EVENTS_KEPT: usize = 256;
+/// DataChannel messages kept for a listener that has not read them yet.
+const MESSAGES_KEPT: usize = 1024;
+
+/// One moment in a call's life.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CallEvent {
+    /// `ringing`, `connected` or `ended`.
+    pub event: &'static str,
+    pub session: String,
+    pub peer: String,
+    pub role: Role,
+    /// Why it ended (`ended` only): a hangup reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+/// The event names a hook may ask for.
+pub const EVENT_NAMES: [&str; 3] = ["ringing", "connected", "ended"];
+
+/// A DataChannel message a peer sent on a call (not the daemon's own ping and pong).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChannelMessage {
+    pub session: String,
+    pub peer: String,
+    pub data: String,
+}
+
+pub struct Notifier {
+    events: broadcast::Sender<CallEvent>,
+    messages: broadcast::Sender<ChannelMessage>,
+}
+
+impl Default for Notifier {
+    fn default() -> Notifier {
+        Notifier {
+            events: broadcast::channel(EVENTS_KEPT).0,
+            messages: broadcast::channel(MESSAGES_KEPT).0,
+        }
+    }
+}
+
+impl Notifier {
+    pub fn event(&self, event: &'static str, info: &super::CallInfo, reason: Option<&'static str>) {
+        let time_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // No listener: nobody to tell.
+        let _ = self.events.send(CallEvent {
+            event,
+            session: info.session.clone(),
+            peer: info.peer.clone(),
+            role: info.role,
+            reason,
+            time_ms,
+        });
+    }
+
+    pub fn message(&self, info: &super::CallInfo, data: &str) {
+        let _ = self.messages.send(ChannelMessage {
+            session: info.session.clone(),
+            peer: info.peer.clone(),
+            data: data.to_string(),
+        });
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<CallEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn messages(&self) -> broadcast::Receiver<ChannelMessage> {
+        self.messages.subscribe()
+    }
+}

@@ -1,0 +1,140 @@
+//! A relay cluster on a real Redis (Debian's redis-server, started here on 127.0.0.1): two
+//! relays share one registry; daemons registered on different relays call each other; a
+//! relay that dies is noticed within two heartbeats, and its daemons move to another.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::ws::*;
+use common::*;
+
+/// A private redis-server on a free port of 127.0.0.1, killed when dropped.
+struct Redis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Redis {
+    fn start(name: &str) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let log =
+            std::fs::File::create(artifacts_dir().join(format!("{name}.log"))).expect("redis log");
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(log)
+            .spawn()
+            .expect("redis-server (Debian package redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster_relay(name: &str, redis: &Redis) -> Proc {
+    Proc::relay(name, "127.0.0.1:0", &["--redis", &redis.url])
+}
+
+async fn peers_of(p: &Proc) -> Vec<String> {
+    status(p).await["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_on_two_relays_call_each_other_and_survive_a_relay_dying() {
+    let _serial = serial().await;
+    let redis = Redis::start("redis-cluster");
+    let mut r1 = cluster_relay("relay-r1", &redis);
+    let r2 = cluster_relay("relay-r2", &redis);
+    let profile = light_profile("cluster", "");
+    // A registers with R1 (R2 is its fallback), B with R2.
+    let a = Proc::daemon(
+        "cluster-a",
+        &profile,
+        &["--relay", &r1.ws_url(), "--relay", &r2.ws_url()],
+    );
+    let b = Proc::daemon("cluster-b", &profile, &["--relay", &r2.ws_url()]);
+    wait_peer(&a, "cluster-b").await;
+    wait_peer(&b, "cluster-a").await;
+
+    // An id registered on R1 is taken on R2.
+    let mut taken = connect(&r2.ws_url()).await;
+    send(&mut taken, json!({"type": "register", "id": "cluster-a"})).await;
+    let reply = recv(&mut taken).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "id-taken", "{reply}");
+    // A plain client on R1 sees the peers of both relays, and hears peer-joined from R2's.
+    let mut watcher = register(&r1.ws_url(), "cluster-watcher").await;
+    let joined_on_r2 = register(&r2.ws_url(), "cluster-newcomer").await;
+    let heard = recv(&mut watcher).await;
+    assert_eq!(heard["type"], "peer-joined", "{heard}");
+    assert_eq!(heard["id"], "cluster-newcomer", "{heard}");
+    drop(joined_on_r2);
+    let heard = recv(&mut watcher).await;
+    assert_eq!(heard["type"], "peer-left", "{heard}");
+    drop(watcher);
+
+    // A (on R1) calls B (on R2): signaling goes through Redis, media flows both ways.
+    let session = place_call(&a, "cluster-b").await;
+    assert_call_works(&a, &b, &session).await;
+    assert_eq!(hang_up(&a, &session).await, 204);
+    wait_idle(&a).await;
+    wait_idle(&b).await;
+
+    // R1 dies: B hears peer-left for A within two heartbeats (1 s each, and the sweep)…
+    r1.kill();
+    let killed = Instant::now();
+    wait_for("B to hear that A left", Duration::from_secs(10), || async {
+        (!peers_of(&b).await.contains(&"cluster-a".to_string())).then_some(())
+    })
+    .await;
+    let noticed = killed.elapsed();
+    // …A moves to R2 (its fallback), and a new call works.
+    wait_peer(&b, "cluster-a").await;
+    let moved = killed.elapsed();
+    eprintln!(
+        "R1 killed: B heard A leave after {} ms; A registered on R2 after {} ms",
+        noticed.as_millis(),
+        moved.as_millis()
+    );
+    // Two heartbeats are 2 s, the sweep runs every 250 ms; the rest is margin for a busy
+    // machine (the figure itself is printed above).
+    assert!(
+        noticed < Duration::from_secs(4),
+        "peer-left took {noticed:?}"
+    );
+    let session = place_call(&b, "cluster-a").await;
+    assert_call_works(&b, &a, &session).await;
+}
