@@ -7,7 +7,11 @@ data is {"type": "open"} runs the door command (a GPIO line, a relay board, a sm
 CLI), then answers on the same call's DataChannel with {"type": "opened"} (or
 {"type": "error", "message": ...}). Everything else is ignored.
 
-    door-relay.py --socket /run/webrtcd/bridge.sock --command "gpioset gpiochip0 17=1"
+    door-relay.py --socket /run/webrtcd/bridge.sock --command "gpioset gpiochip0 17=1" \
+        --allow kiosk-hallway --allow kiosk-office
+
+Only the peers named with --allow may open (without --allow: any peer with a call, which on
+a camera that answers everyone includes viewers: name the peers).
 
 Reconnects (every 2 s) when the daemon restarts. Standard library only.
 """
@@ -56,6 +60,10 @@ def serve(sock, args):
             if not isinstance(request, dict) or request.get("type") != "open":
                 continue
             session = message.get("session")
+            if args.allow and message.get("peer") not in args.allow:
+                print(f"open refused to {message.get('peer')}", file=sys.stderr, flush=True)
+                reply(sock, session, {"type": "error", "message": "not allowed"})
+                continue
             print(f"open requested by {message.get('peer')} on {session}", flush=True)
             failed = run_door(args.command, args.timeout)
             if failed:
@@ -71,6 +79,8 @@ def main():
     parser.add_argument("--command", default="", help="what opens the door (none: only say so)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds the command may take")
     parser.add_argument("--once", action="store_true", help="exit when the daemon goes away")
+    parser.add_argument("--allow", action="append", default=[], metavar="PEER",
+                        help="a peer that may open (repeatable; none: any peer)")
     args = parser.parse_args()
     while True:
         try:

@@ -289,9 +289,24 @@ async fn the_bridge_carries_datachannel_messages_to_local_programs_and_back() {
         .arg(&door_socket)
         .arg("--command")
         .arg(format!("touch {}", opened.display()))
-        .stdout(std::process::Stdio::null())
+        .args(["--allow", "bridge-alice"])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 examples/door-relay.py");
+    // Connected before anything is sent (Python may take a while to start). Its output is
+    // read to the end (a closed pipe would kill it).
+    let stdout = relay.stdout.take().expect("stdout");
+    let (said, mut lines_said) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = said.send(line);
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(20), lines_said.recv())
+        .await
+        .expect("door-relay.py to connect within 20 s")
+        .expect("a line from door-relay.py");
+    assert!(first.starts_with("connected to"), "door-relay.py: {first}");
     // A program that never reads.
     let stuck = bridge_client(&door_socket).await;
     let (read, mut write) = bridge_client(&alice_socket).await.into_split();

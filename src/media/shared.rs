@@ -67,6 +67,10 @@ pub struct Encoders {
     chosen: HashMap<Codec, String>,
     streams: Mutex<HashMap<Codec, Arc<SharedStream>>>,
     linger: Duration,
+    /// The runtime the linger timers run on when a stream is let go of elsewhere (the RTSP
+    /// server's GLib thread): made where the encoders were (probing runs on tokio's
+    /// blocking pool).
+    runtime: Option<tokio::runtime::Handle>,
     next_id: AtomicU64,
     me: Weak<Encoders>,
 }
@@ -245,6 +249,7 @@ impl Encoders {
     pub fn new(profile: Arc<Profile>, chosen: HashMap<Codec, String>) -> Arc<Encoders> {
         Arc::new_cyclic(|me| Encoders {
             linger: Duration::from_millis(profile.linger_ms),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             chosen,
             profile,
             streams: Mutex::default(),
@@ -454,6 +459,9 @@ impl Encoders {
     /// new one.
     fn schedule_stop(self: Arc<Self>, stream: Arc<SharedStream>) {
         let linger = self.linger;
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.clone());
         let stop = move || {
             let mut streams = lock(&self.streams);
             let still_ours = streams
@@ -466,16 +474,16 @@ impl Encoders {
                 stream.stop();
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
+        match runtime {
+            Some(rt) => {
                 rt.spawn(async move {
                     tokio::time::sleep(linger).await;
                     stop();
                 });
             }
-            // Released off tokio (the RTSP server's GLib thread): linger all the same, on a
-            // short-lived thread of its own, never holding up the thread that let go.
-            Err(_) => {
+            // No runtime at all (unit tests): linger all the same, on a short-lived thread of
+            // its own, never holding up the thread that let go.
+            None => {
                 let stop = std::sync::Arc::new(Mutex::new(Some(stop)));
                 let run = {
                     let stop = std::sync::Arc::clone(&stop);
@@ -1108,6 +1116,12 @@ impl Subscription {
 pub struct Warm {
     stream: Arc<SharedStream>,
     owner: Weak<Encoders>,
+}
+
+impl Warm {
+    pub fn codec(&self) -> Codec {
+        self.stream.codec
+    }
 }
 
 impl Drop for Warm {

@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The `reason` of a `peer-left` sent because the peer's relay died (not the peer).
+pub const RELAY_GONE: &str = "relay-gone";
+
 /// Largest text frame the relay accepts; bigger ones are answered with `too-large`.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -35,8 +38,14 @@ pub enum Message {
     Registered { id: String, peers: Vec<String> },
     /// Relay → everyone: a peer registered.
     PeerJoined { id: String },
-    /// Relay → everyone: a peer's connection went away.
-    PeerLeft { id: String },
+    /// Relay → everyone: a peer's connection went away. `reason` (1.1) [`RELAY_GONE`]: its
+    /// relay died (a relay cluster), so the peer itself may well be alive and about to
+    /// register with another relay: calls already connected need not end.
+    PeerLeft {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Relay → client: something the client sent could not be handled.
     Error {
         code: ErrorCode,

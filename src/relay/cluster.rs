@@ -38,6 +38,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A Redis command that takes longer than this counts as Redis being gone.
 const COMMAND_WITHIN: Duration = Duration::from_secs(2);
+/// A heartbeat that takes longer than this is retried on a new connection (well inside
+/// `NODE_TTL`: a slow Redis must not get a live relay swept).
+const HEARTBEAT_WITHIN: Duration = Duration::from_millis(500);
 
 const PEERS: &str = "webrtcd:peers";
 const EVENTS: &str = "webrtcd:events";
@@ -73,6 +76,17 @@ end
 return 0
 ";
 
+/// Removes `ARGV[1]` if it still holds exactly `ARGV[2]` and relay `ARGV[3]` has no
+/// heartbeat, in one step (a relay that comes back meanwhile keeps its peers): 1 if removed.
+const SWEEP: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2]
+   and redis.call('EXISTS', 'webrtcd:node:' .. ARGV[3]) == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Announcement {
     /// `joined` or `left`.
@@ -80,6 +94,9 @@ struct Announcement {
     id: String,
     node: String,
     access: Option<String>,
+    /// `left` because the peer's relay died (not the peer).
+    #[serde(default)]
+    relay_gone: bool,
 }
 
 fn access_name(access: Access) -> &'static str {
@@ -128,6 +145,7 @@ pub fn start(
     let client = redis::Client::open(url).context("--redis: not a redis:// URL")?;
     let node = new_node_name()?;
     let inbox = relay.join_cluster(&node);
+    tasks.spawn(heartbeat(client.clone(), node.clone(), shutdown.clone()));
     let mut member = Member {
         relay,
         client,
@@ -135,6 +153,7 @@ pub fn start(
         inbox,
         claim: redis::Script::new(CLAIM),
         release: redis::Script::new(RELEASE),
+        sweep: redis::Script::new(SWEEP),
     };
     tasks.spawn(async move {
         let mut backoff = BACKOFF_MIN;
@@ -147,15 +166,61 @@ pub fn start(
             if let Err(err) = ended {
                 tracing::warn!("relay cluster: Redis: {err:#}; reconnecting");
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+            // Meanwhile what the relay asks is dropped, not queued: once back, the relay's
+            // peers are claimed again from what it holds then, and routed messages are lost
+            // as on any relay that went away.
+            let pause = tokio::time::sleep(backoff);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = &mut pause => break,
+                    _ = member.inbox.control.recv() => {}
+                    _ = member.inbox.routes.recv() => {}
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         member.leave().await;
     });
     Ok(node)
+}
+
+/// Says this relay is alive, every [`HEARTBEAT`], on a connection of its own: nothing the
+/// relay routes can delay it.
+async fn heartbeat(client: redis::Client, node: String, shutdown: CancellationToken) {
+    let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut conn = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if conn.is_none() {
+            conn =
+                tokio::time::timeout(HEARTBEAT_WITHIN, client.get_multiplexed_async_connection())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+        }
+        let Some(c) = conn.as_mut() else {
+            tracing::warn!("relay cluster: no heartbeat (Redis unreachable)");
+            continue;
+        };
+        let beat = tokio::time::timeout(
+            HEARTBEAT_WITHIN,
+            c.pset_ex::<_, _, ()>(node_key(&node), 1, ttl),
+        )
+        .await;
+        if !matches!(beat, Ok(Ok(()))) {
+            tracing::warn!("relay cluster: a heartbeat failed; reconnecting");
+            conn = None;
+        }
+    }
 }
 
 struct Member {
@@ -165,6 +230,7 @@ struct Member {
     inbox: ClusterInbox,
     claim: redis::Script,
     release: redis::Script,
+    sweep: redis::Script,
 }
 
 /// Bounds a Redis command in time.
@@ -186,15 +252,18 @@ impl Member {
         within("subscribe", pubsub.subscribe(EVENTS)).await?;
         within("subscribe", pubsub.subscribe(inbox_channel(&self.node))).await?;
         let mut messages = pubsub.into_on_message();
-        self.heartbeat(&mut conn).await?;
-        // Ours again, whatever Redis lost meanwhile.
-        for (id, access, conn_id) in self.relay.local_peers() {
-            self.claim_id(&mut conn, &id, access, conn_id).await?;
-        }
+        // Alive before claiming anything (the heartbeat task may not have said so yet: a
+        // claim of a relay without one could be swept at once); our peers are then claimed
+        // (again: whatever Redis lost meanwhile) by the first reconcile.
+        let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
+        within(
+            "heartbeat",
+            conn.pset_ex::<_, _, ()>(node_key(&self.node), 1, ttl),
+        )
+        .await?;
         self.reconcile(&mut conn).await?;
         tracing::info!(node = %self.node, "relay cluster: joined through Redis");
         *backoff = BACKOFF_MIN;
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut reconcile = tokio::time::interval(RECONCILE);
         loop {
             tokio::select! {
@@ -203,7 +272,13 @@ impl Member {
                     Some(ToCluster::Claim { id, access, conn: conn_id }) => {
                         self.claim_id(&mut conn, &id, access, conn_id).await?;
                     }
-                    Some(ToCluster::Release { id }) => self.release_id(&mut conn, &id).await?,
+                    Some(ToCluster::Release { id }) => {
+                        // What it sent before it left goes first.
+                        while let Ok(ToCluster::Route { node, msg }) = self.inbox.routes.try_recv() {
+                            self.publish_route(&mut conn, &node, &msg).await?;
+                        }
+                        self.release_id(&mut conn, &id).await?;
+                    }
                     Some(ToCluster::Route { .. }) => {}
                     None => return Ok(()),
                 },
@@ -213,28 +288,24 @@ impl Member {
                 },
                 request = self.inbox.routes.recv() => match request {
                     Some(ToCluster::Route { node, msg }) => {
-                        let _: i64 = within(
-                            "publish",
-                            conn.publish(inbox_channel(&node), msg.encode()),
-                        )
-                        .await?;
+                        self.publish_route(&mut conn, &node, &msg).await?;
                     }
                     Some(_) => {}
                     None => return Ok(()),
                 },
-                _ = heartbeat.tick() => self.heartbeat(&mut conn).await?,
                 _ = reconcile.tick() => self.reconcile(&mut conn).await?,
             }
         }
     }
 
-    async fn heartbeat(&self, conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
-        let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
-        within(
-            "heartbeat",
-            conn.pset_ex::<_, _, ()>(node_key(&self.node), 1, ttl),
-        )
-        .await
+    async fn publish_route(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        node: &str,
+        msg: &Message,
+    ) -> anyhow::Result<()> {
+        let _: i64 = within("publish", conn.publish(inbox_channel(node), msg.encode())).await?;
+        Ok(())
     }
 
     async fn claim_id(
@@ -298,6 +369,7 @@ impl Member {
             id: id.to_string(),
             node: self.node.clone(),
             access: access.map(|a| access_name(a).to_string()),
+            relay_gone: false,
         })?;
         let _: i64 = within("announce", conn.publish(EVENTS, text)).await?;
         Ok(())
@@ -323,7 +395,9 @@ impl Member {
                         access: parse_access(said.access.as_deref().unwrap_or("view")),
                     },
                 ),
-                "left" => self.relay.remote_left(&said.id, Some(&said.node)),
+                "left" => self
+                    .relay
+                    .remote_left(&said.id, Some(&said.node), said.relay_gone),
                 _ => {}
             }
         } else if let Ok(msg) = Message::decode(&payload) {
@@ -331,16 +405,26 @@ impl Member {
         }
     }
 
-    /// Makes the relay's view of the other relays' peers what Redis says, sweeping the ids of
-    /// relays whose heartbeat is gone.
+    /// Makes Redis and the relay agree: our own peers are claimed (again, if Redis lost
+    /// them or swept them), ids of ours that left are released, the relay's view of the
+    /// other relays' peers becomes what Redis says, and the ids of relays whose heartbeat is
+    /// gone are swept.
     async fn reconcile(&self, conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
         let held: HashMap<String, String> = within("read the peers", conn.hgetall(PEERS)).await?;
-        let nodes: Vec<String> = held
+        let local = self.relay.local_peers();
+        for (id, access, conn_id) in &local {
+            let ours = held
+                .get(id)
+                .and_then(|h| parse_holder(h))
+                .is_some_and(|p| p.node == self.node);
+            if !ours {
+                self.claim_id(conn, id, *access, *conn_id).await?;
+            }
+        }
+        let nodes: HashSet<String> = held
             .values()
             .filter_map(|h| parse_holder(h).map(|p| p.node))
             .filter(|n| *n != self.node)
-            .collect::<HashSet<_>>()
-            .into_iter()
             .collect();
         let mut alive = HashSet::new();
         for node in &nodes {
@@ -355,6 +439,14 @@ impl Member {
                 continue;
             };
             if peer.node == self.node {
+                if !local.iter().any(|(l, _, _)| l == id) {
+                    // Left while its release was lost (Redis was away).
+                    let _: i64 = within(
+                        "release",
+                        self.release.key(PEERS).arg(id).arg(text).invoke_async(conn),
+                    )
+                    .await?;
+                }
                 continue;
             }
             if alive.contains(&peer.node) {
@@ -365,7 +457,12 @@ impl Member {
             // A dead relay's peer: the first relay to remove it says so.
             let removed: i64 = within(
                 "sweep",
-                self.release.key(PEERS).arg(id).arg(text).invoke_async(conn),
+                self.sweep
+                    .key(PEERS)
+                    .arg(id)
+                    .arg(text)
+                    .arg(&peer.node)
+                    .invoke_async(conn),
             )
             .await?;
             if removed == 1 {
@@ -375,6 +472,7 @@ impl Member {
                     id: id.clone(),
                     node: peer.node.clone(),
                     access: None,
+                    relay_gone: true,
                 };
                 let _: i64 = within(
                     "announce",
@@ -385,7 +483,8 @@ impl Member {
         }
         for (id, peer) in self.relay.remote_peers() {
             if !present.contains(&id) {
-                self.relay.remote_left(&id, Some(&peer.node));
+                let relay_gone = !alive.contains(&peer.node);
+                self.relay.remote_left(&id, Some(&peer.node), relay_gone);
             }
         }
         Ok(())

@@ -117,6 +117,7 @@ pub fn remote(
     tasks.tracker.spawn(async move {
         let mut backoff = BACKOFF_MIN;
         let mut next = 0;
+        let mut taken_in_a_row = 0;
         loop {
             let Some(url) = relay.urls.get(next % relay.urls.len().max(1)).cloned() else {
                 tracing::error!("no relay to register with");
@@ -138,18 +139,25 @@ pub fn remote(
             // A relay that says the id is taken is alive (it has not yet noticed our old
             // registration is gone, or its cluster not yet that our relay died): try it again,
             // soon and without growing the backoff, rather than one that may be dead.
+            // A real duplicate (another device with our id) is not worth hammering: after a
+            // few seconds of quick retries, the usual backoff.
             let mut pause = backoff;
             match ended {
                 Ok(Session::DaemonGone) => return,
                 Ok(Session::RelayGone(why @ ID_TAKEN)) => {
-                    pause = ID_TAKEN_RETRY;
+                    taken_in_a_row += 1;
+                    if taken_in_a_row <= ID_TAKEN_QUICK_RETRIES {
+                        pause = ID_TAKEN_RETRY;
+                    }
                     tracing::warn!(relay = %url, "{why}; registering again")
                 }
                 Ok(Session::RelayGone(why)) => {
+                    taken_in_a_row = 0;
                     next += 1;
                     tracing::warn!(relay = %url, "relay connection lost ({why}); reconnecting")
                 }
                 Err(err) => {
+                    taken_in_a_row = 0;
                     next += 1;
                     tracing::warn!(relay = %url, "relay unreachable: {err:#}")
                 }
@@ -157,7 +165,7 @@ pub fn remote(
             if to_daemon.send(LinkEvent::Down).await.is_err() {
                 return;
             }
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(jittered(pause)).await;
             if pause == backoff {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -167,8 +175,21 @@ pub fn remote(
 }
 
 const ID_TAKEN: &str = "the id is taken";
-/// How soon a relay that said the id is taken is asked again.
+/// How soon a relay that said the id is taken is asked again, how many times…
 const ID_TAKEN_RETRY: Duration = Duration::from_millis(300);
+/// …before the usual backoff applies.
+const ID_TAKEN_QUICK_RETRIES: u32 = 20;
+
+/// `pause` give or take a fifth: a fleet that lost its relay at once does not come back in
+/// step.
+fn jittered(pause: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    if getrandom::fill(&mut byte).is_err() {
+        return pause;
+    }
+    // 0.8 … 1.2
+    pause.mul_f64(0.8 + f64::from(byte[0]) / 255.0 * 0.4)
+}
 
 enum Session {
     RelayGone(&'static str),

@@ -330,7 +330,10 @@ impl Relay {
             if let Some(cluster) = &peers.cluster {
                 let _ = cluster.control.send(ToCluster::Release { id: id.clone() });
             }
-            let left = Message::PeerLeft { id: id.clone() };
+            let left = Message::PeerLeft {
+                id: id.clone(),
+                reason: None,
+            };
             for (other, peer) in &peers.by_id {
                 if sees(peer.access, removed.access) {
                     gone.extend(Self::notify(peers, other, left.clone()));
@@ -390,9 +393,10 @@ impl Relay {
         }
     }
 
-    /// A peer of another relay left (or its relay died): the local peers that saw it hear
-    /// `peer-left`. With `node`, only if it was that relay's.
-    pub fn remote_left(&self, id: &str, node: Option<&str>) {
+    /// A peer of another relay left, or (`relay_gone`) its relay died: the local peers
+    /// that saw it hear `peer-left` (with reason `relay-gone`). With `node`, only if it was
+    /// that relay's.
+    pub fn remote_left(&self, id: &str, node: Option<&str>, relay_gone: bool) {
         let mut peers = self.lock();
         let Some(remote) = peers.remote.get(id) else {
             return;
@@ -402,7 +406,11 @@ impl Relay {
         }
         let access = remote.access;
         peers.remote.remove(id);
-        Self::tell_locals(&mut peers, access, Message::PeerLeft { id: id.to_string() });
+        let left = Message::PeerLeft {
+            id: id.to_string(),
+            reason: relay_gone.then(|| crate::protocol::RELAY_GONE.to_string()),
+        };
+        Self::tell_locals(&mut peers, access, left);
     }
 
     /// Another relay holds the id a local peer registered (they registered at once): the
@@ -420,10 +428,17 @@ impl Relay {
         if !peer.owner {
             peer.kicked.notify_one();
         }
-        // Not ours to release: leave the cluster's entry alone.
-        let cluster = peers.cluster.take();
-        Self::remove_dead(&mut peers, vec![id.to_string()]);
-        peers.cluster = cluster;
+        // Not ours to release: this one leaves without a word to the cluster (any peer it
+        // takes with it, dropped for not reading, is released as usual).
+        let Some(removed) = peers.by_id.remove(id) else {
+            return;
+        };
+        metrics::get().relay_peers.dec();
+        let left = Message::PeerLeft {
+            id: id.to_string(),
+            reason: None,
+        };
+        Self::tell_locals(&mut peers, removed.access, left);
     }
 
     /// A message another relay routed to a peer of this one.
@@ -809,12 +824,15 @@ mod tests {
         });
         assert!(matches!(drain(&mut rx_alice)[..], [Message::Answer { .. }]));
         // Bob's relay says he left (another relay's word about him is ignored).
-        relay.remote_left("bob", Some("n3"));
+        relay.remote_left("bob", Some("n3"), false);
         assert!(drain(&mut rx_alice).is_empty());
-        relay.remote_left("bob", Some("n2"));
+        relay.remote_left("bob", Some("n2"), true);
         assert_eq!(
             drain(&mut rx_alice),
-            vec![Message::PeerLeft { id: "bob".into() }]
+            vec![Message::PeerLeft {
+                id: "bob".into(),
+                reason: Some("relay-gone".into())
+            }]
         );
         // A claim refused: carol is told and dropped, her id not released.
         let carol_id = match inbox.control.try_recv() {
@@ -951,7 +969,10 @@ mod tests {
         drop(b);
         assert_eq!(
             drain(&mut rx_a),
-            vec![Message::PeerLeft { id: "door".into() }]
+            vec![Message::PeerLeft {
+                id: "door".into(),
+                reason: None
+            }]
         );
         assert_eq!(relay.peer_ids(), vec!["alice".to_string()]);
     }

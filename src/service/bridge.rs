@@ -8,7 +8,8 @@
 //!   A line that cannot be used is answered `{"error": "…"}`.
 //!
 //! A client that stops reading is dropped (a write that does not finish within
-//! [`WRITE_WITHIN`], or a backlog beyond what the notifier keeps): calls never wait for it.
+//! [`WRITE_WITHIN`], or a backlog beyond what the notifier keeps, 256 messages): calls never
+//! wait for it. A peer's message over 64 KiB is not passed on.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::Arc;
@@ -113,7 +114,11 @@ async fn serve(stream: tokio::net::UnixStream, calls: &CallManager, shutdown: &C
             },
             line = lines.next() => match line {
                 Some(Ok(line)) => send(calls, &line),
-                Some(Err(_)) => break "a line too long or not UTF-8",
+                Some(Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded)) => {
+                    break "a line too long"
+                }
+                // Not UTF-8, or the socket failed.
+                Some(Err(tokio_util::codec::LinesCodecError::Io(_))) => break "a read failed",
                 None => break "it left",
             },
         };

@@ -410,7 +410,8 @@ async fn hang_up(State(state): State<DaemonState>, Path(session): Path<String>) 
 
 /// `GET /api/events`: the calls' lifecycle (`ringing`, `connected`, `ended`) as server-sent
 /// events, each named after its event with the JSON a hook gets as data, until the client
-/// leaves or the daemon stops. A client that falls behind misses events, never slows a call.
+/// leaves or the daemon stops. A client that falls behind misses events (and is sent a
+/// `lagged` event saying how many), never slows a call.
 async fn events(State(state): State<DaemonState>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
@@ -418,24 +419,22 @@ async fn events(State(state): State<DaemonState>) -> Response {
     let stream = futures::stream::unfold(
         (receiver, state.shutdown.clone()),
         |(mut receiver, shutdown)| async move {
-            loop {
-                let received = tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    received = receiver.recv() => received,
-                };
-                match received {
-                    Ok(event) => {
-                        let data = serde_json::to_string(&event).unwrap_or_default();
-                        let sse = Event::default().event(event.event).data(data);
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(sse),
-                            (receiver, shutdown),
-                        ));
-                    }
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return None,
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                received = receiver.recv() => received,
+            };
+            let sse = match received {
+                Ok(event) => {
+                    let data = serde_json::to_string(&event).unwrap_or_default();
+                    Event::default().event(event.event).data(data)
                 }
-            }
+                // Said, so that a listener knows its picture may be incomplete.
+                Err(RecvError::Lagged(missed)) => Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"missed\":{missed}}}")),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, std::convert::Infallible>(sse), (receiver, shutdown)))
         },
     );
     Sse::new(stream)
@@ -457,7 +456,9 @@ fn decided(result: Result<(), DecideError>) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err @ DecideError::NotFound) => error(StatusCode::NOT_FOUND, &err.to_string()),
-        Err(err @ DecideError::NotRinging) => error(StatusCode::CONFLICT, &err.to_string()),
+        Err(err @ (DecideError::NotRinging | DecideError::Ambiguous)) => {
+            error(StatusCode::CONFLICT, &err.to_string())
+        }
     }
 }
 

@@ -120,9 +120,22 @@ impl CallEnd {
 pub enum PeerInput {
     Signaling(Message),
     ChannelText(String),
-    /// Text a local program (the bridge) sends the peer on the DataChannel; bounded with
-    /// the rest, so a flooding program loses messages, not the daemon's memory.
-    Local(String),
+}
+
+/// A peer's DataChannel message larger than this is not handed to local programs.
+const MAX_LOCAL_MESSAGE: usize = 64 * 1024;
+/// Text local programs (the bridge) send a call's peer, waiting for its task; beyond this it
+/// is dropped. A queue of its own: local programs never crowd out the peer's signaling.
+pub const LOCAL_QUEUE: usize = 16;
+
+/// What reaches a call's task, and the senders its handlers post with.
+pub struct Inputs {
+    pub events_tx: UnboundedSender<Event>,
+    pub events: UnboundedReceiver<Event>,
+    pub peer: mpsc::Receiver<PeerInput>,
+    pub peer_tx: mpsc::Sender<PeerInput>,
+    /// See [`LOCAL_QUEUE`].
+    pub local: mpsc::Receiver<String>,
 }
 
 type Step = Result<(), CallEnd>;
@@ -287,17 +300,20 @@ impl PathWatch {
 }
 
 /// Runs one call to its end. Returns once the pipeline has been handed to teardown.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     info: Arc<CallInfo>,
     notifier: Arc<Notifier>,
     settings: Arc<CallSettings>,
     signaling: mpsc::Sender<Message>,
-    events_tx: UnboundedSender<Event>,
-    mut events: UnboundedReceiver<Event>,
-    mut peer: mpsc::Receiver<PeerInput>,
-    peer_tx: mpsc::Sender<PeerInput>,
+    inputs: Inputs,
 ) -> CallEnd {
+    let Inputs {
+        events_tx,
+        mut events,
+        mut peer,
+        peer_tx,
+        mut local,
+    } = inputs;
     let call = Call::new(
         Arc::clone(&info),
         notifier,
@@ -315,7 +331,7 @@ pub async fn run(
             return end;
         }
     };
-    let end = call.drive(&mut events, &mut peer).await;
+    let end = call.drive(&mut events, &mut peer, &mut local).await;
     call.finish(&end).await;
     end
 }
@@ -409,6 +425,7 @@ impl Call {
         &mut self,
         events: &mut UnboundedReceiver<Event>,
         peer: &mut mpsc::Receiver<PeerInput>,
+        local: &mut mpsc::Receiver<String>,
     ) -> CallEnd {
         if self.info.role == Role::Caller {
             let call = Message::Call {
@@ -467,14 +484,14 @@ impl Call {
                         self.on_channel_text(&text);
                         Ok(())
                     }
-                    Some(PeerInput::Local(text)) => {
-                        if !self.channel_open || !self.channel_send(&text) {
-                            tracing::debug!(session = %self.info.session, "no open DataChannel: a local message dropped");
-                        }
-                        Ok(())
-                    }
                     None => Err(CallEnd::local(EndReason::Shutdown, "")),
                 },
+                Some(text) = local.recv() => {
+                    if !self.channel_open || !self.channel_send(&text) {
+                        tracing::debug!(session = %self.info.session, "no open DataChannel: a local message dropped");
+                    }
+                    Ok(())
+                }
                 _ = ping.tick(), if self.channel_open => self.send_ping(),
                 _ = &mut deadline, if self.info.state() != CallState::Connected && !self.ringing => {
                     crate::metrics::get().ice_failures.inc();
@@ -698,19 +715,36 @@ impl Call {
         }
     }
 
-    /// Starts the shared encoders an answer will most likely use (the profile's first video
-    /// and audio codecs), so that accepting does not wait for the camera and the encoder.
-    /// Best effort: a source that fails here fails again, clearly, when the call answers.
+    /// Starts the shared encoders the answer will use (those the held offer's plan picks;
+    /// without an offer yet, the profile's first video and audio codecs), so that accepting
+    /// does not wait for the camera and the encoder. Best effort: a source that fails here
+    /// fails again, clearly, when the call answers.
     async fn warm_media(&mut self) {
         if self.settings.profile.per_viewer_encoder {
             return;
         }
-        let encoders = &self.settings.encoders;
-        let first = [
-            encoders.codecs(MediaKind::Video).first().copied(),
-            encoders.codecs(MediaKind::Audio).first().copied(),
-        ];
-        for codec in first.into_iter().flatten() {
+        let encoders = Arc::clone(&self.settings.encoders);
+        let planned = self.held_offer.as_deref().and_then(|offer| {
+            let ours = |kind| encoders.codecs(kind);
+            sdp::plan_answer(offer, self.settings.profile.max_mlines, &ours)
+                .ok()
+                .map(|(_, plan)| {
+                    plan.mlines
+                        .into_iter()
+                        .filter_map(|(_, send)| send.map(|(codec, _)| codec))
+                        .collect::<Vec<_>>()
+                })
+        });
+        let wanted = planned.unwrap_or_else(|| {
+            [
+                encoders.codecs(MediaKind::Video).first().copied(),
+                encoders.codecs(MediaKind::Audio).first().copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        });
+        for codec in wanted {
             let encoders = Arc::clone(&self.settings.encoders);
             match blocking(move || encoders.warm(codec)).await {
                 Ok(Ok(warm)) => self.warm.push(warm),
@@ -772,6 +806,14 @@ impl Call {
         let ours = move |kind| encoders.codecs(kind);
         let (offer, plan) = sdp::plan_answer(offer_text, self.settings.profile.max_mlines, &ours)
             .map_err(CallEnd::bad_sdp)?;
+        // A warmed encoder the answer does not use lets go of its source first (a camera
+        // opens once: another codec's capture of it would find it busy).
+        let used: Vec<_> = plan
+            .mlines
+            .iter()
+            .filter_map(|(_, send)| send.as_ref().map(|(codec, _)| *codec))
+            .collect();
+        self.warm.retain(|w| used.contains(&w.codec()));
         // Transport-wide congestion control only if the offer has it, under its id, and
         // accepted whenever offered (the offerer's estimator needs our feedback); our own video
         // carries it only if it adapts.
@@ -1186,8 +1228,11 @@ impl Call {
                     self.info.pongs_received.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // Anything else is for the device's local programs (the bridge).
-            None => self.notifier.message(&self.info, text),
+            // Anything else is for the device's local programs (the bridge), if not huge.
+            None if text.len() <= MAX_LOCAL_MESSAGE => self.notifier.message(&self.info, text),
+            None => {
+                tracing::debug!(session = %self.info.session, bytes = text.len(), "a DataChannel message too large for local programs: dropped");
+            }
         }
     }
 

@@ -41,12 +41,17 @@ pub enum DecideError {
     NotFound,
     #[error("the call is not ringing")]
     NotRinging,
+    /// Session ids are the callers' choice: two callers may pick the same one.
+    #[error("more than one call rings with this session id")]
+    Ambiguous,
 }
 
 struct SessionHandle {
     events: mpsc::UnboundedSender<Event>,
     /// What the peer sends; bounded (a flooding peer loses messages, not our memory).
     peer: mpsc::Sender<PeerInput>,
+    /// What local programs send the peer (the bridge); bounded likewise.
+    local: mpsc::Sender<String>,
     info: Arc<CallInfo>,
 }
 
@@ -102,7 +107,7 @@ impl CallManager {
             .sessions
             .values()
             .filter(|h| session.is_none_or(|s| h.info.session == s))
-            .filter(|h| h.peer.try_send(PeerInput::Local(text.to_string())).is_ok())
+            .filter(|h| h.local.try_send(text.to_string()).is_ok())
             .count()
     }
 
@@ -256,16 +261,25 @@ impl CallManager {
     /// it then ignores an accept, and a reject ends it all the same.
     fn decide(&self, session: &str, decision: Event) -> Result<(), DecideError> {
         let state = self.lock();
-        let handle = state
+        let named: Vec<&SessionHandle> = state
             .sessions
             .values()
-            .find(|h| h.info.session == session)
-            .ok_or(DecideError::NotFound)?;
-        if handle.info.role != Role::Callee || handle.info.state() != super::CallState::Ringing {
-            return Err(DecideError::NotRinging);
+            .filter(|h| h.info.session == session)
+            .collect();
+        let ringing: Vec<&SessionHandle> = named
+            .iter()
+            .copied()
+            .filter(|h| h.info.role == Role::Callee && h.info.state() == super::CallState::Ringing)
+            .collect();
+        match (named.len(), ringing.as_slice()) {
+            (0, _) => Err(DecideError::NotFound),
+            (_, [handle]) => {
+                let _ = handle.events.send(decision);
+                Ok(())
+            }
+            (_, []) => Err(DecideError::NotRinging),
+            _ => Err(DecideError::Ambiguous),
         }
-        let _ = handle.events.send(decision);
-        Ok(())
     }
 
     /// Ends every call and waits (at most `grace`) for their tasks to finish; no call can
@@ -304,11 +318,17 @@ impl CallManager {
                     state.peers.insert(id);
                 }
             }
-            Message::PeerLeft { id } => {
+            Message::PeerLeft { id, reason } => {
+                tracing::debug!(peer = %id, "peer left");
+                // Its relay died, not the peer: a connected call's media does not pass
+                // through relays and goes on (the path watch ends it if the peer is gone).
+                let relay_gone = reason.as_deref() == Some(crate::protocol::RELAY_GONE);
                 let mut state = self.lock();
                 state.peers.remove(&id);
                 for ((peer, _), handle) in state.sessions.iter() {
-                    if *peer == id {
+                    if *peer == id
+                        && !(relay_gone && handle.info.state() == super::CallState::Connected)
+                    {
                         let _ = handle.events.send(Event::End {
                             reason: EndReason::PeerLeft,
                             tell_peer: false,
@@ -416,12 +436,14 @@ impl CallManager {
         let info = Arc::new(CallInfo::new(session, peer, role));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (peer_tx, peer_rx) = mpsc::channel(call::PEER_QUEUE);
+        let (local_tx, local_rx) = mpsc::channel(call::LOCAL_QUEUE);
         let key = (peer.to_string(), session.to_string());
         state.sessions.insert(
             key.clone(),
             SessionHandle {
                 events: events_tx.clone(),
                 peer: peer_tx.clone(),
+                local: local_tx,
                 info: Arc::clone(&info),
             },
         );
@@ -440,10 +462,13 @@ impl CallManager {
             Arc::clone(&self.notifier),
             settings,
             signaling.clone(),
-            events_tx,
-            events_rx,
-            peer_rx,
-            peer_tx,
+            call::Inputs {
+                events_tx,
+                events: events_rx,
+                peer: peer_rx,
+                peer_tx,
+                local: local_rx,
+            },
         );
         let notifier = Arc::clone(&self.notifier);
         self.tasks.spawn(async move {

@@ -12,8 +12,9 @@ use super::Role;
 
 /// Events kept for a listener that has not read them yet.
 const EVENTS_KEPT: usize = 256;
-/// DataChannel messages kept for a listener that has not read them yet.
-const MESSAGES_KEPT: usize = 1024;
+/// DataChannel messages kept for a listener that has not read them yet (each at most 64 KiB:
+/// at most 16 MiB, whatever peers send).
+const MESSAGES_KEPT: usize = 256;
 
 /// One moment in a call's life.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -25,11 +25,16 @@ pub async fn send_text(ws: &mut Ws, text: String) {
 
 /// The next JSON message, skipping control frames; bounded in time.
 pub async fn recv(ws: &mut Ws) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    recv_within(ws, Duration::from_secs(5)).await
+}
+
+/// [`recv`] within `within`.
+pub async fn recv_within(ws: &mut Ws, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let frame = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .expect("a message within 5 s")
+            .expect("a message in time")
             .expect("connection open")
             .expect("frame");
         if let Frame::Text(text) = frame {
