@@ -123,6 +123,91 @@ async fn candidates_before_the_offer_still_connect() {
     assert!(end_of_candidates, "the daemon sends end-of-candidates");
 }
 
+/// The callee starts its media on `call`, as the protocol says: its shared encoders run
+/// while the offer is still on its way (held back 2 s here), so the answer does not wait for
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callee_starts_its_encoders_on_call_before_the_offer() {
+    let _serial = serial().await;
+    let profile = light_profile("warm-callee", "");
+    let door = Proc::daemon("door-warm", &profile, &[]);
+    let late_offers = Proxy::start(door.ws_url(), delay_offers_2s).await;
+    let alice = Proc::daemon("alice-warm", &profile, &["--relay", &late_offers.url]);
+    wait_peer(&alice, "door-warm").await;
+    let session = place_call(&alice, "door-warm").await;
+    wait_for(
+        "the door's encoders running before the offer reached it",
+        Duration::from_secs(10),
+        || async {
+            let s = status(&door).await;
+            let running = s["encoders"]["video"] == 1 && s["encoders"]["audio"] == 1;
+            // Read after the status: the encoders ran before the offer was let through.
+            let offer_held = late_offers.messages(Direction::ToRelay, "offer").is_empty();
+            assert!(
+                offer_held || running,
+                "the offer went through before the encoders ran"
+            );
+            (running && offer_held).then_some(())
+        },
+    )
+    .await;
+    let state = calls(&door).await;
+    assert!(
+        state
+            .iter()
+            .any(|c| c["session"] == session.as_str() && c["state"] == "awaiting-offer"),
+        "{state:?}"
+    );
+    assert_call_works(&alice, &door, &session).await;
+}
+
+/// A caller whose profile says `datachannel = false` (a camera whose viewers only watch)
+/// opens no DataChannel: media flows, nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_a_datachannel_sends_media_only() {
+    let _serial = serial().await;
+    let camera = Proc::daemon(
+        "camera-nodc",
+        &light_profile("camera-nodc", "datachannel = false"),
+        &[],
+    );
+    let viewer = Proc::daemon(
+        "viewer-nodc",
+        &light_profile("viewer-nodc", ""),
+        &["--relay", &camera.ws_url()],
+    );
+    wait_peer(&camera, "viewer-nodc").await;
+    let session = place_call(&camera, "viewer-nodc").await;
+    let seen = wait_call(&viewer, &session, "video", |c| {
+        c["video_frames"].as_u64().unwrap_or(0) >= 30
+            && c["audio_buffers"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    assert_eq!(seen["datachannels_received"], 0, "{seen}");
+    let sent = wait_call(&camera, &session, "connected", |c| {
+        c["state"] == "connected"
+    })
+    .await;
+    assert_eq!(sent["datachannels_created"], 0, "{sent}");
+    assert_eq!(sent["datachannel"], "none", "{sent}");
+    // Still connected a few seconds on (no pong is expected, none is missed).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = wait_call(&camera, &session, "still connected", |c| {
+        c["state"] == "connected"
+    })
+    .await;
+    assert_eq!(later["ice_restarts"], 0, "{later}");
+}
+
+fn delay_offers_2s(v: Value) -> Vec<(Duration, Value)> {
+    let delay = if v["type"] == "offer" {
+        Duration::from_secs(2)
+    } else {
+        Duration::ZERO
+    };
+    vec![(delay, v)]
+}
+
 fn delay_offers(v: Value) -> Vec<(Duration, Value)> {
     let delay = if v["type"] == "offer" {
         Duration::from_secs(1)

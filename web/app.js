@@ -157,10 +157,15 @@ function maybeAutoCall() {
 }
 
 // ---- the call ----------------------------------------------------------------------------
+function wallClock() { return performance.timeOrigin + performance.now(); }
+
 function newCall(peer, session, role) {
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", ...state.iceConfig });
   const call = {
     peer, session, role, pc, channel: null, pending: [], remoteSet: false,
+    // Wall-clock milliseconds of each step of setting the call up (a benchmark splits the
+    // time to the first frame with them): start, offer, answer, ICE, DTLS, first RTP.
+    phases: { start: wallClock() },
     pings: new Map(), nextPing: 1, pongs: 0, pingsAnswered: 0, rttMs: null,
     started: performance.now(), connected: false, stats: {}, localCandidates: [], remoteCandidates: [],
   };
@@ -170,7 +175,14 @@ function newCall(peer, session, role) {
     send(c ? { type: "candidate", to: peer, session, candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex }
            : { type: "candidate", to: peer, session, candidate: "", sdpMid: null, sdpMLineIndex: null });
   };
+  pc.oniceconnectionstatechange = () => {
+    if (["connected", "completed"].includes(pc.iceConnectionState)) call.phases.ice ??= wallClock();
+  };
   pc.ontrack = (ev) => {
+    if (ev.track.kind === "video") {
+      // A remote track is unmuted by its first RTP packet.
+      ev.track.addEventListener("unmute", () => { call.phases.rtp ??= wallClock(); }, { once: true });
+    }
     const el = ev.track.kind === "video" ? $("remote") : $("remote-audio");
     el.srcObject = ev.streams[0] || new MediaStream([ev.track]);
     el.play().catch(() => {});
@@ -180,6 +192,7 @@ function newCall(peer, session, role) {
     if (pc.connectionState === "connected" && !call.connected) {
       call.connected = true;
       call.connectedAt = performance.now();
+      call.phases.dtls ??= wallClock();
     }
     // Never up: give up. Up once: the path changed under the call (see watchPath).
     if (pc.connectionState === "failed" && !call.connected) endCall("ice-failed", true);
@@ -275,6 +288,7 @@ async function startCall(peer) {
   useChannel(call, call.pc.createDataChannel("chat"));
   const offer = await call.pc.createOffer();
   await call.pc.setLocalDescription(offer);
+  call.phases.offer = wallClock();
   send({ type: "offer", to: peer, session, sdp: call.pc.localDescription.sdp });
 }
 
@@ -341,6 +355,7 @@ function ringTone(on) {
 async function onOffer(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
+  call.phases.offer ??= wallClock();
   if (call.ringing) { call.heldOffer = msg; return; }
   if (call.remoteSet) {
     // The device restarted ICE on this call: same tracks, new path.
@@ -366,12 +381,14 @@ async function onOffer(msg) {
   await flushCandidates(call);
   const answer = await call.pc.createAnswer();
   await call.pc.setLocalDescription(answer);
+  call.phases.answer ??= wallClock();
   send({ type: "answer", to: call.peer, session: call.session, sdp: call.pc.localDescription.sdp });
 }
 
 async function onAnswer(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
+  call.phases.answer ??= wallClock();
   await call.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
   call.remoteSet = true;
   await flushCandidates(call);
@@ -591,7 +608,7 @@ if (reportUrl) {
         iceConnectionState: call.pc.iceConnectionState, iceGatheringState: call.pc.iceGatheringState,
         channel: call.channel ? call.channel.readyState : null,
         localCandidates: call.localCandidates, pongs: call.pongs, pingsAnswered: call.pingsAnswered, rttMs: call.rttMs, stats: call.stats,
-        firstFrameAt: call.firstFrameAt || null,
+        firstFrameAt: call.firstFrameAt || null, phases: call.phases,
       },
     };
     fetch(reportUrl, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }).catch(() => {});

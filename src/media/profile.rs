@@ -34,6 +34,11 @@ pub struct Profile {
     /// A call ringing this long without a decision ends with `no-answer`.
     #[serde(default = "default_ring_timeout_secs")]
     pub ring_timeout_secs: u64,
+    /// Whether this device, calling, opens a DataChannel (ping/pong, chat, the bridge).
+    /// `false` for a camera whose viewers only watch: each call is then lighter (no SCTP
+    /// association and its threads); the round-trip time is not measured.
+    #[serde(default = "default_true")]
+    pub datachannel: bool,
     /// An offer or answer with more m-lines than this is refused (`hangup` reason
     /// `bad-sdp`): each m-line costs threads and elements, and a call needs 3.
     #[serde(default = "default_max_mlines")]
@@ -244,6 +249,9 @@ fn default_linger_ms() -> u64 {
 }
 fn default_max_sessions() -> usize {
     8
+}
+fn default_true() -> bool {
+    true
 }
 fn default_ring_timeout_secs() -> u64 {
     30

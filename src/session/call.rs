@@ -674,6 +674,11 @@ impl Call {
             Role::Callee | Role::Whep => match self.held_offer.take() {
                 Some(offer) => self.answer(&offer).await,
                 None => {
+                    // The protocol's callee starts its media on `call`: the shared encoders
+                    // run by the time the offer comes, and the answer does not wait for them.
+                    if self.info.role == Role::Callee {
+                        self.warm_media().await;
+                    }
                     self.info.set_state(CallState::AwaitingOffer);
                     Ok(())
                 }
@@ -770,8 +775,9 @@ impl Call {
                 .await?;
             self.link_send_branch(branch).await?;
         }
-        // A WHIP endpoint (an SFU) takes media only.
-        if self.info.role == Role::Caller {
+        // A WHIP endpoint (an SFU) takes media only; so does a viewer of a profile without
+        // a DataChannel (`datachannel = false`: its threads and SCTP association saved).
+        if self.info.role == Role::Caller && self.settings.profile.datachannel {
             let channel = self
                 .webrtcbin
                 .emit_by_name::<Option<WebRTCDataChannel>>(

@@ -4,6 +4,7 @@
 
 mod chromium;
 mod cluster;
+mod first_frame;
 mod harness;
 mod networks;
 mod players;
@@ -64,6 +65,9 @@ struct Args {
     /// Only the relay routing latency (one relay; two relays sharing a Redis).
     #[arg(long)]
     cluster_only: bool,
+    /// Only call → first frame in Chromium, both directions, cold and warm encoder.
+    #[arg(long)]
+    first_frame_only: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -98,6 +102,7 @@ struct Report {
     spread: Vec<networks::SpreadCost>,
     players: Option<players::Players>,
     routing: Option<cluster::Routing>,
+    first_frame: Vec<first_frame::Row>,
     errors: Vec<String>,
 }
 
@@ -137,6 +142,15 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if args.networks_only {
         return run_networks(&mut report_for_networks()).await;
     }
+    if args.first_frame_only {
+        let dir = procs::work_dir()?;
+        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
+        let rows = first_frame::measure(&dir, &codec, args.calls).await?;
+        let table = first_frame::markdown(&rows);
+        println!("{table}");
+        std::fs::write(dir.join("first-frame.md"), &table)?;
+        return Ok(());
+    }
     if args.cluster_only {
         let dir = procs::work_dir()?;
         let routing = cluster::measure(&dir, args.routed_messages).await?;
@@ -174,6 +188,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         spread: Vec::new(),
         players: None,
         routing: None,
+        first_frame: Vec::new(),
         errors: Vec::new(),
     };
     let note = |what: &str, e: anyhow::Error| {
@@ -252,6 +267,13 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         Err(e) => report.errors.push(note("players", e)),
     }
 
+    if !args.no_chromium {
+        eprintln!("call → first frame in Chromium, both directions, cold and warm");
+        match first_frame::measure(&dir, &first_codec, args.calls).await {
+            Ok(rows) => report.first_frame = rows,
+            Err(e) => report.errors.push(note("first frame both ways", e)),
+        }
+    }
     eprintln!("relay routing: one relay, two relays through Redis");
     let routed = if args.quick {
         200
@@ -297,6 +319,7 @@ fn report_for_networks() -> Report {
         spread: Vec::new(),
         players: None,
         routing: None,
+        first_frame: Vec::new(),
         errors: Vec::new(),
     }
 }
@@ -386,6 +409,10 @@ fn markdown(r: &Report) -> String {
     let mut out = String::new();
     if let Some(p) = &r.players {
         out.push_str(&players::markdown(p));
+        out.push('\n');
+    }
+    if !r.first_frame.is_empty() {
+        out.push_str(&first_frame::markdown(&r.first_frame));
         out.push('\n');
     }
     if let Some(routing) = &r.routing {

@@ -80,7 +80,7 @@ pub fn spread(mut ms: Vec<f64>) -> Option<Spread> {
     })
 }
 
-fn epoch_ms() -> f64 {
+pub fn epoch_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)

@@ -1,0 +1,225 @@
+//! Call → first decoded frame in headless Chromium, whoever calls: the page calls the camera
+//! (a person clicks Call), and the camera calls the page. Each with the camera's encoder
+//! cold (nothing running: `linger_ms = 0`, stopped between calls) and warm (still running
+//! from the call before). The time is split into phases from the page's own clock: signaling
+//! (call → answer), ICE, DTLS, first RTP, decode.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::chromium::{Chromium, Collector};
+use crate::procs::{Daemon, poll};
+use crate::scenarios::{Spread, camera_profile, spread};
+
+/// The phases, in order: each from the end of the one before (the first from the call's
+/// start on the page), as the page's report names their ends.
+const PHASES: [(&str, &str); 5] = [
+    ("signaling", "answer"),
+    ("ICE", "ice"),
+    ("DTLS", "dtls"),
+    ("first RTP", "rtp"),
+    ("decode", "frame"),
+];
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// `browser → camera` or `camera → browser`.
+    pub direction: &'static str,
+    /// `cold` or `warm`.
+    pub encoder: &'static str,
+    /// From the call (the page's click, or the camera's API call) to the first frame.
+    pub total: Spread,
+    /// Median milliseconds of each phase.
+    pub phases: Vec<(&'static str, f64)>,
+}
+
+/// Phase lengths (ms) from a page report, if it has them all.
+fn phases_of(report: &Value) -> Option<Vec<f64>> {
+    let call = &report["call"];
+    let at = |name: &str| -> Option<f64> {
+        if name == "frame" {
+            call["firstFrameAt"].as_f64()
+        } else {
+            call["phases"][name].as_f64()
+        }
+    };
+    let mut last = at("start")?;
+    let mut out = Vec::new();
+    for (_, end) in PHASES {
+        let t = at(end)?;
+        out.push((t - last).max(0.0));
+        last = t.max(last);
+    }
+    Some(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn row(
+    direction: &'static str,
+    encoder: &'static str,
+    totals: Vec<f64>,
+    phases: Vec<Vec<f64>>,
+) -> anyhow::Result<Row> {
+    let phases = PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (*name, median(phases.iter().map(|p| p[i]).collect())))
+        .collect();
+    Ok(Row {
+        direction,
+        encoder,
+        total: spread(totals).context("no samples")?,
+        phases,
+    })
+}
+
+/// The camera's shared encoders have stopped (cold runs wait for it between calls).
+async fn encoders_stopped(camera: &Daemon) -> anyhow::Result<()> {
+    poll(Duration::from_secs(10), || async {
+        let s = camera.get("/api/status").await.ok()?;
+        (s["encoders"]["video"] == 0).then_some(())
+    })
+    .await
+    .context("the camera's encoder did not stop")
+}
+
+/// The page calls the camera, `calls` times, a fresh page each time.
+async fn browser_calls(
+    dir: &Path,
+    camera: &Daemon,
+    collector: &Collector,
+    calls: usize,
+    cold: bool,
+) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let (mut totals, mut phases) = (Vec::new(), Vec::new());
+    // Warm: one call first, untimed, starts the encoder (which then lingers).
+    let first = if cold { 0 } else { 1 };
+    for i in 0..calls + first {
+        if cold {
+            encoders_stopped(camera).await?;
+        }
+        let id = format!("caller-{i}");
+        let url = format!(
+            "http://{}/?id={id}&call={}&report=/report",
+            collector.addr, camera.name
+        );
+        let browser = Chromium::open(&url, dir)?;
+        let report = poll(Duration::from_secs(30), || async {
+            collector
+                .latest()
+                .filter(|r| r["id"] == id.as_str())
+                .filter(|r| r["call"]["firstFrameAt"].is_number())
+        })
+        .await
+        .with_context(|| format!("{id} showed no frame"))?;
+        drop(browser);
+        camera.wait_idle().await?;
+        if i < first {
+            continue;
+        }
+        if let Some(p) = phases_of(&report) {
+            totals.push(p.iter().sum());
+            phases.push(p);
+        }
+    }
+    Ok((totals, phases))
+}
+
+/// The camera calls the page, `calls` times, one page throughout.
+async fn camera_calls(
+    camera: &Daemon,
+    collector: &Collector,
+    calls: usize,
+    cold: bool,
+) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let (mut totals, mut phases) = (Vec::new(), Vec::new());
+    let first = if cold { 0 } else { 1 };
+    for i in 0..calls + first {
+        if cold {
+            encoders_stopped(camera).await?;
+        }
+        let posted = crate::scenarios::epoch_ms();
+        let session = camera.call("browser").await?;
+        let report = poll(Duration::from_secs(30), || async {
+            collector
+                .latest()
+                .filter(|r| r["call"]["session"] == session.as_str())
+                .filter(|r| r["call"]["firstFrameAt"].is_number())
+        })
+        .await
+        .context("Chromium showed no frame")?;
+        camera.hang_up(&session).await?;
+        camera.wait_idle().await?;
+        poll(Duration::from_secs(10), || async {
+            collector.latest().filter(|r| r["call"].is_null())
+        })
+        .await
+        .context("the page did not end the call")?;
+        if i < first {
+            continue;
+        }
+        if let (Some(p), Some(frame)) =
+            (phases_of(&report), report["call"]["firstFrameAt"].as_f64())
+        {
+            totals.push(frame - posted);
+            phases.push(p);
+        }
+    }
+    Ok((totals, phases))
+}
+
+pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (encoder, linger_ms) in [("cold", 0), ("warm", 600_000)] {
+        let cold = encoder == "cold";
+        let camera = Daemon::start(
+            dir,
+            &format!("ff2-{encoder}"),
+            &camera_profile(codec, false, linger_ms, false),
+            &[],
+        )?;
+        let collector = Collector::start(&camera.addr).await?;
+        let (totals, phases) = browser_calls(dir, &camera, &collector, calls, cold).await?;
+        rows.push(row("browser → camera", encoder, totals, phases)?);
+        let url = format!(
+            "http://{}/?id=browser&autoanswer=1&report=/report",
+            collector.addr
+        );
+        let _browser = Chromium::open(&url, dir)?;
+        camera.wait_peer("browser").await?;
+        let (totals, phases) = camera_calls(&camera, &collector, calls, cold).await?;
+        rows.push(row("camera → browser", encoder, totals, phases)?);
+    }
+    Ok(rows)
+}
+
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| call → first frame (Chromium) | encoder | median ms | p95 ms | signaling | ICE | DTLS | first RTP | decode | calls |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let phases: Vec<String> = r.phases.iter().map(|(_, ms)| format!("{ms:.0}")).collect();
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {} | {} |\n",
+            r.direction,
+            r.encoder,
+            r.total.median_ms,
+            r.total.p95_ms,
+            phases.join(" | "),
+            r.total.samples
+        ));
+    }
+    out
+}
