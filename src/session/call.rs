@@ -1006,11 +1006,14 @@ impl Call {
         field: &str,
     ) -> Result<gst_webrtc::WebRTCSessionDescription, CallEnd> {
         let (promise, reply) = gst::Promise::new_future();
+        let asked = Instant::now();
         self.webrtcbin
             .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
         let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
             .await
             .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
+        // Where a call's setup time goes (the first-frame benchmark's phases, finer).
+        tracing::debug!(session = %self.info.session, signal, ms = asked.elapsed().as_secs_f64() * 1000.0, "webrtcbin answered");
         match reply {
             Ok(Some(reply)) => reply
                 .get::<gst_webrtc::WebRTCSessionDescription>(field)
@@ -1044,10 +1047,12 @@ impl Call {
         desc: &gst_webrtc::WebRTCSessionDescription,
     ) -> Step {
         let (promise, reply) = gst::Promise::new_future();
+        let asked = Instant::now();
         self.webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
         let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
             .await
             .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
+        tracing::debug!(session = %self.info.session, signal, ms = asked.elapsed().as_secs_f64() * 1000.0, "webrtcbin answered");
         match reply {
             // webrtcbin replies with no structure on success, an `error` field on failure.
             Ok(None) => Ok(()),

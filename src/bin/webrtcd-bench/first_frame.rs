@@ -94,6 +94,16 @@ async fn encoders_stopped(camera: &Daemon) -> anyhow::Result<()> {
     .context("the camera's encoder did not stop")
 }
 
+/// The camera has no call left (its encoders may linger).
+async fn no_calls(camera: &Daemon) -> anyhow::Result<()> {
+    poll(Duration::from_secs(15), || async {
+        let s = camera.get("/api/status").await.ok()?;
+        (s["sessions"] == 0).then_some(())
+    })
+    .await
+    .with_context(|| format!("{} kept a call", camera.name))
+}
+
 /// The page calls the camera, `calls` times, a fresh page each time.
 async fn browser_calls(
     dir: &Path,
@@ -124,7 +134,7 @@ async fn browser_calls(
         .await
         .with_context(|| format!("{id} showed no frame"))?;
         drop(browser);
-        camera.wait_idle().await?;
+        no_calls(camera).await?;
         if i < first {
             continue;
         }
@@ -160,7 +170,7 @@ async fn camera_calls(
         .await
         .context("Chromium showed no frame")?;
         camera.hang_up(&session).await?;
-        camera.wait_idle().await?;
+        no_calls(camera).await?;
         poll(Duration::from_secs(10), || async {
             collector.latest().filter(|r| r["call"].is_null())
         })
