@@ -11,60 +11,18 @@ use serde_json::json;
 use common::ws::*;
 use common::*;
 
-/// A private redis-server on a free port of 127.0.0.1, killed when dropped.
-struct Redis {
-    child: std::process::Child,
-    url: String,
+fn redis(name: &str) -> harness::RedisServer {
+    harness::RedisServer::start(&artifacts_dir().join(format!("{name}.log"))).expect("redis-server")
 }
 
-impl Redis {
-    fn start(name: &str) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let log =
-            std::fs::File::create(artifacts_dir().join(format!("{name}.log"))).expect("redis log");
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .stdout(log)
-            .spawn()
-            .expect("redis-server (Debian package redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cluster_relay(name: &str, redis: &Redis) -> Proc {
+fn cluster_relay(name: &str, redis: &harness::RedisServer) -> Proc {
     Proc::relay(name, "127.0.0.1:0", &["--redis", &redis.url])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_on_two_relays_call_each_other_and_survive_a_relay_dying() {
     let _serial = serial().await;
-    let redis = Redis::start("redis-cluster");
+    let redis = redis("redis-cluster");
     let mut r1 = cluster_relay("relay-r1", &redis);
     let r2 = cluster_relay("relay-r2", &redis);
     let profile = light_profile("cluster", "");

@@ -49,6 +49,22 @@ fn node_key(node: &str) -> String {
     format!("webrtcd:node:{node}")
 }
 
+/// Says relay `node` is alive for another [`NODE_TTL`].
+async fn beat(conn: &mut redis::aio::MultiplexedConnection, node: &str) -> redis::RedisResult<()> {
+    let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
+    conn.pset_ex(node_key(node), 1, ttl).await
+}
+
+/// Publishes an announcement to every relay.
+async fn announce(
+    conn: &mut redis::aio::MultiplexedConnection,
+    said: &Announcement,
+) -> anyhow::Result<()> {
+    let text = serde_json::to_string(said)?;
+    let _: i64 = within("announce", conn.publish(EVENTS, text)).await?;
+    Ok(())
+}
+
 fn inbox_channel(node: &str) -> String {
     format!("webrtcd:to:{node}")
 }
@@ -192,7 +208,6 @@ pub fn start(
 /// Says this relay is alive, every [`HEARTBEAT`], on a connection of its own: nothing the
 /// relay routes can delay it.
 async fn heartbeat(client: redis::Client, node: String, shutdown: CancellationToken) {
-    let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
     let mut tick = tokio::time::interval(HEARTBEAT);
     let mut conn = None;
     loop {
@@ -211,12 +226,8 @@ async fn heartbeat(client: redis::Client, node: String, shutdown: CancellationTo
             tracing::warn!("relay cluster: no heartbeat (Redis unreachable)");
             continue;
         };
-        let beat = tokio::time::timeout(
-            HEARTBEAT_WITHIN,
-            c.pset_ex::<_, _, ()>(node_key(&node), 1, ttl),
-        )
-        .await;
-        if !matches!(beat, Ok(Ok(()))) {
+        let beaten = tokio::time::timeout(HEARTBEAT_WITHIN, beat(c, &node)).await;
+        if !matches!(beaten, Ok(Ok(()))) {
             tracing::warn!("relay cluster: a heartbeat failed; reconnecting");
             conn = None;
         }
@@ -255,12 +266,7 @@ impl Member {
         // Alive before claiming anything (the heartbeat task may not have said so yet: a
         // claim of a relay without one could be swept at once); our peers are then claimed
         // (again: whatever Redis lost meanwhile) by the first reconcile.
-        let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
-        within(
-            "heartbeat",
-            conn.pset_ex::<_, _, ()>(node_key(&self.node), 1, ttl),
-        )
-        .await?;
+        within("heartbeat", beat(&mut conn, &self.node)).await?;
         self.reconcile(&mut conn).await?;
         tracing::info!(node = %self.node, "relay cluster: joined through Redis");
         *backoff = BACKOFF_MIN;
@@ -326,7 +332,7 @@ impl Member {
         )
         .await?;
         if claimed == 1 {
-            self.announce(conn, "joined", id, Some(access)).await
+            self.announce_ours(conn, "joined", id, Some(access)).await
         } else {
             tracing::info!(peer = %id, "relay cluster: the id is held by another relay");
             self.relay.claim_refused(id, conn_id);
@@ -351,28 +357,28 @@ impl Member {
             )
             .await?;
             if released == 1 {
-                return self.announce(conn, "left", id, None).await;
+                return self.announce_ours(conn, "left", id, None).await;
             }
         }
         Ok(())
     }
 
-    async fn announce(
+    /// Announces one of our own peers.
+    async fn announce_ours(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         event: &str,
         id: &str,
         access: Option<Access>,
     ) -> anyhow::Result<()> {
-        let text = serde_json::to_string(&Announcement {
+        let said = Announcement {
             event: event.to_string(),
             id: id.to_string(),
             node: self.node.clone(),
             access: access.map(|a| access_name(a).to_string()),
             relay_gone: false,
-        })?;
-        let _: i64 = within("announce", conn.publish(EVENTS, text)).await?;
-        Ok(())
+        };
+        announce(conn, &said).await
     }
 
     /// Something another relay published.
@@ -474,11 +480,7 @@ impl Member {
                     access: None,
                     relay_gone: true,
                 };
-                let _: i64 = within(
-                    "announce",
-                    conn.publish(EVENTS, serde_json::to_string(&left)?),
-                )
-                .await?;
+                announce(conn, &left).await?;
             }
         }
         for (id, peer) in self.relay.remote_peers() {

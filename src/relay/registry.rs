@@ -385,8 +385,10 @@ impl Relay {
         let access = remote.access;
         let known = peers.remote.insert(id.to_string(), remote).is_some();
         if !known {
-            Self::tell_locals(
+            // Not a local id: every local peer that may see it hears of it.
+            Self::broadcast(
                 &mut peers,
+                id,
                 access,
                 Message::PeerJoined { id: id.to_string() },
             );
@@ -410,7 +412,7 @@ impl Relay {
             id: id.to_string(),
             reason: relay_gone.then(|| crate::protocol::RELAY_GONE.to_string()),
         };
-        Self::tell_locals(&mut peers, access, left);
+        Self::broadcast(&mut peers, id, access, left);
     }
 
     /// Another relay holds the id a local peer registered (they registered at once): the
@@ -438,7 +440,7 @@ impl Relay {
             id: id.to_string(),
             reason: None,
         };
-        Self::tell_locals(&mut peers, removed.access, left);
+        Self::broadcast(&mut peers, id, removed.access, left);
     }
 
     /// A message another relay routed to a peer of this one.
@@ -460,18 +462,6 @@ impl Relay {
                 tracing::debug!(peer = %to, "a message from another relay could not be delivered");
             }
         }
-    }
-
-    /// Sends a relay notice about a peer of access `about` to every local peer that may
-    /// see it (dropping those that cannot take it).
-    fn tell_locals(peers: &mut Peers, about: Access, msg: Message) {
-        let mut gone = Vec::new();
-        for (id, peer) in &peers.by_id {
-            if sees(peer.access, about) {
-                gone.extend(Self::notify(peers, id, msg.clone()));
-            }
-        }
-        Self::remove_dead(peers, gone);
     }
 }
 

@@ -733,12 +733,7 @@ impl Call {
             let ours = |kind| encoders.codecs(kind);
             sdp::plan_answer(offer, self.settings.profile.max_mlines, &ours)
                 .ok()
-                .map(|(_, plan)| {
-                    plan.mlines
-                        .into_iter()
-                        .filter_map(|(_, send)| send.map(|(codec, _)| codec))
-                        .collect::<Vec<_>>()
-                })
+                .map(|(_, plan)| plan.codecs())
         });
         let wanted = planned.unwrap_or_else(|| {
             [
@@ -814,11 +809,7 @@ impl Call {
             .map_err(CallEnd::bad_sdp)?;
         // A warmed encoder the answer does not use lets go of its source first (a camera
         // opens once: another codec's capture of it would find it busy).
-        let used: Vec<_> = plan
-            .mlines
-            .iter()
-            .filter_map(|(_, send)| send.as_ref().map(|(codec, _)| *codec))
-            .collect();
+        let used = plan.codecs();
         self.warm.retain(|w| used.contains(&w.codec()));
         // Transport-wide congestion control only if the offer has it, under its id, and
         // accepted whenever offered (the offerer's estimator needs our feedback); our own video

@@ -31,6 +31,16 @@ pub struct AnswerPlan {
     pub data_channel: bool,
 }
 
+impl AnswerPlan {
+    /// The codecs the answer sends.
+    pub fn codecs(&self) -> Vec<Codec> {
+        self.mlines
+            .iter()
+            .filter_map(|(_, send)| send.map(|(codec, _)| codec))
+            .collect()
+    }
+}
+
 /// Decides how to answer `text` — a pure function of the offer and our codecs (`ours`, per
 /// kind, in preference order), so the fuzzer can drive it. `Err` says why the offer cannot
 /// be answered (`bad-sdp`).

@@ -58,26 +58,6 @@ fn relay(dir: &Path, name: &str, redis: Option<&str>) -> anyhow::Result<(Killed,
     Ok((Killed(child), format!("ws://{addr}/signaling")))
 }
 
-fn redis_server(dir: &Path) -> anyhow::Result<(Killed, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = std::fs::File::create(dir.join("redis.log"))?;
-    let child = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(log)
-        .spawn()
-        .context("redis-server (Debian package redis-server)")?;
-    let killed = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((killed, format!("redis://127.0.0.1:{port}")))
-}
-
 async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -148,9 +128,9 @@ pub async fn measure(dir: &Path, messages: usize) -> anyhow::Result<Routing> {
     anyhow::ensure!(messages > 0, "no messages to route");
     let (_single, single_url) = relay(dir, "relay-single", None)?;
     let one_relay = route(&single_url, &single_url, messages, "one").await?;
-    let (_redis, redis_url) = redis_server(dir)?;
-    let (_r1, r1) = relay(dir, "relay-r1", Some(&redis_url))?;
-    let (_r2, r2) = relay(dir, "relay-r2", Some(&redis_url))?;
+    let redis = crate::harness::RedisServer::start(&dir.join("redis.log"))?;
+    let (_r1, r1) = relay(dir, "relay-r1", Some(&redis.url))?;
+    let (_r2, r2) = relay(dir, "relay-r2", Some(&redis.url))?;
     let two_relays = route(&r1, &r2, messages, "two").await?;
     Ok(Routing {
         messages,

@@ -1,5 +1,5 @@
 //! What the benchmark and the integration tests both need to run real peers: Chromium's
-//! flags that work on this machine, and a daemon's announced address. One copy, included by
+//! flags that work on this machine, a daemon's announced address, a private redis-server. One copy, included by
 //! the tests too (`tests/common/mod.rs`), so the two cannot drift apart.
 
 use std::io::{BufRead, BufReader};
@@ -121,4 +121,48 @@ async fn proxy_one(
         });
     }
     Ok(response.map(|body| body.boxed()))
+}
+
+/// A private redis-server (Debian's) on a free port of 127.0.0.1, without persistence,
+/// killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    /// `redis://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Starts it, its output to `log`, and waits (at most 10 s) until it listens.
+    pub fn start(log: &Path) -> std::io::Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::fs::File::create(log)?)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::other(format!("redis-server (Debian package redis-server): {e}"))
+            })?;
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() >= deadline {
+                return Err(std::io::Error::other("redis-server did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
