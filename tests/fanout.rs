@@ -123,6 +123,58 @@ async fn a_joining_viewer_gets_a_keyframe_at_once() {
     assert!(vp8["keyframes_forced"].as_u64().unwrap_or(0) >= 2, "{s}");
 }
 
+/// The shared encoder's thread sends every call's packets itself (no thread per call): a
+/// viewer that stops taking anything must cost the others nothing. One viewer freezes mid-call;
+/// another freezes right after placing its call, before its connection can come up (webrtcbin
+/// holds a call's send path until DTLS has its keys, so a call must not be fed before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_viewers_stall_no_other_viewer() {
+    let _serial = serial().await;
+    let camera = Proc::daemon("cam-frozen", &camera_profile("cam-frozen", "", 60), &[]);
+    let viewer =
+        |id: &str| Proc::daemon(id, &light_profile(id, ""), &["--relay", &camera.ws_url()]);
+    let (watching, frozen, early) = (viewer("watching"), viewer("frozen"), viewer("early"));
+    for v in [&watching, &frozen, &early] {
+        wait_peer(v, "cam-frozen").await;
+    }
+    let watched = place_call(&watching, "cam-frozen").await;
+    let mid_call = place_call(&frozen, "cam-frozen").await;
+    all_decode(&watching, std::slice::from_ref(&watched)).await;
+    all_decode(&frozen, std::slice::from_ref(&mid_call)).await;
+    frozen.signal("STOP");
+    place_call(&early, "cam-frozen").await;
+    let state = wait_for(
+        "the early call at the camera",
+        Duration::from_secs(10),
+        || async {
+            let calls = calls(&camera).await;
+            let early = calls.iter().find(|c| c["peer"] == "early")?;
+            Some(early["state"].clone())
+        },
+    )
+    .await;
+    early.signal("STOP");
+    eprintln!("the early viewer froze with its call {state}");
+
+    let frames = |c: &Value| c["video_frames"].as_u64().unwrap_or(0);
+    let before = frames(&wait_call(&watching, &watched, "the call", |_| true).await);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = frames(&wait_call(&watching, &watched, "the call", |_| true).await);
+    let states: Vec<String> = calls(&camera)
+        .await
+        .iter()
+        .map(|c| format!("{} {}", c["peer"], c["state"]))
+        .collect();
+    eprintln!(
+        "watching viewer: {} frames in 4 s beside frozen ones; camera: {states:?}",
+        after - before
+    );
+    frozen.signal("CONT");
+    early.signal("CONT");
+    // 30 fps: ~120 frames; a stalled fan-out gives next to none.
+    assert!(after - before >= 40, "{} frames in 4 s", after - before);
+}
+
 /// A camera whose stream ends every second (as an unplugged-and-replugged camera would).
 fn flaky_camera(name: &str, restart_limit: u32, frames_per_life: u32) -> std::path::PathBuf {
     write_profile(

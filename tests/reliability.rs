@@ -331,7 +331,7 @@ netns_test!(
         wait_peer(&visitor, "link-door").await;
 
         // Frozen: the TCP connection stays up, nothing answers.
-        signal(relay.pid(), "STOP");
+        relay.signal("STOP");
         let frozen = Instant::now();
         wait_for(
             "the door to notice the frozen relay",
@@ -345,7 +345,7 @@ netns_test!(
         )
         .await;
         eprintln!("frozen relay noticed after {:?}", frozen.elapsed());
-        signal(relay.pid(), "CONT");
+        relay.signal("CONT");
         wait_peer(&visitor, "link-door").await;
 
         // Killed and started again on the same address.
@@ -373,14 +373,6 @@ netns_test!(
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
-}
-
-fn signal(pid: i32, name: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{name} {pid}");
 }
 
 /// A minimal, valid audio-only offer, as another WebRTC stack would send.
@@ -504,7 +496,7 @@ netns_test!(
         let session = place_call(&visitor, "freeze-door").await;
         wait_call(&door, &session, "connected", |c| c["state"] == "connected").await;
         // Signaling and media both fall silent.
-        signal(visitor.pid(), "STOP");
+        visitor.signal("STOP");
         let frozen = Instant::now();
         wait_for(
             "the frozen peer's call to end",
@@ -515,7 +507,7 @@ netns_test!(
         let took = frozen.elapsed();
         eprintln!("frozen peer's call ended after {took:?}");
         assert!(took <= Duration::from_secs(10), "{took:?}");
-        signal(visitor.pid(), "CONT");
+        visitor.signal("CONT");
         drop(visitor);
         wait_idle(&door).await;
         a_call_works(&door, "freeze-visitor2").await;

@@ -1,13 +1,14 @@
 //! Encode once, fan out: one capture and one encoder per codec, shared by every call.
 //!
-//! The shared pipeline ends in an appsink; each call's send branch starts with its own appsrc
-//! (then the call's own payloader, since payload types differ per call). The appsink thread
-//! hands each encoded frame to every subscriber without ever blocking on one:
+//! The shared pipeline ends in an appsink; each call's send branch is the call's own payloader
+//! (payload types differ per call), fed directly from the appsink's thread once the call's
+//! connection is up ([`feed`] says why that never waits on a call). That thread hands each
+//! encoded frame to every subscriber without ever blocking on one:
 //! - a new subscriber waits for a keyframe, and its arrival forces one at once;
-//! - a subscriber whose queue is full (a stalled viewer) drops frames, then waits for the next
-//!   keyframe, which it asks for (rate-limited);
+//! - a subscriber with a queue of its own (the RTSP server's appsrc) whose queue is full drops
+//!   frames, then waits for the next keyframe, which it asks for (rate-limited);
 //! - a keyframe request from a viewer (PLI/FIR, arriving as an upstream force-key-unit event
-//!   on its appsrc) reaches the encoder, rate-limited per stream.
+//!   on its feed) reaches the encoder, rate-limited per stream.
 //!
 //! A stream starts with its first subscriber and stops `linger` after its last one left.
 //!
@@ -15,7 +16,7 @@
 //! renditions ("rungs"): the capture is split, and each rung scales and encodes behind a
 //! valve that is open only while a call is on that rung (or moving to it). A call moves to
 //! another rung at that rung's next keyframe, which is asked for at once, through its own
-//! appsrc and payloader: its viewer sees the new size start at a keyframe, and the SSRC,
+//! payloader: its viewer sees the new size start at a keyframe, and the SSRC,
 //! sequence numbers and timestamps run on.
 //!
 //! A stream's life is one state ([`Life`]: starting, running, restarting, stopped), and
@@ -23,6 +24,7 @@
 //! without holding any lock that async code takes: `/api/status` and the health check read
 //! a starting stream at once. A start that fails leaves nothing running.
 
+mod feed;
 mod snapshot;
 
 pub use snapshot::SnapshotError;
@@ -39,6 +41,7 @@ use super::encoder::{self, Probe};
 use super::profile::{Profile, Rung};
 use super::send::{self, SendBranch};
 use super::{MediaError, fragments};
+use feed::{DirectFeed, Feed};
 
 /// Each encoding ends in one of these, named `out0`, `out1`… (the rung's index follows).
 /// Not `async`: a rung behind a closed valve gets no frame to preroll with, and would hold
@@ -152,7 +155,7 @@ impl Life {
 
 struct Subscriber {
     id: u64,
-    appsrc: gst_app::AppSrc,
+    feed: Feed,
     /// The rung whose frames it gets now (shared with its keyframe-request probe).
     rung: Arc<AtomicUsize>,
     /// The rung it moves to at that rung's next keyframe (= `rung` when not moving).
@@ -170,6 +173,8 @@ pub struct Subscription {
     id: u64,
     owner: Weak<Encoders>,
     pending: Mutex<Option<Subscriber>>,
+    /// A direct feed's gate, opened once the call's connection is up.
+    gate: Option<Arc<AtomicBool>>,
 }
 
 /// What `GET /api/status` shows about a shared stream.
@@ -318,17 +323,9 @@ impl Encoders {
                 }
             };
         }
-        let desc = format!(
-            "appsrc name=feed is-live=true format=time do-timestamp=true min-latency=0 ! {}",
-            fragments::payloader(codec, pt)
-        );
-        let mut branch = send::build(&desc, codec, pt)?;
-        let appsrc = branch
-            .bin
-            .by_name("feed")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or_else(|| MediaError::Build("appsrc missing".into()))?;
-        branch.subscription = Some(self.subscribe(codec, appsrc, on_failure)?);
+        let mut branch = send::build(&fragments::payloader(codec, pt), codec, pt)?;
+        let feed = Feed::Direct(DirectFeed::new(&branch.bin)?);
+        branch.subscription = Some(self.subscribe_feed(codec, feed, on_failure)?);
         Ok(branch)
     }
 
@@ -342,18 +339,36 @@ impl Encoders {
         appsrc: gst_app::AppSrc,
         on_failure: impl Fn() + Send + Sync + 'static,
     ) -> Result<Subscription, MediaError> {
+        self.subscribe_feed(codec, Feed::AppSrc(appsrc), on_failure)
+    }
+
+    fn subscribe_feed(
+        self: &Arc<Self>,
+        codec: Codec,
+        feed: Feed,
+        on_failure: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Subscription, MediaError> {
         // From here on the stream is held: nothing below can fail.
         let stream = self.stream(codec)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rung = Arc::new(AtomicUsize::new(0));
-        forward_keyframe_requests(&appsrc, Arc::downgrade(&stream), Arc::clone(&rung));
+        forward_keyframe_requests(
+            &feed.request_pad(),
+            Arc::downgrade(&stream),
+            Arc::clone(&rung),
+        );
+        let gate = match &feed {
+            Feed::Direct(direct) => Some(Arc::clone(&direct.open)),
+            Feed::AppSrc(_) => None,
+        };
         Ok(Subscription {
             stream,
             id,
             owner: Arc::downgrade(self),
+            gate,
             pending: Mutex::new(Some(Subscriber {
                 id,
-                appsrc,
+                feed,
                 rung,
                 target: AtomicUsize::new(0),
                 waiting_for_keyframe: AtomicBool::new(true),
@@ -925,7 +940,10 @@ impl SharedStream {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let mut stalled = false;
         let mut moved = false;
-        for sub in lock(&self.subscribers).iter() {
+        // Pushing runs each call's send path: not under the lock that calls joining and
+        // leaving take.
+        let subscribers = lock(&self.subscribers).clone();
+        for sub in &subscribers {
             let on = sub.rung.load(Ordering::Relaxed);
             if rung != on {
                 // Not its rung, unless it is moving here and this keyframe is where it may.
@@ -935,10 +953,11 @@ impl SharedStream {
                 sub.rung.store(rung, Ordering::Relaxed);
                 moved = true;
             }
-            if sub.waiting_for_keyframe.load(Ordering::Relaxed) && !keyframe {
+            if !sub.feed.is_open() || sub.waiting_for_keyframe.load(Ordering::Relaxed) && !keyframe
+            {
                 continue;
             }
-            if sub.appsrc.current_level_buffers() >= MAX_QUEUED {
+            if sub.feed.backlog() >= MAX_QUEUED {
                 // This viewer stopped taking frames: skip it, resume at a keyframe.
                 sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
                 self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
@@ -948,18 +967,18 @@ impl SharedStream {
             {
                 let mut known = lock(&sub.caps);
                 if known.as_ref().map(|c| c.as_ref()) != caps {
-                    sub.appsrc.set_caps(caps.map(|c| c.to_owned()).as_ref());
+                    sub.feed.set_caps(caps.map(|c| c.to_owned()).as_ref());
                     *known = caps.map(|c| c.to_owned());
                 }
             }
-            // Each call's appsrc stamps the frame with its own pipeline's clock.
+            // Each call's feed stamps the frame with its own pipeline's clock.
             let mut out = buffer.copy();
             {
                 let out = out.make_mut();
                 out.set_pts(gst::ClockTime::NONE);
                 out.set_dts(gst::ClockTime::NONE);
             }
-            if sub.appsrc.push_buffer(out).is_ok() {
+            if sub.feed.push(out) {
                 sub.waiting_for_keyframe.store(false, Ordering::Relaxed);
             } else {
                 // Not running (yet): what it was given is gone, caps included. Start over
@@ -1028,14 +1047,14 @@ fn camera_caps(video: &super::profile::VideoSend) -> Option<gst::Caps> {
         .and_then(|d| d.formats.join("; ").parse().ok())
 }
 
-/// A viewer's PLI/FIR reaches its appsrc as an upstream force-key-unit event: pass it on to
-/// the shared encoder (rate-limited there) instead of to an appsrc that cannot act on it.
+/// A viewer's PLI/FIR reaches its feed as an upstream force-key-unit event: pass it on to
+/// the shared encoder (rate-limited there) instead of to a feed that cannot act on it.
 fn forward_keyframe_requests(
-    appsrc: &gst_app::AppSrc,
+    pad: &Option<gst::Pad>,
     stream: Weak<SharedStream>,
     rung: Arc<AtomicUsize>,
 ) {
-    let Some(pad) = appsrc.static_pad("src") else {
+    let Some(pad) = pad else {
         return;
     };
     pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
@@ -1053,20 +1072,28 @@ fn forward_keyframe_requests(
 }
 
 impl Subscription {
-    /// Starts feeding the call's appsrc. Only once it runs: an appsrc stamps each frame with
-    /// its pipeline's clock and base time, and before it runs that base time is 0 — a frame
-    /// stamped then lies hours in the future, and webrtcbin's clocksync holds the track
-    /// (it sent one packet, then nothing: the calls without audio).
+    /// Starts feeding the call's branch (a direct feed: once its connection is up, too).
+    /// Only once it runs in its pipeline: a feed stamps each frame with its pipeline's clock
+    /// and base time, and before it runs that base time is 0 — a frame stamped then lies
+    /// hours in the future, and webrtcbin's clocksync holds the track (it sent one packet,
+    /// then nothing: the calls without audio).
     pub fn activate(&self) {
         if let Some(subscriber) = lock(&self.pending).take() {
+            if let Err(err) = subscriber.feed.attach() {
+                tracing::warn!(%err, "cannot feed a send branch");
+            }
             self.stream.subscribe(subscriber);
         }
     }
 
-    /// The call's connection just came up. What was sent before went nowhere (there was no
-    /// DTLS yet), so the viewer has no keyframe: start it over at a fresh one, asked for now
-    /// rather than left to the viewer's PLI a round trip later.
+    /// The call's connection just came up (or its peer is heard again): a direct feed opens
+    /// now. What was sent before went nowhere (there was no DTLS yet), so the viewer has no
+    /// keyframe: start it over at a fresh one, asked for now rather than left to the viewer's
+    /// PLI a round trip later.
     pub fn start_at_keyframe(&self) {
+        if let Some(gate) = &self.gate {
+            gate.store(true, Ordering::Relaxed);
+        }
         let rung = lock(&self.stream.subscribers)
             .iter()
             .find(|s| s.id == self.id)
@@ -1164,7 +1191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_branch_is_fed_only_once_running_and_its_frames_pass_a_syncing_clocksync() {
+    fn a_branch_is_fed_only_once_running_and_connected_and_its_frames_pass_a_syncing_clocksync() {
         let encoders = opus_encoders(2000);
         let mut branch = encoders.branch(Codec::Opus, 111, || {}).unwrap();
         let subscribers = |e: &Encoders| e.streams().first().map_or(0, |s| s.subscribers);
@@ -1205,6 +1232,10 @@ mod tests {
         let subscription = branch.subscription.take().unwrap();
         subscription.activate();
         assert_eq!(subscribers(&encoders), 1);
+        // A call's branch is fed directly, and only once its connection is up.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(passed.load(Ordering::Relaxed), 0, "fed before connected");
+        subscription.start_at_keyframe();
         // 20 ms Opus frames: ~50 in a second, none held back.
         let deadline = Instant::now() + Duration::from_secs(5);
         while passed.load(Ordering::Relaxed) < 25 && Instant::now() < deadline {

@@ -191,6 +191,15 @@ impl Proc {
         self.child.id() as i32
     }
 
+    /// Sends it `name` (`STOP`: frozen, `CONT`: thawed).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {}", self.pid());
+    }
+
     /// SIGKILL: the peer vanishes without a word.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
