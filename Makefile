@@ -4,7 +4,7 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test bench soak fuzz lint deps-run deps-test
+.PHONY: run test bench bench-compare soak fuzz lint deps-run deps-test
 
 run: deps-run
 	$(CARGO) build --release --bin webrtcd
@@ -17,6 +17,13 @@ test: deps-test
 bench: deps-test
 	$(CARGO) build --release --bins
 	./target/release/webrtcd-bench --plot docs/benchmarks.png $(BENCH_ARGS)
+
+# webrtcd beside GStreamer's webrtcsink, same scenario, same run (BENCHMARKS.md). webrtcsink
+# is built in a cargo project of its own (bench/webrtcsink), never a dependency of webrtcd.
+bench-compare: deps-test
+	$(CARGO) build --release --bins
+	$(CARGO) build --release --manifest-path bench/webrtcsink/Cargo.toml --target-dir target/webrtcsink
+	./target/release/webrtcd-bench --compare --viewers 1,5,10,15,20,30,50 --plot docs/compare.png $(BENCH_ARGS)
 
 # The soak of RELIABILITY.md: 10 000 calls one after another, then 1 000 ten at a time, each
 # checked on both sides (about 75 minutes; fewer with SOAK_ARGS="--soak-calls 1000").

@@ -4,6 +4,7 @@
 
 mod chromium;
 mod cluster;
+mod compare;
 mod first_frame;
 mod harness;
 mod networks;
@@ -68,6 +69,14 @@ struct Args {
     /// Only call → first frame in Chromium, both directions, cold and warm encoder.
     #[arg(long)]
     first_frame_only: bool,
+    /// Only the scaling runs with the shared encoder (`--codecs`, `--viewers`): daemon CPU,
+    /// threads and RSS per viewer.
+    #[arg(long)]
+    scaling_only: bool,
+    /// Only the comparison with GStreamer's webrtcsink (720p30 H.264, `--viewers`, the same
+    /// receivers for both; `make bench-compare` builds webrtcsink first).
+    #[arg(long)]
+    compare: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -165,6 +174,42 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let table = players::markdown(&players);
         println!("{table}");
         std::fs::write(dir.join("players.md"), &table)?;
+        return Ok(());
+    }
+    if args.compare {
+        let dir = procs::work_dir()?;
+        let runs = compare::measure(&dir, &args.viewers, Duration::from_secs(args.window)).await?;
+        let table = compare::markdown(&runs);
+        println!("{table}");
+        std::fs::write(dir.join("compare.md"), &table)?;
+        std::fs::write(
+            dir.join("compare.json"),
+            serde_json::to_string_pretty(&runs)?,
+        )?;
+        let plot_path = args.plot.unwrap_or_else(|| dir.join("compare.png"));
+        let title = "webrtcd and webrtcsink, 1280×720@30 H.264 + Opus, in the same run";
+        plot::write_png(&plot::svg(&runs, title), &plot_path)?;
+        eprintln!(
+            "wrote {}/compare.md and {}",
+            dir.display(),
+            plot_path.display()
+        );
+        return Ok(());
+    }
+    if args.scaling_only {
+        let dir = procs::work_dir()?;
+        let mut report = report_for_networks();
+        for codec in &args.codecs {
+            eprintln!("scaling: {codec}, shared encoder");
+            let window = Duration::from_secs(args.window);
+            let processes = args.viewer_processes.max(1);
+            report.scaling.push(
+                scenarios::scaling(&dir, codec, false, &args.viewers, processes, window).await?,
+            );
+        }
+        let table = markdown(&report);
+        println!("{table}");
+        std::fs::write(dir.join("scaling.md"), &table)?;
         return Ok(());
     }
     if args.quick {

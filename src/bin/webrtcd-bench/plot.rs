@@ -123,13 +123,14 @@ pub fn svg(runs: &[Scaling], title: &str) -> String {
     }
     for (i, run) in runs.iter().enumerate() {
         let label = format!(
-            "{} {}",
+            "{} {} ({})",
             run.codec.to_uppercase(),
             if run.per_viewer_encoder {
                 "one encoder per viewer"
             } else {
-                "shared encoder (webrtcd)"
-            }
+                "shared encoder"
+            },
+            run.server
         );
         let (lx, ly) = (
             60.0 + (i % 2) as f64 * 440.0,

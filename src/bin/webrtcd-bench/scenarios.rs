@@ -10,11 +10,13 @@ use serde_json::Value;
 use crate::chromium::{Chromium, Collector};
 use crate::procs::{Daemon, poll, usage};
 
-/// The camera: test pattern (a moving ball) at `width`×`height`@30 and a tone.
+/// The camera: test pattern (a moving ball) at 1280×720@30 and a tone. It calls viewers that
+/// only watch: no DataChannel (three threads and an SCTP association per call saved).
 pub fn camera_profile(codec: &str, per_viewer: bool, linger_ms: u64, stamp: bool) -> String {
     format!(
         r#"name = "bench-camera"
-max_sessions = 64
+max_sessions = 128
+datachannel = false
 linger_ms = {linger_ms}
 per_viewer_encoder = {per_viewer}
 
@@ -39,10 +41,14 @@ latency_ms = 50
 }
 
 /// A viewer that only receives: `count` decodes (for first-frame and latency figures),
-/// `frames` only depayloads (cheap, for the scaling runs). Its jitterbuffer holds nothing
-/// back (`latency_ms = 0`): loopback has no jitter, and the figures are the daemon's, not a
-/// buffer's (the shipped profiles' 50 ms would add 50 ms to each).
+/// `frames` only depayloads (cheap, for the scaling runs). A counting viewer's jitterbuffer
+/// holds nothing back (`latency_ms = 0`): the figures are the daemon's, not a buffer's (the
+/// shipped profiles' 50 ms would add 50 ms to each). A scaling viewer keeps the shipped 50 ms,
+/// as a browser keeps a jitter buffer: with 0, a packet that arrives behind its successor
+/// (many calls sending at once on 2 busy cores) is dropped as late, and a third of the calls
+/// played 20 fps while the daemon sent every packet (measured 2026-12-03).
 pub fn viewer_profile(sink: &str, measure_latency: bool) -> String {
+    let latency_ms = if sink == "frames" { 50 } else { 0 };
     format!(
         r#"name = "bench-viewer"
 max_sessions = 64
@@ -50,7 +56,7 @@ max_sessions = 64
 [receive]
 video = "{sink}"
 audio = "{sink}"
-latency_ms = 0
+latency_ms = {latency_ms}
 measure_latency = {measure_latency}
 "#
     )
@@ -287,11 +293,16 @@ pub struct Load {
     pub mean_fps: f64,
     /// Frames that came > 100 ms after the previous one, all viewers, in the window.
     pub late_frames: u64,
+    /// The viewers that joined at this step: median from the call's start (at the viewer) to
+    /// its first frame.
+    pub first_frame_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Scaling {
     pub codec: String,
+    /// `webrtcd`, or `webrtcsink` in the comparison.
+    pub server: String,
     pub per_viewer_encoder: bool,
     pub idle_rss_mib: f64,
     pub idle_threads: u64,
@@ -300,8 +311,9 @@ pub struct Scaling {
     pub stopped: Option<String>,
 }
 
-/// Frames received so far by every call on these viewers, by session.
-async fn frames_by_session(viewers: &[Daemon]) -> Vec<(String, u64, u64)> {
+/// Frames received so far by every call on these viewers (and how late, and when the
+/// first came), by session.
+async fn frames_by_session(viewers: &[Daemon]) -> Vec<(String, u64, u64, Option<f64>)> {
     let mut out = Vec::new();
     for v in viewers {
         for c in v.calls().await.unwrap_or_default() {
@@ -309,6 +321,7 @@ async fn frames_by_session(viewers: &[Daemon]) -> Vec<(String, u64, u64)> {
                 c["session"].as_str().unwrap_or_default().to_string(),
                 c["video_frames"].as_u64().unwrap_or(0),
                 c["video_late"].as_u64().unwrap_or(0),
+                c["first_frame_ms"].as_f64(),
             ));
         }
     }
@@ -346,6 +359,7 @@ pub async fn scaling(
     let idle = usage(camera.pid())?;
     let mut out = Scaling {
         codec: codec.into(),
+        server: "webrtcd".into(),
         per_viewer_encoder: per_viewer,
         idle_rss_mib: idle.rss_mib,
         idle_threads: idle.threads,
@@ -353,6 +367,7 @@ pub async fn scaling(
         stopped: None,
     };
     let mut placed = 0usize;
+    let mut seen = std::collections::HashSet::new();
     for &target in steps {
         while placed < target {
             let to = &viewers[placed % viewers.len()].name;
@@ -364,7 +379,7 @@ pub async fn scaling(
             let flowing = frames_by_session(&viewers)
                 .await
                 .iter()
-                .filter(|(_, f, _)| *f > 0)
+                .filter(|(_, f, _, _)| *f > 0)
                 .count();
             (flowing >= target).then_some(())
         })
@@ -389,18 +404,24 @@ pub async fn scaling(
         let after = frames_by_session(&viewers).await;
         let mut fps = Vec::new();
         let mut late = 0;
-        for (session, frames, late1) in &after {
+        let mut first_frames = Vec::new();
+        for (session, frames, late1, first) in &after {
+            if seen.insert(session.clone())
+                && let Some(ms) = first
+            {
+                first_frames.push(*ms);
+            }
             let (f0, l0) = before
                 .iter()
-                .find(|(s, _, _)| s == session)
-                .map(|(_, f, l)| (*f, *l))
+                .find(|(s, _, _, _)| s == session)
+                .map(|(_, f, l, _)| (*f, *l))
                 .unwrap_or((0, 0));
             fps.push((frames - f0.min(*frames)) as f64 / secs);
             late += late1 - l0.min(*late1);
         }
         // Calls that never came up count as 0 fps.
         fps.resize(fps.len().max(target), 0.0);
-        let connected = after.iter().filter(|(_, f, _)| *f > 0).count();
+        let connected = after.iter().filter(|(_, f, _, _)| *f > 0).count();
         let row = Load {
             codec: codec.into(),
             per_viewer_encoder: per_viewer,
@@ -413,6 +434,7 @@ pub async fn scaling(
             min_fps: fps.iter().copied().fold(f64::INFINITY, f64::min),
             mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
             late_frames: late,
+            first_frame_ms: spread(first_frames).map(|s| s.median_ms),
         };
         eprintln!(
             "  {codec} {tag} {target:>2} viewers: daemon {:.0}% CPU, {:.1} MiB, {} threads; viewers {:.0}% CPU; fps min {:.1} mean {:.1}; late {}",
