@@ -137,6 +137,9 @@ impl DirectFeed {
         let Some(caps) = caps else {
             return;
         };
+        // Two rungs' threads may push to one call while it moves between them: one at a time,
+        // as an element's streaming thread holds its own pad's stream lock.
+        let _streaming = self.pad.stream_lock();
         self.pad.push_event(gst::event::Caps::new(caps));
         let mut sent = self.segment_sent.lock().unwrap_or_else(|p| p.into_inner());
         if !*sent {
@@ -151,6 +154,7 @@ impl DirectFeed {
         let (Some(clock), Some(base)) = (self.branch.clock(), self.branch.base_time()) else {
             return false;
         };
+        let _streaming = self.pad.stream_lock();
         let now = clock.time().checked_sub(base);
         {
             let buffer = buffer.make_mut();
