@@ -228,6 +228,9 @@ async fn open(
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    // Small messages back to back: not held for the previous one's ACK (see the listener).
+    tcp.set_nodelay(true)
+        .with_context(|| format!("TCP_NODELAY to {host}:{port}"))?;
     let stream: Box<dyn Io> = if secure {
         let name =
             rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())

@@ -131,6 +131,12 @@ pub async fn serve(
                 continue;
             }
         };
+        // Signaling is small messages back to back (an answer, then its candidates): none
+        // should wait for the previous one's ACK (Nagle). No change measured on loopback
+        // (2026-12-03), where ACKs come at once; on a real link a delayed ACK can hold one.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "TCP_NODELAY: {err}");
+        }
         let Some(slot) = admission.admit(peer.ip()) else {
             crate::metrics::get().connections_refused.inc();
             tracing::debug!(%peer, "connection refused: too many connections");
