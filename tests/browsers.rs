@@ -67,6 +67,7 @@ async fn browser_calls_daemon(
         .collector
         .wait(&format!("{engine:?} to receive"), browser_receives)
         .await;
+    print_phases(engine, &report);
     let call = daemon_side(&s.daemon).await;
     let session = call["session"].as_str().unwrap_or_default().to_string();
     let daemon = wait_call(&s.daemon, &session, "daemon side of the call", |c| {
@@ -80,6 +81,25 @@ async fn browser_calls_daemon(
     );
     assert_eq!(daemon["datachannels_received"], 1);
     (report, daemon)
+}
+
+/// Where the browser's call → first frame went (ms from its call's start), for the log.
+fn print_phases(engine: Engine, report: &Value) {
+    let call = call_of(report);
+    let phases = &call["phases"];
+    let Some(start) = phases["start"].as_f64() else {
+        return;
+    };
+    let at = |v: &Value| v.as_f64().map(|t| format!("{:.0}", t - start));
+    let mut line = String::new();
+    for name in ["offer", "answer", "ice", "dtls", "rtp"] {
+        line.push_str(&format!(
+            " {name} {}",
+            at(&phases[name]).unwrap_or("–".into())
+        ));
+    }
+    let first = at(&call["firstFrameAt"]).unwrap_or("–".into());
+    eprintln!("{engine:?} calling: ms from its call's start:{line}, first frame {first}");
 }
 
 async fn daemon_calls_browser(engine: Engine, codecs: &str) -> (Value, Value) {

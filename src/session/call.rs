@@ -803,6 +803,7 @@ impl Call {
 
     /// Callee: send branches matching the offer, then set-remote → create-answer → set-local.
     async fn answer(&mut self, offer_text: &str) -> Step {
+        tracing::debug!(session = %self.info.session, "answering an offer");
         let encoders = Arc::clone(&self.settings.encoders);
         let ours = move |kind| encoders.codecs(kind);
         let (offer, plan) = sdp::plan_answer(offer_text, self.settings.profile.max_mlines, &ours)

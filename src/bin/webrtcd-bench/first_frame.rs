@@ -120,8 +120,11 @@ async fn browser_calls(
             encoders_stopped(camera).await?;
         }
         let id = format!("caller-{i}");
+        // A person opens the page and clicks Call a moment later: the call starts 1 s after
+        // the camera is listed. Clicked at once, the fresh browser is still starting its own
+        // WebRTC machinery and the call takes 250–550 ms longer (2026-12-03).
         let url = format!(
-            "http://{}/?id={id}&call={}&report=/report",
+            "http://{}/?id={id}&call={}&call_after_ms=1000&report=/report",
             collector.addr, camera.name
         );
         let browser = Chromium::open(&url, dir)?;
