@@ -126,6 +126,15 @@ impl Receivers {
     }
 }
 
+/// CPU seconds the receiver processes have used so far, together.
+fn receivers_cpu(receivers: &[Receivers]) -> f64 {
+    receivers
+        .iter()
+        .filter_map(|r| usage(r.pid()).ok())
+        .map(|u| u.cpu_secs)
+        .sum()
+}
+
 /// What serves the viewers: its process, and where receivers find it.
 struct Server {
     name: &'static str,
@@ -237,21 +246,13 @@ async fn scale(
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = all(&receivers);
         let cpu0 = usage(server.pid)?;
-        let view0: f64 = receivers
-            .iter()
-            .filter_map(|r| usage(r.pid()).ok())
-            .map(|u| u.cpu_secs)
-            .sum();
+        let view0 = receivers_cpu(&receivers);
         let started = Instant::now();
         tokio::time::sleep(window).await;
         let secs = started.elapsed().as_secs_f64();
         let after = all(&receivers);
         let cpu1 = usage(server.pid)?;
-        let view1: f64 = receivers
-            .iter()
-            .filter_map(|r| usage(r.pid()).ok())
-            .map(|u| u.cpu_secs)
-            .sum();
+        let view1 = receivers_cpu(&receivers);
         // The receivers added at this step: ms from start to first frame.
         let mut first_frames = Vec::new();
         for (r, done) in receivers.iter().zip(measured.iter_mut()) {
@@ -296,17 +297,9 @@ async fn scale(
             row.min_fps,
             row.mean_fps
         );
-        let saturated = row.cpu_pct + row.viewers_cpu_pct > 190.0 || row.min_fps < 20.0;
+        out.stopped = crate::scenarios::stop_reason(all_up.is_some(), &row);
         out.rows.push(row);
-        if all_up.is_none() || saturated {
-            out.stopped = Some(format!(
-                "stopped after {target} viewers: {}",
-                if all_up.is_none() {
-                    "not every viewer played within 60 s"
-                } else {
-                    "the machine is saturated (2 cores busy, or a viewer below 20 fps)"
-                }
-            ));
+        if out.stopped.is_some() {
             break;
         }
     }

@@ -446,19 +446,24 @@ pub async fn scaling(
             row.mean_fps,
             row.late_frames
         );
-        let saturated = row.cpu_pct + row.viewers_cpu_pct > 190.0 || row.min_fps < 20.0;
+        out.stopped = stop_reason(all_up.is_some(), &row);
         out.rows.push(row);
-        if all_up.is_none() || saturated {
-            out.stopped = Some(format!(
-                "stopped after {target} viewers: {}",
-                if all_up.is_none() {
-                    "not every call came up within 60 s"
-                } else {
-                    "the machine is saturated (2 cores busy, or a viewer below 20 fps)"
-                }
-            ));
+        if out.stopped.is_some() {
             break;
         }
     }
     Ok(out)
+}
+
+/// Why a scaling run goes no further than `row`, if it should stop there: not every viewer
+/// came up, or the machine is saturated.
+pub fn stop_reason(all_up: bool, row: &Load) -> Option<String> {
+    let why = if !all_up {
+        "not every viewer was playing within 60 s"
+    } else if row.cpu_pct + row.viewers_cpu_pct > 190.0 || row.min_fps < 20.0 {
+        "the machine is saturated (2 cores busy, or a viewer below 20 fps)"
+    } else {
+        return None;
+    };
+    Some(format!("stopped after {} viewers: {why}", row.viewers))
 }
