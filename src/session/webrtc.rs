@@ -53,8 +53,7 @@ pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
         webrtcbin.set_property_from_str("ice-transport-policy", "relay");
     }
     ice::restrict_host_addresses(&webrtcbin, &settings.ice_addresses)?;
-    ice::disable_upnp(&webrtcbin);
-    ice::disable_tcp(&webrtcbin);
+    ice::configure_agent(&webrtcbin);
     use_identity(&webrtcbin, &settings.identity);
     Ok(webrtcbin)
 }
