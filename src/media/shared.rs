@@ -4,7 +4,8 @@
 //! (payload types differ per call), fed directly from the appsink's thread once the call's
 //! connection is up ([`feed`] says why that never waits on a call). That thread hands each
 //! encoded frame to every subscriber without ever blocking on one:
-//! - a new subscriber waits for a keyframe, and its arrival forces one at once;
+//! - a new subscriber waits for a keyframe, forced for it at once (for a call: as it starts
+//!   connecting, kept by its feed until the connection is up);
 //! - a subscriber with a queue of its own (the RTSP server's appsrc) whose queue is full drops
 //!   frames, then waits for the next keyframe, which it asks for (rate-limited);
 //! - a keyframe request from a viewer (PLI/FIR, arriving as an upstream force-key-unit event
@@ -41,7 +42,7 @@ use super::encoder::{self, Probe};
 use super::profile::{Profile, Rung};
 use super::send::{self, SendBranch};
 use super::{MediaError, fragments};
-use feed::{DirectFeed, Feed};
+use feed::{DirectFeed, Feed, Opened};
 
 /// Each encoding ends in one of these, named `out0`, `out1`… (the rung's index follows).
 /// Not `async`: a rung behind a closed valve gets no frame to preroll with, and would hold
@@ -57,6 +58,9 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// Keyframes asked for by viewers (PLI/FIR, stalls) are at least this far apart.
 const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// A keyframe asked for this recently (as the call started connecting) is taken to be on its
+/// way: the encoder makes one within a frame interval and an encode.
+const KEYFRAME_ON_ITS_WAY: Duration = Duration::from_millis(150);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -166,15 +170,26 @@ struct Subscriber {
     on_failure: Box<dyn Fn() + Send + Sync>,
 }
 
+impl Subscriber {
+    /// Sends caps ahead of a frame when they differ from the last ones it got.
+    fn send_caps(&self, caps: Option<&gst::CapsRef>) {
+        let mut known = lock(&self.caps);
+        if known.as_ref().map(|c| c.as_ref()) != caps {
+            self.feed.set_caps(caps.map(|c| c.to_owned()).as_ref());
+            *known = caps.map(|c| c.to_owned());
+        }
+    }
+}
+
 /// A call's hold on a shared stream; dropping it unsubscribes. It receives frames only once
 /// [`Subscription::activate`]d.
 pub struct Subscription {
     stream: Arc<SharedStream>,
     id: u64,
     owner: Weak<Encoders>,
-    pending: Mutex<Option<Subscriber>>,
-    /// A direct feed's gate, opened once the call's connection is up.
-    gate: Option<Arc<AtomicBool>>,
+    pending: Mutex<Option<Arc<Subscriber>>>,
+    /// The same subscriber, pending or not: its feed opens once the call's connection is up.
+    subscriber: Arc<Subscriber>,
 }
 
 /// What `GET /api/status` shows about a shared stream.
@@ -357,24 +372,21 @@ impl Encoders {
             Arc::downgrade(&stream),
             Arc::clone(&rung),
         );
-        let gate = match &feed {
-            Feed::Direct(direct) => Some(Arc::clone(&direct.open)),
-            Feed::AppSrc(_) => None,
-        };
+        let subscriber = Arc::new(Subscriber {
+            id,
+            feed,
+            rung,
+            target: AtomicUsize::new(0),
+            waiting_for_keyframe: AtomicBool::new(true),
+            caps: Mutex::new(None),
+            on_failure: Box::new(on_failure),
+        });
         Ok(Subscription {
             stream,
             id,
             owner: Arc::downgrade(self),
-            gate,
-            pending: Mutex::new(Some(Subscriber {
-                id,
-                feed,
-                rung,
-                target: AtomicUsize::new(0),
-                waiting_for_keyframe: AtomicBool::new(true),
-                caps: Mutex::new(None),
-                on_failure: Box::new(on_failure),
-            })),
+            pending: Mutex::new(Some(Arc::clone(&subscriber))),
+            subscriber,
         })
     }
 
@@ -889,7 +901,7 @@ impl SharedStream {
     }
 
     /// Adds a viewer; a stream that has stopped for good calls its `on_failure` instead.
-    fn subscribe(&self, subscriber: Subscriber) {
+    fn subscribe(&self, subscriber: Arc<Subscriber>) {
         let rung = subscriber.rung.load(Ordering::Relaxed);
         {
             // Under the life lock: `give_up` either sees this subscriber or we see Stopped.
@@ -899,11 +911,14 @@ impl SharedStream {
                 (subscriber.on_failure)();
                 return;
             }
-            lock(&self.subscribers).push(Arc::new(subscriber));
+            lock(&self.subscribers).push(Arc::clone(&subscriber));
         }
         self.update_valves();
-        // A joining viewer must not wait for the next scheduled keyframe.
-        self.request_keyframe(rung, true);
+        // A joining viewer must not wait for the next scheduled keyframe. A direct feed asks
+        // once its call starts connecting: a keyframe now would go nowhere.
+        if matches!(subscriber.feed, Feed::AppSrc(_)) {
+            self.request_keyframe(rung, true);
+        }
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -953,7 +968,8 @@ impl SharedStream {
                 sub.rung.store(rung, Ordering::Relaxed);
                 moved = true;
             }
-            if !sub.feed.is_open() || sub.waiting_for_keyframe.load(Ordering::Relaxed) && !keyframe
+            if !sub.feed.admit(buffer, caps, keyframe)
+                || sub.waiting_for_keyframe.load(Ordering::Relaxed) && !keyframe
             {
                 continue;
             }
@@ -964,13 +980,7 @@ impl SharedStream {
                 stalled = true;
                 continue;
             }
-            {
-                let mut known = lock(&sub.caps);
-                if known.as_ref().map(|c| c.as_ref()) != caps {
-                    sub.feed.set_caps(caps.map(|c| c.to_owned()).as_ref());
-                    *known = caps.map(|c| c.to_owned());
-                }
-            }
+            sub.send_caps(caps);
             // Each call's feed stamps the frame with its own pipeline's clock.
             let mut out = buffer.copy();
             {
@@ -993,6 +1003,24 @@ impl SharedStream {
         if moved {
             // The rung it left may have no viewer now.
             self.update_valves();
+        }
+    }
+
+    /// `sub`'s direct feed just opened (see [`Subscription::start_at_keyframe`]): asks for
+    /// its keyframe unless it got one or one is on its way. `pending`: not subscribed yet,
+    /// so nothing to ask for.
+    fn opened(&self, sub: &Subscriber, opened: &Opened, pending: bool) {
+        let on_its_way = opened
+            .armed_at
+            .is_some_and(|at| at.elapsed() < KEYFRAME_ON_ITS_WAY);
+        tracing::debug!(
+            codec = ?self.codec,
+            held = opened.held,
+            armed_ms = opened.armed_at.map(|at| at.elapsed().as_millis() as u64),
+            "feed opened"
+        );
+        if !opened.pushed_held && !on_its_way && !pending {
+            self.request_keyframe(sub.rung.load(Ordering::Relaxed), true);
         }
     }
 
@@ -1086,24 +1114,67 @@ impl Subscription {
         }
     }
 
+    /// The call starts connecting (its descriptions are set, or about to be): a video feed
+    /// asks for its keyframe now and keeps it until the connection is up, so that the
+    /// encoder makes it while ICE and DTLS run (see [`feed`]). Once per connection.
+    pub fn connecting(&self) {
+        let Feed::Direct(direct) = &self.subscriber.feed else {
+            return;
+        };
+        if self.stream.codec.kind() != MediaKind::Video || self.is_pending() {
+            return;
+        }
+        if direct.arm() {
+            self.stream
+                .request_keyframe(self.subscriber.rung.load(Ordering::Relaxed), true);
+        }
+    }
+
     /// The call's connection just came up (or its peer is heard again): a direct feed opens
-    /// now. What was sent before went nowhere (there was no DTLS yet), so the viewer has no
-    /// keyframe: start it over at a fresh one, asked for now rather than left to the viewer's
-    /// PLI a round trip later.
+    /// now, pushing the keyframe it kept since [`Subscription::connecting`] (and what
+    /// followed) first. Without one, the viewer starts over at a fresh keyframe, asked for
+    /// now rather than left to the viewer's PLI a round trip later — unless the one asked for
+    /// while connecting is still on its way.
     pub fn start_at_keyframe(&self) {
-        if let Some(gate) = &self.gate {
-            gate.store(true, Ordering::Relaxed);
+        let sub = &self.subscriber;
+        let pending = self.is_pending();
+        // A frame after the opening must be a keyframe, unless kept frames (from a keyframe
+        // on) go first.
+        sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
+        let Feed::Direct(direct) = &sub.feed else {
+            self.stream
+                .request_keyframe(sub.rung.load(Ordering::Relaxed), true);
+            return;
+        };
+        if let Some(opened) = direct.open_unless_kept() {
+            self.stream.opened(sub, &opened, pending);
+            return;
         }
-        let rung = lock(&self.stream.subscribers)
-            .iter()
-            .find(|s| s.id == self.id)
-            .map(|sub| {
-                sub.waiting_for_keyframe.store(true, Ordering::Relaxed);
-                sub.rung.load(Ordering::Relaxed)
+        // Pushing the kept frames runs the call's send path: on a blocking thread, not the
+        // call's task.
+        let (sub, stream) = (Arc::clone(sub), Arc::clone(&self.stream));
+        let open = move || {
+            let Feed::Direct(direct) = &sub.feed else {
+                return;
+            };
+            let opened = direct.open(|held| {
+                sub.send_caps(held.caps.as_deref());
+                let pushed = direct.push_at(held.buffer, held.at);
+                if pushed {
+                    sub.waiting_for_keyframe.store(false, Ordering::Relaxed);
+                }
+                pushed
             });
-        if let Some(rung) = rung {
-            self.stream.request_keyframe(rung, true);
+            stream.opened(&sub, &opened, pending);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(open)),
+            Err(_) => open(),
         }
+    }
+
+    fn is_pending(&self) -> bool {
+        lock(&self.pending).is_some()
     }
 
     /// The renditions this call can move between, best first (empty: one, no choice).
@@ -1188,6 +1259,68 @@ mod tests {
         let profile = Profile::parse(&text, Path::new("t.toml")).unwrap();
         let chosen = HashMap::from([(Codec::Opus, "opusenc".to_string())]);
         Encoders::new(Arc::new(profile), chosen)
+    }
+
+    /// The keyframe asked for as the call starts connecting is kept until the connection is
+    /// up and goes out first: no second keyframe is forced for it, and nothing goes out
+    /// before.
+    #[test]
+    fn a_call_starts_with_the_keyframe_asked_for_while_it_connected() {
+        gst::init().unwrap();
+        let text = "name='t'\nlinger_ms=0\n[video]\nsource='test'\ncodecs=['vp8']\nwidth=320\nheight=240\n";
+        let profile = Profile::parse(text, Path::new("t.toml")).unwrap();
+        let chosen = HashMap::from([(Codec::Vp8, "vp8enc".to_string())]);
+        let encoders = Encoders::new(Arc::new(profile), chosen);
+        let mut branch = encoders.branch(Codec::Vp8, 96, || {}).unwrap();
+        let pipeline = gst::Pipeline::new();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        pipeline.add_many([branch.bin.upcast_ref(), &sink]).unwrap();
+        branch.bin.link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // Frames as the feed gives them to the call's payloader: (keyframe?) in order.
+        let frames = Arc::new(Mutex::new(Vec::<bool>::new()));
+        let seen = Arc::clone(&frames);
+        branch.bin.static_pad("sink").unwrap().add_probe(
+            gst::PadProbeType::BUFFER,
+            move |_, info| {
+                if let Some(buffer) = info.buffer() {
+                    let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                    lock(&seen).push(key);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let subscription = branch.subscription.take().unwrap();
+        subscription.activate();
+        let forced = |e: &Encoders| e.streams().first().map_or(0, |s| s.keyframes_forced);
+        subscription.connecting();
+        // Long enough for the encoder to make the keyframe, shorter than the hold lasts.
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(lock(&frames).is_empty(), "fed before connected");
+        assert_eq!(
+            forced(&encoders),
+            1,
+            "one keyframe asked for while connecting"
+        );
+        subscription.start_at_keyframe();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&frames).len() < 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let frames = lock(&frames).clone();
+        assert!(frames.len() >= 10, "frames held back: {frames:?}");
+        assert!(
+            frames[0],
+            "the call did not start at a keyframe: {frames:?}"
+        );
+        assert_eq!(forced(&encoders), 1, "a second keyframe was forced");
+        drop(subscription);
+        pipeline.set_state(gst::State::Null).unwrap();
+        encoders.stop_all();
     }
 
     #[test]

@@ -607,7 +607,7 @@ impl Call {
                 self.set_description("set-remote-description", WebRTCSDPType::Answer, &answer)
                     .await?;
                 self.set_remote(answer);
-                self.info.set_state(CallState::Connecting);
+                self.start_connecting();
                 self.apply_held_candidates();
                 Ok(())
             }
@@ -831,6 +831,10 @@ impl Call {
                 ),
             }
         }
+        // The answer goes out within milliseconds now: ask for the first keyframes already.
+        for subscription in &self.subscriptions {
+            subscription.connecting();
+        }
         self.set_description("set-remote-description", WebRTCSDPType::Offer, &offer)
             .await?;
         // One transceiver per audio or video m-line of the offer, in its order.
@@ -853,7 +857,7 @@ impl Call {
         self.local_mids = sdp::mids(answer.sdp());
         let text = answer.sdp().to_string();
         self.set_local(answer).await?;
-        self.info.set_state(CallState::Connecting);
+        self.start_connecting();
         // The call's own subscriptions hold the encoders now.
         self.warm.clear();
         let route = Route::new(&self.info.peer, &self.info.session);
@@ -1258,6 +1262,15 @@ impl Call {
         }
     }
 
+    /// Both descriptions are set: ICE and DTLS run now, and the encoders make this call's
+    /// first keyframes meanwhile (a callee asked for them as it began its answer).
+    fn start_connecting(&mut self) {
+        self.info.set_state(CallState::Connecting);
+        for subscription in &self.subscriptions {
+            subscription.connecting();
+        }
+    }
+
     fn on_connection_state(&mut self, state: WebRTCPeerConnectionState) -> Step {
         tracing::debug!(session = %self.info.session, ?state, "connection state");
         match state {
@@ -1544,7 +1557,8 @@ impl Call {
 
     /// Without transport-cc, once a second: the loss the peer's feedback shows on our video
     /// (a new receiver report's fraction lost, the share of packets it asked for again, or a
-    /// keyframe request: whichever says most) moves the estimate.
+    /// keyframe request: whichever says most) and the round trip its reports give move the
+    /// estimate.
     fn estimate_from_reports(&mut self) {
         let (Some(estimate), Some(ssrc)) = (&mut self.loss_estimate, self.video_ssrc) else {
             return;
@@ -1570,7 +1584,8 @@ impl Call {
             0 => 0.0,
             packets => nacks.saturating_sub(last_nacks) as f64 / packets as f64,
         };
-        let keyframes = webrtc::keyframe_requests(&self.webrtcbin, ssrc).unwrap_or(last_keyframes);
+        let feedback = webrtc::stream_feedback(&self.webrtcbin, ssrc);
+        let keyframes = feedback.map_or(last_keyframes, |f| f.keyframe_requests);
         self.loss_seen = (
             report.map(|r| r.highest_seq).or(last_report),
             nacks,
@@ -1595,7 +1610,7 @@ impl Call {
             .sending()
             .target_kbps
             .unwrap_or(self.max_video_kbps);
-        let kbps = estimate.update(loss, sent);
+        let kbps = estimate.update(loss, feedback.and_then(|f| f.round_trip), sent);
         self.info
             .estimate_bps
             .store(u64::from(kbps) * 1000, Ordering::Relaxed);

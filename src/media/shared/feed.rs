@@ -7,14 +7,21 @@
 //! fed only once its connection is up: before DTLS has its keys, webrtcbin holds the send
 //! path (a pad block in its transport bin) and a push would wait there — for good, if the
 //! handshake never completes. Once up, nothing downstream waits: UDP sends do not block, and
-//! the rest is computation. A call's frames from before went nowhere anyway; it starts at a
-//! fresh keyframe, asked for when its connection comes up.
+//! the rest is computation. A call's frames from before would go nowhere anyway; it starts at
+//! a fresh keyframe.
+//!
+//! That keyframe is asked for as the call starts connecting (its descriptions are set), not
+//! once it is up: the encoder needs up to a frame interval and an encode to make one, time
+//! that ICE and DTLS spend anyway. Until the connection is up the feed keeps that keyframe and
+//! what follows it (a bounded number of frames, stamped when they came), then pushes them
+//! first, in order, before anything newer.
 //!
 //! The RTSP server's media pipelines bring their own `appsrc` (and its thread): those are fed
 //! through it, from the start, and one whose queue fills counts as stalled.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use gst::prelude::*;
 
@@ -42,11 +49,17 @@ impl Feed {
         }
     }
 
-    /// Whether frames may be pushed now.
-    pub(super) fn is_open(&self) -> bool {
+    /// Whether this frame may be pushed now. A closed direct feed that was
+    /// [armed](DirectFeed::arm) keeps it instead, from a keyframe on.
+    pub(super) fn admit(
+        &self,
+        buffer: &gst::BufferRef,
+        caps: Option<&gst::CapsRef>,
+        keyframe: bool,
+    ) -> bool {
         match self {
             Feed::AppSrc(_) => true,
-            Feed::Direct(direct) => direct.open.load(Ordering::Relaxed),
+            Feed::Direct(direct) => direct.admit(buffer, caps, keyframe),
         }
     }
 
@@ -76,14 +89,45 @@ impl Feed {
     }
 }
 
+/// At most this many frames are kept for a call that is still connecting (half a second at
+/// 30 fps). A connection slower than that starts at a keyframe asked for once it is up.
+const MAX_HELD: usize = 15;
+
+/// A frame kept until its call's connection is up.
+pub(super) struct Held {
+    pub(super) buffer: gst::Buffer,
+    pub(super) caps: Option<gst::Caps>,
+    /// The branch's running time when it came.
+    pub(super) at: Option<gst::ClockTime>,
+}
+
+/// Frames kept since the feed was armed (empty until a keyframe comes).
+struct Hold {
+    armed_at: Instant,
+    frames: Vec<Held>,
+}
+
+/// How opening a feed went.
+pub(super) struct Opened {
+    /// Kept frames were pushed (the first of them a keyframe).
+    pub(super) pushed_held: bool,
+    /// How many frames were kept.
+    pub(super) held: usize,
+    /// When it was armed, if it still was (its keyframe may be on its way).
+    pub(super) armed_at: Option<Instant>,
+}
+
 /// A pad of our own, in no element, linked to a send branch's sink once the branch is in its
 /// pipeline (adding the branch to a pipeline unlinks pads outside it).
 pub(super) struct DirectFeed {
     pad: gst::Pad,
     /// The send branch: its sink, and its clock and base time to stamp each frame.
     branch: gst::Bin,
-    /// Set once the call's connection is up (see the module's comment).
-    pub(super) open: Arc<AtomicBool>,
+    /// Set once the call's connection is up (see the module's comment), and never unset.
+    open: AtomicBool,
+    /// Frames kept while connecting; changed together with `open` under this lock, so a frame
+    /// is either kept (and pushed by [`DirectFeed::open`]) or pushed after those.
+    hold: Mutex<Option<Hold>>,
     /// The time segment goes after the first caps (GStreamer's order for sticky events).
     segment_sent: Mutex<bool>,
 }
@@ -109,7 +153,8 @@ impl DirectFeed {
         Ok(DirectFeed {
             pad,
             branch: branch.clone(),
-            open: Arc::new(AtomicBool::new(false)),
+            open: AtomicBool::new(false),
+            hold: Mutex::new(None),
             segment_sent: Mutex::new(false),
         })
     }
@@ -133,7 +178,94 @@ impl DirectFeed {
         Ok(())
     }
 
-    fn set_caps(&self, caps: Option<&gst::Caps>) {
+    /// The call is about to connect: keep its frames from the next keyframe on (asked for by
+    /// the caller) until [`DirectFeed::open`]. False if it was armed already, or is open.
+    pub(super) fn arm(&self) -> bool {
+        let mut hold = lock(&self.hold);
+        if hold.is_some() || self.open.load(Ordering::Acquire) {
+            return false;
+        }
+        *hold = Some(Hold {
+            armed_at: Instant::now(),
+            frames: Vec::new(),
+        });
+        true
+    }
+
+    fn admit(&self, buffer: &gst::BufferRef, caps: Option<&gst::CapsRef>, keyframe: bool) -> bool {
+        if self.open.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut hold = lock(&self.hold);
+        // Opened while we waited for the lock: the kept frames went first.
+        if self.open.load(Ordering::Acquire) {
+            return true;
+        }
+        let Some(kept) = hold.as_mut() else {
+            return false;
+        };
+        if kept.frames.is_empty() && !keyframe {
+            return false;
+        }
+        if kept.frames.len() >= MAX_HELD {
+            // Connecting for longer than the hold lasts: it starts at a later keyframe.
+            *hold = None;
+            return false;
+        }
+        let at = self.running_time();
+        kept.frames.push(Held {
+            // Shares the frame's memory.
+            buffer: buffer.copy(),
+            caps: caps.map(|c| c.to_owned()),
+            at,
+        });
+        false
+    }
+
+    /// Opens the feed for good, giving each kept frame to `push` first (in order, under the
+    /// hold's lock: no newer frame can pass them). Pushing runs the call's send path: call
+    /// from a GStreamer thread, not an async one.
+    pub(super) fn open(&self, mut push: impl FnMut(Held) -> bool) -> Opened {
+        let mut hold = lock(&self.hold);
+        let kept = hold.take();
+        let armed_at = kept.as_ref().map(|k| k.armed_at);
+        let frames = kept.map(|k| k.frames).unwrap_or_default();
+        let held = frames.len();
+        let mut pushed_held = false;
+        for frame in frames {
+            pushed_held |= push(frame);
+        }
+        self.open.store(true, Ordering::Release);
+        Opened {
+            pushed_held,
+            held,
+            armed_at,
+        }
+    }
+
+    /// Opens the feed for good if it kept no frame (nothing to push: any thread may);
+    /// `None` if it did, for [`DirectFeed::open`].
+    pub(super) fn open_unless_kept(&self) -> Option<Opened> {
+        let mut hold = lock(&self.hold);
+        if hold.as_ref().is_some_and(|kept| !kept.frames.is_empty()) {
+            return None;
+        }
+        let armed_at = hold.take().map(|kept| kept.armed_at);
+        self.open.store(true, Ordering::Release);
+        Some(Opened {
+            pushed_held: false,
+            held: 0,
+            armed_at,
+        })
+    }
+
+    /// The branch's running time now, as an appsrc's `do-timestamp` would stamp a frame.
+    fn running_time(&self) -> Option<gst::ClockTime> {
+        let (clock, base) = (self.branch.clock()?, self.branch.base_time()?);
+        clock.time().checked_sub(base)
+    }
+
+    pub(super) fn set_caps(&self, caps: Option<&gst::Caps>) {
         let Some(caps) = caps else {
             return;
         };
@@ -141,7 +273,7 @@ impl DirectFeed {
         // as an element's streaming thread holds its own pad's stream lock.
         let _streaming = self.pad.stream_lock();
         self.pad.push_event(gst::event::Caps::new(caps));
-        let mut sent = self.segment_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = lock(&self.segment_sent);
         if !*sent {
             let segment = gst::FormattedSegment::<gst::ClockTime>::new();
             self.pad.push_event(gst::event::Segment::new(&segment));
@@ -149,17 +281,24 @@ impl DirectFeed {
         }
     }
 
-    fn push(&self, mut buffer: gst::Buffer) -> bool {
-        // The branch's running time now, as an appsrc's `do-timestamp` would stamp it.
-        let (Some(clock), Some(base)) = (self.branch.clock(), self.branch.base_time()) else {
+    fn push(&self, buffer: gst::Buffer) -> bool {
+        let _streaming = self.pad.stream_lock();
+        let Some(now) = self.running_time() else {
             return false;
         };
+        self.push_at(buffer, Some(now))
+    }
+
+    /// Pushes one frame stamped `at` (the branch's running time it stands for).
+    pub(super) fn push_at(&self, mut buffer: gst::Buffer, at: Option<gst::ClockTime>) -> bool {
+        if at.is_none() {
+            return false;
+        }
         let _streaming = self.pad.stream_lock();
-        let now = clock.time().checked_sub(base);
         {
             let buffer = buffer.make_mut();
-            buffer.set_pts(now);
-            buffer.set_dts(now);
+            buffer.set_pts(at);
+            buffer.set_dts(at);
         }
         self.pad.push(buffer).is_ok()
     }
@@ -172,4 +311,8 @@ impl Drop for DirectFeed {
         }
         let _ = self.pad.set_active(false);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
