@@ -251,9 +251,13 @@ async fn lossy_and_clean(
          camera: {}",
         sent["send"]
     );
-    if metric(&camera, "webrtcd_packets_retransmitted_total", "").await == 0 {
-        eprintln!("{prefix}: no retransmission counted in /metrics");
-    }
+    // Every call's retransmissions are counted in /metrics too.
+    let retransmitted = metric(&camera, "webrtcd_packets_retransmitted_total", "").await;
+    assert!(
+        retransmitted >= sent["send"]["packets_retransmitted"].as_u64().unwrap_or(0),
+        "/metrics: {retransmitted}, the call: {}",
+        sent["send"]
+    );
     let received = wait_call(&lossy, &sessions[0], "the lossy side", |_| true).await;
     eprintln!("{prefix}: the lossy viewer: {}", received["receive"]);
     (lossy_got, clean_got, sent, received)
@@ -264,8 +268,14 @@ netns_test!(
     Net::LoopbackOnly,
     {
         // Both wait 300 ms for late packets: time for a retransmission (or two) to arrive.
-        let (lossy_got, clean_got, sent, _) =
+        let (lossy_got, clean_got, sent, received) =
             lossy_and_clean("loss", "", "[receive]\nlatency_ms = 300\n").await;
+        // The viewer's own view of its call: the frame rate it decodes (30 sent).
+        assert!(
+            received["receive"]["fps"].as_f64().unwrap_or(0.0) >= 20.0,
+            "{}",
+            received["receive"]
+        );
         assert!(
             sent["send"]["nacks_received"].as_u64().unwrap_or(0) > 0,
             "{sent}"
@@ -405,6 +415,75 @@ fn police(table: &str, ip: &str) {
     );
 }
 
+/// `tests/peers/rtp_watch.py`: the RTP sent to one address, as it leaves (before the
+/// policing drops any), summed up per stream when its time is up.
+struct RtpWatch {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl RtpWatch {
+    fn start(to: &str, time: Duration) -> RtpWatch {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rtp_watch.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--to", to, "--seconds", &time.as_secs_f64().to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 tests/peers/rtp_watch.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("rtp_watch.py to listen within 20 s");
+        assert!(ready.contains("ready"), "rtp_watch.py: {ready}");
+        RtpWatch { child, lines }
+    }
+
+    /// Waits for its time to be up; its summary.
+    fn finish(mut self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("rtp_watch.py's summary");
+        let _ = self.child.wait();
+        serde_json::from_str(&line).expect("JSON from rtp_watch.py")
+    }
+}
+
+/// A call that moved between rungs (its viewer decoded 640×360, then less, meanwhile) is still
+/// one stream on the wire: one SSRC for its video, sequence numbers without a break,
+/// timestamps that never go back and keep pace with the clock. Packets lost to the policing
+/// are lost after this point; a break here would be the sender's.
+fn the_wire_stays_one_stream(wire: &Value) {
+    let streams = wire["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams.first().cloned().unwrap_or_default();
+    let same_type = streams.iter().filter(|s| s["pt"] == video["pt"]).count();
+    assert_eq!(same_type, 1, "more than one SSRC carried the video: {wire}");
+    assert_eq!(video["seq_breaks"], 0, "sequence numbers broke: {video}");
+    assert_eq!(video["ts_backwards"], 0, "timestamps went back: {video}");
+    let media_secs = video["ts_span"].as_f64().unwrap_or(0.0) / 90_000.0;
+    let wall_secs = video["wall_span"].as_f64().unwrap_or(0.0);
+    assert!(
+        wall_secs > 10.0 && (0.8..1.2).contains(&(media_secs / wall_secs)),
+        "timestamps did not keep pace: {media_secs:.1} s of media in {wall_secs:.1} s: {video}"
+    );
+    eprintln!(
+        "on the wire to the narrow viewer: one SSRC, {} packets, no break, {media_secs:.1} s \
+         of timestamps in {wall_secs:.1} s",
+        video["packets"]
+    );
+}
+
 /// Two viewers of one camera, viewer B's path policed to ~300 kbit/s. With the ladder, A
 /// keeps the best rung and B gets a lower rung that flows; the camera runs one encoder per rung in
 /// use. Without it, B's picture starves. Returns (B's fps, B's freezes) of each run.
@@ -416,12 +495,16 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
     let narrow = viewer_at(&format!("{tag}-narrow"), "127.0.0.3", &relay);
     let wide = viewer_at(&format!("{tag}-wide"), "127.0.0.4", &relay);
     let mut sessions = Vec::new();
+    let mut started_at = Vec::new();
     for viewer in [&narrow, &wide] {
         wait_peer(&camera, &viewer.name).await;
         let session = place_call(&camera, &viewer.name).await;
-        wait_call(viewer, &session, "video", |c| frames(c) > 30).await;
+        let call = wait_call(viewer, &session, "video", |c| frames(c) > 30).await;
+        started_at.push(call["receive"]["video_width"].clone());
         sessions.push(session);
     }
+    // What goes on the wire to B while it moves down: see `the_wire_stays_one_stream`.
+    let wire = ladder.then(|| RtpWatch::start("127.0.0.3", Duration::from_secs(24)));
     police(tag, "127.0.0.3");
     tokio::time::sleep(Duration::from_secs(20)).await;
     let (narrow_fps, narrow_freezes, narrow_call) =
@@ -449,6 +532,7 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
     assert_eq!(wide_call["receive"]["video_width"], 640, "{wide_call}");
     if ladder {
         let narrow_width = narrow_call["receive"]["video_width"].as_u64().unwrap_or(0);
+        assert_eq!(started_at[0], 640, "the narrow viewer started at the top");
         assert!(
             narrow_width < 640,
             "the narrow viewer stayed at the top: {narrow_call}"
@@ -459,6 +543,9 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
         assert_ne!(sent[0]["rendition"], "640x360", "{:?}", sent[0]);
         assert_eq!(sent[1]["rendition"], "640x360", "{:?}", sent[1]);
         assert!(metric(&camera, "webrtcd_rendition_switches_total", "").await >= 1);
+        if let Some(wire) = wire {
+            the_wire_stays_one_stream(&wire.finish());
+        }
         // One encoder per rung in use: two here, and the third idle.
         let rungs = streams[0]["rungs"].as_array().cloned().unwrap_or_default();
         let encoding = rungs.iter().filter(|r| r["encoding"] == true).count();
@@ -661,6 +748,74 @@ netns_test!(
         // The overlay shows the device's side of the call.
         assert_eq!(after["rendition"], sent["send"]["rendition"], "{after}");
         assert!(count(&after, "estimate") > 0, "{after}");
+    }
+);
+
+// Chromium asks for lost packets (NACK) and the camera sends them again (RTX) from the call's
+// own send buffer: 5 % of the packets toward the page are dropped.
+netns_test!(
+    chromium_asks_for_lost_packets_and_gets_them_again,
+    Net::LoopbackOnly,
+    {
+        let camera = Proc::daemon("nack-camera", &light_profile("nack-camera", ""), &[]);
+        let chrome = common::browser::Driven::start().await;
+        chrome
+            .open(&format!(
+                "http://{}/?id=nack-page&call=nack-camera",
+                camera.addr
+            ))
+            .await;
+        let page = || async {
+            chrome
+                .script(
+                    "return state.call ? {session: state.call.session, \
+                     frames: state.call.stats.framesDecoded || 0, \
+                     nacks: state.call.stats.nacks || 0, \
+                     port: state.call.stats.localPort || 0} : null;",
+                )
+                .await
+        };
+        let playing = wait_for("Chromium to play", Duration::from_secs(30), || async {
+            let v = page().await;
+            (v["frames"].as_u64().unwrap_or(0) >= 10 && v["port"].as_u64().unwrap_or(0) > 0)
+                .then_some(v)
+        })
+        .await;
+        let session = playing["session"].as_str().unwrap_or_default().to_string();
+        let port = playing["port"].to_string();
+        input_rule(
+            "pageloss",
+            &[
+                "udp", "dport", &port, "numgen", "random", "mod", "100", "<", "5", "drop",
+            ],
+        );
+        let before = page().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = page().await;
+        nft(&["delete", "table", "inet", "pageloss"]);
+        let sent = wait_call(&camera, &session, "the camera's side", |_| true).await;
+        let count = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+        let fps = (count(&after, "frames") - count(&before, "frames")) as f64 / 10.0;
+        eprintln!(
+            "Chromium at 5 % loss: {fps:.1} fps, {} NACKs sent; camera sends {}",
+            count(&after, "nacks"),
+            sent["send"]
+        );
+        assert!(count(&after, "nacks") > count(&before, "nacks"), "{after}");
+        assert!(
+            sent["send"]["nacks_received"].as_u64().unwrap_or(0) > 0,
+            "{sent}"
+        );
+        assert!(
+            sent["send"]["packets_retransmitted"].as_u64().unwrap_or(0) > 0,
+            "{sent}"
+        );
+        assert!(
+            metric(&camera, "webrtcd_packets_retransmitted_total", "").await > 0,
+            "the retransmissions are in /metrics"
+        );
+        // It kept playing (30 fps sent).
+        assert!(fps >= 15.0, "{fps} fps at 5 % loss");
     }
 );
 

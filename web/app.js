@@ -501,6 +501,7 @@ async function readStats() {
       s.width = r.frameWidth; s.height = r.frameHeight; s.fps = r.framesPerSecond;
       s.framesDecoded = r.framesDecoded || 0;
       s.freezes = r.freezeCount || 0;
+      s.nacks = r.nackCount || 0;
       s.packetsLost = r.packetsLost || 0; s.packetsReceived = r.packetsReceived || 0;
       const now = r.timestamp;
       if (lastBytes) s.kbps = (8 * (r.bytesReceived - lastBytes.bytes)) / (now - lastBytes.t);
@@ -542,6 +543,7 @@ async function readStats() {
     `loss       ${loss} %`,
     `rtt        ${s.rttMs !== undefined ? s.rttMs.toFixed(1) + " ms" : "–"}`,
     `freezes    ${s.freezes ?? "–"}`,
+    `nacks      ${s.nacks ?? "–"}`,
     `rendition  ${s.rendition || "–"}`,
     `estimate   ${s.estimateKbps ? s.estimateKbps + " kbit/s" : "–"}`,
   ].join("\n");

@@ -255,9 +255,18 @@ fn report_on(data: &[u8], ssrc: u32) -> Option<ReceiverReport> {
     found
 }
 
-/// Keyframe requests (PLI and FIR) the peer has sent for our stream `ssrc`, from rtpbin's
-/// session statistics (reading them is not a webrtcbin call). `None` before the session exists.
-pub fn keyframe_requests(webrtcbin: &gst::Element, ssrc: u32) -> Option<u64> {
+/// What the peer's feedback on our stream `ssrc` added up to, from rtpbin's session
+/// statistics (reading them is not a webrtcbin call).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamFeedback {
+    /// Keyframe requests (PLI and FIR).
+    pub keyframe_requests: u64,
+    /// The round trip its latest report block gave (RTCP LSR/DLSR), if any.
+    pub round_trip: Option<std::time::Duration>,
+}
+
+/// `None` before the session exists.
+pub fn stream_feedback(webrtcbin: &gst::Element, ssrc: u32) -> Option<StreamFeedback> {
     let rtpbin = webrtcbin.downcast_ref::<gst::Bin>()?.by_name("rtpbin")?;
     let session = rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])?;
     let stats = session.property::<gst::Structure>("stats");
@@ -266,7 +275,17 @@ pub fn keyframe_requests(webrtcbin: &gst::Element, ssrc: u32) -> Option<u64> {
         let source = value.get::<gst::Structure>().ok()?;
         (source.get::<u32>("ssrc").ok()? == ssrc).then(|| {
             let count = |field| u64::from(source.get::<u32>(field).unwrap_or(0));
-            count("recv-pli-count") + count("recv-fir-count")
+            // In 1/65536 s (RTCP's compact NTP format); 0 when the block had no LSR.
+            let round_trip = source
+                .get::<bool>("have-rb")
+                .unwrap_or(false)
+                .then(|| source.get::<u32>("rb-round-trip").unwrap_or(0))
+                .filter(|&units| units > 0)
+                .map(|units| std::time::Duration::from_secs_f64(f64::from(units) / 65536.0));
+            StreamFeedback {
+                keyframe_requests: count("recv-pli-count") + count("recv-fir-count"),
+                round_trip,
+            }
         })
     })
 }
