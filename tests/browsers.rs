@@ -350,6 +350,30 @@ netns_test!(
         assert_eq!(hang_up(&daemon, &session).await, 204);
         wait_idle(&daemon).await;
 
+        // Rung again, and rejected with the page's button: the caller hears `rejected`.
+        let rejected = place_call(&daemon, "kiosk").await;
+        wait_for(
+            "the page to ring again",
+            Duration::from_secs(20),
+            || async {
+                let v = chrome.script(page).await;
+                (v["ringing"] == true).then_some(v)
+            },
+        )
+        .await;
+        chrome.click("#reject").await;
+        wait_for("the call to end", Duration::from_secs(10), || async {
+            calls(&daemon)
+                .await
+                .iter()
+                .all(|c| c["session"] != rejected.as_str())
+                .then_some(())
+        })
+        .await;
+        assert_eq!(ended_with(&daemon, "rejected").await, 1);
+        let after = chrome.script(page).await;
+        assert_eq!(after["ringing"], false, "{after}");
+
         // The other way: the page calls a door that rings, and says so until it is accepted.
         let ring = profile_with_codecs("ring-door", "answer = \"ring\"", "\"vp8\"");
         let door = Proc::daemon("ring-door", &ring, &["--relay", &daemon.ws_url()]);

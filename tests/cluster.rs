@@ -85,10 +85,10 @@ async fn daemons_on_two_relays_call_each_other_and_survive_a_relay_dying() {
         noticed.as_millis(),
         moved.as_millis()
     );
-    // Two heartbeats are 2 s, the sweep runs every 250 ms; the rest is margin for a busy
-    // machine (the figure itself is printed above).
+    // Two heartbeats are 2 s, the sweep runs every 250 ms; the last 750 ms are margin for a
+    // busy machine (the figure itself is printed above).
     assert!(
-        noticed < Duration::from_secs(4),
+        noticed < Duration::from_millis(3000),
         "peer-left took {noticed:?}"
     );
     // The call that was up went on through all of it (media never passed the relay).

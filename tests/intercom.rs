@@ -171,6 +171,42 @@ async fn ringing_calls_end_rejected_unanswered_or_cancelled_and_others_hear_busy
     let _ = bob;
 }
 
+/// A door that takes two calls at once rings for both: the second caller is not told `busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_that_takes_two_calls_rings_for_a_second_caller() {
+    let _serial = serial().await;
+    let door = Proc::daemon(
+        "ring-door4",
+        &light_profile("ring-door4", "answer = \"ring\"\nmax_sessions = 2"),
+        &[],
+    );
+    let caller_profile = light_profile("ring-callers4", "");
+    let alice = Proc::daemon("ring-alice4", &caller_profile, &["--relay", &door.ws_url()]);
+    let bob = Proc::daemon("ring-bob4", &caller_profile, &["--relay", &door.ws_url()]);
+    wait_peer(&alice, "ring-door4").await;
+    wait_peer(&bob, "ring-door4").await;
+    let first = place_call(&alice, "ring-door4").await;
+    wait_call(&door, &first, "ringing", |c| c["state"] == "ringing").await;
+    let second = place_call(&bob, "ring-door4").await;
+    wait_call(&door, &second, "the second ringing", |c| {
+        c["state"] == "ringing"
+    })
+    .await;
+    wait_call(&bob, &second, "ringing (second caller)", |c| {
+        c["state"] == "ringing"
+    })
+    .await;
+    assert_eq!(ended_with(&bob, "busy").await, 0);
+    for session in [&first, &second] {
+        assert_eq!(
+            post_status(&door, &format!("/api/calls/{session}/reject")).await,
+            204
+        );
+    }
+    wait_idle(&door).await;
+    assert_eq!(ended_with(&door, "rejected").await, 2);
+}
+
 /// `answer = "reject"` (do not disturb): every call is refused with `rejected`, and no
 /// session or pipeline is made for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,6 +364,21 @@ async fn the_bridge_carries_datachannel_messages_to_local_programs_and_back() {
     let data: Value = serde_json::from_str(answer["data"].as_str().expect("text")).expect("JSON");
     assert_eq!(data["type"], "opened", "{answer}");
     assert!(opened.exists(), "the door command ran");
+    // A line without a session goes to every call (here, the one).
+    std::fs::remove_file(&opened).expect("remove the door's mark");
+    write
+        .write_all(b"{\"data\": {\"type\": \"open\"}}\n")
+        .await
+        .expect("write");
+    let answer = bridge_line(
+        &mut lines,
+        "the door's answer to a line for every call",
+        |v| v["session"] == session,
+    )
+    .await;
+    let data: Value = serde_json::from_str(answer["data"].as_str().expect("text")).expect("JSON");
+    assert_eq!(data["type"], "opened", "{answer}");
+    assert!(opened.exists(), "the door command ran again");
     // Unusable lines are answered, not fatal.
     write.write_all(b"not json\n").await.expect("write");
     let error = bridge_line(&mut lines, "an error line", |v| v.get("error").is_some()).await;

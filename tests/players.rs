@@ -137,6 +137,11 @@ netns_test!(
         );
         assert_eq!(report["status"], 201, "{report}");
         assert_eq!(report["location"], path.as_str(), "{report}");
+        assert_eq!(report["content_type"], "application/sdp", "{report}");
+        assert!(
+            report["etag"].as_str().is_some_and(|e| e.starts_with('"')),
+            "{report}"
+        );
         assert_eq!(
             report["answer_has_candidates"], true,
             "non-trickling players need them"
@@ -323,6 +328,44 @@ netns_test!(
             "{:?}",
             allowed.headers
         );
+        // With a token (a player that authenticates its preflight) and `turn_secret`: TURN
+        // credentials of the REST scheme, short-lived, in the Link header.
+        let turn = whep_daemon(
+            "whep-turn",
+            "",
+            "[ice]\nturn_servers = ['turn://127.0.0.1:3478?transport=udp']\n\
+             turn_secret = 'whep-turn-secret'\n",
+        );
+        let preflight = |token: Option<String>| {
+            let addr = turn.addr.clone();
+            async move {
+                let mut headers = vec![
+                    ("Origin", "http://player.example".to_string()),
+                    ("Access-Control-Request-Method", "POST".to_string()),
+                ];
+                if let Some(token) = token {
+                    headers.push(("Authorization", token));
+                }
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                send(&addr, "OPTIONS", "/whep", &headers, "").await
+            }
+        };
+        let with_token = preflight(Some(auth.clone())).await;
+        assert_eq!(with_token.status, 204);
+        let link = with_token.header("link");
+        assert!(
+            link.contains("<turn:127.0.0.1:3478?transport=udp>")
+                && link.contains("credential=\"")
+                && link.contains(":whep\""),
+            "{link}"
+        );
+        let without = preflight(None).await;
+        assert!(
+            !without.header("link").contains("credential"),
+            "{:?}",
+            without.headers
+        );
         // Deleting something that is not a WHEP session is a 404, never the end of a call.
         let not_whep = send(
             &door.addr,
@@ -351,7 +394,13 @@ const pc = new RTCPeerConnection();
 pc.addTransceiver("video", { direction: "recvonly" });
 pc.addTransceiver("audio", { direction: "recvonly" });
 pc.ontrack = (e) => {
-  if (e.track.kind !== "video") return;
+  if (e.track.kind === "audio") {
+    // Played, so that it is decoded (samples count only what is played out).
+    window.speaker = new Audio();
+    window.speaker.srcObject = new MediaStream([e.track]);
+    window.speaker.play().catch(() => {});
+    return;
+  }
   video.srcObject = new MediaStream([e.track]);
   video.requestVideoFrameCallback(() => {
     result.firstFrameMs = Math.round(performance.now() - started);
@@ -363,7 +412,10 @@ whep.view(pc, params.get("url"), params.get("token")).catch((e) => { result.erro
 setInterval(async () => {
   for (const s of (await pc.getStats()).values()) {
     if (s.type === "inbound-rtp" && s.kind === "video") result.frames = s.framesDecoded || 0;
-    if (s.type === "inbound-rtp" && s.kind === "audio") result.audio = s.packetsReceived || 0;
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      result.audio = s.packetsReceived || 0;
+      result.audioSamples = (s.totalSamplesReceived || 0) - (s.concealedSamples || 0);
+    }
   }
 }, 250);
 window.leave = () => whep.stop().then(() => { result.stopped = true; }, (e) => { result.error = String(e); });
@@ -422,7 +474,8 @@ netns_test!(
             .await;
         let played = poll(Duration::from_secs(30), || async {
             let result = chrome.script("return window.result || null;").await;
-            (result["frames"].as_u64() >= Some(30) && result["audio"].as_u64() > Some(0))
+            // Video decoded, and audio decoded too (samples that were not concealment).
+            (result["frames"].as_u64() >= Some(30) && result["audioSamples"].as_u64() > Some(0))
                 .then_some(result)
         })
         .await;
@@ -445,6 +498,10 @@ netns_test!(
         .await;
         let result = chrome.script("return window.result || null;").await;
         assert!(ended.is_some(), "DELETE did not end the call: {result}");
+        assert!(
+            door.log_text().contains("WHEP delete"),
+            "no DELETE reached the daemon"
+        );
         assert_eq!(result["error"], Value::Null, "{result}");
     }
 );

@@ -718,6 +718,22 @@ netns_test!(
                 "{path}"
             );
         }
+        // The call events (a stream that never ends: only its refusals are read here) and
+        // the decisions on a ringing call need the admin token too.
+        for (method, path) in [
+            ("GET", "/api/events"),
+            ("POST", "/api/calls/nosuch/accept"),
+            ("POST", "/api/calls/nosuch/reject"),
+        ] {
+            let url = door.api(path);
+            for (token, expected) in [(Some("view-token-0123"), 403), (None, 401)] {
+                let body = (method == "POST").then(|| "{}".to_string());
+                let (code, _) = api_client::request(method, &url, body, token)
+                    .await
+                    .expect("request");
+                assert_eq!(code, expected, "{method} {path} with {token:?}");
+            }
+        }
         // The page itself needs no token.
         assert_eq!(status_with_token(&door.api("/"), None).await, 200);
     }

@@ -705,6 +705,21 @@ mod tests {
         assert_eq!(good.problems(), Vec::<String>::new());
     }
 
+    /// One relay, or a list to fail over along, in that order.
+    #[test]
+    fn relay_is_one_url_or_a_list() {
+        let urls = |text: &str| -> Vec<String> {
+            let c: Config = toml::from_str(text).unwrap();
+            c.relay.iter().map(|u| u.expose().to_string()).collect()
+        };
+        assert_eq!(urls("relay = 'wss://a/signaling'"), ["wss://a/signaling"]);
+        assert_eq!(
+            urls("relay = ['wss://a/signaling', 'ws://b:8080/signaling']"),
+            ["wss://a/signaling", "ws://b:8080/signaling"]
+        );
+        assert!(urls("").is_empty());
+    }
+
     #[test]
     fn a_relative_profile_is_relative_to_the_file() {
         let dir = std::env::temp_dir().join(format!("webrtcd-config-{}", std::process::id()));

@@ -182,13 +182,14 @@ class Peer:
                                              data=pc.localDescription.sdp.encode())
             with urllib.request.urlopen(request, timeout=15) as response:
                 # (Header names are case-insensitive here; a dict of them would not be.)
-                named = {k: response.headers.get(k) for k in ("Location", "ETag")}
+                named = {k: response.headers.get(k) for k in ("Location", "ETag", "Content-Type")}
                 return response.status, named, response.read().decode()
 
         status, got, answer = await asyncio.get_running_loop().run_in_executor(None, post)
         self.report["status"] = status
         self.report["location"] = got.get("Location")
         self.report["etag"] = got.get("ETag")
+        self.report["content_type"] = got.get("Content-Type")
         self.report["answer_has_candidates"] = "a=candidate:" in answer
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         deadline = started + self.args.seconds

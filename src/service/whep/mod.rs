@@ -198,6 +198,7 @@ impl Sessions {
 
     /// Ends a session. False when there is none.
     pub fn close(&self, session: &str) -> bool {
+        tracing::debug!(session, "WHEP delete");
         self.link(session).is_ok() && self.calls.hangup(session)
     }
 
