@@ -914,9 +914,14 @@ impl SharedStream {
             lock(&self.subscribers).push(Arc::clone(&subscriber));
         }
         self.update_valves();
-        // A joining viewer must not wait for the next scheduled keyframe. A direct feed asks
-        // once its call starts connecting: a keyframe now would go nowhere.
-        if matches!(subscriber.feed, Feed::AppSrc(_)) {
+        // A joining viewer must not wait for the next scheduled keyframe. A direct feed that
+        // is still closed asks once its call starts connecting: a keyframe now would go
+        // nowhere.
+        let takes_frames = match &subscriber.feed {
+            Feed::AppSrc(_) => true,
+            Feed::Direct(direct) => direct.is_open(),
+        };
+        if takes_frames {
             self.request_keyframe(rung, true);
         }
     }

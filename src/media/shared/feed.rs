@@ -182,7 +182,7 @@ impl DirectFeed {
     /// the caller) until [`DirectFeed::open`]. False if it was armed already, or is open.
     pub(super) fn arm(&self) -> bool {
         let mut hold = lock(&self.hold);
-        if hold.is_some() || self.open.load(Ordering::Acquire) {
+        if hold.is_some() || self.is_open() {
             return false;
         }
         *hold = Some(Hold {
@@ -192,13 +192,18 @@ impl DirectFeed {
         true
     }
 
+    /// Whether it was opened (see [`DirectFeed::open`]).
+    pub(super) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
     fn admit(&self, buffer: &gst::BufferRef, caps: Option<&gst::CapsRef>, keyframe: bool) -> bool {
-        if self.open.load(Ordering::Acquire) {
+        if self.is_open() {
             return true;
         }
         let mut hold = lock(&self.hold);
         // Opened while we waited for the lock: the kept frames went first.
-        if self.open.load(Ordering::Acquire) {
+        if self.is_open() {
             return true;
         }
         let Some(kept) = hold.as_mut() else {
@@ -224,7 +229,7 @@ impl DirectFeed {
 
     /// Opens the feed for good, giving each kept frame to `push` first (in order, under the
     /// hold's lock: no newer frame can pass them). Pushing runs the call's send path: call
-    /// from a GStreamer thread, not an async one.
+    /// from a blocking thread, not an async task.
     pub(super) fn open(&self, mut push: impl FnMut(Held) -> bool) -> Opened {
         let mut hold = lock(&self.hold);
         let kept = hold.take();
