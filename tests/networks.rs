@@ -694,13 +694,7 @@ netns_test!(
     Net::LoopbackOnly,
     {
         let camera = Proc::daemon("tbf-camera", &camera_profile("tbf-camera", true), &[]);
-        let chrome = common::browser::Driven::start().await;
-        chrome
-            .open(&format!(
-                "http://{}/?id=tbf-page&call=tbf-camera",
-                camera.addr
-            ))
-            .await;
+        let chrome = page_calling(&camera, "tbf-page", "tbf-camera").await;
         let page = || async {
             chrome
                 .script(
@@ -752,6 +746,15 @@ netns_test!(
     }
 );
 
+/// Headless Chromium showing `daemon`'s page as `id`, which calls `peer` once it is listed.
+async fn page_calling(daemon: &Proc, id: &str, peer: &str) -> common::browser::Driven {
+    let chrome = common::browser::Driven::start().await;
+    chrome
+        .open(&format!("http://{}/?id={id}&call={peer}", daemon.addr))
+        .await;
+    chrome
+}
+
 // Chromium asks for lost packets (NACK) and the camera sends them again (RTX) from the call's
 // own send buffer: 5 % of the packets toward the page are dropped.
 netns_test!(
@@ -759,13 +762,7 @@ netns_test!(
     Net::LoopbackOnly,
     {
         let camera = Proc::daemon("nack-camera", &light_profile("nack-camera", ""), &[]);
-        let chrome = common::browser::Driven::start().await;
-        chrome
-            .open(&format!(
-                "http://{}/?id=nack-page&call=nack-camera",
-                camera.addr
-            ))
-            .await;
+        let chrome = page_calling(&camera, "nack-page", "nack-camera").await;
         let page = || async {
             chrome
                 .script(
@@ -1031,13 +1028,7 @@ netns_test!(
     Net::LoopbackOnly,
     {
         let door = Proc::daemon("cut-page-door", &light_profile("cut-page-door", ""), &[]);
-        let chrome = common::browser::Driven::start().await;
-        chrome
-            .open(&format!(
-                "http://{}/?id=walker&call=cut-page-door",
-                door.addr
-            ))
-            .await;
+        let chrome = page_calling(&door, "walker", "cut-page-door").await;
         let page_frames = || async {
             chrome
                 .script("return state.call ? {session: state.call.session, frames: state.call.stats.framesDecoded || 0} : null;")

@@ -63,14 +63,19 @@ pub struct Credentials {
 /// holes in the router it sits behind — and builds a GUPnP context per interface each call.
 /// Set before gathering (the agent reads it when gathering starts).
 fn disable_upnp(webrtcbin: &gst::Element) {
-    let ice: glib::Object = webrtcbin.property("ice-agent");
-    if ice.find_property("agent").is_none() {
-        return;
-    }
-    let agent: glib::Object = ice.property("agent");
-    if agent.find_property("upnp").is_some() {
+    if let Some(agent) = nice_agent(webrtcbin)
+        && agent.find_property("upnp").is_some()
+    {
         agent.set_property("upnp", false);
     }
+}
+
+/// webrtcbin's libnice agent (a NiceAgent GObject), for the properties webrtcbin does not
+/// expose.
+fn nice_agent(webrtcbin: &gst::Element) -> Option<glib::Object> {
+    let ice: glib::Object = webrtcbin.property("ice-agent");
+    ice.find_property("agent")?;
+    Some(ice.property("agent"))
 }
 
 /// libnice's check pacing (Ta) for every call: see [`pace_checks`]. RFC 8445 allows down to
@@ -92,12 +97,9 @@ pub fn configure_agent(webrtcbin: &gst::Element) {
 /// Chromium's log). A device has a handful of candidate pairs, so a shorter Ta costs a few
 /// more small packets while a call connects. Set before the checks start.
 fn pace_checks(webrtcbin: &gst::Element, ms: u32) {
-    let ice: glib::Object = webrtcbin.property("ice-agent");
-    if ice.find_property("agent").is_none() {
-        return;
-    }
-    let agent: glib::Object = ice.property("agent");
-    if agent.find_property("stun-pacing-timer").is_some() {
+    if let Some(agent) = nice_agent(webrtcbin)
+        && agent.find_property("stun-pacing-timer").is_some()
+    {
         agent.set_property("stun-pacing-timer", ms);
     }
 }
