@@ -26,6 +26,7 @@
 //! a starting stream at once. A start that fails leaves nothing running.
 
 mod feed;
+mod recent;
 mod snapshot;
 
 pub use snapshot::SnapshotError;
@@ -42,7 +43,7 @@ use super::encoder::{self, Probe};
 use super::profile::{Profile, Rung};
 use super::send::{self, SendBranch};
 use super::{MediaError, fragments};
-use feed::{DirectFeed, Feed, Opened};
+use feed::{DirectFeed, Feed, Frame, Held, Opened};
 
 /// Each encoding ends in one of these, named `out0`, `out1`… (the rung's index follows).
 /// Not `async`: a rung behind a closed valve gets no frame to preroll with, and would hold
@@ -111,6 +112,10 @@ pub struct SharedStream {
     holders: std::sync::atomic::AtomicUsize,
     /// Per rung.
     last_keyframe_request: Vec<Mutex<Option<Instant>>>,
+    /// Per rung (video only): where a call that starts connecting now may start.
+    recent: Vec<recent::Recent>,
+    /// The next frame's number (any rung).
+    next_seq: AtomicU64,
     /// When the source failed recently (for the restart limit and backoff).
     failures: Mutex<VecDeque<Instant>>,
     restart_limit: usize,
@@ -550,6 +555,8 @@ impl SharedStream {
             codec,
             rung_frames: (0..encodings).map(|_| AtomicU64::new(0)).collect(),
             last_keyframe_request: (0..encodings).map(|_| Mutex::new(None)).collect(),
+            recent: (0..encodings).map(|_| recent::Recent::default()).collect(),
+            next_seq: AtomicU64::new(0),
             rungs,
             profile: Arc::clone(profile),
             desc: std::sync::OnceLock::new(),
@@ -954,10 +961,36 @@ impl SharedStream {
         if let Some(frames) = self.rung_frames.get(rung) {
             frames.fetch_add(1, Ordering::Relaxed);
         }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.frames_metric.inc();
         *lock(&self.last_progress) = Instant::now();
         let caps = sample.caps();
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        if keyframe && self.codec.kind() == MediaKind::Video {
+            // How long a keyframe took from its request (first frames wait for it).
+            let asked = self
+                .last_keyframe_request
+                .get(rung)
+                .and_then(|last| *lock(last));
+            tracing::debug!(
+                codec = ?self.codec,
+                rung,
+                since_request_ms = asked.map(|at| at.elapsed().as_millis() as u64),
+                bytes = buffer.size(),
+                "keyframe"
+            );
+        }
+        let frame = Frame {
+            buffer,
+            caps,
+            keyframe,
+            seq,
+        };
+        if let Some(recent) = self.recent.get(rung)
+            && self.codec.kind() == MediaKind::Video
+        {
+            recent.record(Held::of(&frame), keyframe);
+        }
         let mut stalled = false;
         let mut moved = false;
         // Pushing runs each call's send path: not under the lock that calls joining and
@@ -973,7 +1006,7 @@ impl SharedStream {
                 sub.rung.store(rung, Ordering::Relaxed);
                 moved = true;
             }
-            if !sub.feed.admit(buffer, caps, keyframe)
+            if !sub.feed.admit(&frame)
                 || sub.waiting_for_keyframe.load(Ordering::Relaxed) && !keyframe
             {
                 continue;
@@ -1009,6 +1042,20 @@ impl SharedStream {
             // The rung it left may have no viewer now.
             self.update_valves();
         }
+    }
+
+    /// Whether `rung`'s next frame is likely a keyframe anyway: it made no frame yet (an
+    /// encoder starts with one), or one was asked for so recently that it may not have come.
+    fn keyframe_on_its_way(&self, rung: usize) -> bool {
+        let none_yet = self
+            .rung_frames
+            .get(rung)
+            .is_some_and(|frames| frames.load(Ordering::Relaxed) == 0);
+        let asked = self
+            .last_keyframe_request
+            .get(rung)
+            .is_some_and(|last| lock(last).is_some_and(|at| at.elapsed() < KEYFRAME_ON_ITS_WAY));
+        none_yet || asked
     }
 
     /// `sub`'s direct feed just opened (see [`Subscription::start_at_keyframe`]): asks for
@@ -1120,8 +1167,10 @@ impl Subscription {
     }
 
     /// The call starts connecting (its descriptions are set, or about to be): a video feed
-    /// asks for its keyframe now and keeps it until the connection is up, so that the
-    /// encoder makes it while ICE and DTLS run (see [`feed`]). Once per connection.
+    /// keeps its frames until the connection is up, from the keyframe its rung made just
+    /// before if there is one (see [`recent`]), else from one asked for now — unless one is
+    /// on its way already — which the encoder makes while ICE and DTLS run (see [`feed`]).
+    /// Once per connection.
     pub fn connecting(&self) {
         let Feed::Direct(direct) = &self.subscriber.feed else {
             return;
@@ -1129,9 +1178,16 @@ impl Subscription {
         if self.stream.codec.kind() != MediaKind::Video || self.is_pending() {
             return;
         }
-        if direct.arm() {
-            self.stream
-                .request_keyframe(self.subscriber.rung.load(Ordering::Relaxed), true);
+        let rung = self.subscriber.rung.load(Ordering::Relaxed);
+        let Some(recent) = self.stream.recent.get(rung) else {
+            return;
+        };
+        let (armed, from_recent) = recent.start_from(|frames| {
+            let from_recent = !frames.is_empty();
+            (direct.arm(frames), from_recent)
+        });
+        if armed && !from_recent && !self.stream.keyframe_on_its_way(rung) {
+            self.stream.request_keyframe(rung, true);
         }
     }
 
@@ -1162,13 +1218,14 @@ impl Subscription {
             let Feed::Direct(direct) = &sub.feed else {
                 return;
             };
+            let mut last = None;
             let opened = direct.open(|held| {
                 sub.send_caps(held.caps.as_deref());
-                let pushed = direct.push_at(held.buffer, held.at);
-                if pushed {
+                last = direct.push_held(held, last);
+                if last.is_some() {
                     sub.waiting_for_keyframe.store(false, Ordering::Relaxed);
                 }
-                pushed
+                last.is_some()
             });
             stream.opened(&sub, &opened, pending);
         };
@@ -1225,6 +1282,18 @@ impl Warm {
     pub fn codec(&self) -> Codec {
         self.stream.codec
     }
+
+    /// A call will start connecting on this stream within moments (its offer is on its
+    /// way): asks for the keyframe it will start from now, so that the encoder makes it
+    /// while the offer and answer travel (see [`recent`]). Not for a stream that made no
+    /// frame yet: its first is a keyframe.
+    pub fn expect_call(&self) {
+        let stream = &self.stream;
+        if stream.codec.kind() == MediaKind::Video && !stream.keyframe_on_its_way(0) {
+            // Calls start on the first rung.
+            stream.request_keyframe(0, true);
+        }
+    }
 }
 
 impl Drop for Warm {
@@ -1266,66 +1335,145 @@ mod tests {
         Encoders::new(Arc::new(profile), chosen)
     }
 
+    /// What a feed gave the call's payloader: (keyframe?, timestamp) per frame, in order.
+    type Given = Vec<(bool, Option<gst::ClockTime>)>;
+
+    /// A call's branch on a 320×240 VP8 test stream, in a running pipeline of its own, and
+    /// the frames its feed gave it.
+    struct TestCall {
+        encoders: Arc<Encoders>,
+        subscription: Subscription,
+        pipeline: gst::Pipeline,
+        frames: Arc<Mutex<Given>>,
+    }
+
+    impl TestCall {
+        fn new() -> TestCall {
+            gst::init().unwrap();
+            let text = "name='t'\nlinger_ms=0\n[video]\nsource='test'\ncodecs=['vp8']\nwidth=320\nheight=240\n";
+            let profile = Profile::parse(text, Path::new("t.toml")).unwrap();
+            let chosen = HashMap::from([(Codec::Vp8, "vp8enc".to_string())]);
+            let encoders = Encoders::new(Arc::new(profile), chosen);
+            let mut branch = encoders.branch(Codec::Vp8, 96, || {}).unwrap();
+            let pipeline = gst::Pipeline::new();
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("sync", false)
+                .property("async", false)
+                .build()
+                .unwrap();
+            pipeline.add_many([branch.bin.upcast_ref(), &sink]).unwrap();
+            branch.bin.link(&sink).unwrap();
+            pipeline.set_state(gst::State::Playing).unwrap();
+            let frames = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&frames);
+            branch.bin.static_pad("sink").unwrap().add_probe(
+                gst::PadProbeType::BUFFER,
+                move |_, info| {
+                    if let Some(buffer) = info.buffer() {
+                        let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                        lock(&seen).push((key, buffer.pts()));
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            );
+            let subscription = branch.subscription.take().unwrap();
+            subscription.activate();
+            TestCall {
+                encoders,
+                subscription,
+                pipeline,
+                frames,
+            }
+        }
+
+        /// Keyframes forced on the stream so far.
+        fn forced(&self) -> u64 {
+            self.encoders
+                .streams()
+                .first()
+                .map_or(0, |s| s.keyframes_forced)
+        }
+
+        /// Connects the call: ten frames from then on, checked to start at a keyframe, in
+        /// order, each once.
+        fn connected(&self) -> Given {
+            assert!(lock(&self.frames).is_empty(), "fed before connected");
+            self.subscription.start_at_keyframe();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while lock(&self.frames).len() < 10 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let frames = lock(&self.frames).clone();
+            assert!(frames.len() >= 10, "frames held back: {frames:?}");
+            assert!(
+                frames[0].0,
+                "the call did not start at a keyframe: {frames:?}"
+            );
+            assert!(
+                frames.windows(2).all(|w| w[0].1 < w[1].1),
+                "frames out of order or twice: {frames:?}"
+            );
+            frames
+        }
+    }
+
+    impl Drop for TestCall {
+        fn drop(&mut self) {
+            self.pipeline.set_state(gst::State::Null).unwrap();
+            self.encoders.stop_all();
+        }
+    }
+
+    /// Long enough for the stream's last keyframe to be too old to start a call from.
+    const PAST_ITS_KEYFRAME: Duration = Duration::from_millis(800);
+
     /// The keyframe asked for as the call starts connecting is kept until the connection is
     /// up and goes out first: no second keyframe is forced for it, and nothing goes out
     /// before.
     #[test]
     fn a_call_starts_with_the_keyframe_asked_for_while_it_connected() {
-        gst::init().unwrap();
-        let text = "name='t'\nlinger_ms=0\n[video]\nsource='test'\ncodecs=['vp8']\nwidth=320\nheight=240\n";
-        let profile = Profile::parse(text, Path::new("t.toml")).unwrap();
-        let chosen = HashMap::from([(Codec::Vp8, "vp8enc".to_string())]);
-        let encoders = Encoders::new(Arc::new(profile), chosen);
-        let mut branch = encoders.branch(Codec::Vp8, 96, || {}).unwrap();
-        let pipeline = gst::Pipeline::new();
-        let sink = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .property("async", false)
-            .build()
-            .unwrap();
-        pipeline.add_many([branch.bin.upcast_ref(), &sink]).unwrap();
-        branch.bin.link(&sink).unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        // Frames as the feed gives them to the call's payloader: (keyframe?) in order.
-        let frames = Arc::new(Mutex::new(Vec::<bool>::new()));
-        let seen = Arc::clone(&frames);
-        branch.bin.static_pad("sink").unwrap().add_probe(
-            gst::PadProbeType::BUFFER,
-            move |_, info| {
-                if let Some(buffer) = info.buffer() {
-                    let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                    lock(&seen).push(key);
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
-        let subscription = branch.subscription.take().unwrap();
-        subscription.activate();
-        let forced = |e: &Encoders| e.streams().first().map_or(0, |s| s.keyframes_forced);
-        subscription.connecting();
+        let call = TestCall::new();
+        std::thread::sleep(PAST_ITS_KEYFRAME);
+        call.subscription.connecting();
         // Long enough for the encoder to make the keyframe, shorter than the hold lasts.
         std::thread::sleep(Duration::from_millis(250));
-        assert!(lock(&frames).is_empty(), "fed before connected");
-        assert_eq!(
-            forced(&encoders),
-            1,
-            "one keyframe asked for while connecting"
-        );
-        subscription.start_at_keyframe();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while lock(&frames).len() < 10 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(call.forced(), 1, "one keyframe asked for while connecting");
+        call.connected();
+        assert_eq!(call.forced(), 1, "a second keyframe was forced");
+    }
+
+    /// A callee's encoder is asked for a keyframe on `call` (`Warm::expect_call`); the call
+    /// starts connecting once the offer comes, after that keyframe (or while it is on its
+    /// way), and starts from it: no second keyframe is forced.
+    #[test]
+    fn a_call_starts_from_the_keyframe_asked_for_when_it_was_expected() {
+        for offer_after in [Duration::from_millis(200), Duration::from_millis(5)] {
+            let call = TestCall::new();
+            std::thread::sleep(PAST_ITS_KEYFRAME);
+            let warm = call.encoders.warm(Codec::Vp8).unwrap();
+            warm.expect_call();
+            assert_eq!(call.forced(), 1);
+            std::thread::sleep(offer_after);
+            call.subscription.connecting();
+            std::thread::sleep(Duration::from_millis(150));
+            call.connected();
+            assert_eq!(
+                call.forced(),
+                1,
+                "a second keyframe was forced ({offer_after:?})"
+            );
         }
-        let frames = lock(&frames).clone();
-        assert!(frames.len() >= 10, "frames held back: {frames:?}");
-        assert!(
-            frames[0],
-            "the call did not start at a keyframe: {frames:?}"
-        );
-        assert_eq!(forced(&encoders), 1, "a second keyframe was forced");
-        drop(subscription);
-        pipeline.set_state(gst::State::Null).unwrap();
-        encoders.stop_all();
+    }
+
+    /// An encoder starts with a keyframe: a call on a stream that has just started asks for
+    /// none.
+    #[test]
+    fn a_call_on_a_starting_stream_forces_no_keyframe() {
+        let call = TestCall::new();
+        call.subscription.connecting();
+        std::thread::sleep(Duration::from_millis(250));
+        call.connected();
+        assert_eq!(call.forced(), 0);
     }
 
     #[test]

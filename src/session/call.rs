@@ -675,9 +675,13 @@ impl Call {
                 Some(offer) => self.answer(&offer).await,
                 None => {
                     // The protocol's callee starts its media on `call`: the shared encoders
-                    // run by the time the offer comes, and the answer does not wait for them.
+                    // run by the time the offer comes, and the answer does not wait for them
+                    // nor, once connected, for a keyframe.
                     if self.info.role == Role::Callee {
                         self.warm_media().await;
+                        for warm in &self.warm {
+                            warm.expect_call();
+                        }
                     }
                     self.info.set_state(CallState::AwaitingOffer);
                     Ok(())

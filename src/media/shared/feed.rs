@@ -14,7 +14,8 @@
 //! once it is up: the encoder needs up to a frame interval and an encode to make one, time
 //! that ICE and DTLS spend anyway. Until the connection is up the feed keeps that keyframe and
 //! what follows it (a bounded number of frames, stamped when they came), then pushes them
-//! first, in order, before anything newer.
+//! first, in order, before anything newer. A keyframe that came just before (see
+//! [`super::recent`]) is where the feed starts keeping, with what followed it.
 //!
 //! The RTSP server's media pipelines bring their own `appsrc` (and its thread): those are fed
 //! through it, from the start, and one whose queue fills counts as stalled.
@@ -51,15 +52,10 @@ impl Feed {
 
     /// Whether this frame may be pushed now. A closed direct feed that was
     /// [armed](DirectFeed::arm) keeps it instead, from a keyframe on.
-    pub(super) fn admit(
-        &self,
-        buffer: &gst::BufferRef,
-        caps: Option<&gst::CapsRef>,
-        keyframe: bool,
-    ) -> bool {
+    pub(super) fn admit(&self, frame: &Frame) -> bool {
         match self {
             Feed::AppSrc(_) => true,
-            Feed::Direct(direct) => direct.admit(buffer, caps, keyframe),
+            Feed::Direct(direct) => direct.admit(frame),
         }
     }
 
@@ -91,20 +87,50 @@ impl Feed {
 
 /// At most this many frames are kept for a call that is still connecting (half a second at
 /// 30 fps). A connection slower than that starts at a keyframe asked for once it is up.
-const MAX_HELD: usize = 15;
+pub(super) const MAX_HELD: usize = 15;
+
+/// One encoded frame of a rung, as the shared stream hands it out.
+pub(super) struct Frame<'a> {
+    pub(super) buffer: &'a gst::BufferRef,
+    pub(super) caps: Option<&'a gst::CapsRef>,
+    pub(super) keyframe: bool,
+    /// Its number in the stream (unique: counts up by one per frame of any rung).
+    pub(super) seq: u64,
+}
 
 /// A frame kept until its call's connection is up.
+#[derive(Clone)]
 pub(super) struct Held {
     pub(super) buffer: gst::Buffer,
     pub(super) caps: Option<gst::Caps>,
-    /// The branch's running time when it came.
-    pub(super) at: Option<gst::ClockTime>,
+    /// When it came from the encoder.
+    pub(super) came: Instant,
+    pub(super) seq: u64,
+}
+
+impl Held {
+    pub(super) fn of(frame: &Frame) -> Held {
+        Held {
+            // Shares the frame's memory.
+            buffer: frame.buffer.copy(),
+            caps: frame.caps.map(|c| c.to_owned()),
+            came: Instant::now(),
+            seq: frame.seq,
+        }
+    }
 }
 
 /// Frames kept since the feed was armed (empty until a keyframe comes).
 struct Hold {
     armed_at: Instant,
     frames: Vec<Held>,
+}
+
+impl Hold {
+    /// Whether `seq` was kept already (it came with the frames the hold started from).
+    fn has(&self, seq: u64) -> bool {
+        self.frames.iter().any(|kept| kept.seq == seq)
+    }
 }
 
 /// How opening a feed went.
@@ -178,16 +204,17 @@ impl DirectFeed {
         Ok(())
     }
 
-    /// The call is about to connect: keep its frames from the next keyframe on (asked for by
-    /// the caller) until [`DirectFeed::open`]. False if it was armed already, or is open.
-    pub(super) fn arm(&self) -> bool {
+    /// The call is about to connect: keep its frames until [`DirectFeed::open`], starting
+    /// with `recent` (a keyframe and what followed it) if there are any, else from the next
+    /// keyframe (asked for by the caller). False if it was armed already, or is open.
+    pub(super) fn arm(&self, recent: Vec<Held>) -> bool {
         let mut hold = lock(&self.hold);
         if hold.is_some() || self.is_open() {
             return false;
         }
         *hold = Some(Hold {
             armed_at: Instant::now(),
-            frames: Vec::new(),
+            frames: recent,
         });
         true
     }
@@ -197,7 +224,7 @@ impl DirectFeed {
         self.open.load(Ordering::Acquire)
     }
 
-    fn admit(&self, buffer: &gst::BufferRef, caps: Option<&gst::CapsRef>, keyframe: bool) -> bool {
+    fn admit(&self, frame: &Frame) -> bool {
         if self.is_open() {
             return true;
         }
@@ -209,7 +236,7 @@ impl DirectFeed {
         let Some(kept) = hold.as_mut() else {
             return false;
         };
-        if kept.frames.is_empty() && !keyframe {
+        if kept.frames.is_empty() && !frame.keyframe || kept.has(frame.seq) {
             return false;
         }
         if kept.frames.len() >= MAX_HELD {
@@ -217,13 +244,7 @@ impl DirectFeed {
             *hold = None;
             return false;
         }
-        let at = self.running_time();
-        kept.frames.push(Held {
-            // Shares the frame's memory.
-            buffer: buffer.copy(),
-            caps: caps.map(|c| c.to_owned()),
-            at,
-        });
+        kept.frames.push(Held::of(frame));
         false
     }
 
@@ -294,8 +315,25 @@ impl DirectFeed {
         self.push_at(buffer, Some(now))
     }
 
+    /// Pushes a kept frame, stamped with the branch's running time when it came (or just
+    /// after `after`, the stamp of the one before: a frame kept from before the branch ran
+    /// has no such time, and frames must not share one). Returns the stamp.
+    pub(super) fn push_held(
+        &self,
+        held: Held,
+        after: Option<gst::ClockTime>,
+    ) -> Option<gst::ClockTime> {
+        let now = self.running_time()?;
+        let age = gst::ClockTime::from_nseconds(held.came.elapsed().as_nanos() as u64);
+        let mut at = now.saturating_sub(age);
+        if let Some(after) = after {
+            at = at.max(after + gst::ClockTime::MSECOND);
+        }
+        self.push_at(held.buffer, Some(at)).then_some(at)
+    }
+
     /// Pushes one frame stamped `at` (the branch's running time it stands for).
-    pub(super) fn push_at(&self, mut buffer: gst::Buffer, at: Option<gst::ClockTime>) -> bool {
+    fn push_at(&self, mut buffer: gst::Buffer, at: Option<gst::ClockTime>) -> bool {
         if at.is_none() {
             return false;
         }
