@@ -236,7 +236,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     tracing::info!(profile = %profile.name, file = %config.profile.display(), "profile loaded");
     let identity = DtlsIdentity::load_or_create(&config.state_dir())?;
     tracing::info!(fingerprint = %identity.fingerprint(), "DTLS identity (ECDSA P-256)");
-    let warm_up = tokio::task::spawn_blocking(crate::session::identity::warm_up_dtls);
+    let warm_up = tokio::task::spawn_blocking(crate::session::warm_up::warm_up);
     // Probing runs short real encodes: off the async threads, before we say we are ready.
     let probe_profile = Arc::clone(&profile);
     let (encoders, _) = tokio::task::spawn_blocking(move || Encoders::probe(probe_profile))
@@ -300,7 +300,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         Arc::clone(&encoders),
     ));
 
-    // Ready only once the DTLS default certificate exists: the first call must not pay for it.
+    // Ready only once webrtcbin is warmed up: the first call must not pay for it.
     let _ = warm_up.await;
     media::release_memory();
     let listeners = Listeners::bind(&config, "webrtcd").await?;

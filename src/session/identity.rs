@@ -92,15 +92,6 @@ impl DtlsIdentity {
     }
 }
 
-/// Creates (and drops) one DTLS decoder so GStreamer generates its process-wide default
-/// certificate now, at start-up, instead of during the first call's negotiation. Every
-/// dtlsdec fetches that default when constructed, even one that is then given our `pem`.
-pub fn warm_up_dtls() {
-    if let Err(err) = gst::ElementFactory::make("dtlsdec").build() {
-        tracing::warn!("no dtlsdec element (gstreamer1.0-plugins-bad?): {err}");
-    }
-}
-
 /// The SDP fingerprint (`sha-256 AB:CD:…`) of a DER certificate.
 pub fn fingerprint_of_der(der: &[u8]) -> String {
     let digest = Sha256::digest(der);

@@ -13,6 +13,7 @@ pub mod manager;
 pub mod notify;
 pub mod sdp;
 pub mod turn;
+pub mod warm_up;
 mod webrtc;
 
 use std::net::IpAddr;
