@@ -162,13 +162,33 @@ function maybeAutoCall() {
 // ---- the call ----------------------------------------------------------------------------
 function wallClock() { return performance.timeOrigin + performance.now(); }
 
-function newCall(peer, session, role) {
-  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", ...state.iceConfig });
+// A peer connection made while the page is idle, for the next call: making one takes
+// Chromium ~10 ms, which a click on Call would otherwise wait for. It has nothing in it
+// (no track, no DataChannel, no candidate) until a call takes it.
+let sparePc = null;
+function peerConnection() {
+  return new RTCPeerConnection({ bundlePolicy: "max-bundle", ...state.iceConfig });
+}
+function makeSparePc() {
+  if (!sparePc && !state.call && window.RTCPeerConnection) sparePc = peerConnection();
+}
+function whenIdle(f) {
+  (window.requestIdleCallback || ((g) => setTimeout(g, 0)))(f, { timeout: 300 });
+}
+function takePc() {
+  const pc = sparePc || peerConnection();
+  sparePc = null;
+  return pc;
+}
+
+// `start`: when the call began (the click, or the `call` that came).
+function newCall(peer, session, role, start = wallClock()) {
+  const pc = takePc();
   const call = {
     peer, session, role, pc, channel: null, pending: [], remoteSet: false,
     // Wall-clock milliseconds of each step of setting the call up (a benchmark splits the
     // time to the first frame with them): start, offer, answer, ICE, DTLS, first RTP.
-    phases: { start: wallClock() },
+    phases: { start },
     pings: new Map(), nextPing: 1, pongs: 0, pingsAnswered: 0, rttMs: null,
     started: performance.now(), connected: false, stats: {}, localCandidates: [], remoteCandidates: [],
   };
@@ -281,8 +301,9 @@ async function startCall(peer) {
   if (state.call) endCall("hangup", true);
   banner("");
   const session = myId + "-" + Date.now().toString(36);
+  const start = wallClock();
   send({ type: "call", to: peer, session });
-  const call = newCall(peer, session, "caller");
+  const call = newCall(peer, session, "caller", start);
   const stream = await localMedia();
   const direction = stream ? "sendrecv" : "recvonly";
   const video = call.pc.addTransceiver(stream ? stream.getVideoTracks()[0] : "video", { direction, streams: stream ? [stream] : [] });
@@ -434,6 +455,7 @@ function endCall(reason, tellPeer) {
   $("stats").hidden = true;
   $("chat-input").disabled = $("chat-form").querySelector("button").disabled = true;
   state.lastEnd = reason;
+  whenIdle(makeSparePc);
   if (!tellPeer && reason !== "hangup") banner(REASONS[reason] || `The call ended (${reason}).`, "info");
 }
 
@@ -630,7 +652,7 @@ $("accept").onclick = acceptCall;
 $("reject").onclick = rejectCall;
 $("unmute").onclick = () => { $("remote").muted = false; $("remote-audio").play().catch(() => {}); };
 $("show-stats").onchange = () => { $("stats").hidden = !$("show-stats").checked || !state.call; };
-loadIceConfig().finally(connect);
+loadIceConfig().finally(() => { connect(); whenIdle(makeSparePc); });
 
 // Chromium's first remote audio track in a page waits, on the page's own thread, for the audio
 // output's parameters: 100–180 ms measured on the benchmark machine, right after the first
@@ -647,4 +669,4 @@ function warmAudioOutput() {
   }
   state.audioWarmMs = Math.round(performance.now() - started);
 }
-(window.requestIdleCallback || ((f) => setTimeout(f, 0)))(warmAudioOutput, { timeout: 300 });
+whenIdle(warmAudioOutput);
