@@ -2,7 +2,9 @@
 //! (a person clicks Call), and the camera calls the page. Each with the camera's encoder
 //! cold (nothing running: `linger_ms = 0`, stopped between calls) and warm (still running
 //! from the call before). The time is split into phases from the page's own clock: signaling
-//! (call → answer), ICE, DTLS, first RTP, decode.
+//! (call → offer, offer → answer), ICE, DTLS, first RTP, decode. The page's WebSocket reaches
+//! the daemon through the report proxy (`harness::report_proxy`), which adds no delay of its
+//! own: both its legs send at once (no Nagle).
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,9 +18,11 @@ use crate::procs::{Daemon, poll};
 use crate::scenarios::{Spread, camera_profile, spread};
 
 /// The phases, in order: each from the end of the one before (the first from the call's
-/// start on the page), as the page's report names their ends.
-const PHASES: [(&str, &str); 5] = [
-    ("signaling", "answer"),
+/// start on the page), as the page's report names their ends. Signaling is two: the offer
+/// (made by the page, or received from the camera) and the answer (received, or made).
+const PHASES: [(&str, &str); 6] = [
+    ("offer", "offer"),
+    ("answer", "answer"),
     ("ICE", "ice"),
     ("DTLS", "dtls"),
     ("first RTP", "rtp"),
@@ -219,11 +223,18 @@ pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Ve
 
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| call → first frame (Chromium) | encoder | median ms | p95 ms | signaling | ICE | DTLS | first RTP | decode | calls |\n\
+        "| call → first frame (Chromium) | encoder | median ms | p95 ms | signaling (offer + answer) | ICE | DTLS | first RTP | decode | calls |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
-        let phases: Vec<String> = r.phases.iter().map(|(_, ms)| format!("{ms:.0}")).collect();
+        let ms: Vec<f64> = r.phases.iter().map(|(_, ms)| *ms).collect();
+        let mut phases = vec![format!(
+            "{:.0} ({:.0} + {:.0})",
+            ms[0] + ms[1],
+            ms[0],
+            ms[1]
+        )];
+        phases.extend(ms[2..].iter().map(|ms| format!("{ms:.0}")));
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.0} | {} | {} |\n",
             r.direction,
