@@ -60,15 +60,21 @@ async fn alsa_microphone_and_speaker_through_a_userspace_config() {
     .await;
     // The door plays alice's tone into its ALSA speaker. The file alone would also fill with
     // the silence ALSA plays between packets: real audio shows up as non-zero samples.
-    wait_for(
-        "alice's tone on the ALSA speaker",
-        Duration::from_secs(15),
-        || async {
-            let loud = loud_samples(&played);
-            (loud > 4800).then_some(loud)
-        },
-    )
+    let heard = poll(Duration::from_secs(15), || async {
+        let loud = loud_samples(&played);
+        (loud > 4800).then_some(loud)
+    })
     .await;
+    if heard.is_none() {
+        // Seen twice under a busy full suite, never alone: say whether alice's audio reached
+        // the door at all, or reached it and was not played.
+        let door_calls = calls(&door).await;
+        panic!(
+            "timed out waiting for alice's tone on the ALSA speaker ({} loud samples); the \
+             door's calls: {door_calls:?}",
+            loud_samples(&played)
+        );
+    }
     // ALSA's null device takes audio as fast as it comes, so the file grows fast: stop the
     // daemons (the file plugin would reopen it), then delete it.
     drop(alice);
