@@ -43,7 +43,7 @@ use super::encoder::{self, Probe};
 use super::profile::{Profile, Rung};
 use super::send::{self, SendBranch};
 use super::{MediaError, fragments};
-use feed::{DirectFeed, Feed, Frame, Held, Opened};
+use feed::{DirectFeed, Feed, Frame, Opened};
 
 /// Each encoding ends in one of these, named `out0`, `out1`… (the rung's index follows).
 /// Not `async`: a rung behind a closed valve gets no frame to preroll with, and would hold
@@ -989,7 +989,7 @@ impl SharedStream {
         if let Some(recent) = self.recent.get(rung)
             && self.codec.kind() == MediaKind::Video
         {
-            recent.record(Held::of(&frame), keyframe);
+            recent.record(&frame);
         }
         let mut stalled = false;
         let mut moved = false;

@@ -111,8 +111,13 @@ pub(super) struct Held {
 impl Held {
     pub(super) fn of(frame: &Frame) -> Held {
         Held {
-            // Shares the frame's memory.
-            buffer: frame.buffer.copy(),
+            // Its own copy of the data: a hardware encoder's output memory belongs to a small
+            // pool, which must not wait on (or reuse under) frames kept here for up to half a
+            // second. A few hundred kB per keyframe interval at most.
+            buffer: frame
+                .buffer
+                .copy_deep()
+                .unwrap_or_else(|_| frame.buffer.copy()),
             caps: frame.caps.map(|c| c.to_owned()),
             came: Instant::now(),
             seq: frame.seq,

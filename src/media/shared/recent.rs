@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::feed::{Held, MAX_HELD};
+use super::feed::{Frame, Held, MAX_HELD};
 
 /// A keyframe older than this is not worth starting from: the first picture would lag.
 pub(super) const MAX_AGE: Duration = Duration::from_millis(400);
@@ -21,9 +21,9 @@ pub(super) struct Recent {
 
 impl Recent {
     /// Keeps `frame` (a keyframe starts over) while there is room.
-    pub(super) fn record(&self, frame: Held, keyframe: bool) {
+    pub(super) fn record(&self, frame: &Frame) {
         let mut frames = super::lock(&self.frames);
-        if keyframe {
+        if frame.keyframe {
             frames.clear();
         } else if frames.is_empty() {
             return;
@@ -33,7 +33,7 @@ impl Recent {
             *frames = Vec::new();
             return;
         }
-        frames.push(frame);
+        frames.push(Held::of(frame));
     }
 
     /// Calls `start` with the frames from the last keyframe on (sharing their memory) if it
