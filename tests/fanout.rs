@@ -120,7 +120,9 @@ async fn a_joining_viewer_gets_a_keyframe_at_once() {
         .as_array()
         .and_then(|a| a.iter().find(|x| x["codec"] == "vp8").cloned())
         .unwrap_or(Value::Null);
-    assert!(vp8["keyframes_forced"].as_u64().unwrap_or(0) >= 2, "{s}");
+    // Forced for the joiner (the first call started from the encoder's first keyframe,
+    // forcing none), or — should a viewer's PLI have forced one just before — taken from that.
+    assert!(vp8["keyframes_forced"].as_u64().unwrap_or(0) >= 1, "{s}");
 }
 
 /// The shared encoder's thread sends every call's packets itself (no thread per call): a

@@ -302,12 +302,15 @@ async fn metrics_move_during_a_call_and_need_the_token() {
     }
     let frames = |s: &[_]| value(s, "webrtcd_frames_encoded_total", &[("encoder", "vp8enc")]);
     assert!(frames(&second) > frames(&first), "frames encoded move");
+    // Exported per codec. A call on an encoder that has just started (it starts with a
+    // keyframe) or has just made one forces none, so this call may leave it at 0; the unit
+    // tests in media::shared count forced keyframes.
     assert!(
-        value(
-            &second,
-            "webrtcd_keyframes_forced_total",
-            &[("codec", "vp8")]
-        ) >= 1.0
+        second
+            .iter()
+            .any(|s| s.metric == "webrtcd_keyframes_forced_total"
+                && s.labels.get("codec") == Some("vp8")),
+        "webrtcd_keyframes_forced_total{{codec=vp8}} is exported"
     );
     assert!(value(&second, "webrtcd_negotiation_seconds_count", &[]) >= 1.0);
     assert!(value(&second, "webrtcd_first_frame_seconds_count", &[]) >= 1.0);

@@ -1286,10 +1286,15 @@ impl Warm {
     /// A call will start connecting on this stream within moments (its offer is on its
     /// way): asks for the keyframe it will start from now, so that the encoder makes it
     /// while the offer and answer travel (see [`recent`]). Not for a stream that made no
-    /// frame yet: its first is a keyframe.
+    /// frame yet (its first is a keyframe), nor one that has just made a keyframe the call
+    /// can start from.
     pub fn expect_call(&self) {
         let stream = &self.stream;
-        if stream.codec.kind() == MediaKind::Video && !stream.keyframe_on_its_way(0) {
+        let just_made = stream
+            .recent
+            .first()
+            .is_some_and(|r| r.has_keyframe_within(recent::MAX_AGE / 2));
+        if stream.codec.kind() == MediaKind::Video && !stream.keyframe_on_its_way(0) && !just_made {
             // Calls start on the first rung.
             stream.request_keyframe(0, true);
         }
@@ -1466,10 +1471,14 @@ mod tests {
     }
 
     /// An encoder starts with a keyframe: a call on a stream that has just started asks for
-    /// none.
+    /// none, neither when it is expected nor as it connects.
     #[test]
     fn a_call_on_a_starting_stream_forces_no_keyframe() {
         let call = TestCall::new();
+        // Its first frame (a keyframe) has come, a moment ago.
+        std::thread::sleep(Duration::from_millis(100));
+        let warm = call.encoders.warm(Codec::Vp8).unwrap();
+        warm.expect_call();
         call.subscription.connecting();
         std::thread::sleep(Duration::from_millis(250));
         call.connected();

@@ -36,6 +36,13 @@ impl Recent {
         frames.push(Held::of(frame));
     }
 
+    /// Whether it keeps a keyframe that came within `age`.
+    pub(super) fn has_keyframe_within(&self, age: Duration) -> bool {
+        super::lock(&self.frames)
+            .first()
+            .is_some_and(|f| f.came.elapsed() <= age)
+    }
+
     /// Calls `start` with the frames from the last keyframe on (sharing their memory) if it
     /// came within [`MAX_AGE`], else with none. No frame is kept meanwhile: a frame kept after
     /// `start` returns is handed out after it too (the stream keeps a frame here before it
