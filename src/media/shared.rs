@@ -1295,8 +1295,10 @@ impl Warm {
             .first()
             .is_some_and(|r| r.has_keyframe_within(recent::MAX_AGE / 2));
         if stream.codec.kind() == MediaKind::Video && !stream.keyframe_on_its_way(0) && !just_made {
-            // Calls start on the first rung.
-            stream.request_keyframe(0, true);
+            // Calls start on the first rung. Rate-limited, as a viewer's request is: `call`
+            // costs a peer nothing, and each keyframe costs every viewer bandwidth (a call that
+            // misses out asks, unlimited, as it connects).
+            stream.request_keyframe(0, false);
         }
     }
 }
@@ -1468,6 +1470,20 @@ mod tests {
                 "a second keyframe was forced ({offer_after:?})"
             );
         }
+    }
+
+    /// A peer that sends `call` after `call` forces no keyframe after keyframe: expecting a
+    /// call asks at most once per KEYFRAME_MIN_INTERVAL.
+    #[test]
+    fn calls_expected_in_a_burst_force_one_keyframe() {
+        let call = TestCall::new();
+        std::thread::sleep(PAST_ITS_KEYFRAME);
+        let warm = call.encoders.warm(Codec::Vp8).unwrap();
+        for _ in 0..20 {
+            warm.expect_call();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(call.forced(), 1);
     }
 
     /// An encoder starts with a keyframe: a call on a stream that has just started asks for
