@@ -1479,9 +1479,10 @@ mod tests {
         let call = TestCall::new();
         std::thread::sleep(PAST_ITS_KEYFRAME);
         let warm = call.encoders.warm(Codec::Vp8).unwrap();
+        // 400 ms: past the time a keyframe counts as on its way, or as just made.
         for _ in 0..20 {
             warm.expect_call();
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(call.forced(), 1);
     }
