@@ -1495,7 +1495,12 @@ impl Call {
         let kbps = bps / 1000;
         if let Some(adapter) = &mut self.adapter {
             let before = adapter.current();
-            let rung = adapter.update(kbps, std::time::Instant::now());
+            // The peer's keyframe requests tell a probe that loses frames for good.
+            let keyframe_requests = self
+                .video_ssrc
+                .and_then(|ssrc| webrtc::stream_feedback(&self.webrtcbin, ssrc))
+                .map_or(0, |f| f.keyframe_requests);
+            let rung = adapter.update(kbps, keyframe_requests, std::time::Instant::now());
             let subscription = self
                 .video_subscription
                 .and_then(|i| self.subscriptions.get(i));
