@@ -314,6 +314,7 @@ pub async fn run(
         peer_tx,
         mut local,
     } = inputs;
+    let asked = Instant::now();
     let call = Call::new(
         Arc::clone(&info),
         notifier,
@@ -322,6 +323,7 @@ pub async fn run(
         events_tx.clone(),
         peer_tx,
     );
+    tracing::debug!(session = %info.session, ms = asked.elapsed().as_secs_f64() * 1000.0, "call pipeline made");
     let mut call = match call {
         Ok(call) => call,
         Err(end) => {
@@ -750,7 +752,10 @@ impl Call {
         });
         for codec in wanted {
             let encoders = Arc::clone(&self.settings.encoders);
-            match blocking(move || encoders.warm(codec)).await {
+            let asked = Instant::now();
+            let warmed = blocking(move || encoders.warm(codec)).await;
+            tracing::debug!(session = %self.info.session, ?codec, ms = asked.elapsed().as_secs_f64() * 1000.0, "media warmed");
+            match warmed {
                 Ok(Ok(warm)) => self.warm.push(warm),
                 Ok(Err(err)) => {
                     tracing::info!(session = %self.info.session, ?codec, "not warmed: {err}");
@@ -994,7 +999,9 @@ impl Call {
     /// PLAYING, on a blocking thread: a state change waits on streaming threads and devices.
     async fn set_playing(&self) -> Step {
         let pipeline = self.pipeline.clone();
+        let asked = Instant::now();
         let started = blocking(move || pipeline.set_state(gst::State::Playing).is_ok()).await?;
+        tracing::debug!(session = %self.info.session, ms = asked.elapsed().as_secs_f64() * 1000.0, "pipeline playing");
         started
             .then_some(())
             .ok_or_else(|| CallEnd::media("the pipeline would not start"))
