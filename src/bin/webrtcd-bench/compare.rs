@@ -286,6 +286,7 @@ async fn scale(
             mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
             late_frames: 0,
             first_frame_ms: crate::scenarios::spread(first_frames).map(|s| s.median_ms),
+            sent: None,
         };
         eprintln!(
             "  {} {target:>3} viewers: {:.0}% CPU, {:.1} MiB, {} threads; receivers {:.0}% CPU; fps min {:.1} mean {:.1}",

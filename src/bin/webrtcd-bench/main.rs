@@ -500,7 +500,7 @@ fn markdown(r: &Report) -> String {
         );
     }
     out.push_str(
-        "\n| codec | encoder | viewers | up | daemon CPU % | × 1 viewer | RSS MiB | threads | viewers' CPU % | fps min / mean | late frames |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "\n| codec | encoder | viewers | up | daemon CPU % | × 1 viewer | RSS MiB | threads | viewers' CPU % | fps min / mean | late frames | daemon sent: fps, packets/s per call min / mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in &r.scaling {
         let base = run.rows.first().map(|l| l.cpu_pct).unwrap_or(0.0);
@@ -511,7 +511,7 @@ fn markdown(r: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {mode} | idle | – | – | – | {:.1} | {} | – | – | – |",
+            "| {} | {mode} | idle | – | – | – | {:.1} | {} | – | – | – | – |",
             run.codec.to_uppercase(),
             run.idle_rss_mib,
             run.idle_threads
@@ -519,7 +519,7 @@ fn markdown(r: &Report) -> String {
         for l in &run.rows {
             let _ = writeln!(
                 out,
-                "| {} | {mode} | {} | {} | {:.0} | {:.2} | {:.1} | {} | {:.0} | {:.1} / {:.1} | {} |",
+                "| {} | {mode} | {} | {} | {:.0} | {:.2} | {:.1} | {} | {:.0} | {:.1} / {:.1} | {} | {} |",
                 l.codec.to_uppercase(),
                 l.viewers,
                 l.connected,
@@ -530,13 +530,17 @@ fn markdown(r: &Report) -> String {
                 l.viewers_cpu_pct,
                 l.min_fps,
                 l.mean_fps,
-                l.late_frames
+                l.late_frames,
+                l.sent.map_or("–".to_string(), |s| format!(
+                    "{:.1}, {:.0} / {:.0}",
+                    s.fps, s.min_pps, s.mean_pps
+                ))
             );
         }
         if let Some(why) = &run.stopped {
             let _ = writeln!(
                 out,
-                "| {} | {mode} | {why} | | | | | | | | |",
+                "| {} | {mode} | {why} | | | | | | | | | |",
                 run.codec.to_uppercase()
             );
         }

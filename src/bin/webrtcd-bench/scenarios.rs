@@ -296,6 +296,68 @@ pub struct Load {
     /// The viewers that joined at this step: median from the call's start (at the viewer) to
     /// its first frame.
     pub first_frame_ms: Option<f64>,
+    /// What the daemon itself sent, whatever the receivers (sharing the two cores) managed:
+    /// frames/s its shared video encoder handed out, and video RTP packets/s per call
+    /// (lowest, and mean). None where not measured (webrtcsink, one encoder per viewer).
+    pub sent: Option<Sent>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sent {
+    pub fps: f64,
+    pub min_pps: f64,
+    pub mean_pps: f64,
+}
+
+/// The daemon's side: frames its shared video stream handed out so far, and the video RTP
+/// packets each call has sent so far.
+async fn sent_so_far(camera: &Daemon, codec: &str) -> (Option<u64>, Vec<(String, u64)>) {
+    let frames = camera.get("/api/status").await.ok().and_then(|status| {
+        status["shared_streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["codec"] == codec)
+            .and_then(|s| s["frames"].as_u64())
+    });
+    let calls = camera
+        .calls()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["session"].as_str().unwrap_or_default().to_string(),
+                c["rtp_packets"]["video_sent"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (frames, calls)
+}
+
+/// Per second over `secs`, from two readings of [`sent_so_far`].
+fn sent_between(
+    before: &(Option<u64>, Vec<(String, u64)>),
+    after: &(Option<u64>, Vec<(String, u64)>),
+    secs: f64,
+) -> Option<Sent> {
+    let fps = after.0?.saturating_sub(before.0?) as f64 / secs;
+    let pps: Vec<f64> = after
+        .1
+        .iter()
+        .map(|(session, sent)| {
+            let was = before
+                .1
+                .iter()
+                .find(|(s, _)| s == session)
+                .map_or(0, |(_, n)| *n);
+            sent.saturating_sub(was) as f64 / secs
+        })
+        .collect();
+    Some(Sent {
+        fps,
+        min_pps: pps.iter().copied().fold(f64::INFINITY, f64::min),
+        mean_pps: pps.iter().sum::<f64>() / pps.len().max(1) as f64,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -386,6 +448,7 @@ pub async fn scaling(
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = frames_by_session(&viewers).await;
+        let sent0 = sent_so_far(&camera, codec).await;
         let cam0 = usage(camera.pid())?;
         let view0: f64 = viewers
             .iter()
@@ -401,6 +464,7 @@ pub async fn scaling(
             .filter_map(|v| usage(v.pid()).ok())
             .map(|u| u.cpu_secs)
             .sum();
+        let sent1 = sent_so_far(&camera, codec).await;
         let after = frames_by_session(&viewers).await;
         let mut fps = Vec::new();
         let mut late = 0;
@@ -435,16 +499,18 @@ pub async fn scaling(
             mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
             late_frames: late,
             first_frame_ms: spread(first_frames).map(|s| s.median_ms),
+            sent: sent_between(&sent0, &sent1, secs).filter(|_| !per_viewer),
         };
         eprintln!(
-            "  {codec} {tag} {target:>2} viewers: daemon {:.0}% CPU, {:.1} MiB, {} threads; viewers {:.0}% CPU; fps min {:.1} mean {:.1}; late {}",
+            "  {codec} {tag} {target:>2} viewers: daemon {:.0}% CPU, {:.1} MiB, {} threads; viewers {:.0}% CPU; fps min {:.1} mean {:.1}; late {}; daemon sent {:?}",
             row.cpu_pct,
             row.rss_mib,
             row.threads,
             row.viewers_cpu_pct,
             row.min_fps,
             row.mean_fps,
-            row.late_frames
+            row.late_frames,
+            row.sent
         );
         out.stopped = stop_reason(all_up.is_some(), &row);
         out.rows.push(row);
