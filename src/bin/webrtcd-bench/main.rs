@@ -532,8 +532,10 @@ fn markdown(r: &Report) -> String {
                 l.mean_fps,
                 l.late_frames,
                 l.sent.map_or("–".to_string(), |s| format!(
-                    "{:.1}, {:.0} / {:.0}",
-                    s.fps, s.min_pps, s.mean_pps
+                    "{}, {:.0} / {:.0}",
+                    s.fps.map_or("–".to_string(), |fps| format!("{fps:.1}")),
+                    s.min_pps,
+                    s.mean_pps
                 ))
             );
         }

@@ -298,13 +298,14 @@ pub struct Load {
     pub first_frame_ms: Option<f64>,
     /// What the daemon itself sent, whatever the receivers (sharing the two cores) managed:
     /// frames/s its shared video encoder handed out, and video RTP packets/s per call
-    /// (lowest, and mean). None where not measured (webrtcsink, one encoder per viewer).
+    /// (lowest, and mean). None where not measured (webrtcsink).
     pub sent: Option<Sent>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Sent {
-    pub fps: f64,
+    /// None with one encoder per viewer (no shared stream).
+    pub fps: Option<f64>,
     pub min_pps: f64,
     pub mean_pps: f64,
 }
@@ -340,7 +341,10 @@ fn sent_between(
     after: &(Option<u64>, Vec<(String, u64)>),
     secs: f64,
 ) -> Option<Sent> {
-    let fps = after.0?.saturating_sub(before.0?) as f64 / secs;
+    let fps = after
+        .0
+        .zip(before.0)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / secs);
     let pps: Vec<f64> = after
         .1
         .iter()
@@ -353,7 +357,7 @@ fn sent_between(
             sent.saturating_sub(was) as f64 / secs
         })
         .collect();
-    Some(Sent {
+    (!pps.is_empty()).then_some(Sent {
         fps,
         min_pps: pps.iter().copied().fold(f64::INFINITY, f64::min),
         mean_pps: pps.iter().sum::<f64>() / pps.len().max(1) as f64,
@@ -499,7 +503,10 @@ pub async fn scaling(
             mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
             late_frames: late,
             first_frame_ms: spread(first_frames).map(|s| s.median_ms),
-            sent: sent_between(&sent0, &sent1, secs).filter(|_| !per_viewer),
+            sent: sent_between(&sent0, &sent1, secs).map(|sent| Sent {
+                fps: sent.fps.filter(|_| !per_viewer),
+                ..sent
+            }),
         };
         eprintln!(
             "  {codec} {tag} {target:>2} viewers: daemon {:.0}% CPU, {:.1} MiB, {} threads; viewers {:.0}% CPU; fps min {:.1} mean {:.1}; late {}; daemon sent {:?}",
