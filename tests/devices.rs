@@ -8,24 +8,55 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// An ALSA configuration of our own: a microphone that records silence (`null`) and a
-/// speaker that writes what it plays to a file.
-fn alsa_config(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+/// An ALSA configuration of our own: a microphone that records a tone and a speaker that
+/// writes what it plays to a file (S16_LE, 48 kHz, stereo), both through ALSA's `file` plugin
+/// and paced to real time by `tests/peers/alsa_pace.py` (ALSA's `null` device alone is
+/// unpaced: its clock races, and a pipeline on it spins a core). The microphone's writer
+/// lives as long as the returned rig.
+struct AlsaRig {
+    conf: std::path::PathBuf,
+    played: std::path::PathBuf,
+    mic: std::process::Child,
+}
+
+impl Drop for AlsaRig {
+    fn drop(&mut self) {
+        let _ = self.mic.kill();
+        let _ = self.mic.wait();
+    }
+}
+
+fn alsa_rig(name: &str) -> AlsaRig {
     let dir = artifacts_dir();
+    let pacer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/alsa_pace.py");
     let played = dir.join(format!("{name}-speaker.raw"));
     let _ = std::fs::remove_file(&played);
+    let fifo = dir.join(format!("{name}-mic.fifo"));
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    // 48 kHz mono S16: 96 000 bytes/s, for at most as long as a test may run.
+    let mic = Command::new("python3")
+        .args([pacer, "mic"])
+        .arg(&fifo)
+        .args(["96000", "300"])
+        .spawn()
+        .expect("the microphone's pacer");
     let conf = dir.join(format!("{name}-asound.conf"));
     std::fs::write(
         &conf,
         format!(
-            "pcm.webrtcd_mic {{\n  type null\n}}\n\
-             pcm.webrtcd_speaker {{\n  type file\n  slave.pcm \"webrtcd_null\"\n  file \"{}\"\n  format \"raw\"\n}}\n\
+            "pcm.webrtcd_mic {{\n  type plug\n  slave {{ pcm \"webrtcd_mic_file\"; format S16_LE; rate 48000; channels 1 }}\n}}\n\
+             pcm.webrtcd_mic_file {{\n  type file\n  slave.pcm \"webrtcd_null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n\
+             pcm.webrtcd_speaker {{\n  type plug\n  slave {{ pcm \"webrtcd_speaker_file\"; format S16_LE; rate 48000; channels 2 }}\n}}\n\
+             pcm.webrtcd_speaker_file {{\n  type file\n  slave.pcm \"webrtcd_null\"\n  file \"|python3 {pacer} speaker {} 192000\"\n  format \"raw\"\n}}\n\
              pcm.webrtcd_null {{\n  type null\n}}\n",
+            fifo.display(),
             played.display()
         ),
     )
     .expect("asound.conf");
-    (conf, played)
+    AlsaRig { conf, played, mic }
 }
 
 /// The door's microphone is ALSA (`alsasrc`), and what the door receives plays on an ALSA
@@ -33,7 +64,8 @@ fn alsa_config(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alsa_microphone_and_speaker_through_a_userspace_config() {
     let _serial = serial().await;
-    let (conf, played) = alsa_config("alsa");
+    let rig = alsa_rig("alsa");
+    let (conf, played) = (&rig.conf, &rig.played);
     let door_profile = write_profile(
         "alsa-door",
         "name = \"alsa-door\"\n\
@@ -61,7 +93,7 @@ async fn alsa_microphone_and_speaker_through_a_userspace_config() {
     // The door plays alice's tone into its ALSA speaker. The file alone would also fill with
     // the silence ALSA plays between packets: real audio shows up as non-zero samples.
     let heard = poll(Duration::from_secs(15), || async {
-        let loud = loud_samples(&played);
+        let loud = loud_samples(played);
         (loud > 4800).then_some(loud)
     })
     .await;
@@ -72,14 +104,13 @@ async fn alsa_microphone_and_speaker_through_a_userspace_config() {
         panic!(
             "timed out waiting for alice's tone on the ALSA speaker ({} loud samples); the \
              door's calls: {door_calls:?}",
-            loud_samples(&played)
+            loud_samples(played)
         );
     }
-    // ALSA's null device takes audio as fast as it comes, so the file grows fast: stop the
-    // daemons (the file plugin would reopen it), then delete it.
+    // Stop the daemons (the file plugin would reopen it), then delete it.
     drop(alice);
     drop(door);
-    let _ = std::fs::remove_file(&played);
+    let _ = std::fs::remove_file(played);
 }
 
 /// The shipped camera profile on a machine without a camera: a clear error naming the file
@@ -147,7 +178,7 @@ fn intercom_profile(name: &str) -> std::path::PathBuf {
             "name = \"{name}\"\nmax_sessions = 1\nlinger_ms = 0\n\
              [video]\nsource = \"test\"\nwidth = 320\nheight = 240\ncodecs = [\"vp8\"]\n\
              [audio]\nsource = \"test\"\ncodecs = [\"opus\"]\necho_cancel = true\n\
-             [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"webrtcd_null\"\n"
+             [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"webrtcd_speaker\"\n"
         ),
     )
 }
@@ -170,14 +201,14 @@ fn loud_samples(file: &std::path::Path) -> usize {
 }
 
 /// Two intercoms call each other: each sees the other's video and decodes the other's audio
-/// into its ALSA speaker (a `null` PCM: a file would grow by gigabytes, ALSA's null device
-/// being unpaced; the ALSA test above checks what a speaker receives), with the echo canceller
-/// (webrtcdsp + webrtcechoprobe) in the pipeline.
+/// into its ALSA speaker (the paced one of [`alsa_rig`]; the ALSA test above checks what a
+/// speaker receives), with the echo canceller (webrtcdsp + webrtcechoprobe) in the pipeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_intercoms_see_and_hear_each_other_with_echo_cancellation() {
     let _serial = serial().await;
-    let (door_conf, _) = alsa_config("intercom-door");
-    let (hall_conf, _) = alsa_config("intercom-hall");
+    let door_rig = alsa_rig("intercom-door");
+    let hall_rig = alsa_rig("intercom-hall");
+    let (door_conf, hall_conf) = (&door_rig.conf, &hall_rig.conf);
     let door = Proc::daemon_env(
         "intercom-door",
         &intercom_profile("intercom-door"),

@@ -431,6 +431,10 @@ pub fn watch_bus(pipeline: &gst::Pipeline, events: &UnboundedSender<Event>) {
             gst::MessageView::Warning(w) => {
                 tracing::debug!("pipeline warning: {} ({:?})", w.error(), w.debug());
             }
+            gst::MessageView::NewClock(clock) => {
+                let name = clock.clock().map(|c| c.name().to_string());
+                tracing::debug!(clock = name.as_deref().unwrap_or("none"), "call clock");
+            }
             _ => {}
         }
         gst::BusSyncReply::Drop
