@@ -246,5 +246,7 @@ mod tests {
     fn one_rung_never_moves() {
         let mut a = Adapter::new(vec![1500], 0);
         assert_eq!(a.update(10, 0, Instant::now()), 0);
+        let mut none = Adapter::new(vec![], 3);
+        assert_eq!(none.update(10, 99, Instant::now()), 0);
     }
 }
