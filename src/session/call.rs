@@ -300,6 +300,11 @@ impl PathWatch {
 }
 
 /// Runs one call to its end. Returns once the pipeline has been handed to teardown.
+/// Milliseconds since `since`, for the debug lines that time a call's set-up steps.
+fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
 pub async fn run(
     info: Arc<CallInfo>,
     notifier: Arc<Notifier>,
@@ -323,7 +328,7 @@ pub async fn run(
         events_tx.clone(),
         peer_tx,
     );
-    tracing::debug!(session = %info.session, ms = asked.elapsed().as_secs_f64() * 1000.0, "call pipeline made");
+    tracing::debug!(session = %info.session, ms = elapsed_ms(asked), "call pipeline made");
     let mut call = match call {
         Ok(call) => call,
         Err(end) => {
@@ -754,7 +759,7 @@ impl Call {
             let encoders = Arc::clone(&self.settings.encoders);
             let asked = Instant::now();
             let warmed = blocking(move || encoders.warm(codec)).await;
-            tracing::debug!(session = %self.info.session, ?codec, ms = asked.elapsed().as_secs_f64() * 1000.0, "media warmed");
+            tracing::debug!(session = %self.info.session, ?codec, ms = elapsed_ms(asked), "media warmed");
             match warmed {
                 Ok(Ok(warm)) => self.warm.push(warm),
                 Ok(Err(err)) => {
@@ -1001,7 +1006,7 @@ impl Call {
         let pipeline = self.pipeline.clone();
         let asked = Instant::now();
         let started = blocking(move || pipeline.set_state(gst::State::Playing).is_ok()).await?;
-        tracing::debug!(session = %self.info.session, ms = asked.elapsed().as_secs_f64() * 1000.0, "pipeline playing");
+        tracing::debug!(session = %self.info.session, ms = elapsed_ms(asked), "pipeline playing");
         started
             .then_some(())
             .ok_or_else(|| CallEnd::media("the pipeline would not start"))
@@ -1020,7 +1025,7 @@ impl Call {
             .await
             .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
         // Where a call's setup time goes (the first-frame benchmark's phases, finer).
-        tracing::debug!(session = %self.info.session, signal, ms = asked.elapsed().as_secs_f64() * 1000.0, "webrtcbin answered");
+        tracing::debug!(session = %self.info.session, signal, ms = elapsed_ms(asked), "webrtcbin answered");
         match reply {
             Ok(Some(reply)) => reply
                 .get::<gst_webrtc::WebRTCSessionDescription>(field)
@@ -1059,7 +1064,7 @@ impl Call {
         let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
             .await
             .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
-        tracing::debug!(session = %self.info.session, signal, ms = asked.elapsed().as_secs_f64() * 1000.0, "webrtcbin answered");
+        tracing::debug!(session = %self.info.session, signal, ms = elapsed_ms(asked), "webrtcbin answered");
         match reply {
             // webrtcbin replies with no structure on success, an `error` field on failure.
             Ok(None) => Ok(()),
@@ -1494,7 +1499,12 @@ impl Call {
     /// Fits what this call sends to its link's estimate: another rung of the ladder, or
     /// (its own encoder) another rate.
     fn adapt(&mut self) {
-        self.estimate_from_reports();
+        // The peer's feedback on our video, read once a tick for both uses below.
+        let feedback = match (&self.adapter, &self.loss_estimate, self.video_ssrc) {
+            (None, None, _) | (_, _, None) => None,
+            (_, _, Some(ssrc)) => webrtc::stream_feedback(&self.webrtcbin, ssrc),
+        };
+        self.estimate_from_reports(feedback);
         let bps = self.info.estimate_bps.load(Ordering::Relaxed);
         if bps == 0 || self.info.state() != CallState::Connected {
             return;
@@ -1503,10 +1513,7 @@ impl Call {
         if let Some(adapter) = &mut self.adapter {
             let before = adapter.current();
             // The peer's keyframe requests tell a probe that loses frames for good.
-            let keyframe_requests = self
-                .video_ssrc
-                .and_then(|ssrc| webrtc::stream_feedback(&self.webrtcbin, ssrc))
-                .map_or(0, |f| f.keyframe_requests);
+            let keyframe_requests = feedback.map_or(0, |f| f.keyframe_requests);
             let rung = adapter.update(kbps, keyframe_requests, std::time::Instant::now());
             let subscription = self
                 .video_subscription
@@ -1575,7 +1582,7 @@ impl Call {
     /// (a new receiver report's fraction lost, the share of packets it asked for again, or a
     /// keyframe request: whichever says most) and the round trip its reports give move the
     /// estimate.
-    fn estimate_from_reports(&mut self) {
+    fn estimate_from_reports(&mut self, feedback: Option<webrtc::StreamFeedback>) {
         let (Some(estimate), Some(ssrc)) = (&mut self.loss_estimate, self.video_ssrc) else {
             return;
         };
@@ -1600,7 +1607,6 @@ impl Call {
             0 => 0.0,
             packets => nacks.saturating_sub(last_nacks) as f64 / packets as f64,
         };
-        let feedback = webrtc::stream_feedback(&self.webrtcbin, ssrc);
         let keyframes = feedback.map_or(last_keyframes, |f| f.keyframe_requests);
         self.loss_seen = (
             report.map(|r| r.highest_seq).or(last_report),
