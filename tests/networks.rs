@@ -285,9 +285,11 @@ netns_test!(
             sent["send"]["packets_retransmitted"].as_u64().unwrap_or(0) > 0,
             "{sent}"
         );
-        // With 300 ms to wait, retransmissions arrive in time (measured: 97–99 % of the clean
-        // viewer's frames; 96–100 % with 200 ms, too close to the bound; about 66 % with the
-        // default 50 ms).
+        // With 300 ms to wait, retransmissions arrive in time (measured: 98–100 % of the clean
+        // viewer's frames, also with two more such tests at once; 96–100 % with 200 ms, too
+        // close to the bound; about 66 % with the default 50 ms). Before the viewer's RTCP
+        // budget followed what it receives, its NACKs waited up to ~0.5 s for their turn:
+        // 94–98 %, and below the bound in 2 of 3 runs beside two more such tests.
         assert!(
             lossy_got as f64 >= 0.95 * clean_got as f64,
             "lossy {lossy_got} vs clean {clean_got}"

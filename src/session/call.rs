@@ -20,6 +20,7 @@ use super::adapt::Adapter;
 use super::events::Event;
 use super::loss_estimate::LossEstimate;
 use super::notify::Notifier;
+use super::rtcp_budget;
 use super::{
     CallInfo, CallSettings, CallState, ChannelState, Estimator, Role, Sending, ice, identity, sdp,
     webrtc,
@@ -167,6 +168,8 @@ pub struct Call {
     remote: Option<gst_sdp::SDPMessage>,
     /// The SSRCs of the peer's video, from `remote`.
     remote_video_ssrcs: Vec<u32>,
+    /// What the call carries, for its RTCP budget (how soon a lost packet is asked for).
+    session_bandwidth: rtcp_budget::SessionBandwidth,
     local_mids: Vec<Option<String>>,
     channel: Option<WebRTCDataChannel>,
     channel_open: bool,
@@ -398,6 +401,7 @@ impl Call {
             dropped_candidates: 0,
             remote: None,
             remote_video_ssrcs: Vec::new(),
+            session_bandwidth: rtcp_budget::SessionBandwidth::default(),
             local_mids: Vec::new(),
             channel: None,
             channel_open: false,
@@ -474,6 +478,7 @@ impl Call {
             let step = tokio::select! {
                 _ = heartbeat.tick() => {
                     self.sample_retransmissions();
+                    self.fit_rtcp_budget();
                     self.adapt();
                     match path.check(&self.info) {
                         Ok(()) => self.look_after_path(&mut path).await,
@@ -1494,6 +1499,20 @@ impl Call {
         crate::metrics::get()
             .packets_retransmitted
             .inc_by(packets.saturating_sub(before));
+    }
+
+    /// A call that receives video asks for its lost packets in RTCP: its RTCP budget follows
+    /// what the call carries (see [`rtcp_budget`]).
+    fn fit_rtcp_budget(&mut self) {
+        if self.info.state() != CallState::Connected || self.remote_video_ssrcs.is_empty() {
+            return;
+        }
+        if let Some(bps) = self
+            .session_bandwidth
+            .update(&self.webrtcbin, Instant::now())
+        {
+            tracing::trace!(session = %self.info.session, bps, "session bandwidth for RTCP");
+        }
     }
 
     /// Fits what this call sends to its link's estimate: another rung of the ladder, or

@@ -11,6 +11,7 @@ pub mod identity;
 mod loss_estimate;
 pub mod manager;
 pub mod notify;
+mod rtcp_budget;
 pub mod sdp;
 pub mod turn;
 pub mod warm_up;
