@@ -394,6 +394,27 @@ async fn watch(p: &Proc, session: &str, window: Duration) -> (f64, u64, Value) {
     (fps, freezes, after)
 }
 
+/// Waits (at most 10 s) until the rendition `session` gets from `camera` has not changed for
+/// `quiet`.
+async fn settle(camera: &Proc, session: &str, quiet: Duration) {
+    let rendition = |c: &Value| c["send"]["rendition"].clone();
+    let mut last = rendition(&wait_call(camera, session, "the call", |_| true).await);
+    let mut since = std::time::Instant::now();
+    let limit = std::time::Instant::now() + Duration::from_secs(10);
+    while since.elapsed() < quiet {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the rendition kept changing for 10 s: now {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = rendition(&wait_call(camera, session, "the call", |_| true).await);
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        }
+    }
+}
+
 /// Police UDP toward `ip` to about 300 kbit/s (no queue: what is over the rate is dropped).
 fn police(table: &str, ip: &str) {
     input_rule(
@@ -510,10 +531,11 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
     let wire = ladder.then(|| RtpWatch::start("127.0.0.3", Duration::from_secs(14)));
     police(tag, "127.0.0.3");
     if ladder {
-        // B's picture is watched on the rung it moved down to, from 2 s after its first move
-        // (a fall may take two steps) for 5 s: before its first probe up, which comes at
-        // the earliest 8 s after a move. A probe that fails costs the viewer a glitch by
-        // design; when probes come and how they back off is `adapt`'s unit tests.
+        // B's picture is watched on the rung it moved down to, once it has stayed there for
+        // 1.5 s (a fall may take two steps, a second apart), for 5 s: before its first probe
+        // up, which comes at the earliest 8 s after a move. A probe that fails costs the
+        // viewer a glitch by design (and its rung's other viewers a keyframe or two); when
+        // probes come and how they back off is `adapt`'s unit tests.
         wait_call(
             &camera,
             &sessions[0],
@@ -521,13 +543,31 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
             |c| c["send"]["rendition"] != "640x360",
         )
         .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle(&camera, &sessions[0], Duration::from_millis(1500)).await;
     } else {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    let (narrow_fps, narrow_freezes, narrow_call) =
-        watch(&narrow, &sessions[0], Duration::from_secs(5)).await;
-    // What the camera sends each, read before B's first probe could start.
+    // Both viewers over the same 5 s (over 1 s one busy moment on the 2 cores read as 24 fps).
+    let window = Duration::from_secs(5);
+    // The frames the camera's top rung (or its one encoder) makes meanwhile: the most the
+    // clean viewer can get.
+    let top_frames = |streams: &Value| {
+        let stream = &streams[0];
+        stream["rungs"][0]["frames"]
+            .as_u64()
+            .or_else(|| stream["frames"].as_u64())
+            .unwrap_or(0)
+    };
+    let top_before = top_frames(&status(&camera).await["shared_streams"]);
+    let ((narrow_fps, narrow_freezes, narrow_call), (wide_fps, _, wide_call)) = tokio::join!(
+        watch(&narrow, &sessions[0], window),
+        watch(&wide, &sessions[1], window)
+    );
+    let top_fps = top_frames(&status(&camera).await["shared_streams"]).saturating_sub(top_before)
+        as f64
+        / window.as_secs_f64();
+    // What the camera sends each and the encoders it runs, read before B's first probe
+    // could start.
     let sent: Vec<Value> = {
         let mut out = Vec::new();
         for s in &sessions {
@@ -535,19 +575,28 @@ async fn two_viewers_one_narrow(ladder: bool) -> (f64, u64) {
         }
         out
     };
-    // (3 s: over 1 s one busy moment on the 2 cores read as 24 fps.)
-    let (wide_fps, _, wide_call) = watch(&wide, &sessions[1], Duration::from_secs(3)).await;
     let streams = status(&camera).await["shared_streams"].clone();
     eprintln!(
         "{tag}: narrow {narrow_fps:.1} fps, {narrow_freezes} freezes in 5 s, {}x{}; \
-         wide {wide_fps:.1} fps {}x{}; camera sends {sent:?}; streams {streams}",
+         wide {wide_fps:.1} fps {}x{}; the top rung made {top_fps:.1} fps; \
+         camera sends {sent:?}; streams {streams}",
         narrow_call["receive"]["video_width"],
         narrow_call["receive"]["video_height"],
         wide_call["receive"]["video_width"],
         wide_call["receive"]["video_height"],
     );
     nft(&["delete", "table", "inet", tag]);
-    assert!(wide_fps >= 25.0, "the clean viewer: {wide_fps} fps");
+    // The clean viewer gets what the top rung makes, whatever the narrow one's link does
+    // (measured: 94–100 % of it; the two counters are not read at the same instant). The rung
+    // itself made 22–30 fps in these 5 s, with a release build too: its encoder, fed through
+    // a one-frame leaky queue, loses frames when the two cores are busy, more often while the
+    // 320x180 rung encodes too (alone, this test picture at 640x360 loses ~2 %); the clean
+    // viewer then got as few, with no packet lost.
+    assert!(top_fps >= 15.0, "the top rung made {top_fps} fps");
+    assert!(
+        wide_fps >= 0.9 * top_fps,
+        "the clean viewer: {wide_fps} fps of the {top_fps} the top rung made"
+    );
     assert_eq!(wide_call["receive"]["video_width"], 640, "{wide_call}");
     if ladder {
         let narrow_width = narrow_call["receive"]["video_width"].as_u64().unwrap_or(0);
