@@ -33,8 +33,8 @@ impl SessionBandwidth {
     /// session's bandwidth to that rate (bit/s; bounded). Returns the rate set. Call once a
     /// second on the session task, for a call that receives video.
     pub fn update(&mut self, webrtcbin: &gst::Element, now: Instant) -> Option<f64> {
-        let session = internal_session(webrtcbin)?;
-        let octets = octets_carried(&session)?;
+        let session = super::webrtc::rtp_session(webrtcbin)?;
+        let octets = octets_carried(&session);
         let (before, then) = self.last.replace((octets, now))?;
         let rate = rate_bps(before, then, octets, now)?;
         session.set_property("bandwidth", rate);
@@ -53,25 +53,15 @@ fn rate_bps(before: u64, then: Instant, octets: u64, now: Instant) -> Option<f64
     Some(bps.clamp(MIN_SESSION_BPS, MAX_SESSION_BPS))
 }
 
-/// rtpbin's `RTPSession` object for the call (one, under max-bundle).
-fn internal_session(webrtcbin: &gst::Element) -> Option<glib::Object> {
-    let rtpbin = webrtcbin.downcast_ref::<gst::Bin>()?.by_name("rtpbin")?;
-    rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])
-}
-
 /// Octets sent by our sources plus octets received from the peer's, over the session's life.
-fn octets_carried(session: &glib::Object) -> Option<u64> {
-    let stats = session.property::<gst::Structure>("stats");
-    let sources = stats.get::<glib::ValueArray>("source-stats").ok()?;
-    let total = sources
+fn octets_carried(session: &glib::Object) -> u64 {
+    super::webrtc::source_stats(session)
         .iter()
-        .filter_map(|value| value.get::<gst::Structure>().ok())
         .map(|source| {
             let field = |name| source.get::<u64>(name).unwrap_or(0);
             field("octets-sent").saturating_add(field("octets-received"))
         })
-        .fold(0u64, u64::saturating_add);
-    Some(total)
+        .fold(0u64, u64::saturating_add)
 }
 
 #[cfg(test)]

@@ -211,16 +211,7 @@ pub fn watch_receiver_reports(
     ssrc: u32,
     latest: Arc<LatestReport>,
 ) -> bool {
-    let Some(rtpbin) = webrtcbin
-        .downcast_ref::<gst::Bin>()
-        .and_then(|bin| bin.by_name("rtpbin"))
-    else {
-        return false;
-    };
-    // Under max-bundle every stream is in RTP session 0. This does not create it.
-    let Some(session) =
-        rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])
-    else {
+    let Some(session) = rtp_session(webrtcbin) else {
         return false;
     };
     session.connect("on-receiving-rtcp", false, move |args| {
@@ -265,14 +256,31 @@ pub struct StreamFeedback {
     pub round_trip: Option<std::time::Duration>,
 }
 
+/// rtpbin's `RTPSession` object for the call: under max-bundle every stream is in RTP
+/// session 0. `None` before the transport exists (this does not create it).
+pub fn rtp_session(webrtcbin: &gst::Element) -> Option<glib::Object> {
+    let rtpbin = webrtcbin.downcast_ref::<gst::Bin>()?.by_name("rtpbin")?;
+    rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])
+}
+
+/// The statistics of every source (SSRC) in the call's RTP session, ours and the peer's.
+pub fn source_stats(session: &glib::Object) -> Vec<gst::Structure> {
+    let stats = session.property::<gst::Structure>("stats");
+    stats
+        .get::<glib::ValueArray>("source-stats")
+        .map(|sources| {
+            sources
+                .iter()
+                .filter_map(|value| value.get::<gst::Structure>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `None` before the session exists.
 pub fn stream_feedback(webrtcbin: &gst::Element, ssrc: u32) -> Option<StreamFeedback> {
-    let rtpbin = webrtcbin.downcast_ref::<gst::Bin>()?.by_name("rtpbin")?;
-    let session = rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])?;
-    let stats = session.property::<gst::Structure>("stats");
-    let sources = stats.get::<glib::ValueArray>("source-stats").ok()?;
-    sources.iter().find_map(|value| {
-        let source = value.get::<gst::Structure>().ok()?;
+    let session = rtp_session(webrtcbin)?;
+    source_stats(&session).into_iter().find_map(|source| {
         (source.get::<u32>("ssrc").ok()? == ssrc).then(|| {
             let count = |field| u64::from(source.get::<u32>(field).unwrap_or(0));
             // In 1/65536 s (RTCP's compact NTP format); 0 when the block had no LSR.
