@@ -171,6 +171,61 @@ async fn ringing_calls_end_rejected_unanswered_or_cancelled_and_others_hear_busy
     let _ = bob;
 }
 
+/// A ringing call is decided once: an accept and a reject sent together, one wins (204), the
+/// other hears 409. A second caller reusing the ringing call's session id is refused with
+/// `session-taken` and cannot shadow it (accept still names one call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_call_is_decided_once_and_its_id_cannot_be_shadowed() {
+    let _serial = serial().await;
+    let door = Proc::daemon(
+        "ring-once",
+        &ringing_profile("ring-once", "ring_timeout_secs = 30"),
+        &[],
+    );
+    let alice = Proc::daemon(
+        "ring-once-alice",
+        &light_profile("ring-once-callers", ""),
+        &["--relay", &door.ws_url()],
+    );
+    wait_peer(&alice, "ring-once").await;
+    let mut winners = std::collections::BTreeMap::new();
+    for round in 0..6 {
+        let session = place_call(&alice, "ring-once").await;
+        wait_call(&door, &session, "ringing", |c| c["state"] == "ringing").await;
+        if round == 0 {
+            // Another caller picks the same session id: refused, the ringing call untouched.
+            let mut mallory = common::ws::register(&door.ws_url(), "mallory").await;
+            common::ws::send(
+                &mut mallory,
+                serde_json::json!({"type": "call", "to": "ring-once", "session": session}),
+            )
+            .await;
+            let reply = common::ws::recv_within(&mut mallory, Duration::from_secs(5)).await;
+            assert_eq!(reply["type"], "hangup", "{reply}");
+            assert_eq!(reply["reason"], "session-taken", "{reply}");
+            assert_eq!(calls(&door).await.len(), 1, "no second call under that id");
+        }
+        let (accept_path, reject_path) = (
+            format!("/api/calls/{session}/accept"),
+            format!("/api/calls/{session}/reject"),
+        );
+        let accept = post_status(&door, &accept_path);
+        let reject = post_status(&door, &reject_path);
+        let (accepted, rejected) = tokio::join!(accept, reject);
+        let mut statuses = [accepted, rejected];
+        statuses.sort();
+        assert_eq!(statuses, [204, 409], "accept {accepted}, reject {rejected}");
+        *winners
+            .entry(if accepted == 204 { "accept" } else { "reject" })
+            .or_insert(0) += 1;
+        hang_up(&door, &session).await;
+        wait_idle(&door).await;
+        wait_idle(&alice).await;
+    }
+    eprintln!("decisions that won: {winners:?}");
+    let _ = alice;
+}
+
 /// A door that takes two calls at once rings for both: the second caller is not told `busy`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_door_that_takes_two_calls_rings_for_a_second_caller() {

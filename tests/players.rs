@@ -274,6 +274,19 @@ netns_test!(
         .await;
         assert_eq!(garbage.status, 400);
         assert!(!garbage.body.is_empty());
+        // An offer of nothing the device can answer (H.265 only): 400, no session.
+        let h265 = TINY_OFFER
+            .replace("VP8/90000", "H265/90000")
+            .replace("opus/48000/2", "L16/8000");
+        let nothing = send(
+            &door.addr,
+            "POST",
+            "/whep",
+            &[("Authorization", &auth), sdp],
+            &h265,
+        )
+        .await;
+        assert_eq!(nothing.status, 400, "{}", nothing.body);
         // Preflight: pages of other origins are refused; an allowed one gets CORS headers
         // and, with no token, STUN but no TURN credentials.
         let evil = send(
@@ -787,6 +800,160 @@ netns_test!(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(last, 200, "the slot was not given back");
+        let _ = camera;
+    }
+);
+
+/// One attacker's connection flood on the RTSP port, for `for_how_long`: `count` connections
+/// from `from`, held silent, re-made as the daemon closes them; every tenth sends a request
+/// (a refused client) and every tenth after that garbage. How many connections were made.
+async fn flood_rtsp(
+    addr: std::net::SocketAddr,
+    from: &str,
+    count: usize,
+    for_how_long: Duration,
+) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let from: std::net::IpAddr = from.parse().expect("address");
+    let deadline = tokio::time::Instant::now() + for_how_long;
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let made = std::sync::Arc::clone(&made);
+        tasks.spawn(async move {
+            // Bounded: until the deadline, and at most 1 000 connections per task.
+            for _ in 0..1000 {
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket
+                    .bind(std::net::SocketAddr::new(from, 0))
+                    .expect("bind");
+                let Ok(Ok(mut stream)) =
+                    tokio::time::timeout_at(deadline, socket.connect(addr)).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match i % 20 {
+                    0 => {
+                        let _ = stream
+                            .write_all(b"OPTIONS rtsp://x/live RTSP/1.0\r\nCSeq: 9\r\n\r\n")
+                            .await;
+                    }
+                    10 => {
+                        let _ = stream.write_all(&[0u8, 0xff, 0x13, 0x37, b'\n']).await;
+                    }
+                    _ => {}
+                }
+                // Held until the daemon closes it (or the flood ends), then made again.
+                let mut sink = [0u8; 512];
+                loop {
+                    match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+                        Ok(Ok(n)) if n > 0 => continue,
+                        Ok(_) => break,
+                        Err(_) => return,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    made.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+// The RTSP port under a connection flood (1 500 held from 127.0.0.5, re-made as they are
+// closed, refused clients and garbage among them): the daemon lives, a recorder from
+// 127.0.0.1 probes the stream meanwhile, HTTP answers, and silent connections are closed
+// within seconds. Before the RTSP front, refused clients were answered through
+// gst-rtsp-server's pre-options-request and the daemon aborted (munmap_chunk).
+netns_test!(
+    an_rtsp_connection_flood_neither_crashes_the_daemon_nor_locks_recorders_out,
+    Net::LoopbackOnly,
+    {
+        webrtcd::service::listener::raise_fd_limit();
+        let (camera, url) = rtsp_camera("rtsp-flood");
+        let rtsp_addr: std::net::SocketAddr = {
+            let parsed = url::Url::parse(&url).expect("url");
+            format!("127.0.0.1:{}", parsed.port().expect("port"))
+                .parse()
+                .expect("addr")
+        };
+        wait_for("the RTSP listener", Duration::from_secs(10), || {
+            let up = camera.log_text().contains("listening on rtsp://");
+            async move { up.then_some(()) }
+        })
+        .await;
+        let flood = tokio::spawn(flood_rtsp(
+            rtsp_addr,
+            "127.0.0.5",
+            1500,
+            Duration::from_secs(14),
+        ));
+        // The flood is in full swing.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // A silent connection from the attacker's address is closed (idle before its first
+        // request), or refused at once.
+        {
+            use tokio::io::AsyncReadExt;
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.5:0".parse().expect("addr"))
+                .expect("bind");
+            let mut silent = socket.connect(rtsp_addr).await.expect("connect");
+            let mut byte = [0u8; 1];
+            let closed = tokio::time::timeout(Duration::from_secs(8), silent.read(&mut byte)).await;
+            assert!(
+                matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+                "a silent connection stayed open: {closed:?}"
+            );
+        }
+        // A recorder from another address is served meanwhile.
+        let (ok, probe) = run_tool(
+            "ffprobe",
+            [
+                "-v",
+                "error",
+                "-rtsp_transport",
+                "tcp",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "compact",
+                &url,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(
+            ok && probe.contains("codec_name=h264"),
+            "ffprobe during the flood: {probe}"
+        );
+        let (status, _) = webrtcd::service::api_client::request(
+            "GET",
+            &camera.api("/healthz"),
+            None,
+            Some(ADMIN),
+        )
+        .await
+        .expect("healthz during the flood");
+        assert_eq!(status, 200);
+        let made = flood.await.expect("flood");
+        assert!(made >= 1500, "the flood made {made} connections");
+        // Alive, and still serving.
+        assert!(
+            std::fs::metadata(format!("/proc/{}", camera.pid())).is_ok(),
+            "the daemon died: {}",
+            camera.log_text()
+        );
+        assert_eq!(describe_status(&url, Some(&basic(RTSP_TOKEN))).await, 200);
+        assert!(!camera.log_text().contains("munmap_chunk"));
         let _ = camera;
     }
 );

@@ -424,6 +424,14 @@ netns_test!(
                 "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string(),
             ),
             ("too-many", audio_offer(200)),
+            // Only a codec the device does not know: refused, never answered inactive.
+            (
+                "h265-only",
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+                 a=rtpmap:96 H265/90000\r\na=sendrecv\r\n"
+                    .to_string(),
+            ),
         ];
         let mut peak = threads_before;
         for (session, sdp) in offers {

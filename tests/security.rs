@@ -424,6 +424,9 @@ netns_test!(
         // Plain HTTP on the TLS port: a redirect, not garbage.
         let redirect = raw_status(&tls_addr, "GET", "/", &[("Host", "webrtcd.test")], "").await;
         assert_eq!(redirect, 308);
+        // ... to a host of its own only: a foreign Host is refused, not redirected to.
+        let foreign = raw_status(&tls_addr, "GET", "/", &[("Host", "evil.example")], "").await;
+        assert_eq!(foreign, 403, "no open redirect");
         assert!(door.terminate().is_some_and(|s| s.success()));
     }
 );

@@ -134,11 +134,13 @@ pub enum EndReason {
     Rejected,
     NoAnswer,
     Cancelled,
+    /// The session id names another caller's live call (ids must be unique while live).
+    SessionTaken,
     Other,
 }
 
 impl EndReason {
-    const ALL: [EndReason; 18] = [
+    const ALL: [EndReason; 19] = [
         EndReason::Hangup,
         EndReason::RemoteHangup,
         EndReason::Busy,
@@ -156,6 +158,7 @@ impl EndReason {
         EndReason::Rejected,
         EndReason::NoAnswer,
         EndReason::Cancelled,
+        EndReason::SessionTaken,
         EndReason::Other,
     ];
 
@@ -179,6 +182,7 @@ impl EndReason {
             EndReason::Rejected => "rejected",
             EndReason::NoAnswer => "no-answer",
             EndReason::Cancelled => "cancelled",
+            EndReason::SessionTaken => "session-taken",
             EndReason::Other => "other",
         }
     }

@@ -22,6 +22,13 @@ use crate::protocol::{ErrorCode, Message};
 /// How many messages may wait for one slow connection.
 pub const OUTBOX_CAPACITY: usize = 256;
 
+/// Room kept in every peer's queue for what the relay itself tells it (`peer-left`, errors):
+/// messages routed from other peers may fill only the rest. A sender's burst (up to
+/// [`RateLimit::burst`], more than a queue) is refused once it reaches this line, so the
+/// notice that the flooder was dropped still fits and a recipient that reads is never
+/// dropped for what another peer sent.
+pub const NOTICE_RESERVE: usize = 64;
+
 pub type ConnId = u64;
 
 /// What a connection may do on the relay, from the token it came with.
@@ -278,11 +285,26 @@ impl Relay {
         let Some(peer) = peers.by_id.get(to) else {
             return Delivery::Closed;
         };
+        Self::enqueue(peer, msg)
+    }
+
+    fn enqueue(peer: &Peer, msg: Message) -> Delivery {
         match peer.outbox.try_send(msg) {
             Ok(()) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
             Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
         }
+    }
+
+    /// Queues a message another peer sent, within what [`NOTICE_RESERVE`] leaves.
+    fn deliver_from_peer(peers: &Peers, to: &str, msg: Message) -> Delivery {
+        let Some(peer) = peers.by_id.get(to) else {
+            return Delivery::Closed;
+        };
+        if peer.outbox.capacity() <= NOTICE_RESERVE {
+            return Delivery::Full;
+        }
+        Self::enqueue(peer, msg)
     }
 
     /// Queues a message the relay itself sends (`registered`, `peer-joined`, `peer-left`).
@@ -450,7 +472,7 @@ impl Relay {
         };
         let kind = msg.kind();
         let peers = self.lock();
-        match Self::deliver(&peers, &to, msg) {
+        match Self::deliver_from_peer(&peers, &to, msg) {
             Delivery::Queued => {
                 self.stats.routed.fetch_add(1, Ordering::Relaxed);
                 metrics::get()
@@ -574,7 +596,7 @@ impl Attachment {
             .map(|peer| peer.node.clone());
         // A peer this connection may not reach is, to it, no peer at all.
         let delivery = match (reachable, elsewhere, &peers.cluster) {
-            (true, _, _) => Relay::deliver(&peers, &to, msg),
+            (true, _, _) => Relay::deliver_from_peer(&peers, &to, msg),
             (false, Some(node), Some(cluster)) => {
                 match cluster.routes.try_send(ToCluster::Route { node, msg }) {
                     Ok(()) => Delivery::Queued,
@@ -988,7 +1010,49 @@ mod tests {
         assert!(relay.peer_ids().contains(&"slow".to_string()));
         let got = drain(&mut rx_a);
         assert_eq!(error_code(&got), Some(ErrorCode::RateLimited), "{got:?}");
-        assert_eq!(got.len(), 10, "one refusal per message that did not fit");
+        assert_eq!(
+            got.len(),
+            10 + NOTICE_RESERVE,
+            "one refusal per message past the notices' reserve"
+        );
+    }
+
+    /// A flooder at the default rate (a burst larger than a queue) against a recipient that
+    /// has not read yet: the flooder is dropped, the recipient keeps its connection and
+    /// hears that the flooder left.
+    #[test]
+    fn a_flooder_is_dropped_and_its_recipient_hears_so() {
+        let relay = Arc::new(Relay::with_rate(RateLimit::default()));
+        let (mut flooder, _rx_flooder) = registered(&relay, "flooder");
+        let (reader, mut rx_reader) = registered(&relay, "reader");
+        let reader_kicked = reader.kicked();
+        drain(&mut rx_reader);
+        let kicked = flooder.kicked();
+        let now = Instant::now();
+        for i in 0..(2 * RateLimit::default().burst as usize + 10) {
+            flooder.handle_text_at(
+                &format!(r#"{{"type":"call","to":"reader","session":"s{i}"}}"#),
+                now,
+            );
+        }
+        use futures::FutureExt;
+        assert!(
+            kicked.notified().now_or_never().is_some(),
+            "flooder dropped"
+        );
+        drop(flooder);
+        assert!(relay.peer_ids().contains(&"reader".to_string()));
+        assert!(
+            reader_kicked.notified().now_or_never().is_none(),
+            "reader kept"
+        );
+        let got = drain(&mut rx_reader);
+        assert_eq!(
+            got.len(),
+            OUTBOX_CAPACITY - NOTICE_RESERVE + 1,
+            "calls, then peer-left"
+        );
+        assert!(matches!(got.last(), Some(Message::PeerLeft { id, .. }) if id == "flooder"));
     }
 
     #[test]

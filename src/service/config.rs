@@ -77,9 +77,19 @@ pub struct Config {
     pub hooks: Vec<Hook>,
     /// Serve `rtsp://HOST:PORT/live` (for NVRs) here; none: no RTSP.
     pub rtsp_listen: Option<SocketAddr>,
-    /// RTSP clients at once (more are closed at once).
+    /// RTSP connections at once (more are answered 503 and closed).
     #[serde(default = "default_rtsp_max_clients")]
     pub rtsp_max_clients: usize,
+    /// RTSP connections at once from one client address.
+    #[serde(default = "default_rtsp_max_clients_per_address")]
+    pub rtsp_max_clients_per_address: usize,
+    /// WHEP sessions at once from one client address.
+    #[serde(default = "default_whep_max_per_address")]
+    pub whep_max_per_address: usize,
+    /// A WHEP session whose player has not connected (ICE and DTLS) within this many seconds
+    /// ends, and frees its place.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
     /// Web origins (`https://nvr.example:8123`) besides the daemon's own whose pages may use
     /// it.
     #[serde(default)]
@@ -281,6 +291,9 @@ impl Default for Config {
             hooks: Vec::new(),
             rtsp_listen: None,
             rtsp_max_clients: default_rtsp_max_clients(),
+            rtsp_max_clients_per_address: default_rtsp_max_clients_per_address(),
+            whep_max_per_address: default_whep_max_per_address(),
+            connect_timeout_secs: default_connect_timeout(),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             ice: IceConfig::default(),
@@ -516,6 +529,18 @@ impl Config {
         if self.rtsp_max_clients == 0 {
             out.push("rtsp_max_clients: must be at least 1".into());
         }
+        if self.rtsp_max_clients_per_address == 0 {
+            out.push("rtsp_max_clients_per_address: must be at least 1".into());
+        }
+        if self.whep_max_per_address == 0 {
+            out.push("whep_max_per_address: must be at least 1".into());
+        }
+        if !(1..=300).contains(&self.connect_timeout_secs) {
+            out.push(format!(
+                "connect_timeout_secs: {} is not between 1 and 300",
+                self.connect_timeout_secs
+            ));
+        }
         if self.max_connections_per_address == 0 {
             out.push("max_connections_per_address: must be at least 1".into());
         }
@@ -583,6 +608,15 @@ fn default_hook_timeout() -> u64 {
 }
 fn default_rtsp_max_clients() -> usize {
     16
+}
+fn default_rtsp_max_clients_per_address() -> usize {
+    8
+}
+fn default_whep_max_per_address() -> usize {
+    4
+}
+fn default_connect_timeout() -> u64 {
+    10
 }
 
 /// Whether `text` sets top-level `key` (so a relative value is relative to the file).
@@ -772,6 +806,9 @@ mod tests {
             "tls_listen",
             "rtsp_listen",
             "rtsp_max_clients",
+            "rtsp_max_clients_per_address",
+            "whep_max_per_address",
+            "connect_timeout_secs",
             "[[publish]]",
             "[bridge]",
             "socket",

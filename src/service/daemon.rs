@@ -146,11 +146,20 @@ impl Listeners {
         tls: Option<&Arc<Reloadable>>,
     ) -> anyhow::Result<()> {
         let server_config = tls.map(|t| t.server_config()).transpose()?;
+        let guard = Arc::new(Guard::new(
+            &config.allowed_origins,
+            &config.allowed_hosts,
+            tls.cloned(),
+        ));
+        let secure = |server_config: Arc<rustls::ServerConfig>| listener::Secure {
+            config: server_config,
+            guard: Arc::clone(&guard),
+        };
         let (main, main_is_tls) = self.main;
-        let main_tls = server_config.clone().filter(|_| main_is_tls);
+        let main_tls = server_config.clone().filter(|_| main_is_tls).map(secure);
         serve(main, app.clone(), config, tasks, main_tls);
         if let Some(extra) = self.extra_tls {
-            serve(extra, app, config, tasks, server_config);
+            serve(extra, app, config, tasks, server_config.map(secure));
         }
         Ok(())
     }
@@ -168,10 +177,10 @@ fn serve(
     app: axum::Router,
     config: &Config,
     tasks: &Tasks,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<listener::Secure>,
 ) {
     let fd_limit = listener::raise_fd_limit();
-    let admission = listener::Admission::new(listener::Limits {
+    let admission = listener::Admission::with_reserve(listener::Limits {
         max_connections: listener::fit_connections(config.max_connections, fd_limit),
         max_per_address: config.max_connections_per_address,
         header_timeout: Duration::from_secs(config.client_timeout_secs.max(1)),
@@ -184,6 +193,12 @@ fn serve(
         tasks.shutdown.clone(),
         tasks.connections.clone(),
     ));
+}
+
+/// How long an RTSP connection gets to send its first request: a few seconds (a recorder
+/// sends OPTIONS or DESCRIBE at once), `client_timeout_secs` if lower.
+fn rtsp_request_within(config: &Config) -> Duration {
+    Duration::from_secs(config.client_timeout_secs.clamp(1, 5))
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -250,6 +265,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         stun_server: config.ice.stun_server.clone(),
         turn_servers: config.ice.turn_servers.clone(),
         ice_recovery: Duration::from_secs(config.ice_recovery_secs),
+        whep_connect_timeout: Duration::from_secs(config.connect_timeout_secs.max(1)),
         turn_rest: turn_rest(&config),
         relay_only: config.ice_transport_policy == super::config::TransportPolicy::Relay,
     };
@@ -312,6 +328,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             encoders: Arc::clone(&encoders),
             health: Arc::clone(&health),
             publishing: Arc::clone(&publishing),
+            whep_max_per_address: config.whep_max_per_address,
         },
         config.web_dir.clone(),
         listeners.https_port(),
@@ -329,10 +346,25 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .map(|t| t.secret().to_string())
             .collect();
         let encoders = Arc::clone(&encoders);
-        let max = config.rtsp_max_clients;
-        let bound =
-            tokio::task::spawn_blocking(move || super::rtsp::start(listen, encoders, secrets, max))
-                .await??;
+        let handoff =
+            tokio::task::spawn_blocking(move || super::rtsp::start(encoders, secrets)).await??;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for RTSP on {listen}"))?;
+        let bound = listener.local_addr()?;
+        let admission = listener::Admission::new(listener::Limits {
+            max_connections: config.rtsp_max_clients,
+            max_per_address: config.rtsp_max_clients_per_address,
+            header_timeout: rtsp_request_within(&config),
+        });
+        tasks.connections.spawn(super::rtsp::front::serve(
+            listener,
+            admission,
+            rtsp_request_within(&config),
+            handoff,
+            tasks.shutdown.clone(),
+            tasks.connections.clone(),
+        ));
         println!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
         tracing::info!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
     }

@@ -101,6 +101,8 @@ pub struct DaemonParts {
     pub encoders: Arc<Encoders>,
     pub health: Arc<Health>,
     pub publishing: Arc<super::whip::Publishing>,
+    /// WHEP sessions at once from one address.
+    pub whep_max_per_address: usize,
 }
 
 pub fn daemon_router(
@@ -115,9 +117,10 @@ pub fn daemon_router(
         encoders,
         health,
         publishing,
+        whep_max_per_address,
     } = parts;
     let ice = Arc::new(ice);
-    let whep = super::whep::Sessions::new(Arc::clone(&calls));
+    let whep = super::whep::Sessions::new(Arc::clone(&calls), whep_max_per_address);
     let state = DaemonState {
         calls,
         encoders,
@@ -456,7 +459,7 @@ fn decided(result: Result<(), DecideError>) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err @ DecideError::NotFound) => error(StatusCode::NOT_FOUND, &err.to_string()),
-        Err(err @ (DecideError::NotRinging | DecideError::Ambiguous)) => {
+        Err(err @ (DecideError::NotRinging | DecideError::Decided)) => {
             error(StatusCode::CONFLICT, &err.to_string())
         }
     }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::guard::Listening;
+use super::guard::{Guard, Listening};
 
 /// How long a connection gets to finish its request once shutdown starts.
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
@@ -44,17 +44,34 @@ pub struct Admission {
     limits: Limits,
     total: Arc<Semaphore>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Slots kept for health checks once every other is taken ([`Admission::with_reserve`]).
+    reserve: Option<Arc<Admission>>,
 }
+
+/// Slots kept for `/healthz` and `/metrics`, and how many one address may hold: a monitor
+/// gets an answer while signaling clients fill every other slot.
+const RESERVED: usize = 8;
+const RESERVED_PER_ADDRESS: usize = 2;
+/// The only paths a connection on a reserved slot may ask for.
+const RESERVED_PATHS: [&str; 2] = ["/healthz", "/metrics"];
 
 /// One admitted connection's place. Dropped (last clone) when the connection — or the
 /// WebSocket it was upgraded to — closes.
 #[derive(Clone)]
-pub struct Slot(#[allow(dead_code)] Arc<SlotInner>);
+pub struct Slot(Arc<SlotInner>);
+
+impl Slot {
+    /// A slot of the health checks' reserve: it serves [`RESERVED_PATHS`] only.
+    pub fn is_reserved(&self) -> bool {
+        self.0.reserved
+    }
+}
 
 struct SlotInner {
     _permit: OwnedSemaphorePermit,
     addr: IpAddr,
     admission: Arc<Admission>,
+    reserved: bool,
 }
 
 impl Drop for SlotInner {
@@ -71,10 +88,29 @@ impl Drop for SlotInner {
 
 impl Admission {
     pub fn new(limits: Limits) -> Arc<Admission> {
-        Arc::new(Admission {
+        Arc::new(Self::plain(limits))
+    }
+
+    fn plain(limits: Limits) -> Admission {
+        Admission {
             limits,
             total: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             per_address: Mutex::default(),
+            reserve: None,
+        }
+    }
+
+    /// [`Admission::new`], with [`RESERVED`] more slots for health checks: taken only when
+    /// the others are, and good for `/healthz` and `/metrics` alone.
+    pub fn with_reserve(limits: Limits) -> Arc<Admission> {
+        let reserve = Admission::plain(Limits {
+            max_connections: RESERVED,
+            max_per_address: RESERVED_PER_ADDRESS,
+            header_timeout: limits.header_timeout,
+        });
+        Arc::new(Admission {
+            reserve: Some(Arc::new(reserve)),
+            ..Self::plain(limits)
         })
     }
 
@@ -82,8 +118,17 @@ impl Admission {
         self.per_address.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A slot for a new connection from `addr`, or `None` when a cap is reached.
+    /// A slot for a new connection from `addr`: an ordinary one, else one of the health
+    /// checks' reserve; `None` when both are full (for this address or in total).
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
+        self.admit_here(addr, false).or_else(|| {
+            self.reserve
+                .as_ref()
+                .and_then(|reserve| reserve.admit_here(addr, true))
+        })
+    }
+
+    fn admit_here(self: &Arc<Self>, addr: IpAddr, reserved: bool) -> Option<Slot> {
         let mut map = self.lock();
         let from_addr = map.get(&addr).copied().unwrap_or(0);
         if from_addr >= self.limits.max_per_address.max(1) {
@@ -95,6 +140,7 @@ impl Admission {
             _permit: permit,
             addr,
             admission: Arc::clone(self),
+            reserved,
         })))
     }
 
@@ -104,6 +150,14 @@ impl Admission {
     }
 }
 
+/// TLS on a listener: the server's configuration, and the guard that checks a plain-HTTP
+/// request's `Host` before it is redirected to HTTPS (else any `Host` would be echoed into
+/// the redirect: an open redirect).
+pub struct Secure {
+    pub config: Arc<rustls::ServerConfig>,
+    pub guard: Arc<Guard>,
+}
+
 /// Serves `app` on `listener` until `shutdown`, each connection a task on `tracker`: HTTPS
 /// when `tls` is given, else plain HTTP. Each request carries its connection's [`Slot`],
 /// [`Listening`] and `ConnectInfo<SocketAddr>` as extensions.
@@ -111,11 +165,18 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     admission: Arc<Admission>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Secure>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let header_timeout = admission.limits.header_timeout;
+    let redirect = tls.as_ref().map(|secure| {
+        to_https().layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&secure.guard),
+            super::guard::guard,
+        ))
+    });
+    let tls = tls.map(|secure| secure.config);
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         let accepted = tokio::select! {
@@ -151,6 +212,7 @@ pub async fn serve(
         };
         let app = app.clone();
         let tls = tls.clone();
+        let redirect = redirect.clone();
         tracker.spawn(async move {
             let Some(tls) = tls else {
                 let listening = Listening {
@@ -179,8 +241,8 @@ pub async fn serve(
                         secure: false,
                         loopback,
                     };
-                    conn.serve(TokioIo::new(stream), to_https(), listening)
-                        .await
+                    let redirect = redirect.unwrap_or_else(to_https);
+                    conn.serve(TokioIo::new(stream), redirect, listening).await
                 }
                 None => {}
             }
@@ -200,7 +262,7 @@ async fn is_tls(stream: &tokio::net::TcpStream, within: Duration) -> Option<bool
 }
 
 /// What a plain-HTTP request on the TLS port gets: a redirect to the same address over
-/// HTTPS (the guard still checks its Host).
+/// HTTPS. Served behind the guard ([`Secure::guard`]): a foreign `Host` gets 403.
 fn to_https() -> Router {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
@@ -228,6 +290,19 @@ fn to_https() -> Router {
     })
 }
 
+/// What a connection on a reserved slot gets for anything but a health check; it is closed
+/// after (the slot is for the next monitor).
+fn full_house() -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONNECTION, "close"), (header::RETRY_AFTER, "5")],
+        "too many connections; try again later\n",
+    )
+        .into_response()
+}
+
 /// One admitted connection, served by hyper over plain TCP or TLS.
 struct Connection {
     slot: Slot,
@@ -248,10 +323,14 @@ impl Connection {
             shutdown,
         } = self;
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            use futures::future::Either;
+            if slot.is_reserved() && !RESERVED_PATHS.contains(&req.uri().path()) {
+                return Either::Left(std::future::ready(Ok(full_house())));
+            }
             req.extensions_mut().insert(slot.clone());
             req.extensions_mut().insert(listening);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            app.clone().oneshot(req)
+            Either::Right(app.clone().oneshot(req))
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -348,6 +427,29 @@ mod tests {
         drop(held);
         assert!(admission.admit(c).is_some());
         assert!(admission.lock().get(&a) == Some(&1));
+    }
+
+    #[test]
+    fn health_checks_have_slots_of_their_own() {
+        let admission = Admission::with_reserve(limits(2, 2));
+        let a: IpAddr = "127.0.0.5".parse().unwrap();
+        let b: IpAddr = "127.0.0.1".parse().unwrap();
+        let ordinary: Vec<Slot> = (0..2).map(|_| admission.admit(a).unwrap()).collect();
+        assert!(ordinary.iter().all(|s| !s.is_reserved()));
+        // Full: the same address gets RESERVED_PER_ADDRESS reserved slots, no more.
+        let reserved: Vec<Slot> = (0..RESERVED_PER_ADDRESS)
+            .map(|_| admission.admit(a).unwrap())
+            .collect();
+        assert!(reserved.iter().all(Slot::is_reserved));
+        assert!(admission.admit(a).is_none());
+        // Another address (the monitor) still gets one.
+        assert!(admission.admit(b).is_some_and(|s| s.is_reserved()));
+        drop(ordinary);
+        assert!(admission.admit(b).is_some_and(|s| !s.is_reserved()));
+        // Without a reserve, full is full.
+        let plain = Admission::new(limits(1, 1));
+        let _one = plain.admit(a).unwrap();
+        assert!(plain.admit(b).is_none());
     }
 
     #[test]

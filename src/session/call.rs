@@ -31,8 +31,16 @@ use crate::media::{self, receive, send, shared};
 use crate::protocol::{EndReason, Message, Route, escape_for_log};
 
 /// How long a call may take from its start (or, when it rang, from its acceptance) to a
-/// connected peer connection.
+/// connected peer connection; a WHEP session, `whep_connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn connect_timeout(info: &CallInfo, settings: &CallSettings) -> Duration {
+    if info.role == Role::Whep {
+        settings.whep_connect_timeout
+    } else {
+        CONNECT_TIMEOUT
+    }
+}
 /// A caller whose callee rings waits at most this long for a decision (the callee's own
 /// `ring_timeout_secs`, at most 600, normally ends it first with `no-answer`).
 const RING_WAIT: Duration = Duration::from_secs(600 + 30);
@@ -347,6 +355,10 @@ pub async fn run(
 }
 
 impl Call {
+    fn connect_timeout(&self) -> Duration {
+        connect_timeout(&self.info, &self.settings)
+    }
+
     fn new(
         info: Arc<CallInfo>,
         notifier: Arc<Notifier>,
@@ -382,6 +394,7 @@ impl Call {
         } else {
             None
         };
+        let connect_by = tokio::time::Instant::now() + connect_timeout(&info, &settings);
         Ok(Call {
             info,
             notifier,
@@ -393,7 +406,7 @@ impl Call {
             media_ready: false,
             ringing: false,
             remote_ringing: false,
-            connect_by: tokio::time::Instant::now() + CONNECT_TIMEOUT,
+            connect_by,
             ring_by: tokio::time::Instant::now(),
             warm: Vec::new(),
             held_offer: None,
@@ -612,7 +625,7 @@ impl Call {
                 if self.remote_ringing {
                     // Accepted: from now on the usual time to connect.
                     self.remote_ringing = false;
-                    self.connect_by = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+                    self.connect_by = tokio::time::Instant::now() + self.connect_timeout();
                 }
                 let answer = parse_sdp(&sdp, self.settings.profile.max_mlines)?;
                 self.choose_estimator(sdp::transport_cc_id(&answer).is_some());
@@ -721,7 +734,7 @@ impl Call {
             return Ok(());
         }
         self.ringing = false;
-        self.connect_by = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        self.connect_by = tokio::time::Instant::now() + self.connect_timeout();
         tracing::info!(session = %self.info.session, "accepted");
         if !self.media_ready {
             self.info.set_state(CallState::Starting);

@@ -41,9 +41,9 @@ pub enum DecideError {
     NotFound,
     #[error("the call is not ringing")]
     NotRinging,
-    /// Session ids are the callers' choice: two callers may pick the same one.
-    #[error("more than one call rings with this session id")]
-    Ambiguous,
+    /// Another accept or reject came first.
+    #[error("the call was accepted or rejected already")]
+    Decided,
 }
 
 struct SessionHandle {
@@ -271,14 +271,15 @@ impl CallManager {
             .copied()
             .filter(|h| h.info.role == Role::Callee && h.info.state() == super::CallState::Ringing)
             .collect();
-        match (named.len(), ringing.as_slice()) {
+        // A session id names one call at most: a `call` reusing a live call's id is refused.
+        match (named.len(), ringing.first()) {
             (0, _) => Err(DecideError::NotFound),
-            (_, [handle]) => {
+            (_, Some(handle)) if handle.info.decide_once() => {
                 let _ = handle.events.send(decision);
                 Ok(())
             }
-            (_, []) => Err(DecideError::NotRinging),
-            _ => Err(DecideError::Ambiguous),
+            (_, Some(_)) => Err(DecideError::Decided),
+            (_, None) => Err(DecideError::NotRinging),
         }
     }
 
@@ -351,6 +352,22 @@ impl CallManager {
                 let mut state = self.lock();
                 let key = (from.clone(), route.session.clone());
                 if state.sessions.contains_key(&key) {
+                    return;
+                }
+                // Session ids are the callers' choice, and the API names calls by them: a
+                // caller reusing another's live session id would shadow that call (accept,
+                // reject and hang-up could reach the wrong one). Refused.
+                if state
+                    .sessions
+                    .keys()
+                    .any(|(_, session)| *session == route.session)
+                {
+                    drop(state);
+                    tracing::info!(peer = %from, "a call reusing a live session id refused");
+                    let refused = Message::hangup(&from, &route.session, EndReason::SessionTaken);
+                    if self.signaling.try_send(refused).is_err() {
+                        tracing::debug!("signaling queue full; session-taken not sent");
+                    }
                     return;
                 }
                 // One peer's calls still waiting for their offer (its media setup, a browser's

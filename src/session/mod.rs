@@ -46,6 +46,9 @@ pub struct CallSettings {
     /// A connected call from whose peer nothing (RTP, RTCP, DataChannel) arrives for this
     /// long ends with reason `network`: its path is gone.
     pub ice_recovery: std::time::Duration,
+    /// A WHEP session whose player has not connected within this ends (`timeout`): a player
+    /// that posts offers and never connects holds no slot, and no encoder, for long.
+    pub whep_connect_timeout: std::time::Duration,
     /// The certificate every call uses for DTLS.
     pub identity: Arc<identity::DtlsIdentity>,
     /// Where send branches come from (shared encoders by default).
@@ -115,6 +118,8 @@ pub struct CallInfo {
     pub role: Role,
     pub started: Instant,
     state: Mutex<CallState>,
+    /// A ringing call was accepted or rejected: the first decision is the only one.
+    decided: std::sync::atomic::AtomicBool,
     channel: Mutex<ChannelState>,
     /// Fingerprint of the certificate the peer presented in the DTLS handshake.
     remote_fingerprint: Mutex<Option<String>>,
@@ -281,6 +286,7 @@ impl CallInfo {
             role,
             started: Instant::now(),
             state: Mutex::new(CallState::Starting),
+            decided: std::sync::atomic::AtomicBool::new(false),
             channel: Mutex::new(ChannelState::None),
             remote_fingerprint: Mutex::new(None),
             connected_at: Mutex::new(None),
@@ -302,6 +308,12 @@ impl CallInfo {
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Takes the decision on a ringing call: true for the first caller only (a second
+    /// accept or reject, however close behind, is told the call was decided already).
+    pub fn decide_once(&self) -> bool {
+        !self.decided.swap(true, Ordering::AcqRel)
     }
 
     /// The session task is alive; also records the first frame's time once it is known.

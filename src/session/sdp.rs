@@ -52,9 +52,11 @@ pub fn plan_answer(
     let offer = check(text, max_mlines)?;
     let offered = offered_media(&offer);
     let data_channel = has_data_channel(&offer);
-    if offered.is_empty() && !data_channel {
+    // An m-line of codecs we know none of (H.265 only, say) would be answered inactive: a
+    // call that carries nothing is refused, not answered.
+    if offered.iter().all(|m| m.formats.is_empty()) && !data_channel {
         return Err(
-            "the offer has no audio, video or DataChannel m-line this device can answer".into(),
+            "the offer has no audio or video codec or DataChannel this device can answer".into(),
         );
     }
     let mlines = offered
@@ -278,6 +280,22 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpasswordoldp
         let written = sdp.to_string();
         assert!(!written.contains("old"), "{written}");
         assert_eq!(written.matches("a=ice-ufrag:new2").count(), 2, "{written}");
+    }
+
+    #[test]
+    fn an_offer_of_codecs_we_do_not_know_is_refused() {
+        gst::init().unwrap();
+        let ours = |kind| match kind {
+            MediaKind::Video => vec![Codec::Vp8, Codec::H264],
+            MediaKind::Audio => vec![Codec::Opus],
+        };
+        let h265 = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H265/90000\r\na=recvonly\r\n";
+        assert!(plan_answer(h265, 16, &ours).is_err());
+        // One known codec is enough (we send it).
+        let vp8 = format!("{h265}m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=rtpmap:97 VP8/90000\r\n");
+        let (_, plan) = plan_answer(&vp8, 16, &ours).unwrap();
+        assert_eq!(plan.codecs(), [Codec::Vp8]);
     }
 
     #[test]

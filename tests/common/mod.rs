@@ -143,7 +143,23 @@ impl Proc {
         stderr: Stdio,
         log: PathBuf,
     ) -> Proc {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_webrtcd"));
+        // `WEBRTCD_TEST_WRAP="valgrind --log-file=…"`: each daemon runs under that program
+        // (a memory checker), and is given much longer to start.
+        let wrap = std::env::var("WEBRTCD_TEST_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(wrap).arg(env!("CARGO_BIN_EXE_webrtcd"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_webrtcd")),
+        };
+        let start_within = if std::env::var_os("WEBRTCD_TEST_WRAP").is_some() {
+            Duration::from_secs(600)
+        } else {
+            Duration::from_secs(30)
+        };
         // SAFETY: prctl is async-signal-safe; this runs in the child between fork and exec.
         // A daemon must not outlive a test that was killed (it could run, and write, forever).
         unsafe {
@@ -169,7 +185,7 @@ impl Proc {
             .stderr(stderr)
             .spawn()
             .expect("spawn webrtcd");
-        let addr = harness::announced_address(&mut child, Duration::from_secs(30))
+        let addr = harness::announced_address(&mut child, start_within)
             .unwrap_or_else(|| panic!("{name} did not announce its address; see {log:?}"));
         Proc {
             name: name.to_string(),

@@ -115,6 +115,10 @@ fn failure(err: &WhepError) -> Response {
 async fn open(State(state): State<WhepState>, request: Request) -> Response {
     let headers = request.headers().clone();
     let authenticated = request.extensions().get::<Scope>().is_some();
+    let from = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
     if !content_type_is(&headers, SDP) {
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -130,7 +134,7 @@ async fn open(State(state): State<WhepState>, request: Request) -> Response {
     if !offer.trim_start().starts_with("v=0") {
         return text(StatusCode::BAD_REQUEST, "the body is not an SDP offer");
     }
-    let (session, answer) = match state.sessions.open(offer).await {
+    let (session, answer) = match state.sessions.open(offer, from).await {
         Ok(opened) => opened,
         Err(err) => {
             tracing::info!("WHEP offer not answered: {err}");

@@ -9,6 +9,7 @@ pub mod frag;
 pub mod http;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,12 +50,16 @@ pub struct View {
 struct Link {
     view: watch::Receiver<View>,
     offer: Mutex<String>,
+    /// The player's address (none: not known, a test driving the router).
+    from: Option<IpAddr>,
 }
 
 /// Every live WHEP session, by id.
 pub struct Sessions {
     calls: Arc<CallManager>,
     links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Sessions at once from one address: one player cannot hold every `max_sessions` slot.
+    max_per_address: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +75,11 @@ pub enum WhepError {
 }
 
 impl Sessions {
-    pub fn new(calls: Arc<CallManager>) -> Arc<Sessions> {
+    pub fn new(calls: Arc<CallManager>, max_per_address: usize) -> Arc<Sessions> {
         Arc::new(Sessions {
             calls,
             links: Mutex::default(),
+            max_per_address: max_per_address.max(1),
         })
     }
 
@@ -88,16 +94,34 @@ impl Sessions {
             .ok_or(WhepError::NotFound)
     }
 
-    /// Starts a session answering `offer`; returns its id and the answer (candidates in it).
-    pub async fn open(self: &Arc<Self>, offer: String) -> Result<(String, String), WhepError> {
+    /// Starts a session answering `offer` from a player at `from`; returns its id and the
+    /// answer (candidates in it).
+    pub async fn open(
+        self: &Arc<Self>,
+        offer: String,
+        from: Option<IpAddr>,
+    ) -> Result<(String, String), WhepError> {
         let session = new_session_id().ok_or_else(|| WhepError::Busy("no randomness".into()))?;
         let (to_player, from_call) = mpsc::channel(LINK_QUEUE);
         let (view_tx, view) = watch::channel(View::default());
         let link = Arc::new(Link {
             view,
             offer: Mutex::new(offer.clone()),
+            from,
         });
-        self.links().insert(session.clone(), Arc::clone(&link));
+        {
+            let mut links = self.links();
+            let theirs = links
+                .values()
+                .filter(|l| from.is_some() && l.from == from)
+                .count();
+            if theirs >= self.max_per_address {
+                return Err(WhepError::Busy(format!(
+                    "{theirs} WHEP sessions from this address already (whep_max_per_address)"
+                )));
+            }
+            links.insert(session.clone(), Arc::clone(&link));
+        }
         if let Err(err) = self.calls.start_whep(&session, offer, to_player) {
             self.links().remove(&session);
             return Err(match err {

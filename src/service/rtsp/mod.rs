@@ -8,10 +8,11 @@
 //! RTSP asks for Basic credentials: user `webrtcd`, password a token (either scope).
 //!
 //! The server runs its own GLib main loop on a thread of its own: its handlers may block
-//! (starting the camera for the first client) without touching tokio's workers.
+//! (starting the camera for the first client) without touching tokio's workers. It accepts
+//! no connection itself: [`front`] admits them and hands them over.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub mod front;
+
 use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::Context;
@@ -32,14 +33,9 @@ const ROLE: &str = "viewer";
 /// that starts playing asks them for a keyframe.
 type Feeds = Arc<Mutex<Vec<Weak<Subscription>>>>;
 
-/// Starts the server on `listen` (port 0: any); returns the address it is bound to.
-/// `secrets`: the tokens (none: open).
-pub fn start(
-    listen: SocketAddr,
-    encoders: Arc<Encoders>,
-    secrets: Vec<String>,
-    max_clients: usize,
-) -> anyhow::Result<SocketAddr> {
+/// Starts the server on a thread of its own; connections reach it through the returned
+/// [`front::Handoff`]. `secrets`: the tokens (none: open).
+pub fn start(encoders: Arc<Encoders>, secrets: Vec<String>) -> anyhow::Result<front::Handoff> {
     let video = preferred_video(&encoders);
     let audio = encoders
         .codecs(MediaKind::Audio)
@@ -49,8 +45,6 @@ pub fn start(
         anyhow::bail!("rtsp_listen: the profile has no video or Opus audio to serve");
     }
     let server = gst_rtsp_server::RTSPServer::new();
-    server.set_address(&listen.ip().to_string());
-    server.set_service(&listen.port().to_string());
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&launch(video, audio));
     factory.set_shared(true);
@@ -82,22 +76,18 @@ pub fn start(
         .mount_points()
         .context("the RTSP server has no mount points")?;
     mounts.add_factory(PATH, factory);
-    limit_clients(&server, max_clients, &feeds);
+    start_at_keyframe(&server, &feeds);
 
     let context = glib::MainContext::new();
-    server
-        .attach(Some(&context))
-        .with_context(|| format!("cannot listen for RTSP on {listen}"))?;
-    let port = u16::try_from(server.bound_port()).context("RTSP port")?;
     let main_loop = glib::MainLoop::new(Some(&context), false);
+    let handoff = front::Handoff::new(server, context.clone());
     std::thread::Builder::new()
         .name("rtsp".into())
         .spawn(move || {
-            let _server = server;
             let _ = context.with_thread_default(|| main_loop.run());
         })
         .context("RTSP thread")?;
-    Ok(SocketAddr::new(listen.ip(), port))
+    Ok(handoff)
 }
 
 /// H.264 first (what NVRs record), else the profile's first video codec.
@@ -202,27 +192,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Refuses clients beyond `max` (each costs a connection and, over UDP, ports); a client
-/// that starts playing gets a keyframe at once (a recorder joining mid-stream would
+/// A client that starts playing gets a keyframe at once (a recorder joining mid-stream would
 /// otherwise wait for the next periodic one).
-///
-/// A client over the limit is answered 503 to every request rather than closed: closing it
-/// from `client-connected`, before the server attached it, would never emit `closed`, and
-/// its slot would be lost for good (a few connections would lock every recorder out).
-fn limit_clients(server: &gst_rtsp_server::RTSPServer, max: usize, feeds: &Feeds) {
-    let connected = Arc::new(AtomicUsize::new(0));
+fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds) {
     let feeds = Arc::clone(feeds);
     server.connect_client_connected(move |_, client| {
-        let now = connected.fetch_add(1, Ordering::Relaxed) + 1;
-        let gone = Arc::clone(&connected);
-        client.connect_closed(move |_| {
-            gone.fetch_sub(1, Ordering::Relaxed);
-        });
-        if now > max {
-            tracing::info!(max, "RTSP: too many clients; refusing one");
-            refuse_everything(client);
-            return;
-        }
         let feeds = Arc::clone(&feeds);
         client.connect_play_request(move |_, _| {
             for feed in lock(&feeds).iter().filter_map(Weak::upgrade) {
@@ -230,16 +204,4 @@ fn limit_clients(server: &gst_rtsp_server::RTSPServer, max: usize, feeds: &Feeds
             }
         });
     });
-}
-
-fn refuse_everything(client: &gst_rtsp_server::RTSPClient) {
-    use gst_rtsp_server::gst_rtsp::RTSPStatusCode::ServiceUnavailable;
-    client.connect_pre_options_request(|_, _| ServiceUnavailable);
-    client.connect_pre_describe_request(|_, _| ServiceUnavailable);
-    client.connect_pre_setup_request(|_, _| ServiceUnavailable);
-    client.connect_pre_play_request(|_, _| ServiceUnavailable);
-    client.connect_pre_announce_request(|_, _| ServiceUnavailable);
-    client.connect_pre_record_request(|_, _| ServiceUnavailable);
-    client.connect_pre_get_parameter_request(|_, _| ServiceUnavailable);
-    client.connect_pre_set_parameter_request(|_, _| ServiceUnavailable);
 }

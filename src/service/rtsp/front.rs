@@ -1,0 +1,224 @@
+//! The door in front of the RTSP server. Connections are accepted here, not by
+//! gst-rtsp-server: each is admitted under the listener's caps (in total, per client
+//! address), must send its first request's header within a few seconds, and only then is
+//! handed to the server (`transfer_connection`, with the bytes already read). A connection
+//! over a cap is answered `503` here and closed; gst-rtsp-server never sees it.
+//!
+//! Why not refuse inside gst-rtsp-server: its only hook is a `pre-*-request` signal, and
+//! answering `pre-options-request` with an error frees the request's response, a stack
+//! variable of its caller (`handle_options_request`, 1.22), which aborted the daemon with
+//! `munmap_chunk(): invalid pointer` once a flood had pushed clients over the cap.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gst_rtsp_server::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::service::listener::{Admission, Slot};
+
+/// The longest first-request header taken (RTSP requests are a few hundred bytes).
+const MAX_HEADER: usize = 8 * 1024;
+/// Refused connections being answered at once; past this they are closed unanswered.
+const MAX_REFUSING: usize = 32;
+/// How long a refused connection gets to send the request its `503` answers.
+const REFUSE_WITHIN: Duration = Duration::from_secs(1);
+/// After `accept` fails (out of descriptors), wait this long before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Where admitted connections go: the RTSP server, on its GLib thread.
+#[derive(Clone)]
+pub struct Handoff {
+    server: gst_rtsp_server::RTSPServer,
+    context: glib::MainContext,
+    /// The slot of the connection being handed over, taken by `client-connected` (which
+    /// the server emits within `transfer_connection`, on the same thread).
+    pending: Arc<Mutex<Option<Slot>>>,
+}
+
+impl Handoff {
+    /// `server` must not be attached (it would accept connections itself); `context` is the
+    /// one its thread runs.
+    pub fn new(server: gst_rtsp_server::RTSPServer, context: glib::MainContext) -> Handoff {
+        let pending: Arc<Mutex<Option<Slot>>> = Arc::default();
+        let taken = Arc::clone(&pending);
+        server.connect_client_connected(move |_, client| {
+            // Held until the server closes the client (or drops it, whichever is first).
+            let slot = Mutex::new(lock(&taken).take());
+            client.connect_closed(move |_| {
+                lock(&slot).take();
+            });
+        });
+        Handoff {
+            server,
+            context,
+            pending,
+        }
+    }
+
+    /// Hands `stream`, whose first bytes were `initial`, to the server.
+    fn transfer(&self, stream: TcpStream, peer: SocketAddr, initial: String, slot: Slot) {
+        let fd: OwnedFd = match stream.into_std() {
+            Ok(stream) => stream.into(),
+            Err(err) => {
+                tracing::debug!(%peer, "RTSP: {err}");
+                return;
+            }
+        };
+        let this = self.clone();
+        self.context.invoke(move || {
+            let socket = match gst_rtsp_server::gio::Socket::from_fd(fd) {
+                Ok(socket) => socket,
+                Err(err) => {
+                    tracing::debug!(%peer, "RTSP: {err}");
+                    return;
+                }
+            };
+            *lock(&this.pending) = Some(slot);
+            let ip = peer.ip().to_string();
+            let port = i32::from(peer.port());
+            if let Err(err) = this
+                .server
+                .transfer_connection(socket, &ip, port, Some(&initial))
+            {
+                tracing::debug!(%peer, "RTSP: not handed over: {err}");
+            }
+            // Not taken: the server made no client of it. Its slot is free again.
+            lock(&this.pending).take();
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Accepts RTSP connections on `listener` until `shutdown`; each waits for its first
+/// request on a task of `tracker` (at most `request_within`), then goes to `handoff`.
+pub async fn serve(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    request_within: Duration,
+    handoff: Handoff,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!("RTSP accept: {err}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Some(slot) = admission.admit(peer.ip()) else {
+            crate::metrics::get().connections_refused.inc();
+            tracing::debug!(%peer, "RTSP: connection refused: too many connections");
+            if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+                tracker.spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
+        let handoff = handoff.clone();
+        tracker.spawn(async move {
+            let mut stream = stream;
+            match tokio::time::timeout(request_within, first_request(&mut stream)).await {
+                Ok(Some(initial)) => handoff.transfer(stream, peer, initial, slot),
+                Ok(None) => tracing::debug!(%peer, "RTSP: not a request; closed"),
+                Err(_) => tracing::debug!(%peer, "RTSP: no request in time; closed"),
+            }
+        });
+    }
+}
+
+/// Reads until the end of the first request's header; `None` when the peer closes first,
+/// or sends more than [`MAX_HEADER`] bytes of it, or bytes that are no RTSP text.
+async fn first_request(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if header_complete(&buf) {
+            break;
+        }
+        if buf.len() > MAX_HEADER {
+            return None;
+        }
+    }
+    // The server takes the bytes as a C string: no NUL, valid text.
+    if buf.contains(&0) {
+        return None;
+    }
+    String::from_utf8(buf).ok()
+}
+
+fn header_complete(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
+}
+
+/// Answers a connection over the caps `503`, with its request's `CSeq` (clients match
+/// answers by it) when it sends one soon enough, and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let mut buf = vec![0u8; 2048];
+    let read = tokio::time::timeout(REFUSE_WITHIN, stream.read(&mut buf)).await;
+    let n = match read {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return,
+    };
+    let cseq = cseq(&buf[..n]).unwrap_or(0);
+    let reply = format!(
+        "RTSP/1.0 503 Service Unavailable\r\nCSeq: {cseq}\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n"
+    );
+    let _ = tokio::time::timeout(REFUSE_WITHIN, stream.write_all(reply.as_bytes())).await;
+}
+
+/// The `CSeq` header's number, if the request has one.
+fn cseq(request: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(request).ok()?;
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("cseq")
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_cseq_of_a_request() {
+        let request = b"OPTIONS rtsp://h/live RTSP/1.0\r\ncseq: 7\r\nUser-Agent: x\r\n\r\n";
+        assert_eq!(cseq(request), Some(7));
+        assert_eq!(cseq(b"OPTIONS * RTSP/1.0\r\n\r\n"), None);
+        assert_eq!(cseq(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn a_header_ends_at_an_empty_line() {
+        assert!(header_complete(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n"));
+        assert!(header_complete(b"OPTIONS * RTSP/1.0\nCSeq: 1\n\n"));
+        assert!(!header_complete(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n"));
+    }
+}
