@@ -166,6 +166,7 @@ fn print_devices() -> anyhow::Result<()> {
             ProbeResult::Works => "works".to_string(),
             ProbeResult::Missing => "missing".to_string(),
             ProbeResult::Failed(why) => format!("failed: {why}"),
+            ProbeResult::TimedOut => "timed out".to_string(),
         };
         println!(
             "  {:<5} {:<14} {result}",

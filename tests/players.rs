@@ -238,6 +238,103 @@ netns_test!(
     }
 );
 
+// One address cannot take every session with WHEP offers that never connect: past
+// `whep_max_per_address` it gets 503 while a player elsewhere is served, and sessions that do
+// not connect within `connect_timeout_secs` end and let the encoders stop.
+netns_test!(
+    whep_offers_that_never_connect_are_capped_per_address_and_reclaimed,
+    Net::LoopbackOnly,
+    {
+        let door = whep_daemon(
+            "whep-caps",
+            "max_sessions = 4\nlinger_ms = 500",
+            "whep_max_per_address = 2\nconnect_timeout_secs = 3\n",
+        );
+        let auth = format!("Bearer {VIEW}");
+        // A complete offer (credentials, fingerprint) whose player never does ICE.
+        const TINY_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+a=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\n";
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/sdp"),
+        ];
+        for n in 0..2 {
+            let opened = common::http::send_from(
+                "127.0.0.5",
+                &door.addr,
+                "POST",
+                "/whep",
+                &headers,
+                TINY_OFFER,
+            )
+            .await;
+            assert_eq!(opened.status, 201, "offer {n}: {}", opened.body);
+        }
+        let third = common::http::send_from(
+            "127.0.0.5",
+            &door.addr,
+            "POST",
+            "/whep",
+            &headers,
+            TINY_OFFER,
+        )
+        .await;
+        assert_eq!(third.status, 503, "{}", third.body);
+        // Another host is still served: the attacker does not hold max_sessions.
+        let other = send(&door.addr, "POST", "/whep", &headers, TINY_OFFER).await;
+        assert_eq!(other.status, 201, "{}", other.body);
+        assert_eq!(admin_calls(&door).await.len(), 3);
+        // None connects: all three end within connect_timeout_secs (3 s, and a margin).
+        let started = Instant::now();
+        wait_for(
+            "the unconnected sessions to end",
+            Duration::from_secs(10),
+            || async { admin_calls(&door).await.is_empty().then_some(()) },
+        )
+        .await;
+        eprintln!("reclaimed {:?} after the last offer", started.elapsed());
+        let (_, metrics) =
+            webrtcd::service::api_client::request("GET", &door.api("/metrics"), None, Some(ADMIN))
+                .await
+                .expect("metrics");
+        let timed_out: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("webrtcd_sessions_ended_total") && l.contains("reason=\"timeout\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(timed_out >= 3.0, "ended with timeout: {timed_out}");
+        // And the encoders they started stop (after the profile's linger).
+        wait_for("the encoders to stop", Duration::from_secs(10), || async {
+            let (_, body) = webrtcd::service::api_client::request(
+                "GET",
+                &door.api("/api/status"),
+                None,
+                Some(ADMIN),
+            )
+            .await
+            .expect("status");
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            (v["encoders"]["video"] == 0 && v["encoders"]["audio"] == 0).then_some(())
+        })
+        .await;
+        // The attacker's address may offer again.
+        let again = common::http::send_from(
+            "127.0.0.5",
+            &door.addr,
+            "POST",
+            "/whep",
+            &headers,
+            TINY_OFFER,
+        )
+        .await;
+        assert_eq!(again.status, 201, "{}", again.body);
+    }
+);
+
 netns_test!(
     whep_requests_are_checked_before_any_call_starts,
     Net::LoopbackOnly,

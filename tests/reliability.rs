@@ -155,6 +155,122 @@ netns_test!(
     }
 );
 
+// A flooder (127.0.0.5) sends 20 000 messages to a client that reads as fast as it can
+// (127.0.0.1), 20 times in a row: each flooder is limited and dropped, and the reader stays
+// connected and hears each one leave. Before the relay kept room for its own notices in every
+// queue, the flooder's burst (400) filled the reader's queue (256) and the `peer-left` that
+// followed got the reader dropped too (3 runs in 9).
+netns_test!(
+    a_flooder_never_gets_a_reading_client_dropped,
+    Net::LoopbackOnly,
+    {
+        let profile = light_profile("relay-flood-door", "");
+        let door = Proc::daemon("relay-flood-door", &profile, &[]);
+        let mut reader = register("127.0.0.1", &door, "reader").await;
+        let mut received = 0u64;
+        for round in 0..20 {
+            let id = format!("flooder{round}");
+            let flooder = register("127.0.0.5", &door, &id).await;
+            let (mut tx, _rx) = flooder.split();
+            let flood = tokio::spawn(async move {
+                for i in 0..20_000 {
+                    let msg = json!({"type": "call", "to": "reader", "session": format!("f{i}")});
+                    if tx.send(Frame::text(msg.to_string())).await.is_err() {
+                        return i;
+                    }
+                }
+                20_000
+            });
+            // Read until the flooder's departure is announced (bounded in time).
+            let mut left = false;
+            while let Some(v) = next_json(&mut reader, Duration::from_secs(20)).await {
+                received += 1;
+                if v["type"] == "peer-left" && v["id"] == id.as_str() {
+                    left = true;
+                    break;
+                }
+            }
+            assert!(
+                left,
+                "round {round}: the reader was dropped or never heard {id} leave"
+            );
+            let sent = tokio::time::timeout(Duration::from_secs(20), flood)
+                .await
+                .expect("the flood ends")
+                .expect("flood task");
+            assert!(
+                sent < 20_000,
+                "round {round}: the flooder was never dropped"
+            );
+        }
+        eprintln!("the reader read {received} messages over 20 floods");
+        // Still registered, and still reached.
+        let mut other = register("127.0.0.2", &door, "other").await;
+        send(
+            &mut other,
+            json!({"type": "call", "to": "reader", "session": "hello"}),
+        )
+        .await;
+        loop {
+            let v = next_json(&mut reader, Duration::from_secs(5))
+                .await
+                .expect("the reader is still connected");
+            if v["session"] == "hello" {
+                break;
+            }
+        }
+    }
+);
+
+// With every connection slot taken by WebSockets (`max_connections = 24`, one host holding
+// them all), a health probe still gets its answer (a slot of the health checks' reserve), and
+// that reserve serves nothing else.
+netns_test!(
+    a_full_house_of_websockets_leaves_healthz_answering,
+    Net::LoopbackOnly,
+    {
+        let profile = light_profile("full-house", "");
+        let cfg = config_file(
+            "full-house",
+            "max_connections = 24\nmax_connections_per_address = 64\n",
+        );
+        let door = Proc::daemon("full-house", &profile, &["--config", &cfg]);
+        let mut held = Vec::new();
+        for _ in 0..40 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.5:0".parse().expect("addr"))
+                .expect("bind");
+            let tcp = socket
+                .connect(door.addr.parse().expect("addr"))
+                .await
+                .expect("connect");
+            match tokio::time::timeout(
+                Duration::from_secs(3),
+                async_tungstenite::tokio::client_async(door.ws_url(), tcp),
+            )
+            .await
+            {
+                Ok(Ok((ws, _))) => held.push(ws),
+                _ => break,
+            }
+        }
+        assert!(held.len() >= 24, "{} WebSockets held", held.len());
+        // The ordinary slots are gone: a request from the monitor's address is answered from
+        // the reserve, for health and metrics only.
+        assert_eq!(timed_get(&door, "/healthz").await.0, 200);
+        assert_eq!(timed_get(&door, "/metrics").await.0, 200);
+        assert_eq!(timed_get(&door, "/api/status").await.0, 503);
+        drop(held);
+        // Freed: everything is served again (the daemon notices the closes at once).
+        let served = poll(Duration::from_secs(5), || async {
+            (timed_get(&door, "/api/status").await.0 == 200).then_some(())
+        })
+        .await;
+        assert!(served.is_some(), "slots were not given back");
+    }
+);
+
 netns_test!(
     stalled_connections_neither_crash_the_daemon_nor_stop_a_call,
     Net::LoopbackOnly,

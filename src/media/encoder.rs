@@ -35,6 +35,9 @@ pub enum ProbeResult {
     Works,
     Missing,
     Failed(String),
+    /// No output within the time limit: a busy machine as likely as a broken encoder
+    /// (probed again later).
+    TimedOut,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,8 +122,15 @@ pub fn set_bitrate(encoder: &gst::Element, kbps: u32) -> bool {
     true
 }
 
+/// How long a probe may take before it is judged [`ProbeResult::TimedOut`].
+const PROBE_WITHIN: Duration = Duration::from_secs(5);
+
 /// Tries `factory` with a short real encode (a fraction of a second).
 pub fn probe(codec: Codec, factory: &str) -> ProbeResult {
+    probe_within(codec, factory, PROBE_WITHIN)
+}
+
+fn probe_within(codec: Codec, factory: &str, within: Duration) -> ProbeResult {
     if gst::ElementFactory::find(factory).is_none() {
         return ProbeResult::Missing;
     }
@@ -159,7 +169,7 @@ pub fn probe(codec: Codec, factory: &str) -> ProbeResult {
             gst::PadProbeReturn::Ok
         });
     }
-    let result = run_to_eos(&pipeline, Duration::from_secs(5));
+    let result = run_to_eos(&pipeline, within);
     let _ = pipeline.set_state(gst::State::Null);
     match result {
         ProbeResult::Works if encoded.load(std::sync::atomic::Ordering::Relaxed) == 0 => {
@@ -188,7 +198,7 @@ fn run_to_eos(pipeline: &gst::Element, timeout: Duration) -> ProbeResult {
             gst::MessageView::Error(err) => ProbeResult::Failed(err.error().to_string()),
             _ => ProbeResult::Failed("unexpected message".into()),
         },
-        None => ProbeResult::Failed("no output within the time limit".into()),
+        None => ProbeResult::TimedOut,
     }
 }
 
@@ -251,6 +261,11 @@ mod tests {
         );
         assert_eq!(probe(Codec::Vp8, "vp8enc"), ProbeResult::Works);
         assert_eq!(probe(Codec::Opus, "opusenc"), ProbeResult::Works);
+        // Out of time is not broken: it is told apart (and probed again later).
+        assert_eq!(
+            probe_within(Codec::Vp8, "vp8enc", Duration::ZERO),
+            ProbeResult::TimedOut
+        );
     }
 
     #[test]

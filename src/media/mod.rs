@@ -43,6 +43,7 @@ fn describe_probes(probes: &[encoder::Probe]) -> String {
             encoder::ProbeResult::Works => format!("{} works", p.encoder),
             encoder::ProbeResult::Missing => format!("{} missing", p.encoder),
             encoder::ProbeResult::Failed(why) => format!("{} failed ({why})", p.encoder),
+            encoder::ProbeResult::TimedOut => format!("{} timed out", p.encoder),
         })
         .collect();
     parts.join(", ")

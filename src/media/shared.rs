@@ -27,6 +27,7 @@
 
 mod feed;
 mod recent;
+mod reprobe;
 mod snapshot;
 
 pub use snapshot::SnapshotError;
@@ -72,7 +73,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Encoders {
     profile: Arc<Profile>,
     /// The encoder element chosen for each usable codec, by probing.
-    chosen: HashMap<Codec, String>,
+    chosen: Mutex<HashMap<Codec, String>>,
+    /// Codecs whose probes ran out of time, to be probed again (`reprobe`).
+    pending: Mutex<HashMap<Codec, reprobe::Pending>>,
     streams: Mutex<HashMap<Codec, Arc<SharedStream>>>,
     linger: Duration,
     /// The runtime the linger timers run on when a stream is let go of elsewhere (the RTSP
@@ -238,6 +241,7 @@ impl Encoders {
     /// dropped (with a warning); a kind of media left with no codec is an error.
     pub fn probe(profile: Arc<Profile>) -> Result<(Arc<Encoders>, Vec<Probe>), MediaError> {
         let mut chosen = HashMap::new();
+        let mut pending = Vec::new();
         let mut probes = Vec::new();
         let lists = [
             profile
@@ -258,24 +262,35 @@ impl Encoders {
                         tracing::info!(?codec, %encoder, "encoder chosen");
                         chosen.insert(codec, encoder);
                     }
+                    None if reprobe::timed_out(&probes, codec) => tracing::warn!(
+                        ?codec,
+                        "encoder probe ran out of time; codec not offered until a later probe works"
+                    ),
                     None => tracing::warn!(?codec, "no working encoder; codec not offered"),
                 }
             }
-            if !codecs.iter().any(|c| chosen.contains_key(c)) {
+            pending.extend(reprobe::pending_from(codecs, &chosen, &probes));
+            if !codecs
+                .iter()
+                .any(|c| chosen.contains_key(c) || pending.contains(c))
+            {
                 return Err(MediaError::NoEncoder {
                     codecs: codecs.clone(),
                     probes,
                 });
             }
         }
-        Ok((Encoders::new(profile, chosen), probes))
+        let encoders = Encoders::new(profile, chosen);
+        lock(&encoders.pending).extend(pending.into_iter().map(|c| (c, reprobe::Pending::new())));
+        Ok((encoders, probes))
     }
 
     pub fn new(profile: Arc<Profile>, chosen: HashMap<Codec, String>) -> Arc<Encoders> {
         Arc::new_cyclic(|me| Encoders {
             linger: Duration::from_millis(profile.linger_ms),
             runtime: tokio::runtime::Handle::try_current().ok(),
-            chosen,
+            chosen: Mutex::new(chosen),
+            pending: Mutex::default(),
             profile,
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -300,17 +315,20 @@ impl Encoders {
             MediaKind::Video => self.profile.video.as_ref().map(|v| v.codecs.clone()),
             MediaKind::Audio => self.profile.audio.as_ref().map(|a| a.codecs.clone()),
         };
+        // A codec still waiting for a probe that works is tried now, for the next call.
+        self.reprobe_now(kind);
+        let chosen = lock(&self.chosen);
         listed
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| self.chosen.contains_key(c))
+            .filter(|c| chosen.contains_key(c))
             .collect()
     }
 
-    fn encoder_for(&self, codec: Codec) -> Result<&str, MediaError> {
-        self.chosen
+    fn encoder_for(&self, codec: Codec) -> Result<String, MediaError> {
+        lock(&self.chosen)
             .get(&codec)
-            .map(String::as_str)
+            .cloned()
             .ok_or(MediaError::NoSource(codec))
     }
 
@@ -331,7 +349,7 @@ impl Encoders {
                         .video
                         .as_ref()
                         .ok_or(MediaError::NoSource(codec))?;
-                    send::video(video, codec, factory, pt)
+                    send::video(video, codec, &factory, pt)
                 }
                 MediaKind::Audio => {
                     let audio = self
@@ -339,7 +357,7 @@ impl Encoders {
                         .audio
                         .as_ref()
                         .ok_or(MediaError::NoSource(codec))?;
-                    send::audio(audio, codec, factory, pt)
+                    send::audio(audio, codec, &factory, pt)
                 }
             };
         }
@@ -398,7 +416,7 @@ impl Encoders {
     /// The stream for `codec`, started if there is none. Blocks while this caller starts
     /// it (call from a blocking thread); the streams' lock is held only to look it up.
     fn stream(&self, codec: Codec) -> Result<Arc<SharedStream>, MediaError> {
-        let factory = self.encoder_for(codec)?.to_string();
+        let factory = self.encoder_for(codec)?;
         let stream = {
             let mut streams = lock(&self.streams);
             if let Some(stream) = streams.get(&codec) {

@@ -273,6 +273,10 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         connections: TaskTracker::new(),
         shutdown: CancellationToken::new(),
     };
+    // Codecs whose probe ran out of time (a busy start) are probed again later.
+    tasks
+        .connections
+        .spawn(Arc::clone(&encoders).keep_reprobing(tasks.shutdown.clone()));
     let relay = new_relay(&config);
     let link_tasks = link::LinkTasks {
         tracker: tasks.connections.clone(),

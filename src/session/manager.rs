@@ -74,7 +74,14 @@ pub struct CallManager {
     /// Calls' lifecycle events and DataChannel messages, for hooks, `/api/events` and the
     /// bridge.
     notifier: Arc<Notifier>,
+    /// Ringing calls decided lately (a rejected call is gone at once): a second decision
+    /// that finds the call gone is told it was decided, not that there is no such call.
+    decided: Mutex<std::collections::VecDeque<(String, std::time::Instant)>>,
 }
+
+/// How many recent decisions are remembered, and for how long.
+const DECIDED_KEPT: usize = 64;
+const DECIDED_FOR: Duration = Duration::from_secs(30);
 
 impl CallManager {
     /// `signaling` carries this daemon's messages to the relay.
@@ -87,6 +94,7 @@ impl CallManager {
             ended: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             notifier: Arc::default(),
+            decided: Mutex::default(),
         })
     }
 
@@ -273,14 +281,31 @@ impl CallManager {
             .collect();
         // A session id names one call at most: a `call` reusing a live call's id is refused.
         match (named.len(), ringing.first()) {
+            (0, _) if self.decided_lately(session) => Err(DecideError::Decided),
             (0, _) => Err(DecideError::NotFound),
             (_, Some(handle)) if handle.info.decide_once() => {
+                self.remember_decision(session);
                 let _ = handle.events.send(decision);
                 Ok(())
             }
             (_, Some(_)) => Err(DecideError::Decided),
             (_, None) => Err(DecideError::NotRinging),
         }
+    }
+
+    fn remember_decision(&self, session: &str) {
+        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        if decided.len() >= DECIDED_KEPT {
+            decided.pop_front();
+        }
+        decided.push_back((session.to_string(), std::time::Instant::now()));
+    }
+
+    fn decided_lately(&self, session: &str) -> bool {
+        let decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        decided
+            .iter()
+            .any(|(s, at)| s == session && at.elapsed() < DECIDED_FOR)
     }
 
     /// Ends every call and waits (at most `grace`) for their tasks to finish; no call can
