@@ -901,6 +901,51 @@ netns_test!(
     }
 );
 
+// A recorder probes (DESCRIBE) as the previous client leaves, 40 times: every DESCRIBE is
+// answered 200. With one media shared by every client, a DESCRIBE that found the media while
+// the last client's departure was unpreparing it got 503 ("media was not unprepared").
+netns_test!(
+    an_rtsp_describe_never_fails_because_another_client_leaves,
+    Net::LoopbackOnly,
+    {
+        let (camera, url) = rtsp_camera("rtsp-churn");
+        wait_for("the RTSP listener", Duration::from_secs(10), || {
+            let up = camera.log_text().contains("listening on rtsp://");
+            async move { up.then_some(()) }
+        })
+        .await;
+        let auth = basic(RTSP_TOKEN);
+        let mut statuses = Vec::new();
+        let (status, mut previous) = describe_and_stay(&url, Some(&auth)).await;
+        statuses.push(status);
+        for _ in 0..40 {
+            // The next one connects and asks while the previous one goes away.
+            let leaving = tokio::spawn(async move { drop(previous) });
+            let (status, next) = describe_and_stay(&url, Some(&auth)).await;
+            let _ = leaving.await;
+            statuses.push(status);
+            previous = next;
+        }
+        drop(previous);
+        let refused = statuses.iter().filter(|s| **s != 200).count();
+        assert_eq!(refused, 0, "DESCRIBE statuses: {statuses:?}");
+        // Every client's media let go of the encoders when it left: they stop.
+        wait_for("the encoders to stop", Duration::from_secs(15), || async {
+            let (_, body) = webrtcd::service::api_client::request(
+                "GET",
+                &camera.api("/api/status"),
+                None,
+                Some(ADMIN),
+            )
+            .await
+            .expect("status");
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            (v["encoders"]["video"] == 0 && v["encoders"]["audio"] == 0).then_some(())
+        })
+        .await;
+    }
+);
+
 /// One attacker's connection flood on the RTSP port, for `for_how_long`: `count` connections
 /// from `from`, held silent, re-made as the daemon closes them; every tenth sends a request
 /// (a refused client) and every tenth after that garbage. How many connections were made.
@@ -1051,7 +1096,9 @@ netns_test!(
         );
         assert_eq!(describe_status(&url, Some(&basic(RTSP_TOKEN))).await, 200);
         assert!(!camera.log_text().contains("munmap_chunk"));
-        let _ = camera;
+        // And it shuts down cleanly.
+        let mut camera = camera;
+        assert!(camera.terminate().is_some_and(|s| s.success()));
     }
 );
 

@@ -2,9 +2,13 @@
 //! serves the shared stream — the same capture and encoder elements as WebRTC viewers, not
 //! another encode — over UDP or TCP interleaved, with GStreamer's RTSP server.
 //!
-//! Every RTSP client shares one media pipeline (`shared`): one appsrc per shared stream,
-//! subscribed to the shared encoder like a call's send branch, fed once it runs. Audio goes
-//! out as Opus and as PCMA (for recorders that know only G.711). With tokens configured,
+//! Each RTSP client gets a small media pipeline of its own: one appsrc per shared stream,
+//! subscribed to the shared encoder like a call's send branch, fed once it runs (the encoders
+//! stay shared: no client costs an encode of video). Not one media for every client: a
+//! DESCRIBE that found the shared media while the last client's departure was unpreparing it
+//! got 503 ("media was not unprepared"; 27 of 41 when a recorder probes as another leaves).
+//! Audio goes out as Opus and as PCMA (for recorders that know only G.711; that transcode of
+//! the Opus stream is per client). With tokens configured,
 //! RTSP asks for Basic credentials: user `webrtcd`, password a token (either scope).
 //!
 //! The server runs its own GLib main loop on a thread of its own: its handlers may block
@@ -29,8 +33,8 @@ pub const PATH: &str = "/live";
 pub const USER: &str = "webrtcd";
 const ROLE: &str = "viewer";
 
-/// The subscriptions of the (one, shared) media pipeline while it is prepared: a client
-/// that starts playing asks them for a keyframe.
+/// The subscriptions of the clients' media pipelines while they are prepared: a client that
+/// starts playing asks them for a keyframe (the encoders limit how often one is made).
 type Feeds = Arc<Mutex<Vec<Weak<Subscription>>>>;
 
 /// Starts the server on a thread of its own; connections reach it through the returned
@@ -47,7 +51,7 @@ pub fn start(encoders: Arc<Encoders>, secrets: Vec<String>) -> anyhow::Result<fr
     let server = gst_rtsp_server::RTSPServer::new();
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&launch(video, audio));
-    factory.set_shared(true);
+    factory.set_shared(false);
     let feeds: Feeds = Arc::default();
     {
         let feeds = Arc::clone(&feeds);
@@ -178,8 +182,12 @@ fn configure(
         }
     }
     tracing::info!(tracks = subscribed.len(), "RTSP media configured");
-    *lock(feeds) = subscribed.iter().map(Arc::downgrade).collect();
-    // Held while the media is prepared; unprepared (the last client left): let go, and the
+    {
+        let mut feeds = lock(feeds);
+        feeds.retain(|feed| feed.strong_count() > 0);
+        feeds.extend(subscribed.iter().map(Arc::downgrade));
+    }
+    // Held while the media is prepared; unprepared (its client left): let go, and the
     // shared streams linger and stop as after a call.
     let held = Mutex::new(subscribed);
     media.connect_unprepared(move |_| {
