@@ -108,7 +108,12 @@ async fn a_ringing_call_connects_only_once_accepted_and_its_media_is_warm() {
         accepted.as_millis(),
         cold.as_millis()
     );
-    let _ = (door, cold_door);
+    // A plain call on a clean link logs no GStreamer-CRITICAL (each keyframe request made
+    // one: a NULL unref after our keyframe probe dropped the event).
+    for p in [&door, &alice, &cold_door] {
+        let log = p.log_text();
+        assert!(!log.contains("GStreamer-CRITICAL"), "{}: {log}", p.name);
+    }
 }
 
 /// Every way a ringing call ends without being accepted, with the reason each side records,

@@ -1165,7 +1165,12 @@ fn forward_keyframe_requests(
         if let Some(stream) = stream.upgrade() {
             stream.request_keyframe(rung.load(Ordering::Relaxed), false);
         }
-        gst::PadProbeReturn::Drop
+        // Taken and `Handled`, not `Drop`: gstreamer-rs takes the event out of the probe's
+        // info (leaving NULL) and unrefs it on `Drop`, and GStreamer 1.22 then unrefs the
+        // NULL it reads back: a GStreamer-CRITICAL per keyframe request (each PLI or FIR
+        // from the peer). `Handled` tells GStreamer the probe kept the event.
+        drop(info.take_event());
+        gst::PadProbeReturn::Handled
     });
 }
 
@@ -1411,6 +1416,16 @@ mod tests {
             }
         }
 
+        /// The fakesink at the end of the call's branch.
+        fn sink(&self) -> gst::Element {
+            self.pipeline
+                .iterate_sinks()
+                .next()
+                .ok()
+                .flatten()
+                .expect("a sink")
+        }
+
         /// Keyframes forced on the stream so far.
         fn forced(&self) -> u64 {
             self.encoders
@@ -1465,6 +1480,45 @@ mod tests {
         assert_eq!(call.forced(), 1, "one keyframe asked for while connecting");
         call.connected();
         assert_eq!(call.forced(), 1, "a second keyframe was forced");
+    }
+
+    /// A keyframe request from the call's side (the force-key-unit event webrtcbin sends
+    /// upstream on a PLI or FIR) reaches the encoder, and is taken without a
+    /// GStreamer-CRITICAL (it was `gst_mini_object_unref: assertion 'mini_object != NULL'`
+    /// for every request while the probe returned `Drop`).
+    #[test]
+    fn a_keyframe_request_from_the_call_reaches_the_encoder_without_a_critical() {
+        let call = TestCall::new();
+        let criticals = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&criticals);
+        let handler = glib::log_set_handler(
+            Some("GStreamer"),
+            glib::LogLevels::LEVEL_CRITICAL,
+            false,
+            false,
+            move |_, _, message| {
+                if message.contains("gst_mini_object_unref") {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        );
+        std::thread::sleep(PAST_ITS_KEYFRAME);
+        let pad = call.sink().static_pad("sink").expect("sink pad");
+        let request = || {
+            gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build()
+        };
+        assert!(pad.push_event(request()), "the request was refused");
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(call.forced(), 1, "the encoder was not asked");
+        // Again, past the rate limit.
+        std::thread::sleep(KEYFRAME_MIN_INTERVAL);
+        assert!(pad.push_event(request()));
+        std::thread::sleep(Duration::from_millis(150));
+        glib::log_remove_handler(Some("GStreamer"), handler);
+        assert_eq!(call.forced(), 2);
+        assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICAL");
     }
 
     /// A callee's encoder is asked for a keyframe on `call` (`Warm::expect_call`); the call
