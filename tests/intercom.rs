@@ -339,6 +339,89 @@ async fn bridge_line(
     }
 }
 
+/// A local program floods the bridge socket: 300 connections at once, some writing garbage
+/// or a line past 64 KiB. At most 16 are served (the rest are closed at once), garbage is
+/// answered, an oversized line ends its client, the daemon logs no line per refusal, and
+/// once the flood is gone a client is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_the_bridge_socket_is_bounded_and_passes() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let _serial = serial().await;
+    let socket = artifacts_dir().join("bridge-flood.sock");
+    let door = Proc::daemon(
+        "bridge-flood",
+        &light_profile("bridge-flood", ""),
+        &["--config", &bridge_config("bridge-flood", &socket, "")],
+    );
+    let first = bridge_client(&socket).await;
+    let mut held = vec![first];
+    for _ in 0..300 {
+        if let Ok(stream) = tokio::net::UnixStream::connect(&socket).await {
+            held.push(stream);
+        }
+    }
+    // Served: still open a moment later; refused: closed (EOF) at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut open = Vec::new();
+    for mut stream in held {
+        let mut byte = [0u8; 1];
+        // Nothing to read within 20 ms: still open (a refused one reads EOF at once).
+        let read = tokio::time::timeout(Duration::from_millis(20), stream.read(&mut byte)).await;
+        if read.is_err() {
+            open.push(stream);
+        }
+    }
+    assert_eq!(open.len(), 16, "bridge clients served at once");
+    // Garbage is answered; a line past 64 KiB ends its client.
+    let (read, mut write) = open.pop().expect("a client").into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    write.write_all(b"\x01 not json\n").await.expect("write");
+    let reply = bridge_line(&mut lines, "an error", |v| v["error"].is_string()).await;
+    assert!(reply["error"].is_string(), "{reply}");
+    let (read, mut write) = open.pop().expect("a client").into_split();
+    let _ = write.write_all(&vec![b'x'; 70 * 1024]).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::BufReader::new(read).read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client past the line limit was not closed"
+    );
+    let log = door.log_text();
+    assert!(
+        log.contains("bridge client dropped: a line too long"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("too many clients") && !l.contains("DEBUG")),
+        "a refusal is logged at debug only (a local flood must not flood the journal)"
+    );
+    // Gone: a new client is served.
+    drop(open);
+    drop(lines);
+    let answered = poll(Duration::from_secs(10), || async {
+        let stream = tokio::net::UnixStream::connect(&socket).await.ok()?;
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"{\"session\": \"none\", \"data\": \"hi\"}\n")
+            .await
+            .ok()?;
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let line = tokio::time::timeout(Duration::from_secs(1), lines.next_line())
+            .await
+            .ok()?
+            .ok()??;
+        serde_json::from_str::<Value>(&line).ok()
+    })
+    .await;
+    let answered = answered.expect("a client served once the flood has gone");
+    assert_eq!(answered["error"], "no such call", "{answered}");
+}
+
 /// Two daemons with bridges: a program on the caller's side asks the door to open over the
 /// call's DataChannel; the shipped example (examples/door-relay.py) on the door's bridge
 /// receives it, "opens" (runs its command) and answers, and the answer reaches the caller's

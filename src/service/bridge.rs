@@ -83,7 +83,10 @@ pub fn start(
                 }
             };
             let Ok(permit) = Arc::clone(&clients).try_acquire_owned() else {
-                tracing::warn!(max = MAX_CLIENTS, "bridge: too many clients; one refused");
+                // Counted, and logged at debug: a local connect flood must not flood the
+                // journal too.
+                crate::metrics::get().connections_refused.inc();
+                tracing::debug!(max = MAX_CLIENTS, "bridge: too many clients; one refused");
                 continue;
             };
             let calls = Arc::clone(&calls);

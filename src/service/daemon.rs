@@ -180,8 +180,20 @@ fn serve(
     tls: Option<listener::Secure>,
 ) {
     let fd_limit = listener::raise_fd_limit();
+    // The RTSP listener's connections and the health checks' reserve use descriptors too.
+    let rtsp = if config.rtsp_listen.is_some() {
+        config.rtsp_max_clients
+    } else {
+        0
+    };
+    let others = rtsp + listener::reserved_slots();
     let admission = listener::Admission::with_reserve(listener::Limits {
-        max_connections: listener::fit_connections(config.max_connections, fd_limit),
+        max_connections: listener::fit_connections(
+            "max_connections",
+            config.max_connections,
+            fd_limit,
+            others,
+        ),
         max_per_address: config.max_connections_per_address,
         header_timeout: Duration::from_secs(config.client_timeout_secs.max(1)),
     });
@@ -357,7 +369,12 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen for RTSP on {listen}"))?;
         let bound = listener.local_addr()?;
         let admission = listener::Admission::new(listener::Limits {
-            max_connections: config.rtsp_max_clients,
+            max_connections: listener::fit_connections(
+                "rtsp_max_clients",
+                config.rtsp_max_clients,
+                listener::raise_fd_limit(),
+                config.max_connections + listener::reserved_slots(),
+            ),
             max_per_address: config.rtsp_max_clients_per_address,
             header_timeout: rtsp_request_within(&config),
         });

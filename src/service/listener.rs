@@ -380,20 +380,29 @@ pub fn raise_fd_limit() -> u64 {
 /// Descriptors kept free for pipelines, calls (ICE sockets, GLib wakeups) and files.
 pub const FDS_RESERVED: u64 = 1024;
 
-/// The connection cap to use: the configured one, lowered (with a warning) to leave
-/// [`FDS_RESERVED`] descriptors free under `fd_limit`.
-pub fn fit_connections(configured: usize, fd_limit: u64) -> usize {
-    let room = fd_limit.saturating_sub(FDS_RESERVED).max(16) as usize;
+/// The connection cap to use for `what` (a config key): the configured one, lowered (with a
+/// warning) so that it, the `others` (other listeners' caps) and [`FDS_RESERVED`]
+/// descriptors fit under `fd_limit`.
+pub fn fit_connections(what: &str, configured: usize, fd_limit: u64, others: usize) -> usize {
+    let room = fd_limit
+        .saturating_sub(FDS_RESERVED)
+        .saturating_sub(others as u64)
+        .max(16) as usize;
     if configured > room {
         tracing::warn!(
             configured,
             fd_limit,
-            "max_connections lowered to {room} to leave descriptors for calls"
+            "{what} lowered to {room} to leave descriptors for calls and other listeners"
         );
         room
     } else {
         configured
     }
+}
+
+/// Slots the health checks' reserve adds to a listener's cap ([`Admission::with_reserve`]).
+pub const fn reserved_slots() -> usize {
+    RESERVED
 }
 
 #[cfg(test)]
@@ -454,8 +463,10 @@ mod tests {
 
     #[test]
     fn the_cap_leaves_room_for_calls() {
-        assert_eq!(fit_connections(512, 8192), 512);
-        assert_eq!(fit_connections(4096, 2048), 1024);
-        assert_eq!(fit_connections(100, 0), 16);
+        assert_eq!(fit_connections("max_connections", 512, 8192, 0), 512);
+        assert_eq!(fit_connections("max_connections", 4096, 2048, 0), 1024);
+        assert_eq!(fit_connections("max_connections", 100, 0, 0), 16);
+        // Other listeners' caps come out of the same descriptors.
+        assert_eq!(fit_connections("max_connections", 1024, 2048, 24), 1000);
     }
 }
