@@ -42,6 +42,7 @@ const REASONS = {
   rejected: "The call was declined.",
   "no-answer": "Nobody answered.",
   cancelled: "The caller hung up.",
+  "session-taken": "The device has a call with this call's id already; call again.",
 };
 
 // ---- ICE servers -------------------------------------------------------------------------
