@@ -32,12 +32,25 @@ fn whep_daemon(name: &str, top: &str, config: &str) -> Proc {
     Proc::daemon(name, &light_profile(name, top), &["--config", &cfg])
 }
 
+/// `GET path` on `p` with the admin token: the body's text.
+async fn admin_get(p: &Proc, path: &str) -> String {
+    let (_, body) = webrtcd::service::api_client::request("GET", &p.api(path), None, Some(ADMIN))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    body
+}
+
 async fn admin_calls(p: &Proc) -> Vec<Value> {
-    let (_, body) =
-        webrtcd::service::api_client::request("GET", &p.api("/api/calls"), None, Some(ADMIN))
-            .await
-            .expect("GET /api/calls");
-    serde_json::from_str::<Vec<Value>>(&body).unwrap_or_default()
+    serde_json::from_str::<Vec<Value>>(&admin_get(p, "/api/calls").await).unwrap_or_default()
+}
+
+/// Waits (bounded) until `p` runs no encoder.
+async fn wait_encoders_stopped(p: &Proc, within: Duration) {
+    wait_for("the encoders to stop", within, || async {
+        let v: Value = serde_json::from_str(&admin_get(p, "/api/status").await).unwrap_or_default();
+        (v["encoders"]["video"] == 0 && v["encoders"]["audio"] == 0).then_some(())
+    })
+    .await;
 }
 
 /// The smallest offer that gets past the HTTP checks (it is refused or queued later).
@@ -260,30 +273,17 @@ a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:A
             ("Authorization", auth.as_str()),
             ("Content-Type", "application/sdp"),
         ];
+        let offer_from = |from: &'static str| {
+            common::http::send_from(from, &door.addr, "POST", "/whep", &headers, TINY_OFFER)
+        };
         for n in 0..2 {
-            let opened = common::http::send_from(
-                "127.0.0.5",
-                &door.addr,
-                "POST",
-                "/whep",
-                &headers,
-                TINY_OFFER,
-            )
-            .await;
+            let opened = offer_from("127.0.0.5").await;
             assert_eq!(opened.status, 201, "offer {n}: {}", opened.body);
         }
-        let third = common::http::send_from(
-            "127.0.0.5",
-            &door.addr,
-            "POST",
-            "/whep",
-            &headers,
-            TINY_OFFER,
-        )
-        .await;
+        let third = offer_from("127.0.0.5").await;
         assert_eq!(third.status, 503, "{}", third.body);
         // Another host is still served: the attacker does not hold max_sessions.
-        let other = send(&door.addr, "POST", "/whep", &headers, TINY_OFFER).await;
+        let other = offer_from("127.0.0.1").await;
         assert_eq!(other.status, 201, "{}", other.body);
         assert_eq!(admin_calls(&door).await.len(), 3);
         // None connects: all three end within connect_timeout_secs (3 s, and a margin).
@@ -295,10 +295,7 @@ a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:A
         )
         .await;
         eprintln!("reclaimed {:?} after the last offer", started.elapsed());
-        let (_, metrics) =
-            webrtcd::service::api_client::request("GET", &door.api("/metrics"), None, Some(ADMIN))
-                .await
-                .expect("metrics");
+        let metrics = admin_get(&door, "/metrics").await;
         let timed_out: f64 = metrics
             .lines()
             .filter(|l| {
@@ -308,29 +305,9 @@ a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:A
             .sum();
         assert!(timed_out >= 3.0, "ended with timeout: {timed_out}");
         // And the encoders they started stop (after the profile's linger).
-        wait_for("the encoders to stop", Duration::from_secs(10), || async {
-            let (_, body) = webrtcd::service::api_client::request(
-                "GET",
-                &door.api("/api/status"),
-                None,
-                Some(ADMIN),
-            )
-            .await
-            .expect("status");
-            let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            (v["encoders"]["video"] == 0 && v["encoders"]["audio"] == 0).then_some(())
-        })
-        .await;
+        wait_encoders_stopped(&door, Duration::from_secs(10)).await;
         // The attacker's address may offer again.
-        let again = common::http::send_from(
-            "127.0.0.5",
-            &door.addr,
-            "POST",
-            "/whep",
-            &headers,
-            TINY_OFFER,
-        )
-        .await;
+        let again = offer_from("127.0.0.5").await;
         assert_eq!(again.status, 201, "{}", again.body);
     }
 );
@@ -671,6 +648,28 @@ async fn run_tool(program: &str, args: Vec<String>, timeout: Duration) -> (bool,
     .expect("tool thread")
 }
 
+/// ffprobe over RTSP/TCP: the `entries` of each stream of `url`, one compact line each.
+async fn ffprobe_streams(url: &str, entries: &str, timeout: Duration) -> (bool, String) {
+    let entries = format!("stream={entries}");
+    let args = [
+        "-v",
+        "error",
+        "-rtsp_transport",
+        "tcp",
+        "-show_entries",
+        &entries,
+        "-of",
+        "compact",
+        url,
+    ];
+    run_tool(
+        "ffprobe",
+        args.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    )
+    .await
+}
+
 /// Raw RTSP: the status code of a DESCRIBE with `authorization` (none: without).
 async fn describe_status(url: &str, authorization: Option<&str>) -> u16 {
     let (status, _connection) = describe_and_stay(url, authorization).await;
@@ -760,25 +759,8 @@ netns_test!(
         let (camera, url) = rtsp_camera("rtsp-camera");
         // What is there: H.264 at the profile's size, Opus and PCMA.
         let started = Instant::now();
-        let (ok, probe) = run_tool(
-            "ffprobe",
-            [
-                "-v",
-                "error",
-                "-rtsp_transport",
-                "tcp",
-                "-show_entries",
-                "stream=codec_name,width,height",
-                "-of",
-                "compact",
-                &url,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            Duration::from_secs(30),
-        )
-        .await;
+        let (ok, probe) =
+            ffprobe_streams(&url, "codec_name,width,height", Duration::from_secs(30)).await;
         let probe_time = started.elapsed();
         assert!(ok, "{probe}");
         assert!(
@@ -930,19 +912,7 @@ netns_test!(
         let refused = statuses.iter().filter(|s| **s != 200).count();
         assert_eq!(refused, 0, "DESCRIBE statuses: {statuses:?}");
         // Every client's media let go of the encoders when it left: they stop.
-        wait_for("the encoders to stop", Duration::from_secs(15), || async {
-            let (_, body) = webrtcd::service::api_client::request(
-                "GET",
-                &camera.api("/api/status"),
-                None,
-                Some(ADMIN),
-            )
-            .await
-            .expect("status");
-            let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            (v["encoders"]["video"] == 0 && v["encoders"]["audio"] == 0).then_some(())
-        })
-        .await;
+        wait_encoders_stopped(&camera, Duration::from_secs(15)).await;
     }
 );
 
@@ -1054,25 +1024,7 @@ netns_test!(
             );
         }
         // A recorder from another address is served meanwhile.
-        let (ok, probe) = run_tool(
-            "ffprobe",
-            [
-                "-v",
-                "error",
-                "-rtsp_transport",
-                "tcp",
-                "-show_entries",
-                "stream=codec_name",
-                "-of",
-                "compact",
-                &url,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            Duration::from_secs(20),
-        )
-        .await;
+        let (ok, probe) = ffprobe_streams(&url, "codec_name", Duration::from_secs(20)).await;
         assert!(
             ok && probe.contains("codec_name=h264"),
             "ffprobe during the flood: {probe}"

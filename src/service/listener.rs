@@ -150,6 +150,28 @@ impl Admission {
     }
 }
 
+/// The next connection on `listener`; `None` once `shutdown` is cancelled. A failed accept
+/// (out of descriptors, most likely) is retried after [`ACCEPT_BACKOFF`]: no one is refused
+/// for good, and the loop does not spin.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return None,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(err) => {
+                tracing::warn!("accept on {:?}: {err}", listener.local_addr().ok());
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
 /// TLS on a listener: the server's configuration, and the guard that checks a plain-HTTP
 /// request's `Host` before it is redirected to HTTPS (else any `Host` would be echoed into
 /// the redirect: an open redirect).
@@ -178,20 +200,7 @@ pub async fn serve(
     });
     let tls = tls.map(|secure| secure.config);
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of descriptors, most likely: refuse no one for good, try again soon.
-                tracing::warn!("accept: {err}");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = accept(&listener, &shutdown).await {
         // Signaling is small messages back to back (an answer, then its candidates): none
         // should wait for the previous one's ACK (Nagle). No change measured on loopback
         // (2026-12-03), where ACKs come at once; on a real link a delayed ACK can hold one.

@@ -389,10 +389,7 @@ impl CallManager {
                 {
                     drop(state);
                     tracing::info!(peer = %from, "a call reusing a live session id refused");
-                    let refused = Message::hangup(&from, &route.session, EndReason::SessionTaken);
-                    if self.signaling.try_send(refused).is_err() {
-                        tracing::debug!("signaling queue full; session-taken not sent");
-                    }
+                    self.refuse_call(&from, &route.session, EndReason::SessionTaken);
                     return;
                 }
                 // One peer's calls still waiting for their offer (its media setup, a browser's
@@ -413,19 +410,13 @@ impl CallManager {
                 {
                     drop(state);
                     tracing::debug!(peer = %from, "busy: refusing a call");
-                    let busy = Message::hangup(&from, &route.session, EndReason::Busy);
-                    if self.signaling.try_send(busy).is_err() {
-                        tracing::debug!("signaling queue full; busy not sent");
-                    }
+                    self.refuse_call(&from, &route.session, EndReason::Busy);
                     return;
                 }
                 if self.settings.profile.answer == AnswerPolicy::Reject {
                     drop(state);
                     tracing::info!(peer = %from, "a call refused (answer = \"reject\")");
-                    let rejected = Message::hangup(&from, &route.session, EndReason::Rejected);
-                    if self.signaling.try_send(rejected).is_err() {
-                        tracing::debug!("signaling queue full; rejected not sent");
-                    }
+                    self.refuse_call(&from, &route.session, EndReason::Rejected);
                     return;
                 }
                 let signaling = self.signaling.clone();
@@ -433,6 +424,18 @@ impl CallManager {
             }
             Message::Register { .. } => {}
             routed => self.route_to_session(routed),
+        }
+    }
+
+    /// Answers a `call` that starts no session with `hangup` `reason` (a full signaling
+    /// queue loses it: the caller times out instead).
+    fn refuse_call(&self, to: &str, session: &str, reason: EndReason) {
+        if self
+            .signaling
+            .try_send(Message::hangup(to, session, reason))
+            .is_err()
+        {
+            tracing::debug!(%reason, "signaling queue full; a refusal was not sent");
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::service::listener::{Admission, Slot};
+use crate::service::listener::{self, Admission, Slot};
 
 /// The longest first-request header taken (RTSP requests are a few hundred bytes).
 const MAX_HEADER: usize = 8 * 1024;
@@ -29,8 +29,6 @@ const MAX_HEADER: usize = 8 * 1024;
 const MAX_REFUSING: usize = 32;
 /// How long a refused connection gets to send the request its `503` answers.
 const REFUSE_WITHIN: Duration = Duration::from_secs(1);
-/// After `accept` fails (out of descriptors), wait this long before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where admitted connections go: the RTSP server, on its GLib thread.
 #[derive(Clone)]
@@ -110,19 +108,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!("RTSP accept: {err}");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = listener::accept(&listener, &shutdown).await {
         let Some(slot) = admission.admit(peer.ip()) else {
             crate::metrics::get().connections_refused.inc();
             tracing::debug!(%peer, "RTSP: connection refused: too many connections");
