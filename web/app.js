@@ -301,7 +301,9 @@ function preferCodec(transceiver) {
 async function startCall(peer) {
   if (state.call) endCall("hangup", true);
   banner("");
-  const session = myId + "-" + Date.now().toString(36);
+  // Unguessable: a device refuses a call whose id another caller's live call holds.
+  const salt = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const session = myId + "-" + Date.now().toString(36) + "-" + salt;
   const start = wallClock();
   send({ type: "call", to: peer, session });
   const call = newCall(peer, session, "caller", start);

@@ -172,7 +172,14 @@ impl CallManager {
             return Err(PlaceCallError::Busy(max));
         }
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let session = format!("{me}-{}-{n}", std::process::id());
+        // Unguessable: a callee refuses a `call` whose id another caller's live call holds
+        // (`session-taken`), so an id someone could predict could be taken first.
+        let mut salt = [0u8; 6];
+        let salt = match getrandom::fill(&mut salt) {
+            Ok(()) => salt.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            Err(_) => format!("{:x}", std::process::id()),
+        };
+        let session = format!("{me}-{n}-{salt}");
         let signaling = self.signaling.clone();
         self.start(&mut state, to, &session, Role::Caller, signaling);
         Ok(session)
