@@ -883,6 +883,112 @@ netns_test!(
     }
 );
 
+/// One RTSP request on `stream`; the reply's status, `None` once the daemon has closed it.
+async fn rtsp_request(
+    stream: &mut tokio::net::TcpStream,
+    request: &str,
+    within: Duration,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + within;
+    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&reply)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+// Admitted RTSP connections cannot hold more than they use: SETUP after SETUP without a
+// `Session` header (each a session with a media pipeline: 100 of them made 815 threads) ends
+// the connection at the third, and a connection that sets up no session (OPTIONS, then
+// silence) is closed within 20 s. A recorder is served all along.
+netns_test!(
+    rtsp_connections_that_hold_without_playing_are_closed,
+    Net::LoopbackOnly,
+    {
+        let (camera, url) = rtsp_camera("rtsp-hold");
+        wait_for("the RTSP listener", Duration::from_secs(10), || {
+            let up = camera.log_text().contains("listening on rtsp://");
+            async move { up.then_some(()) }
+        })
+        .await;
+        let parsed = url::Url::parse(&url).expect("url");
+        let addr = format!("127.0.0.1:{}", parsed.port().expect("port"));
+        let bare = format!("rtsp://{addr}/live");
+        let auth = basic(RTSP_TOKEN);
+        let threads_before = threads_of(camera.pid());
+        // One connection, SETUP after SETUP, each without a Session header.
+        let mut greedy = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let mut answered = Vec::new();
+        for cseq in 1..=50 {
+            let setup = format!(
+                "SETUP {bare}/stream=0 RTSP/1.0\r\nCSeq: {cseq}\r\nAuthorization: {auth}\r\n\
+                 Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+            );
+            match rtsp_request(&mut greedy, &setup, Duration::from_secs(10)).await {
+                Some(status) => answered.push(status),
+                None => break,
+            }
+        }
+        assert!(
+            answered.len() <= 3 && answered.iter().all(|s| *s == 200),
+            "SETUPs answered before the close: {answered:?}"
+        );
+        let threads = threads_of(camera.pid());
+        assert!(
+            threads < threads_before + 60,
+            "threads {threads_before} → {threads}"
+        );
+        // OPTIONS from another host, then silence: closed within SESSION_WITHIN (20 s).
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.5:0".parse().expect("addr"))
+            .expect("bind");
+        let mut idle = socket
+            .connect(addr.parse().expect("addr"))
+            .await
+            .expect("connect");
+        let options = format!("OPTIONS {bare} RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+        assert_eq!(
+            rtsp_request(&mut idle, &options, Duration::from_secs(5)).await,
+            Some(200)
+        );
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::AsyncReadExt::read(&mut idle, &mut byte),
+        )
+        .await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the idle client is still connected: {closed:?}"
+        );
+        eprintln!(
+            "an idle client was closed {:?} after its OPTIONS",
+            started.elapsed()
+        );
+        // A recorder is served.
+        assert_eq!(describe_status(&url, Some(&auth)).await, 200);
+        assert!(!camera.log_text().contains("GStreamer-CRITICAL"));
+    }
+);
+
 // A recorder probes (DESCRIBE) as the previous client leaves, 40 times: every DESCRIBE is
 // answered 200. With one media shared by every client, a DESCRIBE that found the media while
 // the last client's departure was unpreparing it got 503 ("media was not unprepared").

@@ -362,8 +362,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .map(|t| t.secret().to_string())
             .collect();
         let encoders = Arc::clone(&encoders);
-        let handoff =
-            tokio::task::spawn_blocking(move || super::rtsp::start(encoders, secrets)).await??;
+        let max_sessions = config.rtsp_max_clients;
+        let handoff = tokio::task::spawn_blocking(move || {
+            super::rtsp::start(encoders, secrets, max_sessions)
+        })
+        .await??;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for RTSP on {listen}"))?;

@@ -322,6 +322,16 @@ pub async fn metric(p: &Proc, name: &str, label: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// The threads process `pid` runs now.
+pub fn threads_of(pid: i32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// `POST path` on `p`'s API with an empty JSON object; the status.
 pub async fn post_status(p: &Proc, path: &str) -> u16 {
     let (status, _) = api_client::request("POST", &p.api(path), Some("{}".into()), None)

@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,12 @@ const MAX_HEADER: usize = 8 * 1024;
 const MAX_REFUSING: usize = 32;
 /// How long a refused connection gets to send the request its `503` answers.
 const REFUSE_WITHIN: Duration = Duration::from_secs(1);
+/// RTSP sessions one connection may set up ([`bound_sessions`]).
+const MAX_SESSIONS_PER_CLIENT: usize = 2;
+/// How long a connection may go without setting up a session.
+const SESSION_WITHIN: Duration = Duration::from_secs(20);
+/// How long a connection stays once its sessions have ended.
+const AFTER_SESSION: Duration = Duration::from_secs(5);
 
 /// Where admitted connections go: the RTSP server, on its GLib thread.
 #[derive(Clone)]
@@ -46,12 +53,14 @@ impl Handoff {
     pub fn new(server: gst_rtsp_server::RTSPServer, context: glib::MainContext) -> Handoff {
         let pending: Arc<Mutex<Option<Slot>>> = Arc::default();
         let taken = Arc::clone(&pending);
+        let timers = context.clone();
         server.connect_client_connected(move |_, client| {
             // Held until the server closes the client (or drops it, whichever is first).
             let slot = Mutex::new(lock(&taken).take());
             client.connect_closed(move |_| {
                 lock(&slot).take();
             });
+            bound_sessions(client, &timers);
         });
         Handoff {
             server,
@@ -91,6 +100,46 @@ impl Handoff {
             lock(&this.pending).take();
         });
     }
+}
+
+/// What one admitted connection may hold. Each RTSP session has a media pipeline of its own
+/// (several threads): a client that sent SETUP after SETUP without a `Session` header made
+/// a session and a pipeline each (100 SETUPs: 815 threads). A recorder needs one session per
+/// connection (every track's SETUP names it); past [`MAX_SESSIONS_PER_CLIENT`] the client is
+/// closed. A connection that sets none up within [`SESSION_WITHIN`] (OPTIONS, then silence)
+/// is closed too, and one whose sessions ended (TEARDOWN, or their 60 s timeout) after
+/// [`AFTER_SESSION`]: none holds its admission slot for nothing.
+fn bound_sessions(client: &gst_rtsp_server::RTSPClient, timers: &glib::MainContext) {
+    let sessions = Arc::new(AtomicUsize::new(0));
+    client.set_post_session_timeout(AFTER_SESSION.as_secs() as i32);
+    let counted = Arc::clone(&sessions);
+    let weak = client.downgrade();
+    let closer = timers.clone();
+    client.connect_new_session(move |_, _| {
+        if counted.fetch_add(1, Ordering::Relaxed) + 1 > MAX_SESSIONS_PER_CLIENT {
+            tracing::info!("RTSP: a client set up too many sessions; closed");
+            // Not from inside its own request: on the server's thread, a moment later.
+            let weak = weak.clone();
+            glib::idle_source_new(None, glib::Priority::DEFAULT, move || {
+                if let Some(client) = weak.upgrade() {
+                    client.close();
+                }
+                glib::ControlFlow::Break
+            })
+            .attach(Some(&closer));
+        }
+    });
+    let weak = client.downgrade();
+    glib::timeout_source_new(SESSION_WITHIN, None, glib::Priority::DEFAULT, move || {
+        if sessions.load(Ordering::Relaxed) == 0
+            && let Some(client) = weak.upgrade()
+        {
+            tracing::debug!("RTSP: no session set up in time; closed");
+            client.close();
+        }
+        glib::ControlFlow::Break
+    })
+    .attach(Some(timers));
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

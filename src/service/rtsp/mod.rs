@@ -39,7 +39,11 @@ type Feeds = Arc<Mutex<Vec<Weak<Subscription>>>>;
 
 /// Starts the server on a thread of its own; connections reach it through the returned
 /// [`front::Handoff`]. `secrets`: the tokens (none: open).
-pub fn start(encoders: Arc<Encoders>, secrets: Vec<String>) -> anyhow::Result<front::Handoff> {
+pub fn start(
+    encoders: Arc<Encoders>,
+    secrets: Vec<String>,
+    max_sessions: usize,
+) -> anyhow::Result<front::Handoff> {
     let video = preferred_video(&encoders);
     let audio = encoders
         .codecs(MediaKind::Audio)
@@ -83,6 +87,7 @@ pub fn start(encoders: Arc<Encoders>, secrets: Vec<String>) -> anyhow::Result<fr
     start_at_keyframe(&server, &feeds);
 
     let context = glib::MainContext::new();
+    expire_sessions(&server, max_sessions, &context);
     let main_loop = glib::MainLoop::new(Some(&context), false);
     let handoff = front::Handoff::new(server, context.clone());
     std::thread::Builder::new()
@@ -198,6 +203,24 @@ fn configure(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// At most `max` sessions at once (each has a media pipeline; more SETUPs are answered 503),
+/// and sessions whose client went without a TEARDOWN expire (60 s without a keep-alive) and
+/// let go of their media: gst-rtsp-server removes expired sessions only when asked.
+fn expire_sessions(server: &gst_rtsp_server::RTSPServer, max: usize, context: &glib::MainContext) {
+    let Some(pool) = server.session_pool() else {
+        return;
+    };
+    pool.set_max_sessions(u32::try_from(max).unwrap_or(u32::MAX));
+    pool.create_watch(Some("rtsp-sessions"), glib::Priority::DEFAULT, |pool| {
+        let expired = pool.cleanup();
+        if expired > 0 {
+            tracing::info!(expired, "RTSP sessions expired");
+        }
+        glib::ControlFlow::Continue
+    })
+    .attach(Some(context));
 }
 
 /// A client that starts playing gets a keyframe at once (a recorder joining mid-stream would
