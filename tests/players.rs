@@ -965,7 +965,7 @@ netns_test!(
             .expect("connect");
         let options = format!("OPTIONS {bare} RTSP/1.0\r\nCSeq: 1\r\n\r\n");
         assert_eq!(
-            rtsp_request(&mut idle, &options, Duration::from_secs(5)).await,
+            rtsp_request(&mut idle, &options, Duration::from_secs(20)).await,
             Some(200)
         );
         let started = Instant::now();
@@ -986,6 +986,8 @@ netns_test!(
         // A recorder is served.
         assert_eq!(describe_status(&url, Some(&auth)).await, 200);
         assert!(!camera.log_text().contains("GStreamer-CRITICAL"));
+        let mut camera = camera;
+        assert!(camera.terminate().is_some_and(|s| s.success()));
     }
 );
 
