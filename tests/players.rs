@@ -889,6 +889,17 @@ async fn rtsp_request(
     request: &str,
     within: Duration,
 ) -> Option<u16> {
+    rtsp_exchange(stream, request, within)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// [`rtsp_request`], with the reply's header too.
+async fn rtsp_exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &str,
+    within: Duration,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut reply = Vec::new();
@@ -904,11 +915,9 @@ async fn rtsp_request(
         }
         reply.extend_from_slice(&chunk[..n]);
     }
-    String::from_utf8_lossy(&reply)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
 }
 
 // Admitted RTSP connections cannot hold more than they use: SETUP after SETUP without a
@@ -954,6 +963,36 @@ netns_test!(
             threads < threads_before + 60,
             "threads {threads_before} → {threads}"
         );
+        // A client that tears its session down and sets up another, three times over, holds
+        // one at a time: it stays.
+        let mut steady = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        for round in 0..3 {
+            let setup = format!(
+                "SETUP {bare}/stream=0 RTSP/1.0\r\nCSeq: {}\r\nAuthorization: {auth}\r\n\
+                 Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n",
+                2 * round + 1
+            );
+            let (status, reply) = rtsp_exchange(&mut steady, &setup, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("round {round}: closed at SETUP"));
+            assert_eq!(status, 200, "{reply}");
+            let session = reply
+                .lines()
+                .find_map(|l| l.strip_prefix("Session: "))
+                .and_then(|v| v.split(';').next())
+                .expect("a Session header")
+                .to_string();
+            let teardown = format!(
+                "TEARDOWN {bare} RTSP/1.0\r\nCSeq: {}\r\nAuthorization: {auth}\r\n\
+                 Session: {session}\r\n\r\n",
+                2 * round + 2
+            );
+            let torn = rtsp_request(&mut steady, &teardown, Duration::from_secs(10)).await;
+            assert_eq!(torn, Some(200), "round {round}: TEARDOWN");
+        }
+        drop(steady);
         // OPTIONS from another host, then silence: closed within SESSION_WITHIN (20 s).
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket

@@ -29,7 +29,7 @@ use super::config::BridgeConfig;
 use crate::session::CallManager;
 
 /// Clients connected at once; more are refused.
-const MAX_CLIENTS: usize = 16;
+pub const MAX_CLIENTS: usize = 16;
 /// The longest line a client may write (a DataChannel message is small).
 const MAX_LINE: usize = 64 * 1024;
 /// A client that does not take a line within this is not reading: dropped.

@@ -610,7 +610,7 @@ fn default_rtsp_max_clients() -> usize {
     16
 }
 fn default_rtsp_max_clients_per_address() -> usize {
-    8
+    4
 }
 fn default_whep_max_per_address() -> usize {
     4

@@ -179,21 +179,8 @@ fn serve(
     tasks: &Tasks,
     tls: Option<listener::Secure>,
 ) {
-    let fd_limit = listener::raise_fd_limit();
-    // The RTSP listener's connections and the health checks' reserve use descriptors too.
-    let rtsp = if config.rtsp_listen.is_some() {
-        config.rtsp_max_clients
-    } else {
-        0
-    };
-    let others = rtsp + listener::reserved_slots();
     let admission = listener::Admission::with_reserve(listener::Limits {
-        max_connections: listener::fit_connections(
-            "max_connections",
-            config.max_connections,
-            fd_limit,
-            others,
-        ),
+        max_connections: ConnectionCaps::of(config).http,
         max_per_address: config.max_connections_per_address,
         header_timeout: Duration::from_secs(config.client_timeout_secs.max(1)),
     });
@@ -205,6 +192,48 @@ fn serve(
         tasks.shutdown.clone(),
         tasks.connections.clone(),
     ));
+}
+
+/// Connection caps that fit under the open-file limit together, with
+/// [`listener::FDS_RESERVED`] descriptors left for calls and pipelines: every HTTP listener
+/// (`listen`, and `tls_listen`) with its health reserve, the RTSP listener with the refusals it
+/// answers, and the bridge's clients.
+struct ConnectionCaps {
+    /// `max_connections`, per HTTP listener.
+    http: usize,
+    /// `rtsp_max_clients` (0 without `rtsp_listen`).
+    rtsp: usize,
+}
+
+impl ConnectionCaps {
+    fn of(config: &Config) -> ConnectionCaps {
+        let fd_limit = listener::raise_fd_limit();
+        let http_listeners = 1 + usize::from(config.tls_listen.is_some() && config.tls_enabled());
+        let rtsp_on = config.rtsp_listen.is_some();
+        let fixed = http_listeners * listener::reserved_slots()
+            + if rtsp_on {
+                super::rtsp::front::MAX_REFUSING
+            } else {
+                0
+            }
+            + if config.bridge.is_some() {
+                super::bridge::MAX_CLIENTS
+            } else {
+                0
+            };
+        let rtsp = if rtsp_on {
+            listener::fit_connections("rtsp_max_clients", config.rtsp_max_clients, fd_limit, fixed)
+        } else {
+            0
+        };
+        let http = listener::fit_connections(
+            "max_connections (all HTTP listeners together)",
+            config.max_connections * http_listeners,
+            fd_limit,
+            fixed + rtsp,
+        ) / http_listeners;
+        ConnectionCaps { http, rtsp }
+    }
 }
 
 /// How long an RTSP connection gets to send its first request: a few seconds (a recorder
@@ -362,7 +391,8 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .map(|t| t.secret().to_string())
             .collect();
         let encoders = Arc::clone(&encoders);
-        let max_sessions = config.rtsp_max_clients;
+        let max_clients = ConnectionCaps::of(&config).rtsp;
+        let max_sessions = max_clients * super::rtsp::front::MAX_SESSIONS_PER_CLIENT;
         let handoff = tokio::task::spawn_blocking(move || {
             super::rtsp::start(encoders, secrets, max_sessions)
         })
@@ -372,12 +402,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen for RTSP on {listen}"))?;
         let bound = listener.local_addr()?;
         let admission = listener::Admission::new(listener::Limits {
-            max_connections: listener::fit_connections(
-                "rtsp_max_clients",
-                config.rtsp_max_clients,
-                listener::raise_fd_limit(),
-                config.max_connections + listener::reserved_slots(),
-            ),
+            max_connections: max_clients,
             max_per_address: config.rtsp_max_clients_per_address,
             header_timeout: rtsp_request_within(&config),
         });

@@ -51,7 +51,7 @@ pub struct Admission {
 /// Slots kept for `/healthz` and `/metrics`, and how many one address may hold: a monitor
 /// gets an answer while signaling clients fill every other slot.
 const RESERVED: usize = 8;
-const RESERVED_PER_ADDRESS: usize = 2;
+const RESERVED_PER_ADDRESS: usize = 1;
 /// The only paths a connection on a reserved slot may ask for.
 const RESERVED_PATHS: [&str; 2] = ["/healthz", "/metrics"];
 
@@ -122,6 +122,11 @@ impl Admission {
     /// checks' reserve; `None` when both are full (for this address or in total).
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
         self.admit_here(addr, false).or_else(|| {
+            // Only once every ordinary slot is taken: an address at its own cap is not let
+            // into the reserve.
+            if self.total.available_permits() > 0 {
+                return None;
+            }
             self.reserve
                 .as_ref()
                 .and_then(|reserve| reserve.admit_here(addr, true))
@@ -129,6 +134,7 @@ impl Admission {
     }
 
     fn admit_here(self: &Arc<Self>, addr: IpAddr, reserved: bool) -> Option<Slot> {
+        let addr = client_of(addr);
         let mut map = self.lock();
         let from_addr = map.get(&addr).copied().unwrap_or(0);
         if from_addr >= self.limits.max_per_address.max(1) {
@@ -178,6 +184,18 @@ pub async fn accept(
 pub struct Secure {
     pub config: Arc<rustls::ServerConfig>,
     pub guard: Arc<Guard>,
+}
+
+/// Whom an address counts for in per-address caps: an IPv4 address (also when it comes
+/// IPv4-mapped), or an IPv6 /64 (one host commonly has a whole /64 to pick addresses from).
+fn client_of(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown`, each connection a task on `tracker`: HTTPS
@@ -332,14 +350,27 @@ impl Connection {
             shutdown,
         } = self;
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            use futures::FutureExt;
             use futures::future::Either;
-            if slot.is_reserved() && !RESERVED_PATHS.contains(&req.uri().path()) {
+            let reserved = slot.is_reserved();
+            if reserved && !RESERVED_PATHS.contains(&req.uri().path()) {
                 return Either::Left(std::future::ready(Ok(full_house())));
             }
             req.extensions_mut().insert(slot.clone());
             req.extensions_mut().insert(listening);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            Either::Right(app.clone().oneshot(req))
+            // A reserved slot serves one health check and is given back: no keep-alive.
+            Either::Right(app.clone().oneshot(req).map(move |response| {
+                response.map(|mut response| {
+                    if reserved {
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    response
+                })
+            }))
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -449,12 +480,16 @@ mod tests {
 
     #[test]
     fn health_checks_have_slots_of_their_own() {
-        let admission = Admission::with_reserve(limits(2, 2));
+        let admission = Admission::with_reserve(limits(3, 2));
         let a: IpAddr = "127.0.0.5".parse().unwrap();
         let b: IpAddr = "127.0.0.1".parse().unwrap();
-        let ordinary: Vec<Slot> = (0..2).map(|_| admission.admit(a).unwrap()).collect();
+        let c: IpAddr = "127.0.0.6".parse().unwrap();
+        let mut ordinary: Vec<Slot> = (0..2).map(|_| admission.admit(a).unwrap()).collect();
         assert!(ordinary.iter().all(|s| !s.is_reserved()));
-        // Full: the same address gets RESERVED_PER_ADDRESS reserved slots, no more.
+        // At its own cap, with ordinary slots left: no reserve for it.
+        assert!(admission.admit(a).is_none());
+        ordinary.push(admission.admit(c).unwrap());
+        // Full: an address gets RESERVED_PER_ADDRESS reserved slots, no more.
         let reserved: Vec<Slot> = (0..RESERVED_PER_ADDRESS)
             .map(|_| admission.admit(a).unwrap())
             .collect();
@@ -468,6 +503,23 @@ mod tests {
         let plain = Admission::new(limits(1, 1));
         let _one = plain.admit(a).unwrap();
         assert!(plain.admit(b).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_once_per_64() {
+        let admission = Admission::new(limits(10, 2));
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = admission.admit(one).unwrap();
+        let _b = admission.admit(same_64).unwrap();
+        assert!(admission.admit(same_64).is_none(), "the same /64");
+        assert!(admission.admit(other_64).is_some());
+        let mapped: IpAddr = "::ffff:127.0.0.9".parse().unwrap();
+        let v4: IpAddr = "127.0.0.9".parse().unwrap();
+        let _c = admission.admit(mapped).unwrap();
+        let _d = admission.admit(v4).unwrap();
+        assert!(admission.admit(v4).is_none(), "IPv4-mapped counts as IPv4");
     }
 
     #[test]

@@ -890,6 +890,11 @@ impl Call {
         let text = answer.sdp().to_string();
         self.set_local(answer).await?;
         self.start_connecting();
+        if self.info.role == Role::Whep {
+            // The player's time to connect counts from the answer it gets, not from the
+            // POST: a camera slow to start must not eat into it.
+            self.connect_by = tokio::time::Instant::now() + self.connect_timeout();
+        }
         // The call's own subscriptions hold the encoders now.
         self.warm.clear();
         let route = Route::new(&self.info.peer, &self.info.session);

@@ -1,9 +1,9 @@
 //! Codecs whose encoder probe ran out of time are probed again, not dropped for the
 //! daemon's life: a 5 s probe that times out says the machine was busy at start-up (seen: a
 //! VP8 probe took 5.2 s on a loaded machine), not that the encoder is broken. Each is tried
-//! again after a wait that doubles (30 s up to 10 min, at most [`MAX_TRIES`] times), and at
-//! once (on a blocking thread) when a call asks for the codecs of its kind; the call itself
-//! goes on with what works now.
+//! again after a wait that doubles (30 s up to 10 min, at most [`MAX_TRIES`] times), and
+//! sooner (on a blocking thread, at most once per 30 s) when a call asks for the codecs of its
+//! kind; the call itself goes on with what works now.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +26,9 @@ pub(super) struct Pending {
     tries: u32,
     /// A probe of it is running (on a blocking thread).
     running: bool,
+    /// When it was last probed: a call starts another at most [`FIRST_WAIT`] after it (calls
+    /// and snapshots polled in a burst must not spend every try, nor load a busy machine).
+    last: Instant,
 }
 
 impl Pending {
@@ -35,7 +38,12 @@ impl Pending {
             wait: FIRST_WAIT,
             tries: 0,
             running: false,
+            last: Instant::now(),
         }
+    }
+
+    fn may_probe_now(&self) -> bool {
+        !self.running && self.last.elapsed() >= FIRST_WAIT
     }
 }
 
@@ -63,7 +71,7 @@ impl Encoders {
             let mut pending = lock(&self.pending);
             pending
                 .iter_mut()
-                .filter(|(codec, p)| codec.kind() == kind && !p.running)
+                .filter(|(codec, p)| codec.kind() == kind && p.may_probe_now())
                 .map(|(codec, p)| {
                     p.running = true;
                     *codec
@@ -142,6 +150,7 @@ impl Encoders {
                 };
                 p.tries += 1;
                 p.running = false;
+                p.last = Instant::now();
                 if again && p.tries < MAX_TRIES {
                     p.wait = (p.wait * 2).min(LONGEST_WAIT);
                     p.next = Instant::now() + p.wait;
@@ -207,7 +216,10 @@ mod tests {
         let text = "name='t'\n[video]\nsource='test'\ncodecs=['vp8']\n";
         let profile = Profile::parse(text, Path::new("t.toml")).unwrap();
         let encoders = Encoders::new(Arc::new(profile), HashMap::new());
-        lock(&encoders.pending).insert(Codec::Vp8, Pending::new());
+        let mut pending = Pending::new();
+        // Its start-up probe was a while ago: a call may start another.
+        pending.last = Instant::now() - FIRST_WAIT;
+        lock(&encoders.pending).insert(Codec::Vp8, pending);
         assert!(encoders.codecs(MediaKind::Video).is_empty(), "not yet");
         assert_eq!(encoders.pending(MediaKind::Video), [Codec::Vp8]);
         // The ask above started a probe (vp8enc works here): it lands within seconds.
@@ -218,5 +230,23 @@ mod tests {
         assert_eq!(encoders.codecs(MediaKind::Video), [Codec::Vp8]);
         assert!(encoders.pending(MediaKind::Video).is_empty());
         assert_eq!(encoders.next_reprobe(), None);
+    }
+
+    /// Calls in a burst start one probe, not one each: a codec probed less than 30 s ago
+    /// waits for its schedule.
+    #[test]
+    fn a_burst_of_calls_probes_a_waiting_codec_at_most_once() {
+        gst::init().unwrap();
+        let text = "name='t'\n[video]\nsource='test'\ncodecs=['vp8']\n";
+        let profile = Profile::parse(text, Path::new("t.toml")).unwrap();
+        let encoders = Encoders::new(Arc::new(profile), HashMap::new());
+        lock(&encoders.pending).insert(Codec::Vp8, Pending::new());
+        for _ in 0..20 {
+            assert!(encoders.codecs(MediaKind::Video).is_empty());
+        }
+        let pending = lock(&encoders.pending);
+        let p = pending.get(&Codec::Vp8).expect("still waiting");
+        assert!(!p.running, "a call started a probe within 30 s of the last");
+        assert_eq!(p.tries, 0);
     }
 }

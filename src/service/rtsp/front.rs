@@ -9,9 +9,10 @@
 //! variable of its caller (`handle_options_request`, 1.22), which aborted the daemon with
 //! `munmap_chunk(): invalid pointer` once a flood had pushed clients over the cap.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +28,12 @@ use crate::service::listener::{self, Admission, Slot};
 /// The longest first-request header taken (RTSP requests are a few hundred bytes).
 const MAX_HEADER: usize = 8 * 1024;
 /// Refused connections being answered at once; past this they are closed unanswered.
-const MAX_REFUSING: usize = 32;
+pub const MAX_REFUSING: usize = 32;
 /// How long a refused connection gets to send the request its `503` answers.
 const REFUSE_WITHIN: Duration = Duration::from_secs(1);
-/// RTSP sessions one connection may set up ([`bound_sessions`]).
-const MAX_SESSIONS_PER_CLIENT: usize = 2;
+/// RTSP sessions one connection may hold at once ([`bound_sessions`]); the session pool holds
+/// this many per admitted connection.
+pub const MAX_SESSIONS_PER_CLIENT: usize = 2;
 /// How long a connection may go without setting up a session.
 const SESSION_WITHIN: Duration = Duration::from_secs(20);
 /// How long a connection stays once its sessions have ended.
@@ -54,13 +56,25 @@ impl Handoff {
         let pending: Arc<Mutex<Option<Slot>>> = Arc::default();
         let taken = Arc::clone(&pending);
         let timers = context.clone();
+        let owners = Owners::default();
+        if let Some(pool) = server.session_pool() {
+            let owners = Arc::clone(&owners);
+            pool.connect_session_removed(move |_, session| {
+                let owner = session
+                    .sessionid()
+                    .and_then(|id| lock(&owners).remove(id.as_str()));
+                if let Some(live) = owner {
+                    live.fetch_sub(1, Ordering::Relaxed);
+                }
+            });
+        }
         server.connect_client_connected(move |_, client| {
             // Held until the server closes the client (or drops it, whichever is first).
             let slot = Mutex::new(lock(&taken).take());
             client.connect_closed(move |_| {
                 lock(&slot).take();
             });
-            bound_sessions(client, &timers);
+            bound_sessions(client, &timers, &owners);
         });
         Handoff {
             server,
@@ -102,22 +116,36 @@ impl Handoff {
     }
 }
 
+/// Each live RTSP session's id, and the live-session count of the connection that set it up.
+type Owners = Arc<Mutex<HashMap<String, Arc<AtomicUsize>>>>;
+
 /// What one admitted connection may hold. Each RTSP session has a media pipeline of its own
 /// (several threads): a client that sent SETUP after SETUP without a `Session` header made
 /// a session and a pipeline each (100 SETUPs: 815 threads). A recorder needs one session per
-/// connection (every track's SETUP names it); past [`MAX_SESSIONS_PER_CLIENT`] the client is
-/// closed. A connection that sets none up within [`SESSION_WITHIN`] (OPTIONS, then silence)
-/// is closed too, and one whose sessions ended (TEARDOWN, or their 60 s timeout) after
+/// connection (every track's SETUP names it); a connection that holds more than
+/// [`MAX_SESSIONS_PER_CLIENT`] live sessions at once is closed (a TEARDOWN, or a session's
+/// timeout, gives one back). A connection that sets none up within [`SESSION_WITHIN`]
+/// (OPTIONS, then silence) is closed too, and one whose sessions ended after
 /// [`AFTER_SESSION`]: none holds its admission slot for nothing.
-fn bound_sessions(client: &gst_rtsp_server::RTSPClient, timers: &glib::MainContext) {
-    let sessions = Arc::new(AtomicUsize::new(0));
+fn bound_sessions(
+    client: &gst_rtsp_server::RTSPClient,
+    timers: &glib::MainContext,
+    owners: &Owners,
+) {
+    let live = Arc::new(AtomicUsize::new(0));
+    let ever = Arc::new(AtomicBool::new(false));
     client.set_post_session_timeout(AFTER_SESSION.as_secs() as i32);
-    let counted = Arc::clone(&sessions);
     let weak = client.downgrade();
     let closer = timers.clone();
-    client.connect_new_session(move |_, _| {
-        if counted.fetch_add(1, Ordering::Relaxed) + 1 > MAX_SESSIONS_PER_CLIENT {
-            tracing::info!("RTSP: a client set up too many sessions; closed");
+    let owners = Arc::clone(owners);
+    let had = Arc::clone(&ever);
+    client.connect_new_session(move |_, session| {
+        had.store(true, Ordering::Relaxed);
+        if let Some(id) = session.sessionid() {
+            lock(&owners).insert(id.to_string(), Arc::clone(&live));
+        }
+        if live.fetch_add(1, Ordering::Relaxed) + 1 > MAX_SESSIONS_PER_CLIENT {
+            tracing::info!("RTSP: a client holds too many sessions; closed");
             // Not from inside its own request: on the server's thread, a moment later.
             let weak = weak.clone();
             glib::idle_source_new(None, glib::Priority::DEFAULT, move || {
@@ -131,7 +159,7 @@ fn bound_sessions(client: &gst_rtsp_server::RTSPClient, timers: &glib::MainConte
     });
     let weak = client.downgrade();
     glib::timeout_source_new(SESSION_WITHIN, None, glib::Priority::DEFAULT, move || {
-        if sessions.load(Ordering::Relaxed) == 0
+        if !ever.load(Ordering::Relaxed)
             && let Some(client) = weak.upgrade()
         {
             tracing::debug!("RTSP: no session set up in time; closed");

@@ -44,23 +44,23 @@ pub fn start(
     secrets: Vec<String>,
     max_sessions: usize,
 ) -> anyhow::Result<front::Handoff> {
-    let video = preferred_video(&encoders);
-    let audio = encoders
-        .codecs(MediaKind::Audio)
-        .into_iter()
-        .find(|c| *c == Codec::Opus);
-    if video.is_none() && audio.is_none() {
+    let (video, audio) = tracks(&encoders);
+    let waiting = !encoders.pending(MediaKind::Video).is_empty()
+        || !encoders.pending(MediaKind::Audio).is_empty();
+    if video.is_none() && audio.is_none() && !waiting {
         anyhow::bail!("rtsp_listen: the profile has no video or Opus audio to serve");
     }
     let server = gst_rtsp_server::RTSPServer::new();
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&launch(video, audio));
     factory.set_shared(false);
+    follow_codecs(&server, &factory, &encoders, (video, audio));
     let feeds: Feeds = Arc::default();
     {
         let feeds = Arc::clone(&feeds);
         let encoders = Arc::clone(&encoders);
         factory.connect_media_configure(move |_, media| {
+            let (video, audio) = tracks(&encoders);
             configure(media, &encoders, video, audio, &feeds);
         });
     }
@@ -97,6 +97,37 @@ pub fn start(
         })
         .context("RTSP thread")?;
     Ok(handoff)
+}
+
+/// The video and audio RTSP serves: [`preferred_video`], and Opus when the profile has it.
+fn tracks(encoders: &Encoders) -> (Option<Codec>, Option<Codec>) {
+    let audio = encoders
+        .codecs(MediaKind::Audio)
+        .into_iter()
+        .find(|c| *c == Codec::Opus);
+    (preferred_video(encoders), audio)
+}
+
+/// A codec chosen after start-up (its first probe ran out of time) is served from the next
+/// client on: each new client finds the factory's pipeline description up to date.
+fn follow_codecs(
+    server: &gst_rtsp_server::RTSPServer,
+    factory: &gst_rtsp_server::RTSPMediaFactory,
+    encoders: &Arc<Encoders>,
+    served: (Option<Codec>, Option<Codec>),
+) {
+    let served = Mutex::new(served);
+    let factory = factory.clone();
+    let encoders = Arc::clone(encoders);
+    server.connect_client_connected(move |_, _| {
+        let now = tracks(&encoders);
+        let mut served = lock(&served);
+        if *served != now {
+            tracing::info!(video = ?now.0, audio = ?now.1, "RTSP serves newly chosen codecs");
+            factory.set_launch(&launch(now.0, now.1));
+            *served = now;
+        }
+    });
 }
 
 /// H.264 first (what NVRs record), else the profile's first video codec.
@@ -205,7 +236,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// At most `max` sessions at once (each has a media pipeline; more SETUPs are answered 503),
+/// At most `max` sessions at once (each has a media pipeline; more SETUPs are answered 503:
+/// `max` is [`front::MAX_SESSIONS_PER_CLIENT`] per admitted connection, so the pool is never
+/// what a recorder runs into),
 /// and sessions whose client went without a TEARDOWN expire (60 s without a keep-alive) and
 /// let go of their media: gst-rtsp-server removes expired sessions only when asked.
 fn expire_sessions(server: &gst_rtsp_server::RTSPServer, max: usize, context: &glib::MainContext) {
