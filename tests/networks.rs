@@ -788,28 +788,63 @@ netns_test!(
             .status()
             .expect("tc");
         assert!(status.success(), "tc qdisc add … tbf");
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        let before = page().await;
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        let after = page().await;
+        // Watched for 40 s: the page's frames and freezes, the rendition the camera sends.
         let count = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
-        let fps = (count(&after, "frames") - count(&before, "frames")) as f64 / 6.0;
-        let late_freezes = count(&after, "freezes") - count(&before, "freezes");
+        let started = Instant::now();
+        let mut samples: Vec<(f64, Value, String)> = Vec::new();
+        while started.elapsed() < Duration::from_secs(40) {
+            let now = page().await;
+            let sent = wait_call(&camera, &session, "the camera's side", |_| true).await;
+            let rendition = sent["send"]["rendition"].as_str().unwrap_or("").to_string();
+            samples.push((started.elapsed().as_secs_f64(), now, rendition));
+            // Once a second: watching must not load the 2 cores the page decodes on.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // Judged on the first 6 s, from 8 s after the bottleneck came, in which the camera
+        // sent one rendition throughout, and for 5 s before: the estimate falling at first, a
+        // probe of the next rung (from 8 s on a rung, 4 s long) and the seconds after a probe
+        // that failed are adapting, measured by the ladder benchmarks, not the steady picture
+        // this is about.
+        let (start, end) = (0..samples.len())
+            .find_map(|i| {
+                let from = samples[i].0;
+                let end = samples.iter().position(|s| s.0 >= from + 6.0)?;
+                let steady = samples
+                    .iter()
+                    .filter(|s| s.0 >= from - 5.0 && s.0 <= samples[end].0)
+                    .all(|s| s.2 == samples[i].2);
+                (from >= 8.0 && steady).then_some((i, end))
+            })
+            .unwrap_or_else(|| {
+                let switches: Vec<(f64, &str)> = samples
+                    .windows(2)
+                    .filter(|w| w[0].2 != w[1].2)
+                    .map(|w| (w[1].0, w[1].2.as_str()))
+                    .collect();
+                panic!("no 6 s on one rendition in 40 s behind the bottleneck: {switches:?}")
+            });
+        let (before, after) = (&samples[start].1, &samples[end].1);
+        let seconds = samples[end].0 - samples[start].0;
+        let fps = (count(after, "frames") - count(before, "frames")) as f64 / seconds;
+        let late_freezes = count(after, "freezes") - count(before, "freezes");
         let sent = wait_call(&camera, &session, "the camera's side", |_| true).await;
         eprintln!(
-            "behind 500 kbit/s: {fps:.1} fps, freezes {} in all and {late_freezes} in the last 6 s; \
-             page {after}; camera sends {}",
-            count(&after, "freezes"),
+            "behind 500 kbit/s, {:.1}–{:.1} s after it came: {fps:.1} fps on {}, freezes {} in \
+             all and {late_freezes} then; page {after}; camera sends {}",
+            samples[start].0,
+            samples[end].0,
+            samples[start].2,
+            count(after, "freezes"),
             sent["send"]
         );
         assert!(fps >= 20.0, "{fps} fps");
         // 640×360 needs 1 Mbit/s: it cannot be what plays.
-        assert!(count(&after, "width") < 640, "{after}");
-        assert_ne!(sent["send"]["rendition"], "640x360", "{sent}");
-        assert!(late_freezes <= 1, "freezes later on: {after}");
+        assert!(count(after, "width") < 640, "{after}");
+        assert_ne!(samples[start].2, "640x360", "{sent}");
+        assert!(late_freezes <= 1, "freezes on a steady rendition: {after}");
         // The overlay shows the device's side of the call.
-        assert_eq!(after["rendition"], sent["send"]["rendition"], "{after}");
-        assert!(count(&after, "estimate") > 0, "{after}");
+        assert_eq!(after["rendition"], samples[end].2.as_str(), "{after}");
+        assert!(count(after, "estimate") > 0, "{after}");
     }
 );
 
