@@ -177,11 +177,14 @@ impl Encoders {
                 _ = shutdown.cancelled() => return,
             }
             let me = Arc::clone(&self);
-            if tokio::task::spawn_blocking(move || me.reprobe_due())
-                .await
-                .is_err()
-            {
-                return;
+            // Shutdown does not wait for a probe (a few seconds of encoding) to finish.
+            tokio::select! {
+                probed = tokio::task::spawn_blocking(move || me.reprobe_due()) => {
+                    if probed.is_err() {
+                        return;
+                    }
+                }
+                _ = shutdown.cancelled() => return,
             }
             // A codec still running (a call's probe) is not due: do not spin on it.
             tokio::time::sleep(Duration::from_secs(1)).await;
