@@ -235,8 +235,8 @@ netns_test!(
     }
 );
 
-// With every connection slot taken by WebSockets (`max_connections = 24`, one host holding
-// them all), a health probe still gets its answer (a slot of the health checks' reserve), and
+// A silent connection is closed within 5 s. With every connection slot taken by WebSockets
+// (`max_connections = 24`, one host holding them all), a health probe still gets its answer (a slot of the health checks' reserve), and
 // that reserve serves nothing else.
 netns_test!(
     a_full_house_of_websockets_leaves_healthz_answering,
@@ -248,6 +248,31 @@ netns_test!(
             "max_connections = 24\nmax_connections_per_address = 64\n",
         );
         let door = Proc::daemon("full-house", &profile, &["--config", &cfg]);
+        // A connection that sends nothing is closed within a few seconds (5 s; a request's
+        // header has client_timeout_secs, 10 s here).
+        {
+            use tokio::io::AsyncReadExt;
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.5:0".parse().expect("addr"))
+                .expect("bind");
+            let mut silent = socket
+                .connect(door.addr.parse().expect("addr"))
+                .await
+                .expect("connect");
+            let started = Instant::now();
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(8), silent.read(&mut byte)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "a silent connection still open after {:?}",
+                started.elapsed()
+            );
+            eprintln!(
+                "a silent connection was closed after {:?}",
+                started.elapsed()
+            );
+        }
         let mut held = Vec::new();
         for _ in 0..40 {
             let socket = tokio::net::TcpSocket::new_v4().expect("socket");

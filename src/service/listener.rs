@@ -241,6 +241,13 @@ pub async fn serve(
         let tls = tls.clone();
         let redirect = redirect.clone();
         tracker.spawn(async move {
+            // A connection that says nothing for a few seconds is closed before it costs
+            // more than its descriptor (a whole header then has `header_timeout`).
+            let first = first_byte(&stream, header_timeout.min(FIRST_BYTE_WITHIN)).await;
+            let Some(first) = first else {
+                tracing::debug!(%peer, "nothing sent in time; closed");
+                return;
+            };
             let Some(tls) = tls else {
                 let listening = Listening {
                     secure: false,
@@ -248,42 +255,40 @@ pub async fn serve(
                 };
                 return conn.serve(TokioIo::new(stream), app, listening).await;
             };
-            match is_tls(&stream, header_timeout).await {
-                Some(true) => {
-                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-                    match tokio::time::timeout(header_timeout, accept).await {
-                        Ok(Ok(stream)) => {
-                            let listening = Listening {
-                                secure: true,
-                                loopback,
-                            };
-                            conn.serve(TokioIo::new(stream), app, listening).await
-                        }
-                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake: {err}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                Some(false) => {
+            const TLS_HANDSHAKE: u8 = 0x16;
+            if first != TLS_HANDSHAKE {
+                let listening = Listening {
+                    secure: false,
+                    loopback,
+                };
+                let redirect = redirect.unwrap_or_else(to_https);
+                return conn.serve(TokioIo::new(stream), redirect, listening).await;
+            }
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            match tokio::time::timeout(header_timeout, accept).await {
+                Ok(Ok(stream)) => {
                     let listening = Listening {
-                        secure: false,
+                        secure: true,
                         loopback,
                     };
-                    let redirect = redirect.unwrap_or_else(to_https);
-                    conn.serve(TokioIo::new(stream), redirect, listening).await
+                    conn.serve(TokioIo::new(stream), app, listening).await
                 }
-                None => {}
+                Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake: {err}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
 }
 
-/// Whether the client starts a TLS handshake (its first byte is a TLS handshake record);
-/// `None` when it sends nothing in time or goes away.
-async fn is_tls(stream: &tokio::net::TcpStream, within: Duration) -> Option<bool> {
-    const TLS_HANDSHAKE: u8 = 0x16;
+/// How long a new connection may send nothing at all (`client_timeout_secs` if lower).
+const FIRST_BYTE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The client's first byte (left in the socket), or `None` when it sends nothing in time or
+/// goes away. On the TLS port it tells a TLS handshake record from plain HTTP.
+async fn first_byte(stream: &tokio::net::TcpStream, within: Duration) -> Option<u8> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(within, stream.peek(&mut first)).await {
-        Ok(Ok(1)) => Some(first[0] == TLS_HANDSHAKE),
+        Ok(Ok(1)) => Some(first[0]),
         _ => None,
     }
 }
