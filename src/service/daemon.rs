@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::Tokens;
+use super::caps::{ConnectionCaps, rtsp_request_within};
 use super::config::Config;
 use super::guard::Guard;
 use super::health::Health;
@@ -192,54 +193,6 @@ fn serve(
         tasks.shutdown.clone(),
         tasks.connections.clone(),
     ));
-}
-
-/// Connection caps that fit under the open-file limit together, with
-/// [`listener::FDS_RESERVED`] descriptors left for calls and pipelines: every HTTP listener
-/// (`listen`, and `tls_listen`) with its health reserve, the RTSP listener with the refusals it
-/// answers, and the bridge's clients.
-struct ConnectionCaps {
-    /// `max_connections`, per HTTP listener.
-    http: usize,
-    /// `rtsp_max_clients` (0 without `rtsp_listen`).
-    rtsp: usize,
-}
-
-impl ConnectionCaps {
-    fn of(config: &Config) -> ConnectionCaps {
-        let fd_limit = listener::raise_fd_limit();
-        let http_listeners = 1 + usize::from(config.tls_listen.is_some() && config.tls_enabled());
-        let rtsp_on = config.rtsp_listen.is_some();
-        let fixed = http_listeners * listener::reserved_slots()
-            + if rtsp_on {
-                super::rtsp::front::MAX_REFUSING
-            } else {
-                0
-            }
-            + if config.bridge.is_some() {
-                super::bridge::MAX_CLIENTS
-            } else {
-                0
-            };
-        let rtsp = if rtsp_on {
-            listener::fit_connections("rtsp_max_clients", config.rtsp_max_clients, fd_limit, fixed)
-        } else {
-            0
-        };
-        let http = listener::fit_connections(
-            "max_connections (all HTTP listeners together)",
-            config.max_connections * http_listeners,
-            fd_limit,
-            fixed + rtsp,
-        ) / http_listeners;
-        ConnectionCaps { http, rtsp }
-    }
-}
-
-/// How long an RTSP connection gets to send its first request: a few seconds (a recorder
-/// sends OPTIONS or DESCRIBE at once), `client_timeout_secs` if lower.
-fn rtsp_request_within(config: &Config) -> Duration {
-    Duration::from_secs(config.client_timeout_secs.clamp(1, 5))
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
