@@ -12,6 +12,7 @@ mod players;
 mod plot;
 mod procs;
 mod scenarios;
+mod shutdown;
 mod soak;
 
 use std::fmt::Write as _;
@@ -77,6 +78,9 @@ struct Args {
     /// receivers for both; `make bench-compare` builds webrtcsink first).
     #[arg(long)]
     compare: bool,
+    /// Only shutdown under load: SIGTERM to exit with 30 calls up, `--calls` runs (5 if less).
+    #[arg(long)]
+    shutdown_only: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -166,6 +170,15 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let table = cluster::markdown(&routing);
         println!("{table}");
         std::fs::write(dir.join("routing.md"), &table)?;
+        return Ok(());
+    }
+    if args.shutdown_only {
+        let dir = procs::work_dir()?;
+        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
+        let result = shutdown::measure(&dir, &codec, 30, args.calls.min(5)).await?;
+        let table = shutdown::markdown(&result);
+        println!("{table}");
+        std::fs::write(dir.join("shutdown.md"), &table)?;
         return Ok(());
     }
     if args.players_only {
