@@ -1,9 +1,16 @@
 //! Everything this side does to a call, as messages to its task. What the peer sends
 //! (signaling, DataChannel text) comes on its own bounded queue
-//! ([`super::call::PeerInput`]); these events are few by construction: one per candidate of
+//! ([`PeerInput`]); these events are few by construction: one per candidate of
 //! a local interface, state change, pad or channel, and one end.
 
-use crate::protocol::EndReason;
+use crate::protocol::{EndReason, Message};
+
+/// What the peer sends the session: bounded (see `call::PEER_QUEUE`).
+#[derive(Debug)]
+pub enum PeerInput {
+    Signaling(Message),
+    ChannelText(String),
+}
 
 #[derive(Debug)]
 pub enum Event {

@@ -2,6 +2,7 @@
 //! answers the questions the HTTP API asks. Holds its lock only to read or change the maps;
 //! it never calls webrtcbin (that is the session task's job).
 
+use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,8 +12,8 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-use super::call::{self, CallEnd, PeerInput};
-use super::events::Event;
+use super::call::{self, CallEnd};
+use super::events::{Event, PeerInput};
 use super::notify::Notifier;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
 use crate::media::profile::AnswerPolicy;
@@ -99,7 +100,7 @@ impl CallManager {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Calls' lifecycle events and their peers' DataChannel messages.
@@ -301,7 +302,7 @@ impl CallManager {
     }
 
     fn remember_decision(&self, session: &str) {
-        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        let mut decided = lock(&self.decided);
         if decided.len() >= DECIDED_KEPT {
             decided.pop_front();
         }
@@ -309,7 +310,7 @@ impl CallManager {
     }
 
     fn decided_lately(&self, session: &str) -> bool {
-        let decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        let decided = lock(&self.decided);
         decided
             .iter()
             .any(|(s, at)| s == session && at.elapsed() < DECIDED_FOR)

@@ -17,6 +17,7 @@ pub mod turn;
 pub mod warm_up;
 mod webrtc;
 
+use crate::sync::lock;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -272,10 +273,6 @@ pub struct RtpSnapshot {
     pub audio_sent: u64,
     pub video_received: u64,
     pub audio_received: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl CallInfo {

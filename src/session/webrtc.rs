@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::CallSettings;
-use super::call::PeerInput;
-use super::events::Event;
+use super::events::{Event, PeerInput};
 use super::ice;
 use super::identity::DtlsIdentity;
 use super::loss_estimate::ReceiverReport;

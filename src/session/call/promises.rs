@@ -1,0 +1,99 @@
+//! webrtcbin's promise-based calls (create-offer/answer, set-local/remote-description), each
+//! bounded in time, and the parsing of the peer's SDP.
+
+use std::time::Instant;
+
+use gst::prelude::*;
+use gst_webrtc::WebRTCSDPType;
+
+use super::super::sdp;
+use super::{Call, CallEnd, Step, elapsed_ms};
+use crate::protocol::EndReason;
+
+/// How long webrtcbin may take to answer one promise (create-offer, set-*-description).
+const PROMISE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Call {
+    /// `create-offer` or `create-answer`; `field` names the reply's description.
+    pub(super) async fn create_description(
+        &self,
+        signal: &str,
+        field: &str,
+    ) -> Result<gst_webrtc::WebRTCSessionDescription, CallEnd> {
+        let (promise, reply) = gst::Promise::new_future();
+        let asked = Instant::now();
+        self.webrtcbin
+            .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
+        let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
+            .await
+            .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
+        // Where a call's setup time goes (the first-frame benchmark's phases, finer).
+        tracing::debug!(session = %self.info.session, signal, ms = elapsed_ms(asked), "webrtcbin answered");
+        match reply {
+            Ok(Some(reply)) => reply
+                .get::<gst_webrtc::WebRTCSessionDescription>(field)
+                .map_err(|_| CallEnd::bad_sdp(format!("{signal} failed: {}", reply_error(&reply)))),
+            _ => Err(CallEnd::local(
+                EndReason::InternalError,
+                format!("{signal} gave no reply"),
+            )),
+        }
+    }
+
+    pub(super) async fn set_local(&self, desc: gst_webrtc::WebRTCSessionDescription) -> Step {
+        tracing::debug!(session = %self.info.session, sdp = %desc.sdp(), "local description");
+        self.promise_call("set-local-description", &desc).await
+    }
+
+    /// `set-remote-description` with the peer's `sdp`.
+    pub(super) async fn set_remote_description(
+        &self,
+        kind: WebRTCSDPType,
+        sdp: &gst_sdp::SDPMessage,
+    ) -> Step {
+        tracing::debug!(session = %self.info.session, %sdp, "remote description");
+        let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp.clone());
+        self.promise_call("set-remote-description", &desc).await
+    }
+
+    async fn promise_call(
+        &self,
+        signal: &str,
+        desc: &gst_webrtc::WebRTCSessionDescription,
+    ) -> Step {
+        let (promise, reply) = gst::Promise::new_future();
+        let asked = Instant::now();
+        self.webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
+        let reply = tokio::time::timeout(PROMISE_TIMEOUT, reply)
+            .await
+            .map_err(|_| CallEnd::local(EndReason::InternalError, format!("{signal} timed out")))?;
+        tracing::debug!(session = %self.info.session, signal, ms = elapsed_ms(asked), "webrtcbin answered");
+        match reply {
+            // webrtcbin replies with no structure on success, an `error` field on failure.
+            Ok(None) => Ok(()),
+            Ok(Some(reply)) if reply.has_field("error") => Err(CallEnd::bad_sdp(format!(
+                "{signal} failed: {}",
+                reply_error(&reply)
+            ))),
+            Ok(Some(_)) => Ok(()),
+            Err(err) => Err(CallEnd::local(
+                EndReason::InternalError,
+                format!("{signal}: {err:?}"),
+            )),
+        }
+    }
+}
+
+/// Parses a peer's SDP, refusing what no real peer sends: text that is not SDP, no m-line,
+/// more m-lines than the profile allows (each one costs threads and elements).
+pub(super) fn parse_sdp(text: &str, max_mlines: usize) -> Result<gst_sdp::SDPMessage, CallEnd> {
+    sdp::check(text, max_mlines).map_err(CallEnd::bad_sdp)
+}
+
+/// A webrtcbin promise's `error` as its message text (never a pointer).
+fn reply_error(reply: &gst::StructureRef) -> String {
+    match reply.get::<glib::Error>("error") {
+        Ok(err) => err.message().to_string(),
+        Err(_) => "no reason given".into(),
+    }
+}
