@@ -11,7 +11,9 @@ pub mod send;
 pub mod shared;
 pub mod stamp;
 pub mod v4l2;
+pub mod work;
 
+use crate::sync::lock;
 use std::sync::Mutex;
 
 use gst::prelude::*;
@@ -66,7 +68,7 @@ static PIPELINES: Mutex<Vec<glib::WeakRef<gst::Pipeline>>> = Mutex::new(Vec::new
 /// A new, tracked pipeline.
 pub fn new_pipeline(name: &str) -> gst::Pipeline {
     let pipeline = gst::Pipeline::with_name(name);
-    let mut all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = lock(&PIPELINES);
     all.retain(|w| w.upgrade().is_some());
     all.push(pipeline.downgrade());
     pipeline
@@ -75,7 +77,7 @@ pub fn new_pipeline(name: &str) -> gst::Pipeline {
 /// How many pipelines are still alive (not yet finalized). After every call has ended this
 /// must be 0: anything else is a leaked reference.
 pub fn live_pipelines() -> usize {
-    let mut all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = lock(&PIPELINES);
     all.retain(|w| w.upgrade().is_some());
     all.len()
 }
@@ -90,7 +92,7 @@ pub struct EncoderCount {
 
 fn live_elements() -> Vec<gst::Element> {
     let pipelines: Vec<gst::Pipeline> = {
-        let all = PIPELINES.lock().unwrap_or_else(|p| p.into_inner());
+        let all = lock(&PIPELINES);
         all.iter().filter_map(|w| w.upgrade()).collect()
     };
     pipelines
@@ -147,9 +149,8 @@ impl Drop for OwnedPipeline {
     }
 }
 
-/// Takes a pipeline to NULL and drops it on a blocking thread: state changes can wait on
-/// streaming threads, so they never run on a session task or a signal handler. Outside a
-/// tokio runtime (a plain thread) it happens on the calling thread.
+/// Takes a pipeline to NULL and drops it on a blocking thread (see [`work`]): state changes
+/// can wait on streaming threads, so they never run on a session task or a signal handler.
 pub fn teardown(pipeline: gst::Pipeline) {
     let stop = move || {
         if let Err(err) = pipeline.set_state(gst::State::Null) {
@@ -161,10 +162,7 @@ pub fn teardown(pipeline: gst::Pipeline) {
         drop(pipeline);
         release_memory();
     };
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn_blocking(stop)),
-        Err(_) => stop(),
-    }
+    work::off_worker(stop);
 }
 
 /// Hands freed heap memory back to the system rather than keeping it cached (after a call,

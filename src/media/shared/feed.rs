@@ -20,6 +20,7 @@
 //! The RTSP server's media pipelines bring their own `appsrc` (and its thread): those are fed
 //! through it, from the start, and one whose queue fills counts as stalled.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -359,8 +360,4 @@ impl Drop for DirectFeed {
         }
         let _ = self.pad.set_active(false);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

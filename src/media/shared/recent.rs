@@ -22,7 +22,7 @@ pub(super) struct Recent {
 impl Recent {
     /// Keeps `frame` (a keyframe starts over) while there is room.
     pub(super) fn record(&self, frame: &Frame) {
-        let mut frames = super::lock(&self.frames);
+        let mut frames = crate::sync::lock(&self.frames);
         if frame.keyframe {
             frames.clear();
         } else if frames.is_empty() {
@@ -38,7 +38,7 @@ impl Recent {
 
     /// Whether it keeps a keyframe that came within `age`.
     pub(super) fn has_keyframe_within(&self, age: Duration) -> bool {
-        super::lock(&self.frames)
+        crate::sync::lock(&self.frames)
             .first()
             .is_some_and(|f| f.came.elapsed() <= age)
     }
@@ -48,7 +48,7 @@ impl Recent {
     /// `start` returns is handed out after it too (the stream keeps a frame here before it
     /// hands it to its viewers), so a feed that `start` arms misses none and gets none twice.
     pub(super) fn start_from<R>(&self, start: impl FnOnce(Vec<Held>) -> R) -> R {
-        let frames = super::lock(&self.frames);
+        let frames = crate::sync::lock(&self.frames);
         let fresh = frames.first().is_some_and(|f| f.came.elapsed() <= MAX_AGE);
         start(if fresh { frames.clone() } else { Vec::new() })
     }

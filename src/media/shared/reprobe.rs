@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Encoders, lock};
+use super::Encoders;
 use crate::media::codecs::{Codec, MediaKind};
 use crate::media::encoder::{self, ProbeResult};
+use crate::sync::lock;
 
 const FIRST_WAIT: Duration = Duration::from_secs(30);
 const LONGEST_WAIT: Duration = Duration::from_secs(600);

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use gst::prelude::*;
 
-use super::{Encoders, Life, MediaError, lock};
+use super::Encoders;
+use super::stream::Life;
+use crate::media::MediaError;
 use crate::media::codecs::MediaKind;
+use crate::sync::lock;
 
 /// The widest snapshot (a request for more gets the capture's own size, at most this).
 const MAX_WIDTH: u32 = 3840;
@@ -58,7 +61,7 @@ impl Encoders {
 /// The next raw picture at the stream's tap (waiting, within `timeout`, for a stream that
 /// another caller is starting or restarting).
 fn next_picture(
-    stream: &super::SharedStream,
+    stream: &super::stream::SharedStream,
     timeout: Duration,
 ) -> Result<gst::Sample, SnapshotError> {
     let deadline = std::time::Instant::now() + timeout;
