@@ -3,12 +3,15 @@
 //! Dependencies point one way: `service` → `relay` and `session`; `session` → `media`;
 //! `relay` and `session` → `protocol`.
 
+pub mod backoff;
 pub mod fuzzing;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod protocol;
 pub mod redact;
 pub mod relay;
 pub mod service;
 pub mod session;
+pub mod sync;
 mod toml_error;

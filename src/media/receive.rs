@@ -1,6 +1,7 @@
 //! Receive branches: RTP from webrtcbin → depayloader → decoder → the profile's sink, with
 //! counters of decoded frames so the API (and the tests) can see media really arrives.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -50,10 +51,6 @@ pub struct LatencySummary {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub max_ms: f64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ReceiveCounters {

@@ -14,6 +14,7 @@
 //! heals within that time, and the ids of a relay found dead are swept. Without Redis a
 //! relay keeps serving its own peers; when Redis is back, it claims them again.
 
+use crate::backoff::Backoff;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,7 +173,7 @@ pub fn start(
         sweep: redis::Script::new(SWEEP),
     };
     tasks.spawn(async move {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let session = member.session(&mut backoff);
             let ended = tokio::select! {
@@ -185,7 +186,7 @@ pub fn start(
             // Meanwhile what the relay asks is dropped, not queued: once back, the relay's
             // peers are claimed again from what it holds then, and routed messages are lost
             // as on any relay that went away.
-            let pause = tokio::time::sleep(backoff);
+            let pause = tokio::time::sleep(backoff.next_pause());
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -198,7 +199,6 @@ pub fn start(
             if shutdown.is_cancelled() {
                 break;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         member.leave().await;
     });
@@ -257,7 +257,7 @@ async fn within<T>(
 
 impl Member {
     /// One connection to Redis, until it fails.
-    async fn session(&mut self, backoff: &mut Duration) -> anyhow::Result<()> {
+    async fn session(&mut self, backoff: &mut Backoff) -> anyhow::Result<()> {
         let mut conn = within("connect", self.client.get_multiplexed_async_connection()).await?;
         let mut pubsub = within("connect (pub/sub)", self.client.get_async_pubsub()).await?;
         within("subscribe", pubsub.subscribe(EVENTS)).await?;
@@ -269,7 +269,7 @@ impl Member {
         within("heartbeat", beat(&mut conn, &self.node)).await?;
         self.reconcile(&mut conn).await?;
         tracing::info!(node = %self.node, "relay cluster: joined through Redis");
-        *backoff = BACKOFF_MIN;
+        backoff.reset();
         let mut reconcile = tokio::time::interval(RECONCILE);
         loop {
             tokio::select! {

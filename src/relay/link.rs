@@ -2,6 +2,7 @@
 //! WebSocket that is re-registered with backoff whenever it goes away and comes back — with
 //! several, the first that answers, then the next whenever the one in use goes away.
 
+use crate::backoff::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,7 +88,13 @@ pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Li
                         }
                     }
                     _ = kicked.notified() => break,
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        // The last hangups go out before the daemon leaves the relay.
+                        while let Ok(msg) = from_daemon.try_recv() {
+                            attachment.handle(msg);
+                        }
+                        return;
+                    }
                 }
             }
             tracing::warn!("lost the registration on the embedded relay; registering again");
@@ -95,7 +102,9 @@ pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Li
             if to_daemon.send(LinkEvent::Down).await.is_err() {
                 return;
             }
-            tokio::time::sleep(BACKOFF_MIN).await;
+            if !Backoff::sleep(BACKOFF_MIN, &shutdown).await {
+                return;
+            }
         }
     });
     Link { outgoing, incoming }
@@ -115,7 +124,7 @@ pub fn remote(
     let (to_daemon, incoming) = mpsc::channel(QUEUE);
     let shutdown = tasks.shutdown.clone();
     tasks.tracker.spawn(async move {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut next = 0;
         let mut taken_in_a_row = 0;
         loop {
@@ -123,32 +132,30 @@ pub fn remote(
                 tracing::error!("no relay to register with");
                 return;
             };
-            let session = connect_once(
+            let ended = connect_once(
                 &relay,
                 &url,
-                id.clone(),
-                keepalive,
+                Registration {
+                    id: id.clone(),
+                    keepalive,
+                    shutdown: &shutdown,
+                },
                 &mut from_daemon,
                 &to_daemon,
                 &mut backoff,
-            );
-            let ended = tokio::select! {
-                ended = session => ended,
-                _ = shutdown.cancelled() => return,
-            };
+            )
+            .await;
             // A relay that says the id is taken is alive (it has not yet noticed our old
             // registration is gone, or its cluster not yet that our relay died): try it again,
             // soon and without growing the backoff, rather than one that may be dead.
             // A real duplicate (another device with our id) is not worth hammering: after a
             // few seconds of quick retries, the usual backoff.
-            let mut pause = backoff;
+            let mut quick = false;
             match ended {
                 Ok(Session::DaemonGone) => return,
                 Ok(Session::RelayGone(why @ ID_TAKEN)) => {
                     taken_in_a_row += 1;
-                    if taken_in_a_row <= ID_TAKEN_QUICK_RETRIES {
-                        pause = ID_TAKEN_RETRY;
-                    }
+                    quick = taken_in_a_row <= ID_TAKEN_QUICK_RETRIES;
                     tracing::warn!(relay = %url, "{why}; registering again")
                 }
                 Ok(Session::RelayGone(why)) => {
@@ -165,9 +172,13 @@ pub fn remote(
             if to_daemon.send(LinkEvent::Down).await.is_err() {
                 return;
             }
-            tokio::time::sleep(jittered(pause)).await;
-            if pause == backoff {
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            let pause = if quick {
+                ID_TAKEN_RETRY
+            } else {
+                backoff.next_pause()
+            };
+            if !Backoff::sleep(jittered(pause), &shutdown).await {
+                return;
             }
         }
     });
@@ -210,11 +221,8 @@ async fn open(
 > {
     // Errors name the relay redacted: the URL itself may hold a token.
     let parsed = url::Url::parse(url.expose()).context("not a URL")?;
-    let host = parsed.host_str().context("no host")?.to_string();
+    let (host, port) = crate::net::host_and_port(&parsed)?;
     let secure = parsed.scheme() == "wss";
-    let port = parsed
-        .port_or_known_default()
-        .unwrap_or(if secure { 443 } else { 80 });
     let mut request = url
         .expose()
         .into_client_request()
@@ -225,16 +233,15 @@ async fn open(
             .context("the relay token is not a valid header value")?;
         request.headers_mut().insert("authorization", value);
     }
-    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .with_context(|| format!("cannot connect to {host}:{port}"))?;
     // Small messages back to back: not held for the previous one's ACK (see the listener).
     tcp.set_nodelay(true)
         .with_context(|| format!("TCP_NODELAY to {host}:{port}"))?;
     let stream: Box<dyn Io> = if secure {
-        let name =
-            rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                .with_context(|| format!("{host} is not a name a certificate can hold"))?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .with_context(|| format!("{host} is not a name a certificate can hold"))?;
         let tls = tokio_rustls::TlsConnector::from(Arc::clone(&relay.tls))
             .connect(name, tcp)
             .await
@@ -250,20 +257,35 @@ async fn open(
     Ok(ws)
 }
 
+/// What one connection to a remote relay registers, how it keeps alive, and when it ends.
+struct Registration<'a> {
+    id: Option<String>,
+    keepalive: Duration,
+    /// The daemon stops: what it queued (the last hangups) is sent, then the link closes.
+    shutdown: &'a tokio_util::sync::CancellationToken,
+}
+
 async fn connect_once(
     relay: &RemoteRelay,
     url: &SecretUrl,
-    id: Option<String>,
-    keepalive: Duration,
+    registration: Registration<'_>,
     from_daemon: &mut mpsc::Receiver<Message>,
     to_daemon: &mpsc::Sender<LinkEvent>,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> anyhow::Result<Session> {
+    let Registration {
+        id,
+        keepalive,
+        shutdown,
+    } = registration;
     // A frozen relay accepts the TCP connection and never answers the handshake.
     let silent = keepalive * 2;
-    let ws = tokio::time::timeout(silent, open(relay, url))
-        .await
-        .map_err(|_| anyhow::anyhow!("no handshake within {silent:?}"))??;
+    let ws = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(Session::DaemonGone),
+        ws = tokio::time::timeout(silent, open(relay, url)) => {
+            ws.map_err(|_| anyhow::anyhow!("no handshake within {silent:?}"))??
+        }
+    };
     let (mut sink, mut stream) = ws.split();
     let mut send = async |frame: Frame| -> anyhow::Result<()> {
         tokio::time::timeout(silent, sink.send(frame))
@@ -280,6 +302,14 @@ async fn connect_once(
                 Some(msg) => send(Frame::text(msg.encode())).await?,
                 None => return Ok(Session::DaemonGone),
             },
+            _ = shutdown.cancelled() => {
+                // The last hangups go out before the daemon leaves the relay.
+                while let Ok(msg) = from_daemon.try_recv() {
+                    send(Frame::text(msg.encode())).await?;
+                }
+                let _ = send(Frame::Close(None)).await;
+                return Ok(Session::DaemonGone);
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > silent {
                     return Ok(Session::RelayGone("no answer to pings"));
@@ -292,7 +322,7 @@ async fn connect_once(
                     Some(Ok(Frame::Text(text))) => match Message::decode(text.as_str()) {
                         Ok(msg) => {
                             if matches!(msg, Message::Registered { .. }) {
-                                *backoff = BACKOFF_MIN;
+                                backoff.reset();
                                 tracing::info!(relay = %url, "registered with the relay");
                             }
                             // After a reconnect the relay may not yet have noticed our old

@@ -275,10 +275,7 @@ impl Relay {
     }
 
     fn lock(&self) -> MutexGuard<'_, Peers> {
-        // A panic while holding this lock would be a bug in this file; the data stays usable.
-        self.peers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.peers)
     }
 
     fn deliver(peers: &Peers, to: &str, msg: Message) -> Delivery {

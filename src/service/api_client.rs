@@ -1,9 +1,10 @@
-//! A minimal HTTP/1.1 client for the daemon's own API (`webrtcd call`, and the tests).
+//! The daemon's own API as a client sees it (`webrtcd call`, the benchmarks, the tests): one
+//! plain HTTP request through [`super::http_client`].
 
-use anyhow::{Context, anyhow};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use anyhow::Context;
+
+/// The daemon's own replies (a status with many calls, the metrics) are read whole up to this.
+const MAX_REPLY: usize = 64 * 1024 * 1024;
 
 /// Sends one request; returns the status code and the body as text.
 pub async fn request(
@@ -13,32 +14,25 @@ pub async fn request(
     token: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
     let parsed = url::Url::parse(url).with_context(|| format!("bad URL {url}"))?;
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| anyhow!("no host in {url}"))?;
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .with_context(|| format!("cannot reach {host}:{port}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let path = match parsed.query() {
-        Some(q) => format!("{}?{q}", parsed.path()),
-        None => parsed.path().to_string(),
-    };
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, format!("{host}:{port}"));
+    let mut headers = Vec::new();
     if let Some(token) = token {
-        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        headers.push(("authorization", format!("Bearer {token}")));
     }
     if body.is_some() {
-        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        headers.push(("content-type", "application/json".to_string()));
     }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let response = sender.send_request(req).await?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    let reply = super::http_client::send(
+        method,
+        &parsed,
+        &headers,
+        body.unwrap_or_default().into_bytes(),
+        None,
+        MAX_REPLY,
+    )
+    .await
+    .with_context(|| format!("{method} {url}"))?;
+    Ok((
+        reply.status,
+        String::from_utf8_lossy(&reply.body).into_owned(),
+    ))
 }

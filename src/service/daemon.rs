@@ -272,9 +272,10 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         .connections
         .spawn(Arc::clone(&encoders).keep_reprobing(tasks.shutdown.clone()));
     let relay = new_relay(&config);
+    // The link stops on its own signal, after the calls: their hangups leave through it.
     let link_tasks = link::LinkTasks {
-        tracker: tasks.connections.clone(),
-        shutdown: tasks.shutdown.clone(),
+        tracker: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
     };
     let link = match relay_tls {
         Some(tls) => link::remote(
@@ -376,16 +377,20 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         tasks.shutdown.clone(),
     ));
     notifier.notify(&format!("READY=1\nSTATUS=serving on {}", config.listen));
+    // Stopped as shutdown starts: systemd's stop timeout bounds that, not the watchdog.
+    let watchdog_stop = CancellationToken::new();
     if let Some(interval) = notify::watchdog_interval() {
         tracing::info!(?interval, "pinging the systemd watchdog while healthy");
-        tokio::spawn(watchdog(
+        tasks.connections.spawn(watchdog(
             Arc::clone(&health),
             Arc::clone(&notifier),
             interval,
+            watchdog_stop.clone(),
         ));
     }
 
     signals.shutdown.wait().await;
+    watchdog_stop.cancel();
     notifier.notify("STOPPING=1\nSTATUS=hanging up");
     // Publications first: each tells its endpoint (DELETE) before the calls end.
     publishing.stop(SHUTDOWN_GRACE).await;
@@ -397,11 +402,15 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     // Shared encoders would linger for the next viewer; there is none to come.
     encoders.stop_all();
     // Teardowns run on blocking threads; bounded by the same grace.
-    while media::live_pipelines() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !media::work::settle(remaining).await {
+        tracing::warn!("pipelines still stopping after {SHUTDOWN_GRACE:?}; exiting anyway");
     }
-    // Let the last hangups leave the signaling queue and the relay's sockets.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The link sends the last hangups on, then leaves the relay; the relay's connections
+    // then send what is queued for them as they close.
+    link_tasks.shutdown.cancel();
+    link_tasks.tracker.close();
+    let _ = tokio::time::timeout(LISTENER_GRACE, link_tasks.tracker.wait()).await;
     tasks.shutdown.cancel();
     tasks.connections.close();
     let _ = tokio::time::timeout(LISTENER_GRACE, tasks.connections.wait()).await;
@@ -415,12 +424,20 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
 
 /// Pings systemd's watchdog every `interval` while the daemon is healthy; stops pinging
 /// (so systemd restarts it) while it is not.
-async fn watchdog(health: Arc<Health>, notifier: Arc<Notifier>, interval: Duration) {
+async fn watchdog(
+    health: Arc<Health>,
+    notifier: Arc<Notifier>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         match health.check(false).await {
             Ok(()) => {
                 if !healthy {

@@ -8,8 +8,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-/// Replies larger than this are refused (an SDP answer is a few kB).
-const MAX_REPLY: usize = 256 * 1024;
+/// A remote endpoint's replies larger than this are refused (an SDP answer is a few kB).
+pub const MAX_REPLY: usize = 256 * 1024;
 
 pub struct Reply {
     pub status: u16,
@@ -23,19 +23,10 @@ pub async fn send(
     url: &url::Url,
     headers: &[(&str, String)],
     body: Vec<u8>,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    max_reply: usize,
 ) -> anyhow::Result<Reply> {
-    // `host_str` keeps an IPv6 literal's brackets, which neither a socket address nor a TLS
-    // server name takes: the host as a name or an address instead.
-    let host = match url.host() {
-        Some(url::Host::Domain(name)) => name.to_string(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(anyhow!("no host in the URL")),
-    };
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| anyhow!("no port for {}", url.scheme()))?;
+    let (host, port) = crate::net::host_and_port(url)?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .with_context(|| format!("cannot reach {host} port {port}"))?;
@@ -52,37 +43,47 @@ pub async fn send(
     }
     let request = request.body(Full::new(Bytes::from(body)))?;
     let response = if url.scheme() == "https" {
+        let tls = tls.ok_or_else(|| anyhow!("https without a TLS client configuration"))?;
         let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|_| anyhow!("{host} is not a TLS server name"))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
             .connect(name, tcp)
             .await
             .with_context(|| format!("TLS with {host}"))?;
-        exchange(TokioIo::new(stream), request).await?
+        exchange(TokioIo::new(stream), request, max_reply).await?
     } else {
-        exchange(TokioIo::new(tcp), request).await?
+        exchange(TokioIo::new(tcp), request, max_reply).await?
     };
     Ok(response)
 }
 
-async fn exchange<T>(io: T, request: hyper::Request<Full<Bytes>>) -> anyhow::Result<Reply>
+async fn exchange<T>(
+    io: T,
+    request: hyper::Request<Full<Bytes>>,
+    max_reply: usize,
+) -> anyhow::Result<Reply>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(conn);
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = Limited::new(response.into_body(), MAX_REPLY)
-        .collect()
-        .await
-        .map_err(|e| anyhow!("reading the reply: {e}"))?
-        .to_bytes()
-        .to_vec();
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    // The connection is driven here, beside the exchange, not on a task of its own: it ends
+    // once the exchange has its reply and lets go of `sender`.
+    let exchange = async move {
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = Limited::new(response.into_body(), max_reply)
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the reply: {e}"))?
+            .to_bytes()
+            .to_vec();
+        anyhow::Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    };
+    let (reply, _closed) = tokio::join!(exchange, conn);
+    reply
 }

@@ -6,6 +6,7 @@
 //! With TLS, the first byte tells a TLS handshake from a plain-HTTP request: the first is
 //! served as HTTPS (and WSS), the second gets a redirect to the same address over HTTPS.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -115,7 +116,7 @@ impl Admission {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.per_address.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.per_address)
     }
 
     /// A slot for a new connection from `addr`: an ordinary one, else one of the health

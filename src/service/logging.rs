@@ -7,6 +7,7 @@
 //!
 //! SDP, candidates, addresses and secrets are never logged at info level.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
@@ -129,10 +130,6 @@ pub fn route_gstreamer() {
             }
         },
     );
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Some GStreamer warnings repeat for every packet (rtpsession's "can't determine running

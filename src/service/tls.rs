@@ -257,14 +257,14 @@ impl Reloadable {
     /// Reads the certificate again; on error the old one stays in use.
     pub fn reload(&self) -> Result<Loaded, TlsError> {
         let loaded = self.source.load()?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&loaded.key);
-        *self.names.write().unwrap_or_else(|p| p.into_inner()) = loaded.names.clone();
+        *crate::sync::write(&self.current) = Arc::clone(&loaded.key);
+        *crate::sync::write(&self.names) = loaded.names.clone();
         Ok(loaded)
     }
 
     /// The names the certificate in use is valid for (allowed as `Host`).
     pub fn names(&self) -> Vec<String> {
-        self.names.read().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::read(&self.names).clone()
     }
 
     /// A server configuration that always serves the current certificate.
@@ -280,9 +280,7 @@ impl Reloadable {
 
 impl ResolvesServerCert for Reloadable {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.current.read().unwrap_or_else(|p| p.into_inner()),
-        ))
+        Some(Arc::clone(&crate::sync::read(&self.current)))
     }
 }
 

@@ -6,6 +6,8 @@
 //! to the call. When the call ends (the endpoint went quiet, refused, or
 //! hung up) it publishes again with backoff; on shutdown it DELETEs the session.
 
+use crate::backoff::Backoff;
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -76,7 +78,7 @@ impl Publishing {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PublishStatus>> {
-        self.statuses.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.statuses)
     }
 
     fn set(&self, index: usize, state: &'static str, error: Option<String>, session: Option<&str>) {
@@ -157,7 +159,7 @@ enum Ended {
 
 impl Publisher {
     async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let (ended, established) = self.publish_once(&shutdown).await;
             match ended {
@@ -168,19 +170,15 @@ impl Publisher {
                 Ended::Dropped(why) => {
                     tracing::warn!(url = %shown(&self.url), "WHIP publication ended: {why}");
                     if established {
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                     }
                     self.status.set(self.index, "retrying", Some(why), None);
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    self.status.set(self.index, "stopped", None, None);
-                    return;
-                }
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&shutdown).await {
+                self.status.set(self.index, "stopped", None, None);
+                return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -227,7 +225,8 @@ impl Publisher {
                 &self.url,
                 &self.headers(&self.url, Some("application/sdp")),
                 offer.into_bytes(),
-                &self.tls,
+                Some(&self.tls),
+                http_client::MAX_REPLY,
             ),
         )
         .await;
@@ -337,7 +336,8 @@ impl Publisher {
                     &location,
                     &self.headers(&location, None),
                     Vec::new(),
-                    &self.tls,
+                    Some(&self.tls),
+                    http_client::MAX_REPLY,
                 ),
             )
             .await;
@@ -416,7 +416,8 @@ impl Trickle {
                 &self.location,
                 &headers,
                 body.into_bytes(),
-                &self.tls,
+                Some(&self.tls),
+                http_client::MAX_REPLY,
             ),
         )
         .await;

@@ -68,7 +68,7 @@ impl Collector {
             daemon.to_string(),
             Arc::new(move |body: &[u8]| {
                 if let Ok(v) = serde_json::from_slice::<Value>(body) {
-                    *keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+                    *webrtcd::sync::lock(&keep) = Some(v);
                 }
             }),
         )
@@ -77,9 +77,6 @@ impl Collector {
     }
 
     pub fn latest(&self) -> Option<Value> {
-        self.latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        webrtcd::sync::lock(&self.latest).clone()
     }
 }

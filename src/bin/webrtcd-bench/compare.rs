@@ -89,7 +89,7 @@ impl Receivers {
                 };
                 let list = |key: &str| serde_json::from_value::<Vec<u64>>(v[key].clone()).ok();
                 if let (Some(f), Some(first)) = (list("frames"), list("first_frame_ms")) {
-                    *latest.lock().unwrap_or_else(|p| p.into_inner()) = (f, first);
+                    *webrtcd::sync::lock(&latest) = (f, first);
                 }
             }
         });
@@ -106,19 +106,11 @@ impl Receivers {
     }
 
     fn frames(&self) -> Vec<u64> {
-        self.frames
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+        webrtcd::sync::lock(&self.frames).0.clone()
     }
 
     fn first_frames(&self) -> Vec<u64> {
-        self.frames
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
+        webrtcd::sync::lock(&self.frames).1.clone()
     }
 
     fn pid(&self) -> u32 {

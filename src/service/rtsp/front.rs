@@ -9,6 +9,7 @@
 //! variable of its caller (`handle_options_request`, 1.22), which aborted the daemon with
 //! `munmap_chunk(): invalid pointer` once a flood had pushed clients over the cap.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -168,10 +169,6 @@ fn bound_sessions(
         glib::ControlFlow::Break
     })
     .attach(Some(timers));
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Accepts RTSP connections on `listener` until `shutdown`; each waits for its first

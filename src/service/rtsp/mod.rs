@@ -17,6 +17,7 @@
 
 pub mod front;
 
+use crate::sync::lock;
 use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::Context;
@@ -230,10 +231,6 @@ fn configure(
         tracing::info!("RTSP media unprepared");
         lock(&held).clear();
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// At most `max` sessions at once (each has a media pipeline; more SETUPs are answered 503:

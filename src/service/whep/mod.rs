@@ -8,6 +8,7 @@
 pub mod frag;
 pub mod http;
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -84,7 +85,7 @@ impl Sessions {
     }
 
     fn links(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Link>>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.links)
     }
 
     fn link(&self, session: &str) -> Result<Arc<Link>, WhepError> {
@@ -151,7 +152,7 @@ impl Sessions {
     /// credentials: then returns the daemon's answering fragment.
     pub async fn patch(&self, session: &str, fragment: &str) -> Result<Option<String>, WhepError> {
         let link = self.link(session)?;
-        let offer = link.offer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let offer = lock(&link.offer).clone();
         let mids = frag::mids(&offer);
         let parsed = frag::parse(fragment, &mids);
         let me = self.calls.id().unwrap_or_default();
@@ -206,7 +207,7 @@ impl Sessions {
                 }
                 other => other,
             })?;
-        *link.offer.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
+        *lock(&link.offer) = restarted;
         let view = link.view.borrow().clone();
         let answer = view.answer.unwrap_or_default();
         let credentials = credentials_of(&answer)
