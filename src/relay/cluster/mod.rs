@@ -14,6 +14,8 @@
 //! heals within that time, and the ids of a relay found dead are swept. Without Redis a
 //! relay keeps serving its own peers; when Redis is back, it claims them again.
 
+mod relay_side;
+
 use crate::backoff::Backoff;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
