@@ -331,7 +331,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         },
         config.web_dir.clone(),
         listeners.https_port(),
-        http::IceServers {
+        super::ice_servers::IceServers {
             stun: config.ice.stun_server.clone(),
             turn_rest: turn_rest(&config),
             relay_only: config.ice_transport_policy == super::config::TransportPolicy::Relay,

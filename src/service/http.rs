@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tokio::TokioAdapter;
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::handshake::server::create_response;
 use async_tungstenite::tungstenite::protocol::Role as WsRole;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -32,6 +32,7 @@ use crate::session::{CallManager, PlaceCallError};
 use super::auth::{Scope, Tokens};
 use super::guard::{self, Guard};
 use super::health::Health;
+use super::ice_servers::IceServers;
 use super::listener::Slot;
 
 /// What `/signaling` needs: the relay, each connection's bounds, tokens, and where the
@@ -66,15 +67,6 @@ struct DaemonState {
 
 /// Snapshots taken at once; more get 503 (a poller that piles up requests gets no threads).
 const MAX_SNAPSHOTS: usize = 4;
-
-/// What `GET /api/ice-servers` hands a page: STUN, and TURN servers with short-lived
-/// credentials (never the long-term ones of `turn_servers` URLs that carry a password).
-#[derive(Debug, Default)]
-pub struct IceServers {
-    pub stun: Option<String>,
-    pub turn_rest: Option<crate::session::turn::TurnRest>,
-    pub relay_only: bool,
-}
 
 /// The standalone relay: `/signaling`, and `/healthz` (200 while its registry answers).
 pub fn relay_router(state: RelayState) -> Router {
@@ -304,29 +296,18 @@ async fn status(State(state): State<DaemonState>) -> Response {
 /// `iceTransportPolicy`) for a page; TURN credentials are made fresh for each request.
 async fn ice_servers(State(state): State<DaemonState>) -> Response {
     let ice = &state.ice;
-    let mut servers = Vec::new();
-    if let Some(stun) = ice
-        .stun
-        .as_deref()
-        .and_then(crate::session::turn::browser_url)
-    {
-        servers.push(json!({ "urls": [stun] }));
-    }
-    if let Some(rest) = &ice.turn_rest {
-        let credentials = rest.issue("browser");
-        let urls: Vec<String> = rest
-            .servers
-            .iter()
-            .filter_map(|s| crate::session::turn::browser_url(s))
-            .collect();
-        if !urls.is_empty() {
-            servers.push(json!({
-                "urls": urls,
-                "username": credentials.username,
-                "credential": credentials.password,
-            }));
-        }
-    }
+    let servers: Vec<serde_json::Value> = ice
+        .for_browser("browser", true)
+        .into_iter()
+        .map(|server| match server.credentials {
+            Some((username, credential)) => json!({
+                "urls": server.urls,
+                "username": username,
+                "credential": credential,
+            }),
+            None => json!({ "urls": server.urls }),
+        })
+        .collect();
     let policy = if ice.relay_only { "relay" } else { "all" };
     axum::Json(json!({ "iceServers": servers, "iceTransportPolicy": policy })).into_response()
 }
@@ -476,17 +457,15 @@ async fn signaling(State(state): State<RelayState>, req: Request) -> Response {
         Some(Scope::Admin) => Access::Full,
         _ => Access::ViewOnly,
     };
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected\n").into_response();
+    // tungstenite's own server handshake checks the request (GET, `Connection: upgrade`,
+    // `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a key) and makes the 101.
+    let switching = match accept_websocket(&req) {
+        Ok(response) => response,
+        Err(why) => {
+            tracing::debug!("not a WebSocket upgrade: {why}");
+            return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected\n").into_response();
+        }
     };
-    if !is_upgrade {
-        return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected\n").into_response();
-    }
     // The WebSocket keeps its connection's place under the connection caps while it lives.
     let slot = req.extensions().get::<Slot>().cloned();
     let on_upgrade = hyper::upgrade::on(req);
@@ -502,11 +481,62 @@ async fn signaling(State(state): State<RelayState>, req: Request) -> Response {
         }
         drop(slot);
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "upgrade")
-        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-        .body(Body::empty())
-        .unwrap_or_default()
+    switching.map(|()| Body::empty())
+}
+
+/// The `101 Switching Protocols` for a valid WebSocket upgrade request.
+fn accept_websocket(req: &Request) -> Result<axum::http::Response<()>, String> {
+    let mut head = axum::http::Request::builder()
+        .method(req.method())
+        .uri(req.uri())
+        .version(req.version())
+        .body(())
+        .map_err(|e| e.to_string())?;
+    *head.headers_mut() = req.headers().clone();
+    create_response(&head).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade(headers: &[(&str, &str)]) -> Request {
+        let mut req = axum::http::Request::builder()
+            .method("GET")
+            .uri("/signaling");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(Body::empty()).expect("a request")
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn a_websocket_upgrade_is_answered_with_the_key_rfc_6455_gives() {
+        let response = accept_websocket(&upgrade(&GOOD)).expect("an upgrade");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(
+            response.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn an_upgrade_missing_any_part_is_refused() {
+        for (name, _) in GOOD {
+            let headers: Vec<_> = GOOD.iter().filter(|h| h.0 != name).copied().collect();
+            assert!(
+                accept_websocket(&upgrade(&headers)).is_err(),
+                "accepted without {name}"
+            );
+        }
+        let old = [("sec-websocket-version", "8"), GOOD[0], GOOD[1], GOOD[3]];
+        assert!(accept_websocket(&upgrade(&old)).is_err());
+    }
 }

@@ -13,6 +13,7 @@ mod health;
 mod hooks;
 pub mod http;
 pub mod http_client;
+pub mod ice_servers;
 pub mod listener;
 pub mod logging;
 mod notify;

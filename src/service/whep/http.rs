@@ -12,7 +12,7 @@ use axum::routing::post;
 
 use super::{Sessions, WhepError};
 use crate::service::auth::Scope;
-use crate::service::http::IceServers;
+use crate::service::ice_servers::IceServers;
 
 pub const SDP: &str = "application/sdp";
 pub const SDP_FRAGMENT: &str = "application/trickle-ice-sdpfrag";
@@ -73,25 +73,15 @@ fn cors(request: &HeaderMap, response: &mut Response) {
 /// that carried a token (`with_credentials`).
 fn ice_links(ice: &IceServers, with_credentials: bool, response: &mut Response) {
     let mut links = Vec::new();
-    if let Some(stun) = ice
-        .stun
-        .as_deref()
-        .and_then(crate::session::turn::browser_url)
-    {
-        links.push(format!("<{stun}>; rel=\"ice-server\""));
-    }
-    if let (Some(rest), true) = (&ice.turn_rest, with_credentials) {
-        let credentials = rest.issue("whep");
-        for url in rest
-            .servers
-            .iter()
-            .filter_map(|s| crate::session::turn::browser_url(s))
-        {
-            links.push(format!(
-                "<{url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"; \
-                 credential-type=\"password\"",
-                credentials.username, credentials.password
-            ));
+    for server in ice.for_browser("whep", with_credentials) {
+        for url in &server.urls {
+            links.push(match &server.credentials {
+                Some((username, password)) => format!(
+                    "<{url}>; rel=\"ice-server\"; username=\"{username}\"; \
+                     credential=\"{password}\"; credential-type=\"password\""
+                ),
+                None => format!("<{url}>; rel=\"ice-server\""),
+            });
         }
     }
     for link in links {
