@@ -13,10 +13,11 @@ pub mod stamp;
 pub mod v4l2;
 pub mod work;
 
-use crate::sync::lock;
 use std::sync::Mutex;
 
 use gst::prelude::*;
+
+use crate::sync::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {

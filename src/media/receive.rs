@@ -1,7 +1,6 @@
 //! Receive branches: RTP from webrtcbin → depayloader → decoder → the profile's sink, with
 //! counters of decoded frames so the API (and the tests) can see media really arrives.
 
-use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,6 +11,7 @@ use gst::prelude::*;
 use super::MediaError;
 use super::codecs::{Codec, MediaKind};
 use super::profile::{Receive, SinkKind};
+use crate::sync::lock;
 
 /// A video frame arriving this long after the previous one counts as late (a stall).
 const LATE_AFTER: Duration = Duration::from_millis(100);

@@ -2,7 +2,6 @@
 //! WebSocket that is re-registered with backoff whenever it goes away and comes back — with
 //! several, the first that answers, then the next whenever the one in use goes away.
 
-use crate::backoff::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use tokio::time::Instant;
 
 use super::Relay;
 use super::ws;
+use crate::backoff::Backoff;
 use crate::protocol::{ErrorCode, Message};
 use crate::redact::SecretUrl;
 

@@ -112,7 +112,11 @@ pub fn daemon_router(
         whep_max_per_address,
     } = parts;
     let ice = Arc::new(ice);
-    let whep = super::whep::Sessions::new(Arc::clone(&calls), whep_max_per_address);
+    let whep = super::whep::Sessions::new(
+        Arc::clone(&calls),
+        whep_max_per_address,
+        relay.tracker.clone(),
+    );
     let state = DaemonState {
         calls,
         encoders,

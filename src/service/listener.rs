@@ -6,7 +6,6 @@
 //! With TLS, the first byte tells a TLS handshake from a plain-HTTP request: the first is
 //! served as HTTPS (and WSS), the second gets a redirect to the same address over HTTPS.
 
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::guard::{Guard, Listening};
+use crate::sync::lock;
 
 /// How long a connection gets to finish its request once shutdown starts.
 const CLOSE_GRACE: Duration = Duration::from_millis(300);

@@ -7,7 +7,6 @@
 //!
 //! SDP, candidates, addresses and secrets are never logged at info level.
 
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
@@ -16,6 +15,8 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::sync::lock;
 
 pub fn init() {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

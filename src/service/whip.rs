@@ -6,8 +6,6 @@
 //! to the call. When the call ends (the endpoint went quiet, refused, or
 //! hung up) it publishes again with backoff; on shutdown it DELETEs the session.
 
-use crate::backoff::Backoff;
-use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,9 +18,11 @@ use tokio_util::task::TaskTracker;
 use super::config::PublishTarget;
 use super::http_client;
 use super::whep::frag;
+use crate::backoff::Backoff;
 use crate::protocol::{EndReason, Message, Route};
 use crate::session::CallManager;
 use crate::session::manager::WHIP_PEER;
+use crate::sync::lock;
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -268,7 +268,7 @@ impl Publisher {
             (Some(location), Some(credentials)) => {
                 let (to_trickle, queue) = mpsc::channel(TRICKLE_QUEUE);
                 let headers = self.headers(location, Some("application/trickle-ice-sdpfrag"));
-                tokio::spawn(
+                self.status.tasks.spawn(
                     Trickle {
                         location: location.clone(),
                         credentials,

@@ -2,7 +2,6 @@
 //! answers the questions the HTTP API asks. Holds its lock only to read or change the maps;
 //! it never calls webrtcbin (that is the session task's job).
 
-use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +17,7 @@ use super::notify::Notifier;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
 use crate::media::profile::AnswerPolicy;
 use crate::protocol::{EndReason, ErrorCode, Message, Route};
+use crate::sync::lock;
 
 /// The peer name of every WHEP session (its player is known by its session's URL only). It
 /// holds a space, which no relay id may: no peer on the relay can pose as a WHEP player.

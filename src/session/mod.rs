@@ -17,7 +17,6 @@ pub mod turn;
 pub mod warm_up;
 mod webrtc;
 
-use crate::sync::lock;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,7 @@ use serde::Serialize;
 
 use crate::media::profile::Profile;
 use crate::media::receive::ReceiveCounters;
+use crate::sync::lock;
 
 pub use manager::{CallManager, PlaceCallError};
 

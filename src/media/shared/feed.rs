@@ -20,7 +20,6 @@
 //! The RTSP server's media pipelines bring their own `appsrc` (and its thread): those are fed
 //! through it, from the start, and one whose queue fills counts as stalled.
 
-use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -28,6 +27,7 @@ use std::time::Instant;
 use gst::prelude::*;
 
 use crate::media::MediaError;
+use crate::sync::lock;
 
 pub(super) enum Feed {
     AppSrc(gst_app::AppSrc),

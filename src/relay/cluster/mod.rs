@@ -16,7 +16,6 @@
 
 mod relay_side;
 
-use crate::backoff::Backoff;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{ClusterInbox, RemotePeer, ToCluster};
 use super::{Access, Relay};
+use crate::backoff::Backoff;
 use crate::protocol::Message;
 
 /// Each relay says it is alive this often…

@@ -9,7 +9,6 @@
 //! variable of its caller (`handle_options_request`, 1.22), which aborted the daemon with
 //! `munmap_chunk(): invalid pointer` once a flood had pushed clients over the cap.
 
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -25,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::service::listener::{self, Admission, Slot};
+use crate::sync::lock;
 
 /// The longest first-request header taken (RTSP requests are a few hundred bytes).
 const MAX_HEADER: usize = 8 * 1024;

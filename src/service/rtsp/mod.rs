@@ -17,7 +17,6 @@
 
 pub mod front;
 
-use crate::sync::lock;
 use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::Context;
@@ -27,6 +26,7 @@ use gst_rtsp_server::prelude::*;
 use crate::media::codecs::{Codec, MediaKind};
 use crate::media::fragments;
 use crate::media::shared::{Encoders, Subscription};
+use crate::sync::lock;
 
 /// The path NVRs are given.
 pub const PATH: &str = "/live";

@@ -8,7 +8,6 @@
 pub mod frag;
 pub mod http;
 
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -20,6 +19,7 @@ use crate::protocol::{Message, Route};
 use crate::session::ice::Credentials;
 use crate::session::manager::WHEP_PEER;
 use crate::session::{CallManager, PlaceCallError};
+use crate::sync::lock;
 
 /// How long a POST waits for the call to answer (media start included).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -61,6 +61,7 @@ pub struct Sessions {
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// Sessions at once from one address: one player cannot hold every `max_sessions` slot.
     max_per_address: usize,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +77,17 @@ pub enum WhepError {
 }
 
 impl Sessions {
-    pub fn new(calls: Arc<CallManager>, max_per_address: usize) -> Arc<Sessions> {
+    /// `tasks`: where each session's task (following its call) is tracked, for shutdown.
+    pub fn new(
+        calls: Arc<CallManager>,
+        max_per_address: usize,
+        tasks: tokio_util::task::TaskTracker,
+    ) -> Arc<Sessions> {
         Arc::new(Sessions {
             calls,
             links: Mutex::default(),
             max_per_address: max_per_address.max(1),
+            tasks,
         })
     }
 
@@ -139,7 +146,7 @@ impl Sessions {
         // The link lives as long as the call's side of the channel: it ends with the call.
         let sessions = Arc::clone(self);
         let id = session.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             follow(from_call, view_tx).await;
             sessions.links().remove(&id);
         });
