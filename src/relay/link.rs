@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::Relay;
 use super::ws;
 use crate::backoff::Backoff;
-use crate::protocol::{ErrorCode, Message};
+use crate::protocol::{ErrorCode, FromRelay, PeerId, Signal, ToRelay};
 use crate::redact::SecretUrl;
 
 /// The remote relays and how to reach them.
@@ -35,14 +35,14 @@ pub struct RemoteRelay {
 /// What the daemon hears from its relay.
 #[derive(Debug)]
 pub enum LinkEvent {
-    Message(Message),
+    Message(FromRelay),
     /// The connection to the relay was lost; a `registered` follows when it is back.
     Down,
 }
 
 pub struct Link {
     /// Messages to the relay.
-    pub outgoing: mpsc::Sender<Message>,
+    pub outgoing: mpsc::Sender<Signal>,
     pub incoming: mpsc::Receiver<LinkEvent>,
 }
 
@@ -61,7 +61,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// from the daemon by other peers; should it be lost anyway, the daemon hears `Down` and it
 /// is made again at once.
 pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Link {
-    let (outgoing, mut from_daemon) = mpsc::channel::<Message>(QUEUE);
+    let (outgoing, mut from_daemon) = mpsc::channel::<Signal>(QUEUE);
     let (to_daemon, incoming) = mpsc::channel(QUEUE);
     let relay = Arc::clone(relay);
     let shutdown = tasks.shutdown.clone();
@@ -70,16 +70,18 @@ pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Li
         loop {
             let (mut attachment, mut inbox) = relay.attach_owner();
             let kicked = attachment.kicked();
-            attachment.handle(Message::Register { id: id.clone() });
+            attachment.handle(ToRelay::Register {
+                id: id.clone().map(PeerId::local),
+            });
             loop {
                 tokio::select! {
                     msg = from_daemon.recv() => match msg {
-                        Some(msg) => attachment.handle(msg),
+                        Some(msg) => attachment.handle(ToRelay::Signal(msg)),
                         None => return,
                     },
                     msg = inbox.recv() => {
                         let Some(msg) = msg else { break };
-                        let refused = matches!(msg, Message::Error { code: ErrorCode::IdTaken, .. });
+                        let refused = matches!(msg, FromRelay::Error { code: ErrorCode::IdTaken, .. });
                         if to_daemon.send(LinkEvent::Message(msg)).await.is_err() {
                             return;
                         }
@@ -91,7 +93,7 @@ pub fn embedded(relay: &Arc<Relay>, id: Option<String>, tasks: &LinkTasks) -> Li
                     _ = shutdown.cancelled() => {
                         // The last hangups go out before the daemon leaves the relay.
                         while let Ok(msg) = from_daemon.try_recv() {
-                            attachment.handle(msg);
+                            attachment.handle(ToRelay::Signal(msg));
                         }
                         return;
                     }
@@ -120,7 +122,7 @@ pub fn remote(
     keepalive: Duration,
     tasks: &LinkTasks,
 ) -> Link {
-    let (outgoing, mut from_daemon) = mpsc::channel::<Message>(QUEUE);
+    let (outgoing, mut from_daemon) = mpsc::channel::<Signal>(QUEUE);
     let (to_daemon, incoming) = mpsc::channel(QUEUE);
     let shutdown = tasks.shutdown.clone();
     tasks.tracker.spawn(async move {
@@ -269,7 +271,7 @@ async fn connect_once(
     relay: &RemoteRelay,
     url: &SecretUrl,
     registration: Registration<'_>,
-    from_daemon: &mut mpsc::Receiver<Message>,
+    from_daemon: &mut mpsc::Receiver<Signal>,
     to_daemon: &mpsc::Sender<LinkEvent>,
     backoff: &mut Backoff,
 ) -> anyhow::Result<Session> {
@@ -293,7 +295,13 @@ async fn connect_once(
             .map_err(|_| anyhow::anyhow!("the relay is not reading"))??;
         Ok(())
     };
-    send(Frame::text(Message::Register { id }.encode())).await?;
+    send(Frame::text(
+        ToRelay::Register {
+            id: id.map(PeerId::local),
+        }
+        .encode(),
+    ))
+    .await?;
     let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     let mut last_heard = Instant::now();
     loop {
@@ -319,9 +327,9 @@ async fn connect_once(
             frame = stream.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Frame::Text(text))) => match Message::decode(text.as_str()) {
+                    Some(Ok(Frame::Text(text))) => match FromRelay::decode(text.as_str()) {
                         Ok(msg) => {
-                            if matches!(msg, Message::Registered { .. }) {
+                            if matches!(msg, FromRelay::Registered { .. }) {
                                 backoff.reset();
                                 tracing::info!(relay = %url, "registered with the relay");
                             }
@@ -329,7 +337,7 @@ async fn connect_once(
                             // connection is gone: retry with backoff instead of staying
                             // unregistered.
                             let taken =
-                                matches!(msg, Message::Error { code: ErrorCode::IdTaken, .. });
+                                matches!(msg, FromRelay::Error { code: ErrorCode::IdTaken, .. });
                             if to_daemon.send(LinkEvent::Message(msg)).await.is_err() {
                                 return Ok(Session::DaemonGone);
                             }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Access, Relay};
-use crate::protocol::{MAX_MESSAGE_BYTES, Message};
+use crate::protocol::{FromRelay, MAX_MESSAGE_BYTES};
 
 /// Frames up to this size are read so that an oversize message gets a `too-large` answer and
 /// the connection stays usable; beyond it the connection is closed.
@@ -118,7 +118,7 @@ const FLUSH_ON_CLOSE: Duration = Duration::from_secs(1);
 /// has been silent for two keepalive intervals.
 async fn write<S>(
     mut sink: WebSocketSender<S>,
-    mut outbox: mpsc::Receiver<Message>,
+    mut outbox: mpsc::Receiver<FromRelay>,
     heard: tokio::sync::watch::Receiver<Instant>,
     limits: ConnectionLimits,
 ) where

@@ -19,7 +19,7 @@ use super::config::PublishTarget;
 use super::http_client;
 use super::whep::frag;
 use crate::backoff::Backoff;
-use crate::protocol::{EndReason, Message, Route};
+use crate::protocol::{EndReason, Route, Signal};
 use crate::session::CallManager;
 use crate::session::manager::WHIP_PEER;
 use crate::sync::lock;
@@ -286,7 +286,7 @@ impl Publisher {
         let answer = String::from_utf8_lossy(&reply.body).into_owned();
         self.calls.from_http_peer(
             WHIP_PEER,
-            Message::Answer {
+            Signal::Answer {
                 route: Route::new("", &session),
                 sdp: answer,
             },
@@ -299,16 +299,16 @@ impl Publisher {
         let ended = loop {
             tokio::select! {
                 msg = from_call.recv() => match msg {
-                    Some(Message::Hangup { reason, .. }) if reason == EndReason::Shutdown.as_str() => {
+                    Some(signal @ Signal::Hangup { .. }) if signal.end_reason() == Some(EndReason::Shutdown) => {
                         break Ended::Shutdown;
                     }
-                    Some(Message::Hangup { reason, message, .. }) => {
+                    Some(Signal::Hangup { reason, message, .. }) => {
                         break Ended::Dropped(match message {
                             Some(m) if !m.is_empty() => format!("{reason}: {m}"),
                             _ => reason,
                         });
                     }
-                    Some(Message::Candidate { candidate, sdp_mline_index, .. }) => {
+                    Some(Signal::Candidate { candidate, sdp_mline_index, .. }) => {
                         if let Some(queue) = &trickle
                             && let Err(mpsc::error::TrySendError::Closed(_)) =
                                 queue.try_send((sdp_mline_index.unwrap_or(0), candidate))
@@ -439,7 +439,7 @@ impl Trickle {
 }
 
 /// The call's offer with its candidates gathered in (bounded).
-async fn gathered_offer(from_call: &mut mpsc::Receiver<Message>) -> Result<String, String> {
+async fn gathered_offer(from_call: &mut mpsc::Receiver<Signal>) -> Result<String, String> {
     let deadline = tokio::time::Instant::now() + OFFER_WITHIN;
     let mut offer = None;
     let mut candidates = Vec::new();
@@ -452,21 +452,21 @@ async fn gathered_offer(from_call: &mut mpsc::Receiver<Message>) -> Result<Strin
             Err(_) => return Err(format!("no offer within {OFFER_WITHIN:?}")),
         };
         match msg {
-            Message::Offer { sdp, .. } => {
+            Signal::Offer { sdp, .. } => {
                 offer = Some(sdp);
                 gather_deadline = tokio::time::Instant::now() + GATHER_WITHIN;
             }
-            Message::Candidate { candidate, .. } if candidate.is_empty() && offer.is_some() => {
+            Signal::Candidate { candidate, .. } if candidate.is_empty() && offer.is_some() => {
                 break true;
             }
-            Message::Candidate {
+            Signal::Candidate {
                 candidate,
                 sdp_mline_index,
                 ..
             } if !candidate.is_empty() && candidates.len() < 32 => {
                 candidates.push((sdp_mline_index.unwrap_or(0), candidate));
             }
-            Message::Hangup { reason, .. } => return Err(reason),
+            Signal::Hangup { reason, .. } => return Err(reason),
             _ => {}
         }
     };

@@ -3,12 +3,12 @@
 //! ([`PeerInput`]); these events are few by construction: one per candidate of
 //! a local interface, state change, pad or channel, and one end.
 
-use crate::protocol::{EndReason, Message};
+use crate::protocol::{EndReason, Signal};
 
 /// What the peer sends the session: bounded (see `call::PEER_QUEUE`).
 #[derive(Debug)]
 pub enum PeerInput {
-    Signaling(Message),
+    Signaling(Signal),
     ChannelText(String),
 }
 

@@ -16,7 +16,7 @@ use super::events::{Event, PeerInput};
 use super::notify::Notifier;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
 use crate::media::profile::AnswerPolicy;
-use crate::protocol::{EndReason, ErrorCode, Message, Route};
+use crate::protocol::{EndReason, ErrorCode, FromRelay, PeerId, Route, Signal};
 use crate::sync::lock;
 
 /// The peer name of every WHEP session (its player is known by its session's URL only). It
@@ -66,7 +66,7 @@ struct State {
 
 pub struct CallManager {
     settings: Arc<CallSettings>,
-    signaling: mpsc::Sender<Message>,
+    signaling: mpsc::Sender<Signal>,
     state: Mutex<State>,
     next_session: AtomicU64,
     pub ended: AtomicU64,
@@ -86,7 +86,7 @@ const DECIDED_FOR: Duration = Duration::from_secs(30);
 
 impl CallManager {
     /// `signaling` carries this daemon's messages to the relay.
-    pub fn new(settings: CallSettings, signaling: mpsc::Sender<Message>) -> Arc<CallManager> {
+    pub fn new(settings: CallSettings, signaling: mpsc::Sender<Signal>) -> Arc<CallManager> {
         Arc::new(CallManager {
             settings: Arc::new(settings),
             signaling,
@@ -194,7 +194,7 @@ impl CallManager {
         self: &Arc<Self>,
         session: &str,
         offer: String,
-        to_player: mpsc::Sender<Message>,
+        to_player: mpsc::Sender<Signal>,
     ) -> Result<(), PlaceCallError> {
         let mut state = self.lock();
         let max = self.settings.profile.max_sessions;
@@ -206,7 +206,7 @@ impl CallManager {
         drop(state);
         self.from_http_peer(
             WHEP_PEER,
-            Message::Offer {
+            Signal::Offer {
                 route: Route::new(&me, session),
                 sdp: offer,
             },
@@ -221,7 +221,7 @@ impl CallManager {
     pub fn start_publish(
         self: &Arc<Self>,
         session: &str,
-        to_endpoint: mpsc::Sender<Message>,
+        to_endpoint: mpsc::Sender<Signal>,
     ) -> Result<(), PlaceCallError> {
         let mut state = self.lock();
         if self.tasks.is_closed() {
@@ -233,10 +233,8 @@ impl CallManager {
 
     /// Hands a message from a peer over HTTP (a WHEP player's offer or candidates, a WHIP
     /// endpoint's answer) to its session.
-    pub fn from_http_peer(&self, peer: &str, mut msg: Message) {
-        if let Some(route) = msg.route_mut() {
-            route.from = Some(peer.to_string());
-        }
+    pub fn from_http_peer(&self, peer: &str, mut msg: Signal) {
+        msg.route_mut().from = Some(PeerId::local(peer));
         self.route_to_session(msg);
     }
 
@@ -338,29 +336,33 @@ impl CallManager {
     }
 
     /// Handles one message from the relay.
-    pub fn on_signaling(self: &Arc<Self>, msg: Message) {
+    pub fn on_signaling(self: &Arc<Self>, msg: FromRelay) {
         match msg {
-            Message::Registered { id, peers } => {
+            FromRelay::Registered { id, peers } => {
                 tracing::info!(id = %id, peers = peers.len(), "registered with the relay");
                 let mut state = self.lock();
-                state.peers = peers.into_iter().filter(|p| *p != id).collect();
-                state.id = Some(id);
+                state.peers = peers
+                    .into_iter()
+                    .filter(|p| *p != id)
+                    .map(String::from)
+                    .collect();
+                state.id = Some(id.into());
             }
-            Message::PeerJoined { id } => {
+            FromRelay::PeerJoined { id } => {
                 let mut state = self.lock();
                 if state.id.as_deref() != Some(id.as_str()) {
-                    state.peers.insert(id);
+                    state.peers.insert(id.into());
                 }
             }
-            Message::PeerLeft { id, reason } => {
+            FromRelay::PeerLeft { id, reason } => {
                 tracing::debug!(peer = %id, "peer left");
                 // Its relay died, not the peer: a connected call's media does not pass
                 // through relays and goes on (the path watch ends it if the peer is gone).
                 let relay_gone = reason.as_deref() == Some(crate::protocol::RELAY_GONE);
                 let mut state = self.lock();
-                state.peers.remove(&id);
+                state.peers.remove(id.as_str());
                 for ((peer, _), handle) in state.sessions.iter() {
-                    if *peer == id
+                    if id == peer.as_str()
                         && !(relay_gone && handle.info.state() == super::CallState::Connected)
                     {
                         let _ = handle.events.send(Event::End {
@@ -370,7 +372,7 @@ impl CallManager {
                     }
                 }
             }
-            Message::Error {
+            FromRelay::Error {
                 code,
                 message,
                 session,
@@ -380,24 +382,23 @@ impl CallManager {
                     self.end_session(&session, EndReason::UnknownPeer);
                 }
             }
-            Message::Call { route } => {
-                let Some(from) = route.from else { return };
+            FromRelay::Signal(Signal::Call { route }) => {
+                let Some(from) = route.from.map(String::from) else {
+                    return;
+                };
+                let session = String::from(route.session);
                 let mut state = self.lock();
-                let key = (from.clone(), route.session.clone());
+                let key = (from.clone(), session.clone());
                 if state.sessions.contains_key(&key) {
                     return;
                 }
                 // Session ids are the callers' choice, and the API names calls by them: a
                 // caller reusing another's live session id would shadow that call (accept,
                 // reject and hang-up could reach the wrong one). Refused.
-                if state
-                    .sessions
-                    .keys()
-                    .any(|(_, session)| *session == route.session)
-                {
+                if state.sessions.keys().any(|(_, live)| *live == session) {
                     drop(state);
                     tracing::info!(peer = %from, "a call reusing a live session id refused");
-                    self.refuse_call(&from, &route.session, EndReason::SessionTaken);
+                    self.refuse_call(&from, &session, EndReason::SessionTaken);
                     return;
                 }
                 // One peer's calls still waiting for their offer (its media setup, a browser's
@@ -418,20 +419,19 @@ impl CallManager {
                 {
                     drop(state);
                     tracing::debug!(peer = %from, "busy: refusing a call");
-                    self.refuse_call(&from, &route.session, EndReason::Busy);
+                    self.refuse_call(&from, &session, EndReason::Busy);
                     return;
                 }
                 if self.settings.profile.answer == AnswerPolicy::Reject {
                     drop(state);
                     tracing::info!(peer = %from, "a call refused (answer = \"reject\")");
-                    self.refuse_call(&from, &route.session, EndReason::Rejected);
+                    self.refuse_call(&from, &session, EndReason::Rejected);
                     return;
                 }
                 let signaling = self.signaling.clone();
-                self.start(&mut state, &from, &route.session, Role::Callee, signaling);
+                self.start(&mut state, &from, &session, Role::Callee, signaling);
             }
-            Message::Register { .. } => {}
-            routed => self.route_to_session(routed),
+            FromRelay::Signal(routed) => self.route_to_session(routed),
         }
     }
 
@@ -440,19 +440,19 @@ impl CallManager {
     fn refuse_call(&self, to: &str, session: &str, reason: EndReason) {
         if self
             .signaling
-            .try_send(Message::hangup(to, session, reason))
+            .try_send(Signal::hangup(to, session, reason))
             .is_err()
         {
             tracing::debug!(%reason, "signaling queue full; a refusal was not sent");
         }
     }
 
-    fn route_to_session(&self, msg: Message) {
-        let Some(route) = msg.route() else { return };
+    fn route_to_session(&self, msg: Signal) {
+        let route = msg.route();
         let Some(from) = route.from.clone() else {
             return;
         };
-        let key = (from, route.session.clone());
+        let key = (String::from(from), route.session.to_string());
         let state = self.lock();
         match state.sessions.get(&key) {
             Some(handle) => {
@@ -484,7 +484,7 @@ impl CallManager {
         peer: &str,
         session: &str,
         role: Role,
-        signaling: mpsc::Sender<Message>,
+        signaling: mpsc::Sender<Signal>,
     ) {
         let info = Arc::new(CallInfo::new(session, peer, role));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -547,7 +547,7 @@ impl CallManager {
 async fn supervised(
     run: impl std::future::Future<Output = CallEnd>,
     info: &super::CallInfo,
-    signaling: &mpsc::Sender<Message>,
+    signaling: &mpsc::Sender<Signal>,
 ) -> CallEnd {
     match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(end) => end,
@@ -589,7 +589,7 @@ mod tests {
         .await;
         assert_eq!(end.reason, EndReason::InternalError);
         match rx.try_recv() {
-            Ok(Message::Hangup { reason, route, .. }) => {
+            Ok(Signal::Hangup { reason, route, .. }) => {
                 assert_eq!(reason, "internal-error");
                 assert_eq!(route.to, "alice");
                 assert_eq!(route.session, "s1");

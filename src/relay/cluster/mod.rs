@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::registry::{ClusterInbox, RemotePeer, ToCluster};
 use super::{Access, Relay};
 use crate::backoff::Backoff;
-use crate::protocol::Message;
+use crate::protocol::Signal;
 
 /// Each relay says it is alive this often…
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -310,7 +310,7 @@ impl Member {
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         node: &str,
-        msg: &Message,
+        msg: &Signal,
     ) -> anyhow::Result<()> {
         let _: i64 = within("publish", conn.publish(inbox_channel(node), msg.encode())).await?;
         Ok(())
@@ -408,7 +408,7 @@ impl Member {
                     .remote_left(&said.id, Some(&said.node), said.relay_gone),
                 _ => {}
             }
-        } else if let Ok(msg) = Message::decode(&payload) {
+        } else if let Ok(msg) = Signal::decode(&payload) {
             self.relay.deliver_routed(msg);
         }
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use crate::metrics;
-use crate::protocol::{ErrorCode, Message};
+use crate::protocol::{ErrorCode, FromRelay, PeerId, Signal};
 use crate::relay::registry::{
     Access, CLUSTER_ROUTES, ClusterInbox, ClusterSender, ConnId, Delivery, Relay, RemotePeer,
 };
@@ -59,7 +59,9 @@ impl Relay {
                 &mut peers,
                 id,
                 access,
-                Message::PeerJoined { id: id.to_string() },
+                FromRelay::PeerJoined {
+                    id: PeerId::local(id),
+                },
             );
         }
     }
@@ -77,8 +79,8 @@ impl Relay {
         }
         let access = remote.access;
         peers.remote.remove(id);
-        let left = Message::PeerLeft {
-            id: id.to_string(),
+        let left = FromRelay::PeerLeft {
+            id: PeerId::local(id),
             reason: relay_gone.then(|| crate::protocol::RELAY_GONE.to_string()),
         };
         Self::broadcast(&mut peers, id, access, left);
@@ -91,7 +93,7 @@ impl Relay {
         let Some(peer) = peers.by_id.get(id).filter(|p| p.conn == conn) else {
             return;
         };
-        let _ = peer.outbox.try_send(Message::error(
+        let _ = peer.outbox.try_send(FromRelay::error(
             ErrorCode::IdTaken,
             format!("id '{id}' is in use"),
             None,
@@ -105,21 +107,19 @@ impl Relay {
             return;
         };
         metrics::get().relay_peers.dec();
-        let left = Message::PeerLeft {
-            id: id.to_string(),
+        let left = FromRelay::PeerLeft {
+            id: PeerId::local(id),
             reason: None,
         };
         Self::broadcast(&mut peers, id, removed.access, left);
     }
 
     /// A message another relay routed to a peer of this one.
-    pub fn deliver_routed(&self, msg: Message) {
-        let Some(to) = msg.route().map(|r| r.to.clone()) else {
-            return;
-        };
+    pub fn deliver_routed(&self, msg: Signal) {
+        let to = msg.route().to.clone();
         let kind = msg.kind();
         let peers = self.lock();
-        match Self::deliver_from_peer(&peers, &to, msg) {
+        match Self::deliver_from_peer(&peers, &to, FromRelay::Signal(msg)) {
             Delivery::Queued => {
                 self.stats.routed.fetch_add(1, Ordering::Relaxed);
                 metrics::get()

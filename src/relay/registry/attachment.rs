@@ -10,14 +10,14 @@ use tokio::sync::{Notify, mpsc};
 use super::rate::{Admit, Bucket};
 use super::{Access, ConnId, Delivery, Peer, Relay, ToCluster, sees};
 use crate::metrics;
-use crate::protocol::{ErrorCode, Message};
+use crate::protocol::{ErrorCode, FromRelay, PeerId, SessionId, Signal, ToRelay};
 
 /// One connection's view of the relay: its identity and its way to send.
 pub struct Attachment {
     pub(super) relay: Arc<Relay>,
     pub(super) conn: ConnId,
     pub(super) id: Option<String>,
-    pub(super) outbox: mpsc::Sender<Message>,
+    pub(super) outbox: mpsc::Sender<FromRelay>,
     pub(super) kicked: Arc<Notify>,
     /// None for the daemon's own attachment.
     pub(super) bucket: Option<Bucket>,
@@ -50,8 +50,8 @@ impl Attachment {
         if !self.admit(now) {
             return;
         }
-        match Message::decode(text) {
-            Ok(msg) => self.route(msg),
+        match ToRelay::decode(text) {
+            Ok(msg) => self.handle(msg),
             Err(err) => self.reject(err.code(), err.to_string(), None),
         }
     }
@@ -94,41 +94,37 @@ impl Attachment {
 
     /// Handles one message from this connection's peer (the daemon's own messages come in
     /// here directly, without a rate limit).
-    pub fn handle(&mut self, msg: Message) {
-        self.route(msg);
+    pub fn handle(&mut self, msg: ToRelay) {
+        match msg {
+            ToRelay::Register { id } => self.register(id.map(String::from)),
+            ToRelay::Signal(signal) => self.route(signal),
+        }
     }
 
-    fn route(&mut self, mut msg: Message) {
-        if let Message::Register { id } = msg {
-            self.register(id);
-            return;
-        }
-        let Some(route) = msg.route_mut() else {
-            self.reject(ErrorCode::BadMessage, "peers may not send this type", None);
-            return;
-        };
+    fn route(&mut self, mut msg: Signal) {
+        let route = msg.route_mut();
         let session = Some(route.session.clone());
         let Some(me) = self.id.clone() else {
             self.reject(ErrorCode::NotRegistered, "register first", session);
             return;
         };
         // The relay, not the client, says who a message is from.
-        route.from = Some(me);
+        route.from = Some(PeerId::local(me));
         let to = route.to.clone();
         let kind = msg.kind();
         let peers = self.relay.lock();
         let reachable = peers
             .by_id
-            .get(&to)
+            .get(to.as_str())
             .is_some_and(|peer| sees(self.access, peer.access));
         let elsewhere = peers
             .remote
-            .get(&to)
+            .get(to.as_str())
             .filter(|peer| sees(self.access, peer.access))
             .map(|peer| peer.node.clone());
         // A peer this connection may not reach is, to it, no peer at all.
         let delivery = match (reachable, elsewhere, &peers.cluster) {
-            (true, _, _) => Relay::deliver_from_peer(&peers, &to, msg),
+            (true, _, _) => Relay::deliver_from_peer(&peers, &to, FromRelay::Signal(msg)),
             (false, Some(node), Some(cluster)) => {
                 match cluster.routes.try_send(ToCluster::Route { node, msg }) {
                     Ok(()) => Delivery::Queued,
@@ -165,10 +161,6 @@ impl Attachment {
             self.reject(ErrorCode::BadMessage, "already registered", None);
             return;
         }
-        if let Some(Err(why)) = requested.as_deref().map(crate::protocol::check_id) {
-            self.reject(ErrorCode::BadMessage, why, None);
-            return;
-        }
         let mut peers = self.relay.lock();
         let id = match requested {
             Some(id) if peers.by_id.contains_key(&id) || peers.remote.contains_key(&id) => {
@@ -187,13 +179,13 @@ impl Attachment {
                 }
             },
         };
-        let mut others: Vec<String> = peers
+        let mut others: Vec<PeerId> = peers
             .by_id
             .iter()
             .map(|(id, peer)| (id, peer.access))
             .chain(peers.remote.iter().map(|(id, peer)| (id, peer.access)))
             .filter(|(_, access)| sees(self.access, *access))
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| PeerId::local(id.as_str()))
             .collect();
         others.sort();
         peers.by_id.insert(
@@ -214,8 +206,8 @@ impl Attachment {
                 conn: self.conn,
             });
         }
-        let welcome = Message::Registered {
-            id: id.clone(),
+        let welcome = FromRelay::Registered {
+            id: PeerId::local(id.as_str()),
             peers: others,
         };
         let gone = Relay::notify(&peers, &id, welcome);
@@ -224,7 +216,9 @@ impl Attachment {
             &mut peers,
             &id,
             self.access,
-            Message::PeerJoined { id: id.clone() },
+            FromRelay::PeerJoined {
+                id: PeerId::local(id.as_str()),
+            },
         );
         drop(peers);
         tracing::debug!(peer = %id, "registered");
@@ -241,14 +235,14 @@ impl Attachment {
             .inc();
     }
 
-    fn reject(&self, code: ErrorCode, message: impl Into<String>, session: Option<String>) {
+    fn reject(&self, code: ErrorCode, message: impl Into<String>, session: Option<SessionId>) {
         self.count_rejected(code);
-        self.reply(Message::error(code, message, session));
+        self.reply(FromRelay::error(code, message, session));
     }
 
     /// Sends to this connection itself; a full queue here means the peer is not reading
     /// its own errors. The daemon's own attachment is never dropped for it.
-    fn reply(&self, msg: Message) {
+    fn reply(&self, msg: FromRelay) {
         if self.outbox.try_send(msg).is_err() && self.bucket.is_some() {
             self.kicked.notify_one();
         }

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::protocol::Message;
+use crate::protocol::{FromRelay, PeerId};
 use rate::Bucket;
 
 /// How many messages may wait for one slow connection.
@@ -55,7 +55,7 @@ pub enum Access {
 pub(in crate::relay) struct Peer {
     pub(in crate::relay) conn: ConnId,
     pub(in crate::relay) access: Access,
-    pub(in crate::relay) outbox: mpsc::Sender<Message>,
+    pub(in crate::relay) outbox: mpsc::Sender<FromRelay>,
     /// Woken when the relay drops this peer (it stopped reading, or flooded); the I/O loop
     /// then closes.
     pub(in crate::relay) kicked: Arc<Notify>,
@@ -121,13 +121,13 @@ impl Relay {
     }
 
     /// Attaches a new connection. Messages for it arrive on the returned receiver.
-    pub fn attach(self: &Arc<Self>, access: Access) -> (Attachment, mpsc::Receiver<Message>) {
+    pub fn attach(self: &Arc<Self>, access: Access) -> (Attachment, mpsc::Receiver<FromRelay>) {
         self.attach_with(Some(Bucket::new(self.rate)), access)
     }
 
     /// Attaches the daemon that embeds this relay: no rate limit, and never dropped for what
     /// other peers send.
-    pub fn attach_owner(self: &Arc<Self>) -> (Attachment, mpsc::Receiver<Message>) {
+    pub fn attach_owner(self: &Arc<Self>) -> (Attachment, mpsc::Receiver<FromRelay>) {
         self.attach_with(None, Access::Full)
     }
 
@@ -135,7 +135,7 @@ impl Relay {
         self: &Arc<Self>,
         bucket: Option<Bucket>,
         access: Access,
-    ) -> (Attachment, mpsc::Receiver<Message>) {
+    ) -> (Attachment, mpsc::Receiver<FromRelay>) {
         let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
         let attachment = Attachment {
             relay: Arc::clone(self),
@@ -173,14 +173,14 @@ impl Relay {
         crate::sync::lock(&self.peers)
     }
 
-    pub(in crate::relay) fn deliver(peers: &Peers, to: &str, msg: Message) -> Delivery {
+    pub(in crate::relay) fn deliver(peers: &Peers, to: &str, msg: FromRelay) -> Delivery {
         let Some(peer) = peers.by_id.get(to) else {
             return Delivery::Closed;
         };
         Self::enqueue(peer, msg)
     }
 
-    pub(in crate::relay) fn enqueue(peer: &Peer, msg: Message) -> Delivery {
+    pub(in crate::relay) fn enqueue(peer: &Peer, msg: FromRelay) -> Delivery {
         match peer.outbox.try_send(msg) {
             Ok(()) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
@@ -189,7 +189,7 @@ impl Relay {
     }
 
     /// Queues a message another peer sent, within what [`NOTICE_RESERVE`] leaves.
-    pub(in crate::relay) fn deliver_from_peer(peers: &Peers, to: &str, msg: Message) -> Delivery {
+    pub(in crate::relay) fn deliver_from_peer(peers: &Peers, to: &str, msg: FromRelay) -> Delivery {
         let Some(peer) = peers.by_id.get(to) else {
             return Delivery::Closed;
         };
@@ -202,7 +202,7 @@ impl Relay {
     /// Queues a message the relay itself sends (`registered`, `peer-joined`, `peer-left`).
     /// A peer that cannot take it has stopped reading: it is dropped (and told so through
     /// `kicked`), except the daemon's own registration, which only misses the notice.
-    pub(in crate::relay) fn notify(peers: &Peers, to: &str, msg: Message) -> Vec<String> {
+    pub(in crate::relay) fn notify(peers: &Peers, to: &str, msg: FromRelay) -> Vec<String> {
         match Self::deliver(peers, to, msg) {
             Delivery::Queued => Vec::new(),
             Delivery::Closed => vec![to.to_string()],
@@ -228,7 +228,7 @@ impl Relay {
         peers: &mut Peers,
         about: &str,
         access: Access,
-        msg: Message,
+        msg: FromRelay,
     ) {
         let mut gone: Vec<String> = Vec::new();
         for (id, peer) in peers.by_id.iter().filter(|(id, _)| id.as_str() != about) {
@@ -249,8 +249,8 @@ impl Relay {
             if let Some(cluster) = &peers.cluster {
                 let _ = cluster.control.send(ToCluster::Release { id: id.clone() });
             }
-            let left = Message::PeerLeft {
-                id: id.clone(),
+            let left = FromRelay::PeerLeft {
+                id: PeerId::local(id.clone()),
                 reason: None,
             };
             for (other, peer) in &peers.by_id {

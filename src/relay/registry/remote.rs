@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 
 use super::{Access, ConnId};
-use crate::protocol::Message;
+use crate::protocol::Signal;
 
 /// A peer registered on another relay of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum ToCluster {
     /// A peer registered here left: release its id and announce it.
     Release { id: String },
     /// A message for a peer on relay `node`.
-    Route { node: String, msg: Message },
+    Route { node: String, msg: Signal },
 }
 
 /// The relay's side of its cluster backend: claims and releases are few (one per

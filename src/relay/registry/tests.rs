@@ -2,22 +2,22 @@
 //! and a cluster member seeing the other relays' peers.
 
 use super::*;
-use crate::protocol::{ErrorCode, Route};
+use crate::protocol::{ErrorCode, FromRelay, PeerId, Route, SessionId, Signal, ToRelay};
 use std::time::{Duration, Instant};
 
-fn registered(relay: &Arc<Relay>, id: &str) -> (Attachment, mpsc::Receiver<Message>) {
+fn registered(relay: &Arc<Relay>, id: &str) -> (Attachment, mpsc::Receiver<FromRelay>) {
     let (mut a, mut rx) = relay.attach(Access::Full);
-    a.handle(Message::Register {
-        id: Some(id.into()),
+    a.handle(ToRelay::Register {
+        id: Some(PeerId::local(id)),
     });
     match rx.try_recv() {
-        Ok(Message::Registered { id: got, .. }) => assert_eq!(got, id),
+        Ok(FromRelay::Registered { id: got, .. }) => assert_eq!(got, id),
         other => panic!("expected registered, got {other:?}"),
     }
     (a, rx)
 }
 
-fn drain(rx: &mut mpsc::Receiver<Message>) -> Vec<Message> {
+fn drain(rx: &mut mpsc::Receiver<FromRelay>) -> Vec<FromRelay> {
     let mut out = Vec::new();
     while let Ok(m) = rx.try_recv() {
         out.push(m);
@@ -25,9 +25,9 @@ fn drain(rx: &mut mpsc::Receiver<Message>) -> Vec<Message> {
     out
 }
 
-fn error_code(msgs: &[Message]) -> Option<ErrorCode> {
+fn error_code(msgs: &[FromRelay]) -> Option<ErrorCode> {
     msgs.iter().find_map(|m| match m {
-        Message::Error { code, .. } => Some(*code),
+        FromRelay::Error { code, .. } => Some(*code),
         _ => None,
     })
 }
@@ -55,58 +55,60 @@ fn a_cluster_member_knows_and_reaches_the_other_relays_peers() {
     relay.remote_joined("bob", remote("n2"));
     assert_eq!(
         drain(&mut rx_alice),
-        vec![Message::PeerJoined { id: "bob".into() }],
+        vec![FromRelay::PeerJoined {
+            id: PeerId::local("bob")
+        }],
         "announced once"
     );
     // Routed through the backend to bob's relay.
     let mut alice = alice;
-    alice.handle(Message::Call {
+    alice.handle(ToRelay::Signal(Signal::Call {
         route: Route::new("bob", "s1"),
-    });
+    }));
     match inbox.routes.try_recv() {
         Ok(ToCluster::Route { node, msg }) => {
             assert_eq!(node, "n2");
-            assert_eq!(
-                msg.route().and_then(|r| r.from.clone()),
-                Some("alice".into())
-            );
+            assert_eq!(msg.route().from, Some(PeerId::local("alice")));
         }
         other => panic!("expected a route, got {other:?}"),
     }
     // Its id is taken here too, and a newcomer's list holds it.
     let (mut taken, mut rx_taken) = relay.attach(Access::Full);
-    taken.handle(Message::Register {
-        id: Some("bob".into()),
+    taken.handle(ToRelay::Register {
+        id: Some(PeerId::local("bob")),
     });
     assert_eq!(error_code(&drain(&mut rx_taken)), Some(ErrorCode::IdTaken));
     let (mut carol, mut rx_carol) = relay.attach(Access::Full);
-    carol.handle(Message::Register { id: None });
+    carol.handle(ToRelay::Register { id: None });
     match rx_carol.try_recv() {
-        Ok(Message::Registered { id, peers }) => {
+        Ok(FromRelay::Registered { id, peers }) => {
             assert!(id.starts_with("peer-n1-"), "{id}");
-            assert_eq!(peers, vec!["alice".to_string(), "bob".to_string()]);
+            assert_eq!(peers, ["alice", "bob"]);
         }
         other => panic!("expected registered, got {other:?}"),
     }
     drain(&mut rx_alice);
     // A message from bob's relay reaches alice.
-    relay.deliver_routed(Message::Answer {
+    relay.deliver_routed(Signal::Answer {
         route: Route {
-            to: "alice".into(),
-            from: Some("bob".into()),
-            session: "s1".into(),
+            to: PeerId::local("alice"),
+            from: Some(PeerId::local("bob")),
+            session: SessionId::local("s1"),
         },
         sdp: "v=0".into(),
     });
-    assert!(matches!(drain(&mut rx_alice)[..], [Message::Answer { .. }]));
+    assert!(matches!(
+        drain(&mut rx_alice)[..],
+        [FromRelay::Signal(Signal::Answer { .. })]
+    ));
     // Bob's relay says he left (another relay's word about him is ignored).
     relay.remote_left("bob", Some("n3"), false);
     assert!(drain(&mut rx_alice).is_empty());
     relay.remote_left("bob", Some("n2"), true);
     assert_eq!(
         drain(&mut rx_alice),
-        vec![Message::PeerLeft {
-            id: "bob".into(),
+        vec![FromRelay::PeerLeft {
+            id: PeerId::local("bob"),
             reason: Some("relay-gone".into())
         }]
     );
@@ -131,19 +133,21 @@ fn registered_lists_existing_peers_and_announces_newcomer() {
     let relay = Relay::new();
     let (_a, mut rx_a) = registered(&relay, "alice");
     let (mut b, mut rx_b) = relay.attach(Access::Full);
-    b.handle(Message::Register {
-        id: Some("door".into()),
+    b.handle(ToRelay::Register {
+        id: Some(PeerId::local("door")),
     });
     assert_eq!(
         drain(&mut rx_b),
-        vec![Message::Registered {
-            id: "door".into(),
-            peers: vec!["alice".into()]
+        vec![FromRelay::Registered {
+            id: PeerId::local("door"),
+            peers: vec![PeerId::local("alice")]
         }]
     );
     assert_eq!(
         drain(&mut rx_a),
-        vec![Message::PeerJoined { id: "door".into() }]
+        vec![FromRelay::PeerJoined {
+            id: PeerId::local("door")
+        }]
     );
 }
 
@@ -156,13 +160,13 @@ fn routes_and_overwrites_from() {
     let got = drain(&mut rx_b);
     assert_eq!(
         got,
-        vec![Message::Call {
+        vec![FromRelay::Signal(Signal::Call {
             route: Route {
-                to: "door".into(),
-                from: Some("alice".into()),
-                session: "s1".into()
+                to: PeerId::local("door"),
+                from: Some(PeerId::local("alice")),
+                session: SessionId::local("s1")
             }
-        }]
+        })]
     );
     assert_eq!(relay.stats.routed.load(Ordering::Relaxed), 1);
 }
@@ -173,7 +177,7 @@ fn unknown_peer_error_carries_session() {
     let (mut a, mut rx_a) = registered(&relay, "alice");
     a.handle_text(r#"{"type":"hangup","to":"ghost","session":"s9"}"#);
     match drain(&mut rx_a).as_slice() {
-        [Message::Error { code, session, .. }] => {
+        [FromRelay::Error { code, session, .. }] => {
             assert_eq!(*code, ErrorCode::UnknownPeer);
             assert_eq!(session.as_deref(), Some("s9"));
         }
@@ -192,9 +196,9 @@ fn id_taken_and_auto_id() {
     // The same connection may try again, without an id this time.
     b.handle_text(r#"{"type":"register"}"#);
     match drain(&mut rx_b).as_slice() {
-        [Message::Registered { id, peers }] => {
+        [FromRelay::Registered { id, peers }] => {
             assert!(id.starts_with("peer-"));
-            assert_eq!(peers, &vec!["alice".to_string()]);
+            assert_eq!(peers, &["alice"]);
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -245,8 +249,8 @@ fn closing_a_connection_announces_peer_left() {
     drop(b);
     assert_eq!(
         drain(&mut rx_a),
-        vec![Message::PeerLeft {
-            id: "door".into(),
+        vec![FromRelay::PeerLeft {
+            id: PeerId::local("door"),
             reason: None
         }]
     );
@@ -316,19 +320,19 @@ fn a_flooder_is_dropped_and_its_recipient_hears_so() {
         OUTBOX_CAPACITY - NOTICE_RESERVE + 1,
         "calls, then peer-left"
     );
-    assert!(matches!(got.last(), Some(Message::PeerLeft { id, .. }) if id == "flooder"));
+    assert!(matches!(got.last(), Some(FromRelay::PeerLeft { id, .. }) if id == "flooder"));
 }
 
 #[test]
 fn a_flood_at_the_daemon_never_drops_its_registration() {
     let relay = Relay::new();
     let (mut daemon, mut daemon_rx) = relay.attach_owner();
-    daemon.handle(Message::Register {
-        id: Some("door".into()),
+    daemon.handle(ToRelay::Register {
+        id: Some(PeerId::local("door")),
     });
     assert!(matches!(
         daemon_rx.try_recv(),
-        Ok(Message::Registered { .. })
+        Ok(FromRelay::Registered { .. })
     ));
     let (mut attacker, mut rx) = registered(&relay, "mallory");
     // The daemon reads nothing meanwhile (it is busy); 1 000 calls arrive in one burst.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::protocol::{Message, Route};
+use crate::protocol::{Route, Signal};
 use crate::session::ice::Credentials;
 use crate::session::manager::WHEP_PEER;
 use crate::session::{CallManager, PlaceCallError};
@@ -177,7 +177,7 @@ impl Sessions {
             let before = link.view.borrow().answers;
             self.calls.from_http_peer(
                 WHEP_PEER,
-                Message::Offer {
+                Signal::Offer {
                     route: Route::new(&me, session),
                     sdp: restarted.clone(),
                 },
@@ -193,7 +193,7 @@ impl Sessions {
         for (mline, candidate) in parsed.candidates {
             self.calls.from_http_peer(
                 WHEP_PEER,
-                Message::Candidate {
+                Signal::Candidate {
                     route: Route::new(&me, session),
                     candidate,
                     sdp_mid: mids.get(mline as usize).cloned().filter(|m| !m.is_empty()),
@@ -241,24 +241,24 @@ impl Sessions {
 }
 
 /// Reads what the call sends its player, until the call ends.
-async fn follow(mut from_call: mpsc::Receiver<Message>, view: watch::Sender<View>) {
+async fn follow(mut from_call: mpsc::Receiver<Signal>, view: watch::Sender<View>) {
     while let Some(msg) = from_call.recv().await {
         view.send_modify(|v| match msg {
-            Message::Answer { sdp, .. } => {
+            Signal::Answer { sdp, .. } => {
                 v.answers += 1;
                 v.answer = Some(sdp);
                 v.candidates.clear();
                 v.gathered = false;
             }
-            Message::Candidate { candidate, .. } if candidate.is_empty() => v.gathered = true,
-            Message::Candidate {
+            Signal::Candidate { candidate, .. } if candidate.is_empty() => v.gathered = true,
+            Signal::Candidate {
                 candidate,
                 sdp_mline_index,
                 ..
             } if v.candidates.len() < MAX_CANDIDATES => {
                 v.candidates.push((sdp_mline_index.unwrap_or(0), candidate));
             }
-            Message::Hangup {
+            Signal::Hangup {
                 reason, message, ..
             } => {
                 v.ended = Some(match message {

@@ -4,7 +4,7 @@
 use gst::prelude::*;
 
 use super::{Call, Step};
-use crate::protocol::{Message, Route};
+use crate::protocol::{Route, Signal};
 use crate::session::sdp;
 
 /// Remote candidates held until the remote description is set; a peer sending more before
@@ -153,8 +153,8 @@ impl Call {
         self.signal(self.candidate_message(candidate)).await
     }
 
-    fn candidate_message(&self, candidate: Candidate) -> Message {
-        Message::Candidate {
+    fn candidate_message(&self, candidate: Candidate) -> Signal {
+        Signal::Candidate {
             route: Route::new(&self.info.peer, &self.info.session),
             candidate: candidate.candidate,
             sdp_mid: candidate.sdp_mid,

@@ -4,7 +4,7 @@
 use std::error::Error;
 
 use super::super::CallInfo;
-use crate::protocol::{EndReason, Message};
+use crate::protocol::{EndReason, Signal};
 
 /// An error kept with its chain of causes.
 pub type Cause = Box<dyn Error + Send + Sync + 'static>;
@@ -80,9 +80,9 @@ impl CallEnd {
     }
 
     /// The `hangup` that tells the peer.
-    pub fn hangup(&self, info: &CallInfo) -> Message {
-        let mut msg = Message::hangup(&info.peer, &info.session, self.reason);
-        if let Message::Hangup { message, .. } = &mut msg
+    pub fn hangup(&self, info: &CallInfo) -> Signal {
+        let mut msg = Signal::hangup(&info.peer, &info.session, self.reason);
+        if let Signal::Hangup { message, .. } = &mut msg
             && !self.detail.is_empty()
         {
             *message = Some(self.detail.clone());

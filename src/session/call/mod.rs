@@ -29,7 +29,7 @@ use super::notify::Notifier;
 use super::{CallInfo, CallSettings, CallState, ChannelState, Role, identity, webrtc};
 use crate::media::profile::AnswerPolicy;
 use crate::media::{self, receive};
-use crate::protocol::{EndReason, Message, Route};
+use crate::protocol::{EndReason, Route, Signal};
 use bandwidth::Bandwidth;
 use branches::Media;
 use candidates::Candidates;
@@ -81,7 +81,7 @@ pub struct Call {
     /// Where the call's lifecycle and its peer's DataChannel messages are told.
     notifier: Arc<Notifier>,
     settings: Arc<CallSettings>,
-    signaling: mpsc::Sender<Message>,
+    signaling: mpsc::Sender<Signal>,
     events: UnboundedSender<Event>,
     pipeline: media::OwnedPipeline,
     webrtcbin: gst::Element,
@@ -109,7 +109,7 @@ pub async fn run(
     info: Arc<CallInfo>,
     notifier: Arc<Notifier>,
     settings: Arc<CallSettings>,
-    signaling: mpsc::Sender<Message>,
+    signaling: mpsc::Sender<Signal>,
     inputs: Inputs,
 ) -> CallEnd {
     let Inputs {
@@ -152,7 +152,7 @@ impl Call {
         info: Arc<CallInfo>,
         notifier: Arc<Notifier>,
         settings: Arc<CallSettings>,
-        signaling: mpsc::Sender<Message>,
+        signaling: mpsc::Sender<Signal>,
         events: UnboundedSender<Event>,
         peer_tx: mpsc::Sender<PeerInput>,
     ) -> Result<Call, CallEnd> {
@@ -196,7 +196,7 @@ impl Call {
         local: &mut mpsc::Receiver<String>,
     ) -> CallEnd {
         if self.info.role == Role::Caller {
-            let call = Message::Call {
+            let call = Signal::Call {
                 route: Route::new(&self.info.peer, &self.info.session),
             };
             if let Err(end) = self.signal(call).await {
@@ -334,7 +334,7 @@ impl Call {
         }
     }
 
-    async fn signal(&self, msg: Message) -> Step {
+    async fn signal(&self, msg: Signal) -> Step {
         self.signaling
             .send(msg)
             .await

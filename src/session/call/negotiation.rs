@@ -10,7 +10,7 @@ use gst_webrtc::WebRTCSDPType;
 use super::promises::parse_sdp;
 use super::{Call, CallEnd, Step};
 use crate::media::codecs::MediaKind;
-use crate::protocol::{EndReason, Message, Route, escape_for_log};
+use crate::protocol::{EndReason, Route, Signal, escape_for_log};
 use crate::session::{CallState, Role, sdp};
 
 /// A caller whose callee rings waits at most this long for a decision (the callee's own
@@ -136,11 +136,11 @@ impl Negotiation {
 }
 
 impl Call {
-    pub(super) async fn on_remote(&mut self, msg: Message) -> Step {
+    pub(super) async fn on_remote(&mut self, msg: Signal) -> Step {
         match msg {
-            Message::Offer { sdp, .. } if !self.info.role.offers() => self.on_offer(sdp).await,
-            Message::Answer { sdp, .. } if self.info.role.offers() => self.on_answer(&sdp).await,
-            Message::Candidate {
+            Signal::Offer { sdp, .. } if !self.info.role.offers() => self.on_offer(sdp).await,
+            Signal::Answer { sdp, .. } if self.info.role.offers() => self.on_answer(&sdp).await,
+            Signal::Candidate {
                 candidate,
                 sdp_mid,
                 sdp_mline_index,
@@ -153,7 +153,7 @@ impl Call {
                 });
                 Ok(())
             }
-            Message::Hangup {
+            Signal::Hangup {
                 reason, message, ..
             } => {
                 // Peer text: only at debug, escaped (it must not forge log lines).
@@ -172,7 +172,7 @@ impl Call {
                 };
                 Err(CallEnd::plain(reason, false))
             }
-            Message::Ringing { .. }
+            Signal::Ringing { .. }
                 if self.info.role == Role::Caller && self.talk.remote.is_none() =>
             {
                 tracing::info!(session = %self.info.session, "the callee rings");
@@ -275,7 +275,7 @@ impl Call {
         self.notifier.event("ringing", &self.info, None);
         tracing::info!(session = %self.info.session, peer = %self.info.peer, "ringing");
         let route = Route::new(&self.info.peer, &self.info.session);
-        self.signal(Message::Ringing { route }).await
+        self.signal(Signal::Ringing { route }).await
     }
 
     /// Callee: someone accepted the ringing call; answer its offer (now, or when it comes).
@@ -337,7 +337,7 @@ impl Call {
             CallState::Offered
         });
         let route = Route::new(&self.info.peer, &self.info.session);
-        self.signal(Message::Offer { route, sdp: text }).await
+        self.signal(Signal::Offer { route, sdp: text }).await
     }
 
     /// Callee: send branches matching the offer, then set-remote → create-answer → set-local.
@@ -405,7 +405,7 @@ impl Call {
         // The call's own subscriptions hold the encoders now.
         self.media.warm.clear();
         let route = Route::new(&self.info.peer, &self.info.session);
-        self.signal(Message::Answer { route, sdp: text }).await
+        self.signal(Signal::Answer { route, sdp: text }).await
     }
 
     /// Both descriptions are set: ICE and DTLS run now, and the encoders make this call's

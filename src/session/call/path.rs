@@ -8,7 +8,7 @@ use gst_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType};
 
 use super::promises::parse_sdp;
 use super::{Call, CallEnd, Step};
-use crate::protocol::{EndReason, Message, Route};
+use crate::protocol::{EndReason, Route, Signal};
 use crate::session::{CallInfo, CallState, Role, ice, sdp};
 
 /// The side that offered restarts ICE once a connected call's path has not worked both ways
@@ -229,7 +229,7 @@ impl Call {
         self.ice.awaiting_restart_answer = true;
         self.count_restart();
         let route = Route::new(&self.info.peer, &self.info.session);
-        self.signal(Message::Offer { route, sdp: text }).await?;
+        self.signal(Signal::Offer { route, sdp: text }).await?;
         self.send_candidates_again().await
     }
 
@@ -287,7 +287,7 @@ impl Call {
         self.set_local(answer).await?;
         self.count_restart();
         let route = Route::new(&self.info.peer, &self.info.session);
-        self.signal(Message::Answer { route, sdp: text }).await?;
+        self.signal(Signal::Answer { route, sdp: text }).await?;
         self.send_candidates_again().await
     }
 
