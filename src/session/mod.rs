@@ -13,6 +13,7 @@ pub mod manager;
 pub mod notify;
 mod rtcp_budget;
 pub mod sdp;
+mod supervise;
 pub mod turn;
 pub mod warm_up;
 mod webrtc;
