@@ -30,6 +30,20 @@ impl Route {
     }
 }
 
+/// Every signal's route, by reference or mutable reference as `$signal` is.
+macro_rules! route_of {
+    ($signal:expr) => {
+        match $signal {
+            Signal::Call { route }
+            | Signal::Ringing { route }
+            | Signal::Offer { route, .. }
+            | Signal::Answer { route, .. }
+            | Signal::Candidate { route, .. }
+            | Signal::Hangup { route, .. } => route,
+        }
+    };
+}
+
 /// What one peer tells another about a call; the relay routes it by its [`Route`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -101,25 +115,11 @@ impl Signal {
     }
 
     pub fn route(&self) -> &Route {
-        match self {
-            Signal::Call { route }
-            | Signal::Ringing { route }
-            | Signal::Offer { route, .. }
-            | Signal::Answer { route, .. }
-            | Signal::Candidate { route, .. }
-            | Signal::Hangup { route, .. } => route,
-        }
+        route_of!(self)
     }
 
     pub fn route_mut(&mut self) -> &mut Route {
-        match self {
-            Signal::Call { route }
-            | Signal::Ringing { route }
-            | Signal::Offer { route, .. }
-            | Signal::Answer { route, .. }
-            | Signal::Candidate { route, .. }
-            | Signal::Hangup { route, .. } => route,
-        }
+        route_of!(self)
     }
 
     pub fn hangup(to: &str, session: &str, reason: EndReason) -> Signal {

@@ -4,6 +4,7 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -78,5 +79,25 @@ impl Collector {
 
     pub fn latest(&self) -> Option<Value> {
         webrtcd::sync::lock(&self.latest).clone()
+    }
+
+    /// The page's report once call `session` shows its first frame (at most `within`).
+    pub async fn first_frame_of(&self, session: &str, within: Duration) -> anyhow::Result<Value> {
+        crate::procs::poll(within, || async {
+            self.latest()
+                .filter(|r| r["call"]["session"] == session)
+                .filter(|r| r["call"]["firstFrameAt"].is_number())
+        })
+        .await
+        .context("Chromium showed no frame")
+    }
+
+    /// Waits until the page has no call.
+    pub async fn call_ended(&self) -> anyhow::Result<()> {
+        crate::procs::poll(Duration::from_secs(10), || async {
+            self.latest().filter(|r| r["call"].is_null()).map(|_| ())
+        })
+        .await
+        .context("the page did not end the call")
     }
 }

@@ -259,27 +259,25 @@ async fn scale(
             *done = first.len();
         }
         // Receivers report once a second: the window's frames, per receiver.
-        let mut fps: Vec<f64> = after
+        let fps: Vec<f64> = after
             .iter()
             .enumerate()
             .map(|(i, f)| (f - before.get(i).copied().unwrap_or(0).min(*f)) as f64 / secs)
             .collect();
-        fps.resize(fps.len().max(target), 0.0);
-        let row = Load {
-            codec: CODEC.into(),
-            per_viewer_encoder: out.per_viewer_encoder,
-            viewers: target,
-            connected: after.iter().filter(|f| **f > 0).count(),
-            cpu_pct: (cpu1.cpu_secs - cpu0.cpu_secs) / secs * 100.0,
-            rss_mib: cpu1.rss_mib,
-            threads: cpu1.threads,
-            viewers_cpu_pct: (view1 - view0) / secs * 100.0,
-            min_fps: fps.iter().copied().fold(f64::INFINITY, f64::min),
-            mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
-            late_frames: 0,
-            first_frame_ms: crate::scenarios::spread(first_frames).map(|s| s.median_ms),
-            sent: None,
+        let window = crate::scenarios::Window {
+            server: (cpu0, cpu1),
+            viewers_cpu_secs: (view0, view1),
+            secs,
         };
+        let row = Load::measured(
+            CODEC,
+            out.per_viewer_encoder,
+            target,
+            after.iter().filter(|f| **f > 0).count(),
+            &window,
+            fps,
+            first_frames,
+        );
         eprintln!(
             "  {} {target:>3} viewers: {:.0}% CPU, {:.1} MiB, {} threads; receivers {:.0}% CPU; fps min {:.1} mean {:.1}",
             server.name,

@@ -108,6 +108,34 @@ async fn no_calls(camera: &Daemon) -> anyhow::Result<()> {
     .with_context(|| format!("{} kept a call", camera.name))
 }
 
+/// `calls` timed calls (cold: each with the encoders stopped first; warm: after one untimed
+/// call that starts them, and they linger). `one(i)` makes call `i` and gives its total and
+/// phases.
+async fn timed_calls<F, Fut>(
+    camera: &Daemon,
+    calls: usize,
+    cold: bool,
+    mut one: F,
+) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<(f64, Vec<f64>)>>>,
+{
+    let (mut totals, mut phases) = (Vec::new(), Vec::new());
+    let first = if cold { 0 } else { 1 };
+    for i in 0..calls + first {
+        if cold {
+            encoders_stopped(camera).await?;
+        }
+        let timed = one(i).await?;
+        if let (Some((total, p)), true) = (timed, i >= first) {
+            totals.push(total);
+            phases.push(p);
+        }
+    }
+    Ok((totals, phases))
+}
+
 /// The page calls the camera, `calls` times, a fresh page each time.
 async fn browser_calls(
     dir: &Path,
@@ -116,13 +144,7 @@ async fn browser_calls(
     calls: usize,
     cold: bool,
 ) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
-    let (mut totals, mut phases) = (Vec::new(), Vec::new());
-    // Warm: one call first, untimed, starts the encoder (which then lingers).
-    let first = if cold { 0 } else { 1 };
-    for i in 0..calls + first {
-        if cold {
-            encoders_stopped(camera).await?;
-        }
+    timed_calls(camera, calls, cold, |i| async move {
         let id = format!("caller-{i}");
         // A person opens the page and clicks Call a moment later: the call starts 1 s after
         // the camera is listed. Clicked at once, the fresh browser is still starting its own
@@ -142,15 +164,9 @@ async fn browser_calls(
         .with_context(|| format!("{id} showed no frame"))?;
         drop(browser);
         no_calls(camera).await?;
-        if i < first {
-            continue;
-        }
-        if let Some(p) = phases_of(&report) {
-            totals.push(p.iter().sum());
-            phases.push(p);
-        }
-    }
-    Ok((totals, phases))
+        Ok(phases_of(&report).map(|p| (p.iter().sum(), p)))
+    })
+    .await
 }
 
 /// The camera calls the page, `calls` times, one page throughout.
@@ -160,40 +176,21 @@ async fn camera_calls(
     calls: usize,
     cold: bool,
 ) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
-    let (mut totals, mut phases) = (Vec::new(), Vec::new());
-    let first = if cold { 0 } else { 1 };
-    for i in 0..calls + first {
-        if cold {
-            encoders_stopped(camera).await?;
-        }
+    timed_calls(camera, calls, cold, |_| async move {
         let posted = crate::scenarios::epoch_ms();
         let session = camera.call("browser").await?;
-        let report = poll(Duration::from_secs(30), || async {
-            collector
-                .latest()
-                .filter(|r| r["call"]["session"] == session.as_str())
-                .filter(|r| r["call"]["firstFrameAt"].is_number())
-        })
-        .await
-        .context("Chromium showed no frame")?;
+        let report = collector
+            .first_frame_of(&session, Duration::from_secs(30))
+            .await?;
         camera.hang_up(&session).await?;
         no_calls(camera).await?;
-        poll(Duration::from_secs(10), || async {
-            collector.latest().filter(|r| r["call"].is_null())
-        })
-        .await
-        .context("the page did not end the call")?;
-        if i < first {
-            continue;
-        }
-        if let (Some(p), Some(frame)) =
-            (phases_of(&report), report["call"]["firstFrameAt"].as_f64())
-        {
-            totals.push(frame - posted);
-            phases.push(p);
-        }
-    }
-    Ok((totals, phases))
+        collector.call_ended().await?;
+        let frame = report["call"]["firstFrameAt"].as_f64();
+        Ok(phases_of(&report)
+            .zip(frame)
+            .map(|(p, frame)| (frame - posted, p)))
+    })
+    .await
 }
 
 pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Vec<Row>> {

@@ -104,7 +104,7 @@ struct Args {
     soak_every: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Report {
     first_frame_daemon: Option<Spread>,
     first_frame_chromium: Option<Spread>,
@@ -153,7 +153,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         return run_soak(args).await;
     }
     if args.networks_only {
-        return run_networks(&mut report_for_networks()).await;
+        return run_networks(&mut Report::default()).await;
     }
     if args.first_frame_only {
         let dir = procs::work_dir()?;
@@ -211,7 +211,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     }
     if args.scaling_only {
         let dir = procs::work_dir()?;
-        let mut report = report_for_networks();
+        let mut report = Report::default();
         for codec in &args.codecs {
             eprintln!("scaling: {codec}, shared encoder");
             let window = Duration::from_secs(args.window);
@@ -236,19 +236,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     let dir = procs::work_dir()?;
     let window = Duration::from_secs(args.window);
     let first_codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
-    let mut report = Report {
-        first_frame_daemon: None,
-        first_frame_chromium: None,
-        join: None,
-        latency: Vec::new(),
-        scaling: Vec::new(),
-        networks: Vec::new(),
-        spread: Vec::new(),
-        players: None,
-        routing: None,
-        first_frame: Vec::new(),
-        errors: Vec::new(),
-    };
+    let mut report = Report::default();
     let note = |what: &str, e: anyhow::Error| {
         eprintln!("{what}: {e:#}");
         format!("{what}: {e:#}")
@@ -364,22 +352,6 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         anyhow::bail!("some measurements failed:\n{}", report.errors.join("\n"));
     }
     Ok(())
-}
-
-fn report_for_networks() -> Report {
-    Report {
-        first_frame_daemon: None,
-        first_frame_chromium: None,
-        join: None,
-        latency: Vec::new(),
-        scaling: Vec::new(),
-        networks: Vec::new(),
-        spread: Vec::new(),
-        players: None,
-        routing: None,
-        first_frame: Vec::new(),
-        errors: Vec::new(),
-    }
 }
 
 /// The imperfect links and the spread viewers' cost, into `report`.

@@ -162,24 +162,15 @@ pub async fn first_frame_chromium(dir: &Path, codec: &str, calls: usize) -> anyh
     for _ in 0..calls {
         let posted = epoch_ms();
         let session = camera.call("browser").await?;
-        let report = poll(Duration::from_secs(20), || async {
-            collector
-                .latest()
-                .filter(|r| r["call"]["session"] == session.as_str())
-                .filter(|r| r["call"]["firstFrameAt"].is_number())
-        })
-        .await
-        .context("Chromium showed no frame")?;
+        let report = collector
+            .first_frame_of(&session, Duration::from_secs(20))
+            .await?;
         if let Some(at) = report["call"]["firstFrameAt"].as_f64() {
             samples.push(at - posted);
         }
         camera.hang_up(&session).await?;
         camera.wait_idle().await?;
-        poll(Duration::from_secs(10), || async {
-            collector.latest().filter(|r| r["call"].is_null())
-        })
-        .await
-        .context("the page did not end the call")?;
+        collector.call_ended().await?;
     }
     spread(samples).context("no samples")
 }
@@ -302,6 +293,48 @@ pub struct Load {
     pub sent: Option<Sent>,
 }
 
+/// What a measuring window saw of the processes: the server at its start and end, the
+/// viewers' CPU seconds at its start and end, and its length.
+pub struct Window {
+    pub server: (crate::procs::Usage, crate::procs::Usage),
+    pub viewers_cpu_secs: (f64, f64),
+    pub secs: f64,
+}
+
+impl Load {
+    /// A row: the server's CPU, memory and threads over `window`; the receivers' frame rates
+    /// (`fps`, one per call: calls that never came up count as 0 fps, up to `viewers`); the
+    /// median first frame of `first_frames`. No late frames, nothing sent, until told.
+    pub fn measured(
+        codec: &str,
+        per_viewer_encoder: bool,
+        viewers: usize,
+        connected: usize,
+        window: &Window,
+        mut fps: Vec<f64>,
+        first_frames: Vec<f64>,
+    ) -> Load {
+        fps.resize(fps.len().max(viewers), 0.0);
+        let (start, end) = &window.server;
+        let (v0, v1) = window.viewers_cpu_secs;
+        Load {
+            codec: codec.into(),
+            per_viewer_encoder,
+            viewers,
+            connected,
+            cpu_pct: (end.cpu_secs - start.cpu_secs) / window.secs * 100.0,
+            rss_mib: end.rss_mib,
+            threads: end.threads,
+            viewers_cpu_pct: (v1 - v0) / window.secs * 100.0,
+            min_fps: fps.iter().copied().fold(f64::INFINITY, f64::min),
+            mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
+            late_frames: 0,
+            first_frame_ms: spread(first_frames).map(|s| s.median_ms),
+            sent: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Sent {
     /// None with one encoder per viewer (no shared stream).
@@ -394,6 +427,28 @@ async fn frames_by_session(viewers: &[Daemon]) -> Vec<(String, u64, u64, Option<
     out
 }
 
+/// `count` viewer daemons (`PREFIX0`, `PREFIX1`…) that count frames, registered with
+/// `camera`'s relay.
+pub async fn frame_viewers(
+    dir: &Path,
+    camera: &Daemon,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Daemon>> {
+    let mut viewers = Vec::new();
+    for i in 0..count {
+        let name = format!("{prefix}{i}");
+        viewers.push(Daemon::start(
+            dir,
+            &name,
+            &viewer_profile("frames", false),
+            &["--relay", &camera.ws_url()],
+        )?);
+        camera.wait_peer(&name).await?;
+    }
+    Ok(viewers)
+}
+
 /// Daemon CPU/RSS/threads and viewer frame rates as viewers are added: 1, 5, 10, …
 pub async fn scaling(
     dir: &Path,
@@ -410,17 +465,7 @@ pub async fn scaling(
         &camera_profile(codec, per_viewer, 0, false),
         &[],
     )?;
-    let mut viewers = Vec::new();
-    for i in 0..processes {
-        let name = format!("viewer{i}");
-        viewers.push(Daemon::start(
-            dir,
-            &name,
-            &viewer_profile("frames", false),
-            &["--relay", &camera.ws_url()],
-        )?);
-        camera.wait_peer(&name).await?;
-    }
+    let viewers = frame_viewers(dir, &camera, "viewer", processes).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = usage(camera.pid())?;
     let mut out = Scaling {
@@ -487,26 +532,27 @@ pub async fn scaling(
             fps.push((frames - f0.min(*frames)) as f64 / secs);
             late += late1 - l0.min(*late1);
         }
-        // Calls that never came up count as 0 fps.
-        fps.resize(fps.len().max(target), 0.0);
         let connected = after.iter().filter(|(_, f, _, _)| *f > 0).count();
+        let window = Window {
+            server: (cam0, cam1),
+            viewers_cpu_secs: (view0, view1),
+            secs,
+        };
         let row = Load {
-            codec: codec.into(),
-            per_viewer_encoder: per_viewer,
-            viewers: target,
-            connected,
-            cpu_pct: (cam1.cpu_secs - cam0.cpu_secs) / secs * 100.0,
-            rss_mib: cam1.rss_mib,
-            threads: cam1.threads,
-            viewers_cpu_pct: (view1 - view0) / secs * 100.0,
-            min_fps: fps.iter().copied().fold(f64::INFINITY, f64::min),
-            mean_fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
             late_frames: late,
-            first_frame_ms: spread(first_frames).map(|s| s.median_ms),
             sent: sent_between(&sent0, &sent1, secs).map(|sent| Sent {
                 fps: sent.fps.filter(|_| !per_viewer),
                 ..sent
             }),
+            ..Load::measured(
+                codec,
+                per_viewer,
+                target,
+                connected,
+                &window,
+                fps,
+                first_frames,
+            )
         };
         eprintln!(
             "  {codec} {tag} {target:>2} viewers: daemon {:.0}% CPU, {:.1} MiB, {} threads; viewers {:.0}% CPU; fps min {:.1} mean {:.1}; late {}; daemon sent {:?}",

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::procs::{Daemon, poll};
-use crate::scenarios::{Spread, camera_profile, spread, viewer_profile};
+use crate::scenarios::{Spread, camera_profile, frame_viewers, spread};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Shutdown {
@@ -45,17 +45,7 @@ pub async fn measure(
             &camera_profile(codec, false, 0, false),
             &[],
         )?;
-        let mut viewers = Vec::new();
-        for i in 0..3 {
-            let name = format!("stop{run}-viewer{i}");
-            viewers.push(Daemon::start(
-                dir,
-                &name,
-                &viewer_profile("frames", false),
-                &["--relay", &camera.ws_url()],
-            )?);
-            camera.wait_peer(&name).await?;
-        }
+        let viewers = frame_viewers(dir, &camera, &format!("stop{run}-viewer"), 3).await?;
         for i in 0..calls {
             camera.call(&viewers[i % viewers.len()].name).await?;
         }
