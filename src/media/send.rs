@@ -2,7 +2,8 @@
 //! payload type is a parameter because an answerer must use the offerer's number.
 //!
 //! Per-viewer branches (`per_viewer_encoder = true`) capture and encode inside the call's own
-//! pipeline; the default shares one capture and encoder among all calls ([`super::shared`]).
+//! pipeline; the default shares one capture and encoder among all calls (`super::shared`,
+//! which feeds a branch built here).
 
 use gst::prelude::*;
 
@@ -22,8 +23,6 @@ pub struct SendBranch {
     /// stream is which from payload types; on a loaded machine Chromium once never played the
     /// audio.)
     pub ssrc: u32,
-    /// Keeps a shared encoder feeding this branch; dropping it unsubscribes.
-    pub subscription: Option<super::shared::Subscription>,
     /// The branch's own encoder (`per_viewer_encoder`), whose rate can follow the link.
     pub encoder: Option<gst::Element>,
 }
@@ -131,7 +130,6 @@ pub(super) fn build(desc: &str, codec: Codec, payload_type: u32) -> Result<SendB
         codec,
         payload_type,
         ssrc,
-        subscription: None,
         encoder: None,
     })
 }

@@ -37,7 +37,7 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 
-pub use registry::Encoders;
+pub use registry::{Encoders, FedBranch};
 pub use snapshot::SnapshotError;
 pub use stream::{RungInfo, StreamInfo, StreamStats};
 pub use subscription::{Subscription, Warm};

@@ -18,6 +18,14 @@ use crate::media::send::{self, SendBranch};
 use crate::media::{MediaError, fragments};
 use crate::sync::lock;
 
+/// A call's send branch and, with a shared encoder, the subscription that feeds it.
+pub struct FedBranch {
+    pub branch: SendBranch,
+    /// Keeps the shared encoder feeding the branch; dropping it unsubscribes. None: the
+    /// branch has an encoder of its own (`per_viewer_encoder`).
+    pub subscription: Option<Subscription>,
+}
+
 /// Where calls get their send branches: shared encoders, or (`per_viewer_encoder = true`)
 /// a capture and encoder of their own.
 pub struct Encoders {
@@ -147,10 +155,10 @@ impl Encoders {
         codec: Codec,
         pt: u32,
         on_failure: impl Fn() + Send + Sync + 'static,
-    ) -> Result<SendBranch, MediaError> {
+    ) -> Result<FedBranch, MediaError> {
         let factory = self.encoder_for(codec)?;
         if self.profile.per_viewer_encoder {
-            return match codec.kind() {
+            let own = match codec.kind() {
                 MediaKind::Video => {
                     let video = self
                         .profile
@@ -168,11 +176,18 @@ impl Encoders {
                     send::audio(audio, codec, &factory, pt)
                 }
             };
+            return own.map(|branch| FedBranch {
+                branch,
+                subscription: None,
+            });
         }
-        let mut branch = send::build(&fragments::payloader(codec, pt), codec, pt)?;
+        let branch = send::build(&fragments::payloader(codec, pt), codec, pt)?;
         let feed = Feed::Direct(DirectFeed::new(&branch.bin)?);
-        branch.subscription = Some(self.subscribe_feed(codec, feed, on_failure)?);
-        Ok(branch)
+        let subscription = Some(self.subscribe_feed(codec, feed, on_failure)?);
+        Ok(FedBranch {
+            branch,
+            subscription,
+        })
     }
 
     /// Subscribes `appsrc` (in a pipeline of the caller's: a call's send branch, the RTSP

@@ -54,12 +54,14 @@ impl TestCall {
             .property("async", false)
             .build()
             .unwrap();
-        pipeline.add_many([branch.bin.upcast_ref(), &sink]).unwrap();
-        branch.bin.link(&sink).unwrap();
+        pipeline
+            .add_many([branch.branch.bin.upcast_ref(), &sink])
+            .unwrap();
+        branch.branch.bin.link(&sink).unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
         let frames = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&frames);
-        branch.bin.static_pad("sink").unwrap().add_probe(
+        branch.branch.bin.static_pad("sink").unwrap().add_probe(
             gst::PadProbeType::BUFFER,
             move |_, info| {
                 if let Some(buffer) = info.buffer() {
@@ -268,14 +270,15 @@ fn a_branch_is_fed_only_once_running_and_connected_and_its_frames_pass_a_syncing
             count.fetch_add(1, Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         });
-    pipeline.add(&branch.bin).unwrap();
+    pipeline.add(&branch.branch.bin).unwrap();
     branch
+        .branch
         .bin
         .static_pad("src")
         .unwrap()
         .link(&clocksync.static_pad("sink").unwrap())
         .unwrap();
-    branch.bin.sync_state_with_parent().unwrap();
+    branch.branch.bin.sync_state_with_parent().unwrap();
     let subscription = branch.subscription.take().unwrap();
     subscription.activate();
     assert_eq!(subscribers(&encoders), 1);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use super::Call;
-use crate::media::{self, send};
+use crate::media::{self, send, shared};
 use crate::session::adapt::Adapter;
 use crate::session::loss_estimate::LossEstimate;
 use crate::session::{CallSettings, CallState, Estimator, Sending, rtcp_budget, webrtc};
@@ -138,9 +138,13 @@ impl Call {
 
     /// A video branch about to be linked: its rendition, and how it will follow the link
     /// (another rung of a ladder, or its own encoder's rate).
-    pub(super) fn start_adapting(&mut self, branch: &mut send::SendBranch) {
+    pub(super) fn start_adapting(
+        &mut self,
+        branch: &mut send::SendBranch,
+        subscription: Option<&shared::Subscription>,
+    ) {
         let rungs = video_rungs(&self.settings);
-        if let Some(subscription) = &branch.subscription
+        if let Some(subscription) = subscription
             && subscription.rungs().len() > 1
         {
             let rates = subscription

@@ -9,7 +9,7 @@ use gst::prelude::*;
 
 use super::{Call, CallEnd, Step, blocking, elapsed_ms};
 use crate::media::codecs::{self, MediaKind};
-use crate::media::{receive, send, shared};
+use crate::media::{receive, shared};
 use crate::protocol::EndReason;
 use crate::session::events::Event;
 use crate::session::{sdp, webrtc};
@@ -86,7 +86,7 @@ impl Call {
         &self,
         codec: codecs::Codec,
         pt: u32,
-    ) -> Result<send::SendBranch, CallEnd> {
+    ) -> Result<shared::FedBranch, CallEnd> {
         let encoders = Arc::clone(&self.settings.encoders);
         let notice = self.source_failure_notice();
         let built = blocking(move || encoders.branch(codec, pt, notice)).await?;
@@ -98,7 +98,7 @@ impl Call {
             && self.bandwidth.adapts
             && codec.kind() == MediaKind::Video
         {
-            branch.use_transport_cc(id);
+            branch.branch.use_transport_cc(id);
         }
         Ok(branch)
     }
@@ -114,7 +114,11 @@ impl Call {
         }
     }
 
-    pub(super) async fn link_send_branch(&mut self, mut branch: send::SendBranch) -> Step {
+    pub(super) async fn link_send_branch(&mut self, fed: shared::FedBranch) -> Step {
+        let shared::FedBranch {
+            mut branch,
+            subscription,
+        } = fed;
         let fail = |what: &str| CallEnd::media(what.to_string());
         self.pipeline
             .add(&branch.bin)
@@ -148,9 +152,9 @@ impl Call {
         // and base time, and before it runs that base time is 0 — a frame stamped then lies
         // hours in the future, and webrtcbin's clocksync would hold the track forever.
         if video {
-            self.start_adapting(&mut branch);
+            self.start_adapting(&mut branch, subscription.as_ref());
         }
-        if let Some(subscription) = branch.subscription.take() {
+        if let Some(subscription) = subscription {
             subscription.activate();
             self.media.subscriptions.push(subscription);
         }
