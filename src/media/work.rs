@@ -29,6 +29,14 @@ pub fn off_worker(f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Runs `f` on tokio's blocking pool, tracked, and gives its result (an error only if `f`
+/// panicked). For a task that must wait for blocking work: a state change it goes on after.
+pub async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    WORK.tracker.spawn_blocking(f).await
+}
+
 /// Runs `f` off the workers (as [`off_worker`]) once `delay` has passed, unless the daemon
 /// shuts down first. `runtime`: where the timer runs when the caller is not on one (the RTSP
 /// server's GLib thread lets go of a stream); with none at all (unit tests), a short-lived

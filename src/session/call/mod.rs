@@ -370,10 +370,10 @@ impl Call {
     }
 }
 
-/// Runs `f` on a blocking thread: GStreamer state changes wait on streaming threads and
-/// devices, and must never hold up a tokio worker.
+/// Runs `f` on a blocking thread (`media::work`): GStreamer state changes wait on streaming
+/// threads and devices, and must never hold up a tokio worker.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, CallEnd> {
-    tokio::task::spawn_blocking(f)
+    media::work::run(f)
         .await
         .map_err(|e| CallEnd::from_error(EndReason::InternalError, e))
 }
