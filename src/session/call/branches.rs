@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use gst::prelude::*;
 
+use super::end::Cause;
 use super::{Call, CallEnd, Step, blocking, elapsed_ms};
 use crate::media::codecs::{self, MediaKind};
 use crate::media::{receive, shared};
@@ -191,10 +192,12 @@ impl Call {
             &self.info.received,
             echo_probe,
         );
-        let linked = built.map_err(|e| e.to_string()).and_then(|(bin, codec)| {
-            self.pipeline.add(&bin).map_err(|e| e.to_string())?;
-            let sink_pad = bin.static_pad("sink").ok_or("receive branch has no sink")?;
-            pad.link(&sink_pad).map_err(|e| e.to_string())?;
+        let linked = built.map_err(ReceiveFailed::new).and_then(|(bin, codec)| {
+            self.pipeline.add(&bin).map_err(ReceiveFailed::new)?;
+            let sink_pad = bin
+                .static_pad("sink")
+                .ok_or_else(|| ReceiveFailed::new("receive branch has no sink"))?;
+            pad.link(&sink_pad).map_err(ReceiveFailed::new)?;
             let kind = if is_audio {
                 MediaKind::Audio
             } else {
@@ -208,7 +211,7 @@ impl Call {
             Ok((bin, codec)) => blocking(move || bin.sync_state_with_parent())
                 .await?
                 .map(|_| codec)
-                .map_err(|e| e.to_string()),
+                .map_err(ReceiveFailed::new),
             Err(err) => Err(err),
         };
         if let Some(probe) = probe {
@@ -220,9 +223,23 @@ impl Call {
                 Ok(())
             }
             Err(err) => {
-                tracing::warn!(session = %self.info.session, "receive branch: {err}");
-                Err(CallEnd::media(format!("receive branch: {err}")))
+                tracing::warn!(session = %self.info.session, "{err}");
+                Err(CallEnd::media_error(err))
             }
         }
+    }
+}
+
+/// Why a stream from the peer could not be received (the error behind it kept for the log).
+#[derive(Debug, thiserror::Error)]
+#[error("receive branch: {source}")]
+struct ReceiveFailed {
+    #[source]
+    source: Cause,
+}
+
+impl ReceiveFailed {
+    fn new(err: impl Into<Cause>) -> ReceiveFailed {
+        ReceiveFailed { source: err.into() }
     }
 }

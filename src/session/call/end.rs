@@ -72,8 +72,12 @@ impl CallEnd {
         let mut out = self.detail.clone();
         let mut source = self.cause.as_deref().and_then(|c| c.source());
         while let Some(err) = source {
-            out.push_str(": ");
-            out.push_str(&err.to_string());
+            // An error that quotes its source already says it once.
+            let text = err.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
             source = err.source();
         }
         out
