@@ -1,4 +1,6 @@
 //! The wire format: field names, checks on ids, sizes, reasons, each direction.
+//!
+//! Built for tests only: `#[cfg(test)] mod tests;` in this folder's `mod.rs`.
 
 use super::*;
 

@@ -1,5 +1,7 @@
 //! The shared stream with real encoders: feeding only once running and connected, keyframes
 //! asked for as calls connect, keyframe requests reaching the encoder.
+//!
+//! Built for tests only: `#[cfg(test)] mod tests;` in this folder's `mod.rs`.
 
 use super::*;
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! The registry driven through channels: registration, routing, flood and slow-reader bounds,
 //! and a cluster member seeing the other relays' peers.
+//!
+//! Built for tests only: `#[cfg(test)] mod tests;` in this folder's `mod.rs`.
 
 use super::*;
 use crate::protocol::{ErrorCode, FromRelay, PeerId, Route, SessionId, Signal, ToRelay};

@@ -1,4 +1,6 @@
 //! Parsing, defaults, relative paths, secrets and the problems a config can have.
+//!
+//! Built for tests only: `#[cfg(test)] mod tests;` in this folder's `mod.rs`.
 
 use super::*;
 
