@@ -12,22 +12,36 @@ pub const MAX_SESSION_CHARS: usize = 128;
 /// character or an invisible one (bidi overrides such as U+202E, zero-width characters), so
 /// that two ids that look the same are the same id.
 pub fn check_id(id: &str) -> Result<(), &'static str> {
-    if !(1..=MAX_ID_CHARS).contains(&id.chars().count()) {
-        return Err("an id is 1 to 64 characters");
-    }
-    if !all_visible(id) {
-        return Err("an id may not hold spaces, control characters or invisible characters");
-    }
-    Ok(())
+    check_name(
+        id,
+        MAX_ID_CHARS,
+        "an id is 1 to 64 characters",
+        "an id may not hold spaces, control characters or invisible characters",
+    )
 }
 
 /// Whether `session` may name a call: 1 to 128 visible characters, no spaces.
 pub fn check_session(session: &str) -> Result<(), &'static str> {
-    if !(1..=MAX_SESSION_CHARS).contains(&session.chars().count()) {
-        return Err("a session id is 1 to 128 characters");
+    check_name(
+        session,
+        MAX_SESSION_CHARS,
+        "a session id is 1 to 128 characters",
+        "a session id may not hold spaces, control characters or invisible characters",
+    )
+}
+
+/// 1 to `max_chars` characters (else `length`), all visible (else `hidden`).
+fn check_name(
+    text: &str,
+    max_chars: usize,
+    length: &'static str,
+    hidden: &'static str,
+) -> Result<(), &'static str> {
+    if !(1..=max_chars).contains(&text.chars().count()) {
+        return Err(length);
     }
-    if !all_visible(session) {
-        return Err("a session id may not hold spaces, control characters or invisible characters");
+    if !all_visible(text) {
+        return Err(hidden);
     }
     Ok(())
 }

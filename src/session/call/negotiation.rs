@@ -326,11 +326,8 @@ impl Call {
             &self.media.send_video,
             self.fec(),
         );
-        let mut offer = self.create_description("create-offer", "offer").await?;
-        sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
-        self.talk.local_mids = sdp::mids(offer.sdp());
-        let text = offer.sdp().to_string();
-        self.set_local(offer).await?;
+        let offer = self.create_description("create-offer", "offer").await?;
+        let text = self.set_ours(offer, None).await?;
         self.info.set_state(if self.talk.remote_ringing {
             CallState::Ringing
         } else {
@@ -385,17 +382,11 @@ impl Call {
         super::super::webrtc::enable_loss_recovery(&self.webrtcbin, &video, self.fec());
         self.talk.set_remote(offer);
         self.apply_held_candidates();
-        let mut answer = self.create_description("create-answer", "answer").await?;
+        let answer = self.create_description("create-answer", "answer").await?;
         if answer.sdp().medias_len() == 0 {
             return Err(CallEnd::bad_sdp("nothing in the offer could be answered"));
         }
-        sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
-        if let Some(id) = self.bandwidth.transport_cc {
-            sdp::add_transport_cc(answer.sdp_mut(), id);
-        }
-        self.talk.local_mids = sdp::mids(answer.sdp());
-        let text = answer.sdp().to_string();
-        self.set_local(answer).await?;
+        let text = self.set_ours(answer, None).await?;
         self.start_connecting();
         if self.info.role == Role::Whep {
             // The player's time to connect counts from the answer it gets, not from the

@@ -220,12 +220,8 @@ impl Call {
             }
         };
         tracing::info!(session = %self.info.session, "restarting ICE");
-        let mut offer = self.create_description("create-offer", "offer").await?;
-        sdp::set_fingerprint(offer.sdp_mut(), self.settings.identity.fingerprint());
-        sdp::set_ice_credentials(offer.sdp_mut(), &credentials);
-        self.talk.local_mids = sdp::mids(offer.sdp());
-        let text = offer.sdp().to_string();
-        self.set_local(offer).await?;
+        let offer = self.create_description("create-offer", "offer").await?;
+        let text = self.set_ours(offer, Some(&credentials)).await?;
         self.ice.awaiting_restart_answer = true;
         self.count_restart();
         let route = Route::new(&self.info.peer, &self.info.session);
@@ -276,15 +272,8 @@ impl Call {
             .await?;
         self.take_remote_credentials(&offer);
         self.talk.set_remote(offer);
-        let mut answer = self.create_description("create-answer", "answer").await?;
-        sdp::set_fingerprint(answer.sdp_mut(), self.settings.identity.fingerprint());
-        if let Some(id) = self.bandwidth.transport_cc {
-            sdp::add_transport_cc(answer.sdp_mut(), id);
-        }
-        sdp::set_ice_credentials(answer.sdp_mut(), &credentials);
-        self.talk.local_mids = sdp::mids(answer.sdp());
-        let text = answer.sdp().to_string();
-        self.set_local(answer).await?;
+        let answer = self.create_description("create-answer", "answer").await?;
+        let text = self.set_ours(answer, Some(&credentials)).await?;
         self.count_restart();
         let route = Route::new(&self.info.peer, &self.info.session);
         self.signal(Signal::Answer { route, sdp: text }).await?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use gst::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 
-use super::super::sdp;
+use super::super::{ice, sdp};
 use super::{Call, CallEnd, Step, elapsed_ms};
 use crate::protocol::EndReason;
 
@@ -40,7 +40,31 @@ impl Call {
         }
     }
 
-    pub(super) async fn set_local(&self, desc: gst_webrtc::WebRTCSessionDescription) -> Step {
+    /// Makes `desc` ours: our certificate's fingerprint in it, in an answer the transport-cc
+    /// extension we accepted, after an ICE restart our new `credentials`; sets it as the local
+    /// description and keeps its mids (for the candidates we send). Gives its text, for the
+    /// peer.
+    pub(super) async fn set_ours(
+        &mut self,
+        mut desc: gst_webrtc::WebRTCSessionDescription,
+        credentials: Option<&ice::Credentials>,
+    ) -> Result<String, CallEnd> {
+        let answer = desc.type_() == WebRTCSDPType::Answer;
+        let ours = desc.sdp_mut();
+        sdp::set_fingerprint(ours, self.settings.identity.fingerprint());
+        if let (true, Some(id)) = (answer, self.bandwidth.transport_cc) {
+            sdp::add_transport_cc(ours, id);
+        }
+        if let Some(credentials) = credentials {
+            sdp::set_ice_credentials(ours, credentials);
+        }
+        self.talk.local_mids = sdp::mids(desc.sdp());
+        let text = desc.sdp().to_string();
+        self.set_local(desc).await?;
+        Ok(text)
+    }
+
+    async fn set_local(&self, desc: gst_webrtc::WebRTCSessionDescription) -> Step {
         tracing::debug!(session = %self.info.session, sdp = %desc.sdp(), "local description");
         self.promise_call("set-local-description", &desc).await
     }
