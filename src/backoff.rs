@@ -21,11 +21,6 @@ impl Backoff {
         }
     }
 
-    /// The pause before the next try, without moving on.
-    pub fn current(&self) -> Duration {
-        self.next
-    }
-
     /// The pause before the next try; the one after will be twice as long (at most `max`).
     pub fn next_pause(&mut self) -> Duration {
         let pause = self.next;
@@ -75,7 +70,7 @@ mod tests {
         let pauses: Vec<u128> = (0..6).map(|_| backoff.next_pause().as_millis()).collect();
         assert_eq!(pauses, [200, 400, 800, 1600, 2000, 2000]);
         backoff.reset();
-        assert_eq!(backoff.current(), MIN);
+        assert_eq!(backoff.next_pause(), MIN);
     }
 
     #[test]

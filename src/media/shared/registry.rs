@@ -158,24 +158,18 @@ impl Encoders {
     ) -> Result<FedBranch, MediaError> {
         let factory = self.encoder_for(codec)?;
         if self.profile.per_viewer_encoder {
+            let profile = &self.profile;
             let own = match codec.kind() {
-                MediaKind::Video => {
-                    let video = self
-                        .profile
-                        .video
-                        .as_ref()
-                        .ok_or(MediaError::NoSource(codec))?;
-                    send::video(video, codec, &factory, pt)
-                }
-                MediaKind::Audio => {
-                    let audio = self
-                        .profile
-                        .audio
-                        .as_ref()
-                        .ok_or(MediaError::NoSource(codec))?;
-                    send::audio(audio, codec, &factory, pt)
-                }
-            };
+                MediaKind::Video => profile
+                    .video
+                    .as_ref()
+                    .map(|video| send::video(video, codec, &factory, pt)),
+                MediaKind::Audio => profile
+                    .audio
+                    .as_ref()
+                    .map(|audio| send::audio(audio, codec, &factory, pt)),
+            }
+            .ok_or(MediaError::NoSource(codec))?;
             return own.map(|branch| FedBranch {
                 branch,
                 subscription: None,
