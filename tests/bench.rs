@@ -21,6 +21,11 @@ async fn the_benchmark_runs_end_to_end() {
         "join running stream: connection up → first decoded frame",
         "| VP8 | shared | 1 | 1 |",
         "| VP8 | per viewer | 1 | 1 |",
+        "| Chromium | fresh browser |",
+        "| Chromium | fresh page, warm browser |",
+        "| Firefox | fresh browser |",
+        "| Firefox | fresh page, warm browser |",
+        "| vp8enc (vp8) | 1 |",
     ] {
         let line = stdout
             .lines()

@@ -217,35 +217,10 @@ fn chromium(url: &str, profile: PathBuf, options: &Options) -> Command {
 }
 
 fn firefox(url: &str, profile: PathBuf, options: &Options) -> Command {
-    let mut prefs = vec![
-        ("media.peerconnection.ice.loopback", "true"),
-        ("media.peerconnection.ice.obfuscate_host_addresses", "false"),
-        ("media.autoplay.default", "0"),
-        ("media.autoplay.blocking_policy", "0"),
-        ("network.dns.forceResolve", "\"127.0.0.1\""),
-        ("network.trr.mode", "5"),
-        ("app.update.enabled", "false"),
-        ("browser.shell.checkDefaultBrowser", "false"),
-        ("datareporting.policy.dataSubmissionEnabled", "false"),
-        ("toolkit.telemetry.enabled", "false"),
-        ("media.gmp-manager.updateEnabled", "false"),
-        ("network.captive-portal-service.enabled", "false"),
-        ("network.connectivity-service.enabled", "false"),
-    ];
     // Camera and microphone are always granted (fake devices); Firefox has no equivalent of
     // Chromium's mDNS-hiding mode to test.
     let _ = options.permission;
-    prefs.push(("media.navigator.streams.fake", "true"));
-    prefs.push(("media.navigator.permission.fake", "true"));
-    // Without this getUserMedia never settles in headless Firefox (measured here).
-    prefs.push(("media.navigator.permission.disabled", "true"));
-    prefs.push(("permissions.default.camera", "1"));
-    prefs.push(("permissions.default.microphone", "1"));
-    let user_js: String = prefs
-        .iter()
-        .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
-        .collect();
-    std::fs::write(profile.join("user.js"), user_js).expect("user.js");
+    std::fs::write(profile.join("user.js"), super::harness::firefox_user_js()).expect("user.js");
     let mut cmd = Command::new("/usr/bin/firefox-esr");
     cmd.args(["--headless", "--no-remote", "--profile"])
         .arg(&profile)

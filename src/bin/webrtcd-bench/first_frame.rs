@@ -98,16 +98,6 @@ async fn encoders_stopped(camera: &Daemon) -> anyhow::Result<()> {
     .context("the camera's encoder did not stop")
 }
 
-/// The camera has no call left (its encoders may linger).
-async fn no_calls(camera: &Daemon) -> anyhow::Result<()> {
-    poll(Duration::from_secs(15), || async {
-        let s = camera.get("/api/status").await.ok()?;
-        (s["sessions"] == 0).then_some(())
-    })
-    .await
-    .with_context(|| format!("{} kept a call", camera.name))
-}
-
 /// `calls` timed calls (cold: each with the encoders stopped first; warm: after one untimed
 /// call that starts them, and they linger). `one(i)` makes call `i` and gives its total and
 /// phases.
@@ -163,7 +153,7 @@ async fn browser_calls(
         .await
         .with_context(|| format!("{id} showed no frame"))?;
         drop(browser);
-        no_calls(camera).await?;
+        camera.wait_no_calls().await?;
         Ok(phases_of(&report).map(|p| (p.iter().sum(), p)))
     })
     .await
@@ -183,7 +173,7 @@ async fn camera_calls(
             .first_frame_of(&session, Duration::from_secs(30))
             .await?;
         camera.hang_up(&session).await?;
-        no_calls(camera).await?;
+        camera.wait_no_calls().await?;
         collector.call_ended().await?;
         let frame = report["call"]["firstFrameAt"].as_f64();
         Ok(phases_of(&report)

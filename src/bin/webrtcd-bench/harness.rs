@@ -35,6 +35,38 @@ pub fn chromium_flags(profile: &Path, media: bool) -> Vec<String> {
     flags
 }
 
+/// `user.js` for a fresh headless Firefox profile: ICE on loopback with plain addresses, no
+/// name lookups but 127.0.0.1, no background traffic, autoplay allowed, camera and microphone
+/// granted with fake devices.
+pub fn firefox_user_js() -> String {
+    let mut prefs = vec![
+        ("media.peerconnection.ice.loopback", "true"),
+        ("media.peerconnection.ice.obfuscate_host_addresses", "false"),
+        ("media.autoplay.default", "0"),
+        ("media.autoplay.blocking_policy", "0"),
+        ("network.dns.forceResolve", "\"127.0.0.1\""),
+        ("network.trr.mode", "5"),
+        ("app.update.enabled", "false"),
+        ("browser.shell.checkDefaultBrowser", "false"),
+        ("datareporting.policy.dataSubmissionEnabled", "false"),
+        ("toolkit.telemetry.enabled", "false"),
+        ("media.gmp-manager.updateEnabled", "false"),
+        ("network.captive-portal-service.enabled", "false"),
+        ("network.connectivity-service.enabled", "false"),
+    ];
+    // Camera and microphone granted, with fake devices.
+    prefs.push(("media.navigator.streams.fake", "true"));
+    prefs.push(("media.navigator.permission.fake", "true"));
+    // Without this getUserMedia never settles in headless Firefox (measured here).
+    prefs.push(("media.navigator.permission.disabled", "true"));
+    prefs.push(("permissions.default.camera", "1"));
+    prefs.push(("permissions.default.microphone", "1"));
+    prefs
+        .iter()
+        .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
+        .collect()
+}
+
 /// The `host:port` a `webrtcd` child prints first (`… listening on http(s)://ADDR`), read from
 /// its piped stdout; the rest of its stdout is drained so it never blocks on a full pipe.
 pub fn announced_address(child: &mut Child, within: Duration) -> Option<String> {
@@ -56,7 +88,7 @@ pub type OnReport = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// The page only reports to its own origin (`?report=/report`), so a test or benchmark that
 /// wants the reports stands in front of the daemon: this serves `POST /report` itself (each
-/// body goes to `on_report`) and passes every other request, WebSocket upgrades included,
+/// body goes to `on_report`) and `GET /minimal.html` (a third party's page), and passes every other request, WebSocket upgrades included,
 /// unchanged to the daemon at `upstream` (`host:port`). Returns the proxy's `host:port`; the
 /// browser opens the page there, so the page, its WebSocket and its reports share one origin.
 pub async fn report_proxy(upstream: String, on_report: OnReport) -> std::io::Result<String> {
@@ -85,6 +117,10 @@ pub async fn report_proxy(upstream: String, on_report: OnReport) -> std::io::Res
     Ok(addr)
 }
 
+/// A third party's viewer page, served by the proxy at `/minimal.html` (same origin as the
+/// daemon's `/signaling` behind it): see the page for what it does.
+const MINIMAL_PAGE: &[u8] = include_bytes!("minimal.html");
+
 type ProxyBody = http_body_util::combinators::BoxBody<hyper::body::Bytes, hyper::Error>;
 
 async fn proxy_one(
@@ -98,6 +134,17 @@ async fn proxy_one(
         let body = req.into_body().collect().await?.to_bytes();
         on_report(&body);
         return Ok(hyper::Response::new(empty()));
+    }
+    if req.method() == hyper::Method::GET && req.uri().path() == "/minimal.html" {
+        let page = http_body_util::Full::new(hyper::body::Bytes::from_static(MINIMAL_PAGE))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut response = hyper::Response::new(page);
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return Ok(response);
     }
     let bad_gateway = || {
         let mut r = hyper::Response::new(empty());

@@ -4,9 +4,11 @@
 
 mod chromium;
 mod cluster;
+mod cold_page;
 mod compare;
 mod first_frame;
 mod harness;
+mod keyframe;
 mod networks;
 mod players;
 mod plot;
@@ -81,6 +83,14 @@ struct Args {
     /// Only shutdown under load: SIGTERM to exit with 30 calls up, `--calls` runs (5 if less).
     #[arg(long)]
     shutdown_only: bool,
+    /// Only call → first frame from a minimal page that calls on load, in a fresh browser
+    /// and in a fresh page of a warm one (Chromium and Firefox; daemon and browser pinned to
+    /// cores 0 and 1).
+    #[arg(long)]
+    cold_page_only: bool,
+    /// Only a keyframe asked for → out of the encoder, per encoder this machine has.
+    #[arg(long)]
+    keyframe_only: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -116,6 +126,8 @@ struct Report {
     players: Option<players::Players>,
     routing: Option<cluster::Routing>,
     first_frame: Vec<first_frame::Row>,
+    cold_page: Vec<cold_page::Row>,
+    keyframes: Vec<keyframe::Row>,
     errors: Vec<String>,
 }
 
@@ -162,6 +174,22 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let table = first_frame::markdown(&rows);
         println!("{table}");
         std::fs::write(dir.join("first-frame.md"), &table)?;
+        return Ok(());
+    }
+    if args.cold_page_only {
+        let dir = procs::work_dir()?;
+        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
+        let rows = cold_page::measure(&dir, &codec, args.calls).await?;
+        let table = cold_page::markdown(&rows);
+        println!("{table}");
+        std::fs::write(dir.join("cold-page.md"), &table)?;
+        return Ok(());
+    }
+    if args.keyframe_only {
+        let rows = keyframes(args.calls).await?;
+        let table = keyframe::markdown(&rows);
+        println!("{table}");
+        std::fs::write(procs::work_dir()?.join("keyframe.md"), &table)?;
         return Ok(());
     }
     if args.cluster_only {
@@ -320,6 +348,19 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             Err(e) => report.errors.push(note("first frame both ways", e)),
         }
     }
+    if !args.no_chromium {
+        eprintln!("call → first frame from a minimal page: fresh browser, fresh page");
+        let calls = if args.quick { 2 } else { args.calls.min(12) };
+        match cold_page::measure(&dir, &first_codec, calls).await {
+            Ok(rows) => report.cold_page = rows,
+            Err(e) => report.errors.push(note("cold page", e)),
+        }
+    }
+    eprintln!("keyframe asked for → out of the encoder, per encoder");
+    match keyframes(if args.quick { 3 } else { 20 }).await {
+        Ok(rows) => report.keyframes = rows,
+        Err(e) => report.errors.push(note("keyframes", e)),
+    }
     eprintln!("relay routing: one relay, two relays through Redis");
     let routed = if args.quick {
         200
@@ -445,6 +486,14 @@ fn markdown(r: &Report) -> String {
         out.push_str(&first_frame::markdown(&r.first_frame));
         out.push('\n');
     }
+    if !r.cold_page.is_empty() {
+        out.push_str(&cold_page::markdown(&r.cold_page));
+        out.push('\n');
+    }
+    if !r.keyframes.is_empty() {
+        out.push_str(&keyframe::markdown(&r.keyframes));
+        out.push('\n');
+    }
     if let Some(routing) = &r.routing {
         out.push_str(&cluster::markdown(routing));
         out.push('\n');
@@ -537,4 +586,25 @@ fn markdown(r: &Report) -> String {
         out.push_str(&networks::markdown(&r.networks, &r.spread));
     }
     out
+}
+
+/// [`keyframe::measure`] for every encoder this machine has, `asks` asks each, on a blocking
+/// thread (GStreamer state changes and sleeps).
+async fn keyframes(asks: usize) -> anyhow::Result<Vec<keyframe::Row>> {
+    // A thread of its own: it changes its CPU set.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rows = gst::init().map_err(anyhow::Error::from).and_then(|()| {
+            let mut rows = Vec::new();
+            for (codec, factory) in keyframe::encoders() {
+                for one_core in [false, true] {
+                    let spacing = Duration::from_millis(400);
+                    rows.push(keyframe::measure(codec, factory, asks, spacing, one_core)?);
+                }
+            }
+            Ok(rows)
+        });
+        let _ = tx.send(rows);
+    });
+    rx.await?
 }

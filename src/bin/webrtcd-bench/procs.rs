@@ -134,6 +134,16 @@ impl Daemon {
         .with_context(|| format!("{} never saw {peer}", self.name))
     }
 
+    /// Waits until no call is left (shared encoders may linger).
+    pub async fn wait_no_calls(&self) -> anyhow::Result<()> {
+        poll(Duration::from_secs(15), || async {
+            let status = self.get("/api/status").await.ok()?;
+            (status["sessions"] == 0).then_some(())
+        })
+        .await
+        .with_context(|| format!("{} kept a call", self.name))
+    }
+
     /// Waits until no call is left and every pipeline (shared encoders too) was freed.
     pub async fn wait_idle(&self) -> anyhow::Result<()> {
         poll(Duration::from_secs(20), || async {
