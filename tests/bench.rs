@@ -26,6 +26,8 @@ async fn the_benchmark_runs_end_to_end() {
         "| Firefox | fresh browser |",
         "| Firefox | fresh page, warm browser |",
         "| vp8enc (vp8) | 1 |",
+        "| daemon caller |",
+        "| Chromium caller |",
     ] {
         let line = stdout
             .lines()

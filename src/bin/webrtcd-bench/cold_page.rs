@@ -46,13 +46,13 @@ pub struct Row {
 }
 
 /// A headless browser on core 1 showing one URL; its process group is killed on drop.
-struct Browser {
+pub struct Browser {
     child: Child,
     profile: PathBuf,
 }
 
 impl Browser {
-    fn open(engine: Engine, url: &str, dir: &Path) -> anyhow::Result<Browser> {
+    pub fn open(engine: Engine, url: &str, dir: &Path) -> anyhow::Result<Browser> {
         use std::os::unix::process::CommandExt;
         let profile = dir.join(format!("{engine:?}-profile").to_lowercase());
         let _ = std::fs::remove_dir_all(&profile);
@@ -63,7 +63,7 @@ impl Browser {
             Engine::Chromium => {
                 command
                     .arg("chromium")
-                    .args(crate::harness::chromium_flags(&profile, true));
+                    .args(crate::harness::chromium_flags(&profile, false));
             }
             Engine::Firefox => {
                 std::fs::write(profile.join("user.js"), crate::harness::firefox_user_js())?;
@@ -105,10 +105,26 @@ impl Drop for Browser {
 
 /// Every report the pages posted, by page id.
 #[derive(Clone, Default)]
-struct Reports(Arc<Mutex<Vec<Value>>>);
+pub struct Reports(Arc<Mutex<Vec<Value>>>);
 
 impl Reports {
-    async fn of(&self, id: &str, within: Duration) -> anyhow::Result<Value> {
+    /// A report proxy in front of the daemon at `daemon` (`host:port`) that keeps every
+    /// report here; returns its `host:port` (where the browser opens `/minimal.html`).
+    pub async fn proxy(&self, daemon: &str) -> anyhow::Result<String> {
+        let keep = self.clone();
+        let addr = crate::harness::report_proxy(
+            daemon.to_string(),
+            Arc::new(move |body: &[u8]| {
+                if let Ok(v) = serde_json::from_slice::<Value>(body) {
+                    webrtcd::sync::lock(&keep.0).push(v);
+                }
+            }),
+        )
+        .await?;
+        Ok(addr)
+    }
+
+    pub async fn of(&self, id: &str, within: Duration) -> anyhow::Result<Value> {
         poll(within, || async {
             webrtcd::sync::lock(&self.0)
                 .iter()
@@ -158,7 +174,7 @@ fn row(engine: Engine, case: &'static str, timelines: &[Vec<f64>]) -> anyhow::Re
 }
 
 /// `taskset -a -p -c CORE PID`: every thread of the process, and those it makes later.
-fn pin(pid: u32, core: usize) -> anyhow::Result<()> {
+pub fn pin(pid: u32, core: usize) -> anyhow::Result<()> {
     let status = Command::new("taskset")
         .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
         .stdout(Stdio::null())
@@ -167,7 +183,34 @@ fn pin(pid: u32, core: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A page without camera permission (a viewer's never has it) hides Chromium's addresses
+/// behind mDNS names, and Chromium gathers them only with a default route: an `ifb` device
+/// with a private address takes it (what it is sent, it drops; nothing leaves the namespace).
+pub fn default_route() -> anyhow::Result<()> {
+    let has = Command::new("ip")
+        .args(["link", "show", "nl0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    if has {
+        return Ok(());
+    }
+    for args in [
+        &["link", "add", "nl0", "type", "ifb"][..],
+        &["addr", "add", "10.213.0.1/24", "dev", "nl0"],
+        &["link", "set", "nl0", "multicast", "on", "up"],
+        &["route", "add", "224.0.0.0/4", "dev", "nl0"],
+        &["route", "add", "default", "dev", "nl0"],
+    ] {
+        let status = Command::new("ip").args(args).status()?;
+        anyhow::ensure!(status.success(), "ip {args:?}");
+    }
+    Ok(())
+}
+
 pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Vec<Row>> {
+    default_route()?;
     let camera = Daemon::start(
         dir,
         "cold-camera",
@@ -176,16 +219,7 @@ pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Ve
     )?;
     pin(camera.pid(), 0)?;
     let reports = Reports::default();
-    let keep = reports.clone();
-    let proxy = crate::harness::report_proxy(
-        camera.addr.clone(),
-        Arc::new(move |body: &[u8]| {
-            if let Ok(v) = serde_json::from_slice::<Value>(body) {
-                webrtcd::sync::lock(&keep.0).push(v);
-            }
-        }),
-    )
-    .await?;
+    let proxy = reports.proxy(&camera.addr).await?;
     let page = |id: &str, extra: &str| {
         format!(
             "http://{proxy}/minimal.html?id={id}&camera={}{extra}",

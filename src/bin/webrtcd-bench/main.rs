@@ -13,6 +13,7 @@ mod networks;
 mod players;
 mod plot;
 mod procs;
+mod ring;
 mod scenarios;
 mod shutdown;
 mod soak;
@@ -88,6 +89,9 @@ struct Args {
     /// cores 0 and 1).
     #[arg(long)]
     cold_page_only: bool,
+    /// Only ring → accept → the caller's first frame (a daemon caller, a Chromium caller).
+    #[arg(long)]
+    ring_only: bool,
     /// Only a keyframe asked for → out of the encoder, per encoder this machine has.
     #[arg(long)]
     keyframe_only: bool,
@@ -127,6 +131,7 @@ struct Report {
     routing: Option<cluster::Routing>,
     first_frame: Vec<first_frame::Row>,
     cold_page: Vec<cold_page::Row>,
+    ring: Vec<ring::Row>,
     keyframes: Vec<keyframe::Row>,
     errors: Vec<String>,
 }
@@ -183,6 +188,15 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let table = cold_page::markdown(&rows);
         println!("{table}");
         std::fs::write(dir.join("cold-page.md"), &table)?;
+        return Ok(());
+    }
+    if args.ring_only {
+        let dir = procs::work_dir()?;
+        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
+        let rows = ring::measure(&dir, &codec, args.calls).await?;
+        let table = ring::markdown(&rows);
+        println!("{table}");
+        std::fs::write(dir.join("ring.md"), &table)?;
         return Ok(());
     }
     if args.keyframe_only {
@@ -356,6 +370,14 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             Err(e) => report.errors.push(note("cold page", e)),
         }
     }
+    if !args.no_chromium {
+        eprintln!("ring → accept → the caller's first frame");
+        let calls = if args.quick { 2 } else { args.calls };
+        match ring::measure(&dir, &first_codec, calls).await {
+            Ok(rows) => report.ring = rows,
+            Err(e) => report.errors.push(note("ring → accept", e)),
+        }
+    }
     eprintln!("keyframe asked for → out of the encoder, per encoder");
     match keyframes(if args.quick { 3 } else { 20 }).await {
         Ok(rows) => report.keyframes = rows,
@@ -488,6 +510,10 @@ fn markdown(r: &Report) -> String {
     }
     if !r.cold_page.is_empty() {
         out.push_str(&cold_page::markdown(&r.cold_page));
+        out.push('\n');
+    }
+    if !r.ring.is_empty() {
+        out.push_str(&ring::markdown(&r.ring));
         out.push('\n');
     }
     if !r.keyframes.is_empty() {
