@@ -57,6 +57,38 @@ pub fn create(settings: &CallSettings) -> Result<gst::Element, WebRtcError> {
     Ok(webrtcbin)
 }
 
+/// Tests only (debug builds): with `WEBRTCD_TEST_STALL_PEER=PEER:MS` in the environment,
+/// the webrtcbin of a call with PEER stalls for MS milliseconds, once: its first new
+/// transceiver's handler sleeps, and webrtcbin emits that signal holding its own lock, so
+/// each of its signals and pads waits meanwhile. What a wedged webrtcbin does to the rest of
+/// the daemon is then testable (the API must not wait on it). Release builds ignore it.
+#[cfg(debug_assertions)]
+pub fn stall_for_tests(webrtcbin: &gst::Element, peer: &str) {
+    let Ok(spec) = std::env::var("WEBRTCD_TEST_STALL_PEER") else {
+        return;
+    };
+    let Some((who, ms)) = spec.split_once(':') else {
+        return;
+    };
+    let Ok(ms) = ms.parse::<u64>() else {
+        return;
+    };
+    if who != peer {
+        return;
+    }
+    let once = std::sync::atomic::AtomicBool::new(false);
+    webrtcbin.connect("on-new-transceiver", false, move |_| {
+        if !once.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                ms,
+                "stalling this call's webrtcbin (WEBRTCD_TEST_STALL_PEER)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        None
+    });
+}
+
 /// Gives every DTLS element of this webrtcbin our certificate as soon as it is created.
 /// Setting a property of a new child element is not a webrtcbin call.
 ///

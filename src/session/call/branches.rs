@@ -121,18 +121,19 @@ impl Call {
             subscription,
         } = fed;
         let fail = |what: &str| CallEnd::media(what.to_string());
-        self.pipeline
-            .add(&branch.bin)
-            .map_err(|_| fail("add send branch"))?;
-        let src = branch
-            .bin
-            .static_pad("src")
-            .ok_or_else(|| fail("send branch has no src pad"))?;
+        let (pipeline, bin) = ((*self.pipeline).clone(), branch.bin.clone());
         let sink = self
-            .webrtcbin
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| fail("webrtcbin gave no sink pad"))?;
-        src.link(&sink).map_err(|_| fail("link send branch"))?;
+            .in_webrtcbin(move |webrtcbin| {
+                pipeline.add(&bin).map_err(|_| "add send branch")?;
+                let src = bin.static_pad("src").ok_or("send branch has no src pad")?;
+                let sink = webrtcbin
+                    .request_pad_simple("sink_%u")
+                    .ok_or("webrtcbin gave no sink pad")?;
+                src.link(&sink).map_err(|_| "link send branch")?;
+                Ok::<_, &str>(sink)
+            })
+            .await?
+            .map_err(fail)?;
         let video = branch.codec.kind() == MediaKind::Video;
         self.media.send_video.push(video);
         if video {

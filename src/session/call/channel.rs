@@ -110,13 +110,15 @@ impl Channel {
 
 impl Call {
     /// Caller: the DataChannel, before the offer (so the offer carries it).
-    pub(super) fn create_channel(&mut self) -> Result<(), CallEnd> {
+    pub(super) async fn create_channel(&mut self) -> Result<(), CallEnd> {
         let channel = self
-            .webrtcbin
-            .emit_by_name::<Option<WebRTCDataChannel>>(
-                "create-data-channel",
-                &[&"chat", &None::<gst::Structure>],
-            )
+            .in_webrtcbin(|webrtcbin| {
+                webrtcbin.emit_by_name::<Option<WebRTCDataChannel>>(
+                    "create-data-channel",
+                    &[&"chat", &None::<gst::Structure>],
+                )
+            })
+            .await?
             .ok_or_else(|| CallEnd::local(EndReason::InternalError, "no DataChannel"))?;
         webrtc::wire_channel(&channel, &self.events, &self.channel.peer_tx);
         self.channel.channel = Some(channel);

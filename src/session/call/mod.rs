@@ -160,6 +160,8 @@ impl Call {
         let webrtcbin = webrtc::create(&settings).map_err(CallEnd::media_error)?;
         pipeline.add(&webrtcbin).map_err(CallEnd::media_error)?;
         webrtc::wire(&webrtcbin, &events, &peer_tx);
+        #[cfg(debug_assertions)]
+        webrtc::stall_for_tests(&webrtcbin, &info.peer);
         webrtc::count_peer_rtcp(&webrtcbin, &info);
         let bandwidth = Bandwidth::new(&webrtcbin, &info, &settings);
         webrtc::watch_bus(&pipeline, &events);
@@ -310,7 +312,7 @@ impl Call {
                 self.on_channel_closed();
                 Ok(())
             }
-            Event::ConnectionState(state) => self.on_connection_state(state),
+            Event::ConnectionState(state) => self.on_connection_state(state).await,
             Event::PipelineError(text) => {
                 tracing::warn!(session = %self.info.session, "pipeline error: {text}");
                 Err(CallEnd::media(text))
@@ -320,18 +322,24 @@ impl Call {
 
     /// Notes which certificate the peer used in the handshake (all m-lines share one
     /// transport under max-bundle).
-    fn record_remote_certificate(&self) {
-        let transceiver = self
-            .webrtcbin
-            .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32]);
-        let pem = transceiver
-            .and_then(|t| t.sender())
-            .and_then(|s| s.transport())
-            .and_then(|t| t.property::<Option<String>>("remote-certificate"));
+    async fn record_remote_certificate(&self) -> Step {
+        let pem = self
+            .in_webrtcbin(|webrtcbin| {
+                webrtcbin
+                    .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>(
+                        "get-transceiver",
+                        &[&0i32],
+                    )
+                    .and_then(|t| t.sender())
+                    .and_then(|s| s.transport())
+                    .and_then(|t| t.property::<Option<String>>("remote-certificate"))
+            })
+            .await?;
         if let Some(fingerprint) = pem.as_deref().and_then(identity::fingerprint_of_pem) {
             tracing::debug!(session = %self.info.session, %fingerprint, "peer certificate");
             self.info.set_remote_fingerprint(fingerprint);
         }
+        Ok(())
     }
 
     async fn signal(&self, msg: Signal) -> Step {
@@ -367,6 +375,21 @@ impl Call {
         drop(channel.take());
         drop(webrtcbin);
         drop(pipeline);
+    }
+}
+
+impl Call {
+    /// Runs `f` with this call's webrtcbin on a blocking thread, and waits for it: webrtcbin
+    /// takes its own lock to give a pad, in `get-transceiver` and in `create-data-channel`,
+    /// and a webrtcbin wedged while holding it would hold a tokio worker with it — with as
+    /// many wedged calls as workers, every other call and the API too (tests/responsive.rs).
+    /// Still the task's call: it waits, so its webrtcbin calls stay one at a time, in order.
+    async fn in_webrtcbin<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&gst::Element) -> T + Send + 'static,
+    ) -> Result<T, CallEnd> {
+        let webrtcbin = self.webrtcbin.clone();
+        blocking(move || f(&webrtcbin)).await
     }
 }
 

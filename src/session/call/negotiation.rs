@@ -319,13 +319,13 @@ impl Call {
         // A WHIP endpoint (an SFU) takes media only; so does a viewer of a profile without
         // a DataChannel (`datachannel = false`: its threads and SCTP association saved).
         if self.info.role == Role::Caller && self.settings.profile.datachannel {
-            self.create_channel()?;
+            self.create_channel().await?;
         }
-        super::super::webrtc::enable_loss_recovery(
-            &self.webrtcbin,
-            &self.media.send_video,
-            self.fec(),
-        );
+        let (video, fec) = (self.media.send_video.clone(), self.fec());
+        self.in_webrtcbin(move |webrtcbin| {
+            super::super::webrtc::enable_loss_recovery(webrtcbin, &video, fec)
+        })
+        .await?;
         let offer = self.create_description("create-offer", "offer").await?;
         let text = self.set_ours(offer, None).await?;
         self.info.set_state(if self.talk.remote_ringing {
@@ -379,7 +379,11 @@ impl Call {
             .filter(|m| matches!(m.media(), Some("audio" | "video")))
             .map(|m| m.media() == Some("video"))
             .collect();
-        super::super::webrtc::enable_loss_recovery(&self.webrtcbin, &video, self.fec());
+        let fec = self.fec();
+        self.in_webrtcbin(move |webrtcbin| {
+            super::super::webrtc::enable_loss_recovery(webrtcbin, &video, fec)
+        })
+        .await?;
         self.talk.set_remote(offer);
         self.apply_held_candidates();
         let answer = self.create_description("create-answer", "answer").await?;

@@ -147,7 +147,7 @@ impl PathWatch {
 }
 
 impl Call {
-    pub(super) fn on_connection_state(&mut self, state: WebRTCPeerConnectionState) -> Step {
+    pub(super) async fn on_connection_state(&mut self, state: WebRTCPeerConnectionState) -> Step {
         tracing::debug!(session = %self.info.session, ?state, "connection state");
         match state {
             WebRTCPeerConnectionState::Connected => {
@@ -159,8 +159,7 @@ impl Call {
                 for subscription in &self.media.subscriptions {
                     subscription.start_at_keyframe();
                 }
-                self.record_remote_certificate();
-                Ok(())
+                self.record_remote_certificate().await
             }
             // A path lost under a call that was up: the offerer restarts ICE, and the path
             // watch ends the call if nothing comes back within `ice_recovery_secs`.
@@ -212,7 +211,7 @@ impl Call {
     /// again), offers the new credentials, and sends its candidates again.
     async fn restart_ice(&mut self) -> Step {
         self.ice.last_restart = Some(Instant::now());
-        let credentials = match ice::restart(&self.webrtcbin) {
+        let credentials = match self.in_webrtcbin(ice::restart).await? {
             Ok(credentials) => credentials,
             Err(err) => {
                 tracing::info!(session = %self.info.session, "no ICE restart: {err}");
@@ -235,18 +234,23 @@ impl Call {
         self.set_remote_description(WebRTCSDPType::Answer, &answer)
             .await?;
         self.ice.awaiting_restart_answer = false;
-        self.take_remote_credentials(&answer);
+        self.take_remote_credentials(&answer).await?;
         self.talk.set_remote(answer);
         self.apply_held_candidates();
         Ok(())
     }
 
-    fn take_remote_credentials(&self, description: &gst_sdp::SDPMessage) {
-        if let Some(remote) = sdp::ice_credentials(description)
-            && let Err(err) = ice::set_remote_credentials(&self.webrtcbin, &remote)
-        {
+    async fn take_remote_credentials(&self, description: &gst_sdp::SDPMessage) -> Step {
+        let Some(remote) = sdp::ice_credentials(description) else {
+            return Ok(());
+        };
+        let set = self
+            .in_webrtcbin(move |webrtcbin| ice::set_remote_credentials(webrtcbin, &remote))
+            .await?;
+        if let Err(err) = set {
             tracing::info!(session = %self.info.session, "ICE restart: {err}");
         }
+        Ok(())
     }
 
     /// Callee: the peer restarted ICE (new credentials in an offer on this call: a browser's
@@ -259,7 +263,7 @@ impl Call {
             tracing::info!(session = %self.info.session, "ICE restart too soon after the last: ignored");
             return Ok(());
         }
-        let credentials = match ice::restart(&self.webrtcbin) {
+        let credentials = match self.in_webrtcbin(ice::restart).await? {
             Ok(credentials) => credentials,
             Err(err) => {
                 tracing::info!(session = %self.info.session, "ICE restart refused: {err}");
@@ -270,7 +274,7 @@ impl Call {
         self.ice.last_restart = Some(Instant::now());
         self.set_remote_description(WebRTCSDPType::Offer, &offer)
             .await?;
-        self.take_remote_credentials(&offer);
+        self.take_remote_credentials(&offer).await?;
         self.talk.set_remote(offer);
         let answer = self.create_description("create-answer", "answer").await?;
         let text = self.set_ours(answer, Some(&credentials)).await?;
