@@ -270,3 +270,24 @@ pub fn markdown(rows: &[Row]) -> String {
     }
     out
 }
+
+/// [`measure`] for every encoder this machine has, `asks` asks each, on a blocking
+/// thread (GStreamer state changes and sleeps).
+pub async fn measure_all(asks: usize) -> anyhow::Result<Vec<Row>> {
+    // A thread of its own: it changes its CPU set.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rows = gst::init().map_err(anyhow::Error::from).and_then(|()| {
+            let mut rows = Vec::new();
+            for (codec, factory) in encoders() {
+                for one_core in [false, true] {
+                    let spacing = Duration::from_millis(400);
+                    rows.push(measure(codec, factory, asks, spacing, one_core)?);
+                }
+            }
+            Ok(rows)
+        });
+        let _ = tx.send(rows);
+    });
+    rx.await?
+}

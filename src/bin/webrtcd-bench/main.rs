@@ -166,6 +166,9 @@ fn reexec_in_namespace() -> anyhow::Result<()> {
 }
 
 async fn run(mut args: Args) -> anyhow::Result<()> {
+    // The codec of a scenario run alone.
+    let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
+    let dir = procs::work_dir()?;
     if args.soak {
         return run_soak(args).await;
     }
@@ -173,66 +176,34 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         return run_networks(&mut Report::default()).await;
     }
     if args.first_frame_only {
-        let dir = procs::work_dir()?;
-        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
         let rows = first_frame::measure(&dir, &codec, args.calls).await?;
-        let table = first_frame::markdown(&rows);
-        println!("{table}");
-        std::fs::write(dir.join("first-frame.md"), &table)?;
-        return Ok(());
+        return show(&dir, "first-frame.md", &first_frame::markdown(&rows));
     }
     if args.cold_page_only {
-        let dir = procs::work_dir()?;
-        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
         let rows = cold_page::measure(&dir, &codec, args.calls).await?;
-        let table = cold_page::markdown(&rows);
-        println!("{table}");
-        std::fs::write(dir.join("cold-page.md"), &table)?;
-        return Ok(());
+        return show(&dir, "cold-page.md", &cold_page::markdown(&rows));
     }
     if args.ring_only {
-        let dir = procs::work_dir()?;
-        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
         let rows = ring::measure(&dir, &codec, args.calls).await?;
-        let table = ring::markdown(&rows);
-        println!("{table}");
-        std::fs::write(dir.join("ring.md"), &table)?;
-        return Ok(());
+        return show(&dir, "ring.md", &ring::markdown(&rows));
     }
     if args.keyframe_only {
-        let rows = keyframes(args.calls).await?;
-        let table = keyframe::markdown(&rows);
-        println!("{table}");
-        std::fs::write(procs::work_dir()?.join("keyframe.md"), &table)?;
-        return Ok(());
+        let rows = keyframe::measure_all(args.calls).await?;
+        return show(&dir, "keyframe.md", &keyframe::markdown(&rows));
     }
     if args.cluster_only {
-        let dir = procs::work_dir()?;
         let routing = cluster::measure(&dir, args.routed_messages).await?;
-        let table = cluster::markdown(&routing);
-        println!("{table}");
-        std::fs::write(dir.join("routing.md"), &table)?;
-        return Ok(());
+        return show(&dir, "routing.md", &cluster::markdown(&routing));
     }
     if args.shutdown_only {
-        let dir = procs::work_dir()?;
-        let codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
         let result = shutdown::measure(&dir, &codec, 30, args.calls.min(5)).await?;
-        let table = shutdown::markdown(&result);
-        println!("{table}");
-        std::fs::write(dir.join("shutdown.md"), &table)?;
-        return Ok(());
+        return show(&dir, "shutdown.md", &shutdown::markdown(&result));
     }
     if args.players_only {
-        let dir = procs::work_dir()?;
         let players = players::measure(&dir, 5).await?;
-        let table = players::markdown(&players);
-        println!("{table}");
-        std::fs::write(dir.join("players.md"), &table)?;
-        return Ok(());
+        return show(&dir, "players.md", &players::markdown(&players));
     }
     if args.compare {
-        let dir = procs::work_dir()?;
         let runs = compare::measure(&dir, &args.viewers, Duration::from_secs(args.window)).await?;
         let table = compare::markdown(&runs);
         println!("{table}");
@@ -252,7 +223,6 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.scaling_only {
-        let dir = procs::work_dir()?;
         let mut report = Report::default();
         for codec in &args.codecs {
             eprintln!("scaling: {codec}, shared encoder");
@@ -275,7 +245,6 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         args.window = 2;
         args.viewer_processes = 1;
     }
-    let dir = procs::work_dir()?;
     let window = Duration::from_secs(args.window);
     let first_codec = args.codecs.first().cloned().unwrap_or_else(|| "vp8".into());
     let mut report = Report::default();
@@ -379,7 +348,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         }
     }
     eprintln!("keyframe asked for → out of the encoder, per encoder");
-    match keyframes(if args.quick { 3 } else { 20 }).await {
+    match keyframe::measure_all(if args.quick { 3 } else { 20 }).await {
         Ok(rows) => report.keyframes = rows,
         Err(e) => report.errors.push(note("keyframes", e)),
     }
@@ -614,23 +583,9 @@ fn markdown(r: &Report) -> String {
     out
 }
 
-/// [`keyframe::measure`] for every encoder this machine has, `asks` asks each, on a blocking
-/// thread (GStreamer state changes and sleeps).
-async fn keyframes(asks: usize) -> anyhow::Result<Vec<keyframe::Row>> {
-    // A thread of its own: it changes its CPU set.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let rows = gst::init().map_err(anyhow::Error::from).and_then(|()| {
-            let mut rows = Vec::new();
-            for (codec, factory) in keyframe::encoders() {
-                for one_core in [false, true] {
-                    let spacing = Duration::from_millis(400);
-                    rows.push(keyframe::measure(codec, factory, asks, spacing, one_core)?);
-                }
-            }
-            Ok(rows)
-        });
-        let _ = tx.send(rows);
-    });
-    rx.await?
+/// Prints a scenario's table and keeps it as `dir/file`.
+fn show(dir: &std::path::Path, file: &str, table: &str) -> anyhow::Result<()> {
+    println!("{table}");
+    std::fs::write(dir.join(file), table)?;
+    Ok(())
 }
