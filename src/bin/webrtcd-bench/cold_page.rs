@@ -263,6 +263,9 @@ pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Ve
         camera.wait_no_calls().await?;
         rows.push(row(engine, "fresh page, warm browser", &timelines)?);
     }
+    // Every page's report, with the browser's own statistics at its first frame.
+    let all = serde_json::to_string_pretty(&*webrtcd::sync::lock(&reports.0))?;
+    std::fs::write(dir.join("cold-page-reports.json"), all)?;
     Ok(rows)
 }
 
