@@ -112,8 +112,8 @@ fn use_identity(webrtcbin: &gst::Element, identity: &Arc<DtlsIdentity>) {
 /// transceiver `i` carries video), before the offer or answer is made: webrtcbin then offers
 /// `rtx` and `nack` (answers them when offered) and keeps a send buffer to retransmit from.
 /// Video only, as browsers do: with it on audio too, webrtcbin 1.22 offers an SSRC twice and
-/// Chromium refuses the offer. With `fec` (a percentage), also ULP FEC in RED. Call on the
-/// session task.
+/// Chromium refuses the offer. With `fec` (a percentage), also ULP FEC in RED. Call through
+/// the session's `in_webrtcbin` (`get-transceiver` takes webrtcbin's own lock).
 pub fn enable_loss_recovery(webrtcbin: &gst::Element, video: &[bool], fec: Option<u32>) {
     for (index, _) in video.iter().enumerate().filter(|(_, v)| **v) {
         let Ok(index) = i32::try_from(index) else {

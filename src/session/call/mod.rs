@@ -376,9 +376,7 @@ impl Call {
         drop(webrtcbin);
         drop(pipeline);
     }
-}
 
-impl Call {
     /// Runs `f` with this call's webrtcbin on a blocking thread, and waits for it: webrtcbin
     /// takes its own lock to give a pad, in `get-transceiver` and in `create-data-channel`,
     /// and a webrtcbin wedged while holding it would hold a tokio worker with it — with as
