@@ -53,20 +53,7 @@ pub fn isolated(name: &str, net: Net) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         run(&["ip", "link", "set", "lo", "up"]);
         if net == Net::WithDummyRoute {
-            let added = Command::new("ip")
-                .args(["link", "add", "nl0", "type", "dummy"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !added {
-                run(&["ip", "link", "add", "nl0", "type", "ifb"]);
-            }
-            run(&["ip", "addr", "add", "10.213.0.1/24", "dev", "nl0"]);
-            run(&["ip", "link", "set", "nl0", "multicast", "on", "up"]);
-            run(&["ip", "route", "add", "224.0.0.0/4", "dev", "nl0"]);
-            // Without media permission Chromium only uses the default route's address: give
-            // it one. The device drops what is sent into it; nothing leaves a namespace.
-            run(&["ip", "route", "add", "default", "dev", "nl0"]);
+            super::harness::default_route().expect("a default route in the namespace");
         }
         return true;
     }

@@ -1,5 +1,6 @@
-//! Headless Chromium showing the daemon's own page, auto-answering, and reporting its state
-//! (the page's `?report=/report`) to a small collector here, in front of the daemon.
+//! Headless browsers for the benchmark (Chromium, Firefox; pinned to a core or not), and a
+//! collector of the reports the daemon's own page sends (`?report=/report`), in front of the
+//! daemon.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -7,20 +8,66 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::Value;
 
-pub struct Chromium {
+#[derive(Clone, Copy, Debug, Serialize)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+/// A headless browser showing one URL; its whole process group (its helpers too) is killed
+/// and its profile removed on drop.
+pub struct Browser {
     child: Child,
     profile: std::path::PathBuf,
 }
 
-impl Chromium {
-    pub fn open(url: &str, dir: &std::path::Path) -> anyhow::Result<Chromium> {
-        let profile = dir.join("chromium-profile");
+impl Browser {
+    /// Chromium with camera and microphone granted (fake devices: plain addresses, no mDNS
+    /// names), on any core.
+    pub fn chromium(url: &str, dir: &std::path::Path) -> anyhow::Result<Browser> {
+        Browser::open(Engine::Chromium, url, dir, true, None)
+    }
+
+    /// `engine` showing `url` (logs in `dir/ENGINE.log`). `media`: Chromium grants camera and
+    /// microphone (Firefox's profile always does); `core`: every thread on that core only.
+    pub fn open(
+        engine: Engine,
+        url: &str,
+        dir: &std::path::Path,
+        media: bool,
+        core: Option<usize>,
+    ) -> anyhow::Result<Browser> {
+        let name = format!("{engine:?}").to_lowercase();
+        let profile = dir.join(format!("{name}-profile"));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile)?;
-        let log = dir.join("chromium.log");
-        let mut command = Command::new("chromium");
+        let program = match engine {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox-esr",
+        };
+        let mut command = match core {
+            Some(core) => {
+                let mut pinned = Command::new("taskset");
+                pinned.args(["-c", &core.to_string(), program]);
+                pinned
+            }
+            None => Command::new(program),
+        };
+        match engine {
+            Engine::Chromium => {
+                command.args(crate::harness::chromium_flags(&profile, media));
+            }
+            Engine::Firefox => {
+                std::fs::write(profile.join("user.js"), crate::harness::firefox_user_js())?;
+                command
+                    .args(["--headless", "--no-remote", "--profile"])
+                    .arg(&profile)
+                    .env("MOZ_DISABLE_CONTENT_SANDBOX", "1");
+            }
+        }
         // SAFETY: setsid/prctl are async-signal-safe; in the child between fork and exec.
         unsafe {
             command.pre_exec(|| {
@@ -29,20 +76,21 @@ impl Chromium {
                 Ok(())
             });
         }
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = command
-            .args(crate::harness::chromium_flags(&profile, true))
             .arg(url)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
+            .stderr(log)
             .spawn()
-            .context("starting chromium (Debian package chromium)")?;
-        Ok(Chromium { child, profile })
+            .with_context(|| {
+                format!("starting {engine:?} (Debian packages chromium, firefox-esr)")
+            })?;
+        Ok(Browser { child, profile })
     }
 }
 
-impl Drop for Chromium {
+impl Drop for Browser {
     fn drop(&mut self) {
-        // The whole process group: Chromium's helpers too.
         // SAFETY: kill(2) on our own child's process group.
         unsafe {
             libc::kill(-(self.child.id() as i32), libc::SIGKILL);

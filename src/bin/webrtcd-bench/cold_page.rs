@@ -6,8 +6,8 @@
 //! timeline: offer sent, answer in, ICE connected, DTLS connected, first video packet, first
 //! frame. The camera's encoder is warm (one untimed call starts it; it lingers).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::chromium::{Browser, Engine};
 use crate::procs::{Daemon, poll};
 use crate::scenarios::{Spread, camera_profile, spread};
 
@@ -28,12 +29,6 @@ const PHASES: [(&str, &str); 6] = [
     ("frame", "first frame"),
 ];
 
-#[derive(Clone, Copy, Debug, Serialize)]
-pub enum Engine {
-    Chromium,
-    Firefox,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub engine: Engine,
@@ -43,64 +38,6 @@ pub struct Row {
     pub total: Spread,
     /// Median ms after `call` at which each phase ended.
     pub phases: Vec<(&'static str, f64)>,
-}
-
-/// A headless browser on core 1 showing one URL; its process group is killed on drop.
-pub struct Browser {
-    child: Child,
-    profile: PathBuf,
-}
-
-impl Browser {
-    pub fn open(engine: Engine, url: &str, dir: &Path) -> anyhow::Result<Browser> {
-        use std::os::unix::process::CommandExt;
-        let profile = dir.join(format!("{engine:?}-profile").to_lowercase());
-        let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile)?;
-        let mut command = Command::new("taskset");
-        command.args(["-c", "1"]);
-        match engine {
-            Engine::Chromium => {
-                command
-                    .arg("chromium")
-                    .args(crate::harness::chromium_flags(&profile, false));
-            }
-            Engine::Firefox => {
-                std::fs::write(profile.join("user.js"), crate::harness::firefox_user_js())?;
-                command
-                    .args(["firefox-esr", "--headless", "--no-remote", "--profile"])
-                    .arg(&profile)
-                    .env("MOZ_DISABLE_CONTENT_SANDBOX", "1");
-            }
-        }
-        // SAFETY: setsid/prctl are async-signal-safe; in the child between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let log = std::fs::File::create(dir.join(format!("{engine:?}-cold.log").to_lowercase()))?;
-        let child = command
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {engine:?}"))?;
-        Ok(Browser { child, profile })
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's process group.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
 }
 
 /// Every report the pages posted, by page id.
@@ -183,34 +120,8 @@ pub fn pin(pid: u32, core: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A page without camera permission (a viewer's never has it) hides Chromium's addresses
-/// behind mDNS names, and Chromium gathers them only with a default route: an `ifb` device
-/// with a private address takes it (what it is sent, it drops; nothing leaves the namespace).
-pub fn default_route() -> anyhow::Result<()> {
-    let has = Command::new("ip")
-        .args(["link", "show", "nl0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?
-        .success();
-    if has {
-        return Ok(());
-    }
-    for args in [
-        &["link", "add", "nl0", "type", "ifb"][..],
-        &["addr", "add", "10.213.0.1/24", "dev", "nl0"],
-        &["link", "set", "nl0", "multicast", "on", "up"],
-        &["route", "add", "224.0.0.0/4", "dev", "nl0"],
-        &["route", "add", "default", "dev", "nl0"],
-    ] {
-        let status = Command::new("ip").args(args).status()?;
-        anyhow::ensure!(status.success(), "ip {args:?}");
-    }
-    Ok(())
-}
-
 pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Vec<Row>> {
-    default_route()?;
+    crate::harness::default_route().map_err(anyhow::Error::msg)?;
     let camera = Daemon::start(
         dir,
         "cold-camera",
@@ -233,7 +144,7 @@ pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Ve
         let mut timelines = Vec::new();
         for i in 0..=calls {
             let id = format!("{name}-fresh{i}");
-            let browser = Browser::open(engine, &page(&id, ""), dir)?;
+            let browser = Browser::open(engine, &page(&id, ""), dir, false, Some(1))?;
             let report = reports.of(&id, Duration::from_secs(30)).await?;
             drop(browser);
             camera.wait_no_calls().await?;
@@ -249,6 +160,8 @@ pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Ve
             engine,
             &page(&format!("{prefix}-0"), &format!("&pages={}&i=0", calls + 1)),
             dir,
+            false,
+            Some(1),
         )?;
         let mut timelines = Vec::new();
         for i in 0..=calls {

@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::chromium::{Chromium, Collector};
+use crate::chromium::{Browser, Collector};
 use crate::procs::{Daemon, poll};
 use crate::scenarios::{Spread, camera_profile, spread};
 
@@ -143,7 +143,7 @@ async fn browser_calls(
             "http://{}/?id={id}&call={}&call_after_ms=1000&report=/report",
             collector.addr, camera.name
         );
-        let browser = Chromium::open(&url, dir)?;
+        let browser = Browser::chromium(&url, dir)?;
         let report = poll(Duration::from_secs(30), || async {
             collector
                 .latest()
@@ -200,7 +200,7 @@ pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Ve
             "http://{}/?id=browser&autoanswer=1&report=/report",
             collector.addr
         );
-        let _browser = Chromium::open(&url, dir)?;
+        let _browser = Browser::chromium(&url, dir)?;
         camera.wait_peer("browser").await?;
         let (totals, phases) = camera_calls(&camera, &collector, calls, cold).await?;
         rows.push(row("camera → browser", encoder, totals, phases)?);

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Headless Chromium that stays on loopback: no background networking, no name lookups but
@@ -65,6 +65,40 @@ pub fn firefox_user_js() -> String {
         .iter()
         .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
         .collect()
+}
+
+/// Inside a network namespace with only `lo`: a device (`nl0`, 10.213.0.1/24) with the default
+/// route and multicast on it. Chromium without camera permission hides its addresses behind
+/// mDNS names and gathers them only with a default route; WS-Discovery needs a non-loopback
+/// address. The device drops what is sent into it: nothing leaves the namespace. Once.
+pub fn default_route() -> Result<(), String> {
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ip(&["link", "show", "nl0"]) {
+        return Ok(());
+    }
+    // `dummy` where the kernel has it, `ifb` here.
+    if !ip(&["link", "add", "nl0", "type", "dummy"]) && !ip(&["link", "add", "nl0", "type", "ifb"])
+    {
+        return Err("ip link add nl0 (dummy or ifb) failed".into());
+    }
+    for args in [
+        &["addr", "add", "10.213.0.1/24", "dev", "nl0"][..],
+        &["link", "set", "nl0", "multicast", "on", "up"],
+        &["route", "add", "224.0.0.0/4", "dev", "nl0"],
+        &["route", "add", "default", "dev", "nl0"],
+    ] {
+        if !ip(args) {
+            return Err(format!("ip {args:?} failed"));
+        }
+    }
+    Ok(())
 }
 
 /// The `host:port` a `webrtcd` child prints first (`… listening on http(s)://ADDR`), read from

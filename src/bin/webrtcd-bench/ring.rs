@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::cold_page::{Browser, Engine, Reports, default_route, pin};
+use crate::chromium::{Browser, Engine};
+use crate::cold_page::{Reports, pin};
 use crate::procs::{Daemon, poll};
 use crate::scenarios::{Spread, camera_profile, epoch_ms, spread};
 
@@ -99,7 +100,7 @@ async fn daemon_calls(door: &Daemon, dir: &Path, calls: usize) -> anyhow::Result
 }
 
 async fn chromium_calls(door: &Daemon, dir: &Path, calls: usize) -> anyhow::Result<Vec<f64>> {
-    default_route()?;
+    crate::harness::default_route().map_err(anyhow::Error::msg)?;
     let reports = Reports::default();
     let proxy = reports.proxy(&door.addr).await?;
     let mut times = Vec::new();
@@ -110,7 +111,7 @@ async fn chromium_calls(door: &Daemon, dir: &Path, calls: usize) -> anyhow::Resu
         door.name,
         calls + 1
     );
-    let browser = Browser::open(Engine::Chromium, &url, dir)?;
+    let browser = Browser::open(Engine::Chromium, &url, dir, false, Some(1))?;
     for i in 0..=calls {
         let id = format!("{prefix}-{i}");
         let session = ringing_from(door, &id).await?;

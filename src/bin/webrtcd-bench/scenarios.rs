@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::chromium::{Chromium, Collector};
+use crate::chromium::{Browser, Collector};
 use crate::procs::{Daemon, poll, usage};
 
 /// The camera: test pattern (a moving ball) at 1280×720@30 and a tone. It calls viewers that
@@ -156,7 +156,7 @@ pub async fn first_frame_chromium(dir: &Path, codec: &str, calls: usize) -> anyh
         "http://{}/?id=browser&autoanswer=1&report=/report",
         collector.addr
     );
-    let _browser = Chromium::open(&url, dir)?;
+    let _browser = Browser::chromium(&url, dir)?;
     camera.wait_peer("browser").await?;
     let mut samples = Vec::new();
     for _ in 0..calls {
