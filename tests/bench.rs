@@ -26,8 +26,9 @@ async fn the_benchmark_runs_end_to_end() {
         "| Firefox | fresh browser |",
         "| Firefox | fresh page, warm browser |",
         "| vp8enc (vp8) | 1 |",
-        "| daemon caller |",
-        "| Chromium caller |",
+        "| daemon caller (early answer) |",
+        "| Chromium caller, minimal page (1.1: answered on accept) |",
+        "| Chromium caller, minimal page taking the early answer |",
     ] {
         let line = stdout
             .lines()

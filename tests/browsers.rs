@@ -375,8 +375,28 @@ netns_test!(
         assert_eq!(after["ringing"], false, "{after}");
 
         // The other way: the page calls a door that rings, and says so until it is accepted.
+        // The door answers early (protocol 1.2): the page's connection and DataChannel come
+        // up while it rings, and nothing passes until the accept — no picture either way (the
+        // page talks: its camera's packets reach the door, which plays none), and the page's
+        // DataChannel text reaches the door's local programs only after it.
         let ring = profile_with_codecs("ring-door", "answer = \"ring\"", "\"vp8\"");
-        let door = Proc::daemon("ring-door", &ring, &["--relay", &daemon.ws_url()]);
+        let socket = artifacts_dir().join("ring-door-bridge.sock");
+        let config = config_file(
+            "ring-door",
+            &format!("[bridge]\nsocket = '{}'\n", socket.display()),
+        );
+        let door = Proc::daemon(
+            "ring-door",
+            &ring,
+            &["--relay", &daemon.ws_url(), "--config", &config],
+        );
+        let bridge = wait_for("the bridge socket", Duration::from_secs(10), || async {
+            tokio::net::UnixStream::connect(&socket).await.ok()
+        })
+        .await;
+        let (bridge_read, _bridge_write) = bridge.into_split();
+        let mut bridge_lines =
+            tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(bridge_read));
         wait_peer(&daemon, "ring-door").await;
         let call_button = "#peers button[data-peer='ring-door']";
         wait_for("the door on the page", Duration::from_secs(10), || async {
@@ -388,6 +408,9 @@ netns_test!(
             (found == true).then_some(())
         })
         .await;
+        chrome
+            .script("document.getElementById('mode').value = 'intercom'; return true;")
+            .await;
         chrome.click(call_button).await;
         let state = "return document.getElementById('call-state').textContent;";
         wait_for(
@@ -404,6 +427,54 @@ netns_test!(
         })
         .await;
         let rung = rung["session"].as_str().unwrap_or_default().to_string();
+        let early = "const c = state.call; return {pc: c.pc.connectionState, \
+             channel: c.channel && c.channel.readyState, \
+             text: document.getElementById('call-state').textContent, \
+             w: document.getElementById('remote').videoWidth};";
+        let up = wait_for(
+            "the page to connect while the door rings",
+            Duration::from_secs(20),
+            || async {
+                let v = chrome.script(early).await;
+                (v["pc"] == "connected" && v["channel"] == "open").then_some(v)
+            },
+        )
+        .await;
+        assert_eq!(up["text"], "ringing…", "{up}");
+        chrome
+            .script("state.call.channel.send('open-before-accept'); return true;")
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let still = chrome.script(early).await;
+        assert_eq!(
+            still["w"], 0,
+            "the door's picture before the accept: {still}"
+        );
+        let door_call = || async {
+            calls(&door)
+                .await
+                .into_iter()
+                .find(|c| c["session"] == rung.as_str())
+                .expect("the door's call")
+        };
+        let ringing = door_call().await;
+        assert_eq!(ringing["state"], "ringing", "{ringing}");
+        assert_eq!(ringing["datachannel"], "open", "{ringing}");
+        assert!(
+            ringing["rtp_packets"]["video_received"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "the page's camera reaches the door while it rings: {ringing}"
+        );
+        assert_eq!(
+            ringing["video_frames"], 0,
+            "played before the accept: {ringing}"
+        );
+        assert_eq!(
+            ringing["audio_buffers"], 0,
+            "played before the accept: {ringing}"
+        );
         assert_eq!(
             post_status(&door, &format!("/api/calls/{rung}/accept")).await,
             204
@@ -417,5 +488,27 @@ netns_test!(
             },
         )
         .await;
+        // The door plays the page's camera now: it asked the page for a keyframe.
+        wait_for(
+            "the door to show the page's camera",
+            Duration::from_secs(10),
+            || async {
+                (door_call().await["video_frames"].as_u64().unwrap_or(0) > 0).then_some(())
+            },
+        )
+        .await;
+        chrome
+            .script("state.call.channel.send('open-after-accept'); return true;")
+            .await;
+        let first = tokio::time::timeout(Duration::from_secs(10), bridge_lines.next_line())
+            .await
+            .expect("no DataChannel text reached the door's bridge within 10 s")
+            .expect("read the bridge")
+            .expect("the bridge closed");
+        let first: Value = serde_json::from_str(&first).expect("a JSON line");
+        assert_eq!(
+            first["data"], "open-after-accept",
+            "the first text the door's local programs got (the one sent while it rang must be dropped): {first}"
+        );
     }
 );

@@ -35,9 +35,11 @@ async fn time_to_first_frame(p: &Proc, session: &str, within: Duration) {
     panic!("no video frame on {} within {within:?}", p.name);
 }
 
-/// The call rings on both sides, the callee's encoders start while it rings, nothing flows
-/// until someone accepts; then media and the DataChannel work as in any call. Accept → first
-/// frame is compared with a cold call to a door that answers at once.
+/// The call rings on both sides, the callee's encoders start while it rings, and it answers
+/// early (the daemon's caller asks, protocol 1.2): the connection and the DataChannel come up
+/// while it rings, but no media flows either way until someone accepts; then media and the
+/// DataChannel work as in any call. Accept → first frame is compared with a cold call to a
+/// door that answers at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ringing_call_connects_only_once_accepted_and_its_media_is_warm() {
     let _serial = serial().await;
@@ -61,11 +63,35 @@ async fn a_ringing_call_connects_only_once_accepted_and_its_media_is_warm() {
         },
     )
     .await;
-    // Nothing is answered, so nothing flows, however long it rings.
+    // Answered early: connected under the ringing (the DataChannel runs over DTLS, and its
+    // keepalives pass)...
+    for (p, side) in [(&alice, "caller"), (&door, "door")] {
+        wait_for(
+            &format!("the {side}'s DataChannel to open while it rings"),
+            Duration::from_secs(10),
+            || async {
+                find_call(p, &session).await.filter(|c| {
+                    c["datachannel"] == "open" && c["pongs_received"].as_u64().unwrap_or(0) > 0
+                })
+            },
+        )
+        .await;
+    }
+    // ...but nothing flows, however long it rings.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let ringing = find_call(&alice, &session).await.expect("still ringing");
-    assert_eq!(frames(&ringing), 0, "video before accept: {ringing}");
-    assert_eq!(ringing["state"], "ringing", "{ringing}");
+    for p in [&alice, &door] {
+        let ringing = find_call(p, &session).await.expect("still ringing");
+        assert_eq!(frames(&ringing), 0, "video before accept: {ringing}");
+        assert_eq!(
+            ringing["audio_buffers"], 0,
+            "audio before accept: {ringing}"
+        );
+        assert_eq!(ringing["state"], "ringing", "{ringing}");
+        let rtp = &ringing["rtp_packets"];
+        assert_eq!(rtp["video_received"], 0, "{}: {ringing}", p.name);
+        assert_eq!(rtp["audio_received"], 0, "{}: {ringing}", p.name);
+    }
+    assert!(door.log_text().contains("answered early"));
     // Decisions are for ringing callees only.
     assert_eq!(
         post_status(&alice, &format!("/api/calls/{session}/accept")).await,

@@ -54,3 +54,46 @@ netns_test!(the_daemon_calls_an_ecdsa_only_stack, Net::WithDummyRoute, {
     assert!(pongs.is_some(), "the daemon received pongs from aiortc");
     assert_eq!(report["channel_received"], true);
 });
+
+// A caller of protocol 1.1 (aiortc's peer never asks for an early answer) calls a door that
+// rings: the door holds its offer, answers only once accepted, and the call works.
+netns_test!(
+    a_caller_that_takes_no_early_answer_rings_and_connects_once_accepted,
+    Net::WithDummyRoute,
+    {
+        let profile = light_profile("interop-ring", "answer = \"ring\"");
+        let daemon = Proc::daemon("interop-ring", &profile, &[]);
+        let peer = run_aiortc(&daemon, "aiortc-old", Some("interop-ring"));
+        let ringing = poll(Duration::from_secs(20), || async {
+            calls(&daemon)
+                .await
+                .into_iter()
+                .find(|c| c["state"] == "ringing")
+        })
+        .await
+        .expect("the door to ring");
+        let session = ringing["session"].as_str().unwrap_or_default().to_string();
+        // Its offer is held: no connection while it rings (aiortc would not take an answer in
+        // `ringing`, and its ICE would never start).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = calls(&daemon)
+            .await
+            .into_iter()
+            .find(|c| c["session"] == session.as_str())
+            .expect("still ringing");
+        assert_eq!(held["state"], "ringing", "{held}");
+        assert_ne!(held["datachannel"], "open", "{held}");
+        assert_eq!(
+            post_status(&daemon, &format!("/api/calls/{session}/accept")).await,
+            204
+        );
+        let report = aiortc::finished(peer, &daemon).await;
+        assert_eq!(report["connected"], true, "{report}");
+        assert!(
+            report["video_frames"].as_u64().unwrap_or(0) >= 30,
+            "{report}"
+        );
+        let log = daemon.log_text();
+        assert!(!log.contains("answered early"), "{log}");
+    }
+);

@@ -117,6 +117,8 @@ function onSignal(msg) {
       if (state.call && msg.session === state.call.session && state.call.role === "caller" && !state.call.remoteSet) {
         state.call.remoteRinging = true;
         setCallState("ringing…");
+        // (1.2) Answered early: connect while it rings; nothing flows until someone accepts.
+        if (msg.sdp) onEarlyAnswer(state.call, msg.sdp);
       }
       break;
     case "offer": onOffer(msg); break;
@@ -212,7 +214,7 @@ function newCall(peer, session, role, start = wallClock()) {
     el.play().catch(() => {});
   };
   pc.onconnectionstatechange = () => {
-    setCallState(pc.connectionState);
+    setCallState(call.remoteRinging ? "ringing…" : pc.connectionState);
     if (pc.connectionState === "connected" && !call.connected) {
       call.connected = true;
       call.connectedAt = performance.now();
@@ -305,7 +307,8 @@ async function startCall(peer) {
   const salt = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
   const session = myId + "-" + Date.now().toString(36) + "-" + salt;
   const start = wallClock();
-  send({ type: "call", to: peer, session });
+  // `early`: a callee that rings may answer at once, so that accepting connects in a blink.
+  send({ type: "call", to: peer, session, early: true });
   const call = newCall(peer, session, "caller", start);
   const stream = await localMedia();
   const direction = stream ? "sendrecv" : "recvonly";
@@ -412,10 +415,23 @@ async function onOffer(msg) {
   send({ type: "answer", to: call.peer, session: call.session, sdp: call.pc.localDescription.sdp });
 }
 
+async function onEarlyAnswer(call, sdp) {
+  call.phases.earlyAnswer ??= wallClock();
+  await call.pc.setRemoteDescription({ type: "answer", sdp });
+  call.remoteSet = true;
+  await flushCandidates(call);
+}
+
 async function onAnswer(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
   call.phases.answer ??= wallClock();
+  call.remoteRinging = false;
+  if (call.remoteSet) {
+    // The early answer again: someone accepted.
+    setCallState(call.pc.connectionState);
+    return;
+  }
   await call.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
   call.remoteSet = true;
   await flushCandidates(call);
@@ -442,7 +458,7 @@ function endCall(reason, tellPeer) {
   if (!call) return;
   if (call.ringing) stopRinging(call);
   // Hanging up while the other side rings withdraws the call.
-  if (reason === "hangup" && call.remoteRinging && !call.remoteSet) reason = "cancelled";
+  if (reason === "hangup" && call.remoteRinging) reason = "cancelled";
   if (tellPeer) send({ type: "hangup", to: call.peer, session: call.session, reason });
   state.lastCall = { session: call.session, reason, localCandidates: call.localCandidates,
     remoteCandidates: call.remoteCandidates, iceConnectionState: call.pc.iceConnectionState,

@@ -34,8 +34,8 @@ impl Route {
 macro_rules! route_of {
     ($signal:expr) => {
         match $signal {
-            Signal::Call { route }
-            | Signal::Ringing { route }
+            Signal::Call { route, .. }
+            | Signal::Ringing { route, .. }
             | Signal::Offer { route, .. }
             | Signal::Answer { route, .. }
             | Signal::Candidate { route, .. }
@@ -52,12 +52,22 @@ pub enum Signal {
     Call {
         #[serde(flatten)]
         route: Route,
+        /// (v1.2) The caller takes an early answer in `ringing`: a callee that rings may
+        /// answer at once, so that ICE and DTLS are up by the time someone accepts.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        early: bool,
     },
     /// (v1.1) callee → caller: the call rings; a person will accept or reject it. The callee
     /// holds the offer until then. Clients that predate it ignore it.
+    ///
+    /// (v1.2) To a caller whose `call` said `early`, a second `ringing` may carry the answer
+    /// (`sdp`): the connection comes up while it rings, and nothing is sent or played either
+    /// way until someone accepts — then the same answer comes as `answer`.
     Ringing {
         #[serde(flatten)]
         route: Route,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp: Option<String>,
     },
     Offer {
         #[serde(flatten)]

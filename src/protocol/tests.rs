@@ -150,11 +150,31 @@ fn ringing_is_routed_like_call() {
     assert_eq!(
         ringing,
         Signal::Ringing {
-            route: Route::new("caller", "s1")
+            route: Route::new("caller", "s1"),
+            sdp: None,
         }
     );
     assert_eq!(ringing.kind(), "ringing");
     assert_eq!(ringing.route().to.as_str(), "caller");
+    assert_eq!(routed(&ringing.encode()).unwrap(), ringing);
+}
+
+#[test]
+fn the_early_answer_travels_in_ringing_and_is_asked_for_in_call() {
+    let call =
+        routed(r#"{"type":"call","to":"door","session":"s1","early":true}"#).expect("call decodes");
+    assert!(matches!(call, Signal::Call { early: true, .. }), "{call:?}");
+    assert_eq!(routed(&call.encode()).unwrap(), call);
+    // A 1.1 caller's `call` has no `early`, and one that does not ask does not say so.
+    let plain = routed(r#"{"type":"call","to":"door","session":"s1"}"#).expect("call decodes");
+    assert!(matches!(plain, Signal::Call { early: false, .. }));
+    assert!(!plain.encode().contains("early"), "{}", plain.encode());
+    let ringing = routed(r#"{"type":"ringing","to":"caller","session":"s1","sdp":"v=0"}"#)
+        .expect("ringing decodes");
+    assert!(
+        matches!(&ringing, Signal::Ringing { sdp: Some(sdp), .. } if sdp == "v=0"),
+        "{ringing:?}"
+    );
     assert_eq!(routed(&ringing.encode()).unwrap(), ringing);
 }
 

@@ -181,7 +181,7 @@ impl CallManager {
         };
         let session = format!("{me}-{n}-{salt}");
         let signaling = self.signaling.clone();
-        self.start(&mut state, to, &session, Role::Caller, signaling);
+        self.start(&mut state, to, &session, Role::Caller, signaling, false);
         Ok(session)
     }
 
@@ -201,7 +201,7 @@ impl CallManager {
             return Err(PlaceCallError::Busy(max));
         }
         let me = state.id.clone().unwrap_or_default();
-        self.start(&mut state, WHEP_PEER, session, Role::Whep, to_player);
+        self.start(&mut state, WHEP_PEER, session, Role::Whep, to_player, false);
         drop(state);
         self.from_http_peer(
             WHEP_PEER,
@@ -226,7 +226,14 @@ impl CallManager {
         if self.tasks.is_closed() {
             return Err(PlaceCallError::Busy(0));
         }
-        self.start(&mut state, WHIP_PEER, session, Role::Whip, to_endpoint);
+        self.start(
+            &mut state,
+            WHIP_PEER,
+            session,
+            Role::Whip,
+            to_endpoint,
+            false,
+        );
         Ok(())
     }
 
@@ -381,7 +388,7 @@ impl CallManager {
                     self.end_session(&session, EndReason::UnknownPeer);
                 }
             }
-            FromRelay::Signal(Signal::Call { route }) => {
+            FromRelay::Signal(Signal::Call { route, early }) => {
                 let Some(from) = route.from.map(String::from) else {
                     return;
                 };
@@ -428,7 +435,8 @@ impl CallManager {
                     return;
                 }
                 let signaling = self.signaling.clone();
-                self.start(&mut state, &from, &session, Role::Callee, signaling);
+                // `early`: the caller takes an early answer while this side rings.
+                self.start(&mut state, &from, &session, Role::Callee, signaling, early);
             }
             FromRelay::Signal(routed) => self.route_to_session(routed),
         }
@@ -484,6 +492,7 @@ impl CallManager {
         session: &str,
         role: Role,
         signaling: mpsc::Sender<Signal>,
+        early_answer: bool,
     ) {
         let info = Arc::new(CallInfo::new(session, peer, role));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -520,6 +529,7 @@ impl CallManager {
                 peer: peer_rx,
                 peer_tx,
                 local: local_rx,
+                early_answer,
             },
         );
         let notifier = Arc::clone(&self.notifier);

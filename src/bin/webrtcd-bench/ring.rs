@@ -1,7 +1,9 @@
 //! Ring → accept → the caller's first frame: a door station (`answer = "ring"`) rings, a
 //! person accepts a moment later (`POST /api/calls/{session}/accept`), and the caller's first
-//! frame of the door's camera follows. The caller is another daemon, or Chromium showing the
-//! minimal page; the door is pinned to core 0 and the caller to core 1. The accept is timed
+//! frame of the door's camera follows. The caller is another daemon (which takes an early
+//! answer: its connection is up before the accept), or Chromium showing the minimal page, as
+//! a 1.1 client (answered on the accept) and taking the early answer; the door is pinned to
+//! core 0 and the caller to core 1. The accept is timed
 //! by the bench's clock, the frame by the caller's (the same machine's): a daemon caller's
 //! first frame from its call's age and `first_frame_ms` (no polling error), the page's from
 //! its own report.
@@ -22,7 +24,7 @@ const DECIDING: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// `daemon` or `Chromium`.
+    /// `daemon`, or `Chromium` with the minimal page, and whether it takes an early answer.
     pub caller: &'static str,
     /// Accept → the caller's first decoded frame.
     pub accept_to_frame: Spread,
@@ -99,15 +101,24 @@ async fn daemon_calls(door: &Daemon, dir: &Path, calls: usize) -> anyhow::Result
     Ok(times)
 }
 
-async fn chromium_calls(door: &Daemon, dir: &Path, calls: usize) -> anyhow::Result<Vec<f64>> {
+async fn chromium_calls(
+    door: &Daemon,
+    dir: &Path,
+    calls: usize,
+    early: bool,
+) -> anyhow::Result<Vec<f64>> {
     crate::harness::default_route().map_err(anyhow::Error::msg)?;
     let reports = Reports::default();
     let proxy = reports.proxy(&door.addr).await?;
     let mut times = Vec::new();
     // One browser, a fresh page per call, as a person reloads it; the first call untimed.
-    let prefix = "ring-page";
+    let (prefix, early) = if early {
+        ("ring-early", "&early=1")
+    } else {
+        ("ring-page", "")
+    };
     let url = format!(
-        "http://{proxy}/minimal.html?id={prefix}-0&camera={}&pages={}&i=0",
+        "http://{proxy}/minimal.html?id={prefix}-0&camera={}&pages={}&i=0{early}",
         door.name,
         calls + 1
     );
@@ -139,14 +150,25 @@ pub async fn measure(dir: &Path, codec: &str, calls: usize) -> anyhow::Result<Ve
     let mut rows = Vec::new();
     let times = daemon_calls(&door, dir, calls).await?;
     rows.push(Row {
-        caller: "daemon",
+        caller: "daemon caller (early answer)",
         accept_to_frame: spread(times).context("no daemon calls")?,
     });
-    let times = chromium_calls(&door, dir, calls).await?;
-    rows.push(Row {
-        caller: "Chromium",
-        accept_to_frame: spread(times).context("no Chromium calls")?,
-    });
+    for (early, caller) in [
+        (
+            false,
+            "Chromium caller, minimal page (1.1: answered on accept)",
+        ),
+        (
+            true,
+            "Chromium caller, minimal page taking the early answer",
+        ),
+    ] {
+        let times = chromium_calls(&door, dir, calls, early).await?;
+        rows.push(Row {
+            caller,
+            accept_to_frame: spread(times).context("no Chromium calls")?,
+        });
+    }
     Ok(rows)
 }
 
@@ -158,7 +180,7 @@ pub fn markdown(rows: &[Row]) -> String {
     for r in rows {
         let s = &r.accept_to_frame;
         out.push_str(&format!(
-            "| {} caller | {:.0} | {:.0} | {:.0} | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.0} | {} |\n",
             r.caller, s.median_ms, s.p95_ms, s.max_ms, s.samples
         ));
     }

@@ -66,6 +66,7 @@ fn a_cluster_member_knows_and_reaches_the_other_relays_peers() {
     let mut alice = alice;
     alice.handle(ToRelay::Signal(Signal::Call {
         route: Route::new("bob", "s1"),
+        early: false,
     }));
     match inbox.routes.try_recv() {
         Ok(ToCluster::Route { node, msg }) => {
@@ -167,7 +168,8 @@ fn routes_and_overwrites_from() {
                 to: PeerId::local("door"),
                 from: Some(PeerId::local("alice")),
                 session: SessionId::local("s1")
-            }
+            },
+            early: false,
         })]
     );
     assert_eq!(relay.stats.routed.load(Ordering::Relaxed), 1);

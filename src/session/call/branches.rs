@@ -28,6 +28,8 @@ pub(super) struct Media {
     pub send_video: Vec<bool>,
     /// The SSRC of the video this call sends.
     pub video_ssrc: Option<u32>,
+    /// Pads that pass nothing while the call is on hold (hold.rs).
+    pub held: Vec<super::hold::HeldPad>,
 }
 
 impl Call {
@@ -134,6 +136,7 @@ impl Call {
             })
             .await?
             .map_err(fail)?;
+        self.hold_pad(&sink, false);
         let video = branch.codec.kind() == MediaKind::Video;
         self.media.send_video.push(video);
         if video {
@@ -215,6 +218,9 @@ impl Call {
                 .map_err(ReceiveFailed::new),
             Err(err) => Err(err),
         };
+        if result.is_ok() {
+            self.hold_pad(pad, !is_audio);
+        }
         if let Some(probe) = probe {
             pad.remove_probe(probe);
         }

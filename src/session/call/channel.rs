@@ -168,6 +168,10 @@ impl Call {
                     self.info.pongs_received.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // Until someone accepts a ringing call, its channel carries keepalives only.
+            Incoming::Local if self.talk.on_hold() => {
+                tracing::debug!(session = %self.info.session, "a DataChannel message before the call was accepted: dropped");
+            }
             Incoming::Local => self.notifier.message(&self.info, text),
             Incoming::TooLarge => {
                 tracing::debug!(session = %self.info.session, bytes = text.len(), "a DataChannel message too large for local programs: dropped");
@@ -185,7 +189,7 @@ impl Call {
 
     /// Text from a local program (the bridge) to the peer.
     pub(super) fn send_local_text(&self, text: &str) {
-        if !self.channel.open || !self.channel.send(text) {
+        if self.talk.on_hold() || !self.channel.open || !self.channel.send(text) {
             tracing::debug!(session = %self.info.session, "no open DataChannel: a local message dropped");
         }
     }

@@ -12,6 +12,7 @@ mod branches;
 mod candidates;
 mod channel;
 mod end;
+mod hold;
 mod negotiation;
 mod path;
 mod promises;
@@ -70,6 +71,8 @@ pub struct Inputs {
     pub peer_tx: mpsc::Sender<PeerInput>,
     /// See [`LOCAL_QUEUE`].
     pub local: mpsc::Receiver<String>,
+    /// Callee: the caller takes an early answer while this side rings (`call`'s `early`).
+    pub early_answer: bool,
 }
 
 type Step = Result<(), CallEnd>;
@@ -118,6 +121,7 @@ pub async fn run(
         mut peer,
         peer_tx,
         mut local,
+        early_answer,
     } = inputs;
     let asked = Instant::now();
     let call = Call::new(
@@ -130,7 +134,10 @@ pub async fn run(
     );
     tracing::debug!(session = %info.session, ms = elapsed_ms(asked), "call pipeline made");
     let mut call = match call {
-        Ok(call) => call,
+        Ok(mut call) => {
+            call.talk.early_answer = early_answer;
+            call
+        }
         Err(end) => {
             tracing::warn!(session = %info.session, "call could not start: {}", end.chain());
             let _ = signaling.send(end.hangup(&info)).await;
@@ -198,8 +205,10 @@ impl Call {
         local: &mut mpsc::Receiver<String>,
     ) -> CallEnd {
         if self.info.role == Role::Caller {
+            // `early`: a callee that rings may answer at once (hold.rs).
             let call = Signal::Call {
                 route: Route::new(&self.info.peer, &self.info.session),
+                early: true,
             };
             if let Err(end) = self.signal(call).await {
                 return end;

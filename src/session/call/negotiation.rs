@@ -25,6 +25,14 @@ pub(super) struct Negotiation {
     pub ringing: bool,
     /// Caller: the callee said it rings, and has not answered yet.
     pub remote_ringing: bool,
+    /// Callee: the caller takes an early answer (its `call` said `early`): a ringing call
+    /// answers its offer at once, in `ringing`, and holds its media until accepted.
+    pub early_answer: bool,
+    /// Callee: the answer sent early, sent again as `answer` when someone accepts.
+    pub answered_early: Option<String>,
+    /// The connection came up while the call was on hold (it rang): it goes live when
+    /// someone accepts.
+    pub up_on_hold: bool,
     /// The call must be connected by then (moved by ringing and accepting).
     pub connect_by: tokio::time::Instant,
     /// Callee: a ringing call ends with `no-answer` then.
@@ -47,6 +55,8 @@ pub(super) enum OnOffer {
     /// One offer is already held.
     IgnoreSecond,
     AnswerNow,
+    /// Ringing, and the caller takes an early answer.
+    AnswerEarly,
     /// Media not ready, or ringing: answered later.
     Hold,
 }
@@ -58,6 +68,8 @@ pub(super) enum OnMediaReady {
     /// Ringing: the encoders start while a person decides.
     Warm,
     Answer(String),
+    /// Ringing with an offer held, and the caller takes an early answer.
+    AnswerEarly(String),
     /// A callee without an offer yet: warm the encoders and wait.
     AwaitOffer,
 }
@@ -71,6 +83,8 @@ pub(super) enum OnAccept {
     Starting,
     Answer(String),
     AwaitOffer,
+    /// Answered early: the same answer goes out as `answer`, and the media is let through.
+    AnsweredEarly(String),
 }
 
 impl Negotiation {
@@ -79,6 +93,9 @@ impl Negotiation {
             media_ready: false,
             ringing: false,
             remote_ringing: false,
+            early_answer: false,
+            answered_early: None,
+            up_on_hold: false,
             connect_by,
             ring_by: tokio::time::Instant::now(),
             held_offer: None,
@@ -95,6 +112,8 @@ impl Negotiation {
             OnOffer::IgnoreSecond
         } else if self.media_ready && !self.ringing {
             OnOffer::AnswerNow
+        } else if self.media_ready && self.early_answer {
+            OnOffer::AnswerEarly
         } else {
             OnOffer::Hold
         }
@@ -104,7 +123,13 @@ impl Negotiation {
         self.media_ready = true;
         match role {
             Role::Caller | Role::Whip => OnMediaReady::Offer,
-            Role::Callee if self.ringing => OnMediaReady::Warm,
+            Role::Callee if self.ringing => match self.held_offer.take() {
+                Some(offer) if self.early_answer => OnMediaReady::AnswerEarly(offer),
+                held => {
+                    self.held_offer = held;
+                    OnMediaReady::Warm
+                }
+            },
             Role::Callee | Role::Whep => match self.held_offer.take() {
                 Some(offer) => OnMediaReady::Answer(offer),
                 None => OnMediaReady::AwaitOffer,
@@ -119,6 +144,9 @@ impl Negotiation {
         }
         self.ringing = false;
         self.connect_by = tokio::time::Instant::now() + connect_within;
+        if let Some(answer) = self.answered_early.take() {
+            return OnAccept::AnsweredEarly(answer);
+        }
         if !self.media_ready {
             return OnAccept::Starting;
         }
@@ -126,6 +154,12 @@ impl Negotiation {
             Some(offer) => OnAccept::Answer(offer),
             None => OnAccept::AwaitOffer,
         }
+    }
+
+    /// The call rings (either side): its connection may come up, but nothing is sent or
+    /// played, and the DataChannel carries only keepalives, until someone accepts.
+    pub fn on_hold(&self) -> bool {
+        self.ringing || self.remote_ringing
     }
 
     /// Keeps the peer's description, and the SSRCs of its video (for loss recovery).
@@ -172,15 +206,20 @@ impl Call {
                 };
                 Err(CallEnd::plain(reason, false))
             }
-            Signal::Ringing { .. }
+            Signal::Ringing { sdp, .. }
                 if self.info.role == Role::Caller && self.talk.remote.is_none() =>
             {
-                tracing::info!(session = %self.info.session, "the callee rings");
-                self.talk.remote_ringing = true;
-                self.talk.connect_by = tokio::time::Instant::now() + RING_WAIT;
-                self.info.set_state(CallState::Ringing);
-                self.notifier.event("ringing", &self.info, None);
-                Ok(())
+                if !self.talk.remote_ringing {
+                    tracing::info!(session = %self.info.session, "the callee rings");
+                    self.talk.remote_ringing = true;
+                    self.talk.connect_by = tokio::time::Instant::now() + RING_WAIT;
+                    self.info.set_state(CallState::Ringing);
+                    self.notifier.event("ringing", &self.info, None);
+                }
+                match sdp {
+                    Some(answer) => self.take_early_answer(&answer).await,
+                    None => Ok(()),
+                }
             }
             other => {
                 tracing::debug!(session = %self.info.session, kind = other.kind(), "ignored");
@@ -206,7 +245,7 @@ impl Call {
                 tracing::debug!(session = %self.info.session, "ignoring a second offer");
                 Ok(())
             }
-            OnOffer::AnswerNow => self.answer(&text).await,
+            OnOffer::AnswerNow | OnOffer::AnswerEarly => self.answer(&text).await,
             OnOffer::Hold => {
                 if self.talk.ringing {
                     tracing::debug!(session = %self.info.session, "offer while ringing: held");
@@ -224,6 +263,10 @@ impl Call {
             return self.on_restart_answer(text).await;
         }
         if self.talk.remote.is_some() {
+            // The callee answered early, in `ringing`: this is its acceptance.
+            if self.talk.remote_ringing {
+                return self.accepted_after_early_answer().await;
+            }
             return Ok(());
         }
         if self.talk.remote_ringing {
@@ -248,7 +291,9 @@ impl Call {
                 self.warm_media().await;
                 Ok(())
             }
-            OnMediaReady::Answer(offer) => self.answer(&offer).await,
+            OnMediaReady::Answer(offer) | OnMediaReady::AnswerEarly(offer) => {
+                self.answer(&offer).await
+            }
             OnMediaReady::AwaitOffer => {
                 // The protocol's callee starts its media on `call`: the shared encoders run
                 // by the time the offer comes, and the answer does not wait for them nor,
@@ -275,7 +320,7 @@ impl Call {
         self.notifier.event("ringing", &self.info, None);
         tracing::info!(session = %self.info.session, peer = %self.info.peer, "ringing");
         let route = Route::new(&self.info.peer, &self.info.session);
-        self.signal(Signal::Ringing { route }).await
+        self.signal(Signal::Ringing { route, sdp: None }).await
     }
 
     /// Callee: someone accepted the ringing call; answer its offer (now, or when it comes).
@@ -296,6 +341,7 @@ impl Call {
                 self.info.set_state(CallState::AwaitingOffer);
                 Ok(())
             }
+            OnAccept::AnsweredEarly(answer) => self.accept_after_early_answer(answer).await,
         }
     }
 
@@ -338,8 +384,11 @@ impl Call {
     }
 
     /// Callee: send branches matching the offer, then set-remote → create-answer → set-local.
+    /// While it rings (its caller takes an early answer), the answer goes in `ringing` and
+    /// the call stays on hold: see hold.rs.
     async fn answer(&mut self, offer_text: &str) -> Step {
-        tracing::debug!(session = %self.info.session, "answering an offer");
+        let early = self.talk.ringing;
+        tracing::debug!(session = %self.info.session, early, "answering an offer");
         let encoders = Arc::clone(&self.settings.encoders);
         let ours = move |kind| encoders.codecs(kind);
         let (offer, plan) = sdp::plan_answer(offer_text, self.settings.profile.max_mlines, &ours)
@@ -367,9 +416,12 @@ impl Call {
                 ),
             }
         }
-        // The answer goes out within milliseconds now: ask for the first keyframes already.
-        for subscription in &self.media.subscriptions {
-            subscription.connecting();
+        // The answer goes out within milliseconds now: ask for the first keyframes already
+        // (on hold, when someone accepts).
+        if !early {
+            for subscription in &self.media.subscriptions {
+                subscription.connecting();
+            }
         }
         self.set_remote_description(WebRTCSDPType::Offer, &offer)
             .await?;
@@ -391,15 +443,25 @@ impl Call {
             return Err(CallEnd::bad_sdp("nothing in the offer could be answered"));
         }
         let text = self.set_ours(answer, None).await?;
+        // The call's own subscriptions hold the encoders now.
+        self.media.warm.clear();
+        let route = Route::new(&self.info.peer, &self.info.session);
+        if early {
+            tracing::info!(session = %self.info.session, "answered early, while ringing");
+            self.talk.answered_early = Some(text.clone());
+            return self
+                .signal(Signal::Ringing {
+                    route,
+                    sdp: Some(text),
+                })
+                .await;
+        }
         self.start_connecting();
         if self.info.role == Role::Whep {
             // The player's time to connect counts from the answer it gets, not from the
             // POST: a camera slow to start must not eat into it.
             self.talk.connect_by = tokio::time::Instant::now() + self.connect_timeout();
         }
-        // The call's own subscriptions hold the encoders now.
-        self.media.warm.clear();
-        let route = Route::new(&self.info.peer, &self.info.session);
         self.signal(Signal::Answer { route, sdp: text }).await
     }
 
@@ -422,6 +484,7 @@ mod tests {
     }
 
     fn any_sdp() -> gst_sdp::SDPMessage {
+        gst::init().expect("GStreamer");
         gst_sdp::SDPMessage::parse_buffer(b"v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")
             .expect("a minimal SDP")
     }
@@ -482,5 +545,42 @@ mod tests {
         talk.ringing = true;
         talk.on_media_ready(Role::Callee);
         assert_eq!(talk.accept(Duration::from_secs(30)), OnAccept::AwaitOffer);
+    }
+
+    #[test]
+    fn a_ringing_callee_answers_early_a_caller_that_takes_it_and_stays_on_hold() {
+        // The offer before the media: held, then answered early once the media is ready.
+        let mut talk = fresh();
+        talk.ringing = true;
+        talk.early_answer = true;
+        assert!(talk.on_hold());
+        assert_eq!(talk.on_offer(), OnOffer::Hold);
+        talk.held_offer = Some("offer".into());
+        assert_eq!(
+            talk.on_media_ready(Role::Callee),
+            OnMediaReady::AnswerEarly("offer".into())
+        );
+        // The media first: warm, then the offer is answered early as it comes.
+        let mut talk = fresh();
+        talk.ringing = true;
+        talk.early_answer = true;
+        assert_eq!(talk.on_media_ready(Role::Callee), OnMediaReady::Warm);
+        assert_eq!(talk.on_offer(), OnOffer::AnswerEarly);
+        talk.answered_early = Some("answer".into());
+        // Accepting sends that answer again, and ends the hold.
+        assert_eq!(
+            talk.accept(Duration::from_secs(30)),
+            OnAccept::AnsweredEarly("answer".into())
+        );
+        assert!(!talk.on_hold());
+        assert_eq!(talk.accept(Duration::from_secs(30)), OnAccept::Nothing);
+    }
+
+    #[test]
+    fn a_caller_that_heard_ringing_is_on_hold() {
+        let mut talk = fresh();
+        assert!(!talk.on_hold());
+        talk.remote_ringing = true;
+        assert!(talk.on_hold());
     }
 }

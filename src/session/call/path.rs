@@ -151,13 +151,12 @@ impl Call {
         tracing::debug!(session = %self.info.session, ?state, "connection state");
         match state {
             WebRTCPeerConnectionState::Connected => {
-                if !self.ice.connected_once {
-                    self.notifier.event("connected", &self.info, None);
-                }
-                self.ice.connected_once = true;
-                self.info.set_state(CallState::Connected);
-                for subscription in &self.media.subscriptions {
-                    subscription.start_at_keyframe();
+                if self.talk.on_hold() {
+                    // Answered early while it rings: live once someone accepts (hold.rs).
+                    tracing::debug!(session = %self.info.session, "connected while ringing");
+                    self.talk.up_on_hold = true;
+                } else {
+                    self.go_live();
                 }
                 self.record_remote_certificate().await
             }
@@ -175,6 +174,18 @@ impl Call {
                 ))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The connection is up (and, if it rang, accepted): the media flows, from a keyframe.
+    pub(super) fn go_live(&mut self) {
+        if !self.ice.connected_once {
+            self.notifier.event("connected", &self.info, None);
+        }
+        self.ice.connected_once = true;
+        self.info.set_state(CallState::Connected);
+        for subscription in &self.media.subscriptions {
+            subscription.start_at_keyframe();
         }
     }
 
