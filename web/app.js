@@ -426,12 +426,13 @@ async function onAnswer(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
   call.phases.answer ??= wallClock();
-  call.remoteRinging = false;
-  if (call.remoteSet) {
-    // The early answer again: someone accepted.
+  if (call.remoteRinging && call.remoteSet) {
+    // The early answer again: someone accepted. (An ICE restart's answer is set below.)
+    call.remoteRinging = false;
     setCallState(call.pc.connectionState);
     return;
   }
+  call.remoteRinging = false;
   await call.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
   call.remoteSet = true;
   await flushCandidates(call);
