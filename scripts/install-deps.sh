@@ -13,6 +13,7 @@ RUN_DEBS=(
 TEST_DEBS=(
   curl procps iproute2 openssl util-linux chromium chromium-driver firefox-esr
   python3 python3-venv systemd dpkg-dev binutils librsvg2-bin nftables coturn ffmpeg redis-server
+  espeak-ng python3-numpy
 )
 
 case "${1:-run}" in

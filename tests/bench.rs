@@ -29,6 +29,8 @@ async fn the_benchmark_runs_end_to_end() {
         "| daemon caller (early answer) |",
         "| Chromium caller, minimal page (1.1: answered on accept) |",
         "| Chromium caller, minimal page taking the early answer |",
+        "| 80 ms, -100 ppm | on |",
+        "| 80 ms, -100 ppm | off |",
     ] {
         let line = stdout
             .lines()

@@ -54,7 +54,7 @@ fn relay(dir: &Path, name: &str, redis: Option<&str>) -> anyhow::Result<(Killed,
     if let Some(url) = redis {
         args.extend(["--redis".into(), url.into()]);
     }
-    let (child, addr) = crate::procs::spawn_webrtcd(dir, name, &args)?;
+    let (child, addr) = crate::procs::spawn_webrtcd(dir, name, &args, &[])?;
     Ok((Killed(child), format!("ws://{addr}/signaling")))
 }
 

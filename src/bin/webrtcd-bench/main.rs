@@ -6,6 +6,7 @@ mod chromium;
 mod cluster;
 mod cold_page;
 mod compare;
+mod echo;
 mod first_frame;
 mod harness;
 mod keyframe;
@@ -95,6 +96,9 @@ struct Args {
     /// Only a keyframe asked for → out of the encoder, per encoder this machine has.
     #[arg(long)]
     keyframe_only: bool,
+    /// Only the intercom's echo through a simulated room, the canceller on and off.
+    #[arg(long)]
+    echo_only: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -133,6 +137,7 @@ struct Report {
     cold_page: Vec<cold_page::Row>,
     ring: Vec<ring::Row>,
     keyframes: Vec<keyframe::Row>,
+    echo: Vec<echo::Row>,
     errors: Vec<String>,
 }
 
@@ -190,6 +195,10 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if args.keyframe_only {
         let rows = keyframe::measure_all(args.calls).await?;
         return show(&dir, "keyframe.md", &keyframe::markdown(&rows));
+    }
+    if args.echo_only {
+        let rows = echo::measure(&dir, args.quick).await?;
+        return show(&dir, "echo.md", &echo::markdown(&rows));
     }
     if args.cluster_only {
         let routing = cluster::measure(&dir, args.routed_messages).await?;
@@ -352,6 +361,11 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         Ok(rows) => report.keyframes = rows,
         Err(e) => report.errors.push(note("keyframes", e)),
     }
+    eprintln!("the intercom's echo through a simulated room");
+    match echo::measure(&dir, args.quick).await {
+        Ok(rows) => report.echo = rows,
+        Err(e) => report.errors.push(note("echo", e)),
+    }
     eprintln!("relay routing: one relay, two relays through Redis");
     let routed = if args.quick {
         200
@@ -469,28 +483,18 @@ fn spread_row(out: &mut String, what: &str, s: &Option<Spread>) {
 
 fn markdown(r: &Report) -> String {
     let mut out = String::new();
-    if let Some(p) = &r.players {
-        out.push_str(&players::markdown(p));
-        out.push('\n');
-    }
-    if !r.first_frame.is_empty() {
-        out.push_str(&first_frame::markdown(&r.first_frame));
-        out.push('\n');
-    }
-    if !r.cold_page.is_empty() {
-        out.push_str(&cold_page::markdown(&r.cold_page));
-        out.push('\n');
-    }
-    if !r.ring.is_empty() {
-        out.push_str(&ring::markdown(&r.ring));
-        out.push('\n');
-    }
-    if !r.keyframes.is_empty() {
-        out.push_str(&keyframe::markdown(&r.keyframes));
-        out.push('\n');
-    }
-    if let Some(routing) = &r.routing {
-        out.push_str(&cluster::markdown(routing));
+    // Each scenario's own table, if it ran.
+    let tables = [
+        r.players.as_ref().map(players::markdown),
+        (!r.first_frame.is_empty()).then(|| first_frame::markdown(&r.first_frame)),
+        (!r.cold_page.is_empty()).then(|| cold_page::markdown(&r.cold_page)),
+        (!r.ring.is_empty()).then(|| ring::markdown(&r.ring)),
+        (!r.keyframes.is_empty()).then(|| keyframe::markdown(&r.keyframes)),
+        (!r.echo.is_empty()).then(|| echo::markdown(&r.echo)),
+        r.routing.as_ref().map(cluster::markdown),
+    ];
+    for table in tables.into_iter().flatten() {
+        out.push_str(&table);
         out.push('\n');
     }
     out.push_str(

@@ -32,6 +32,28 @@ impl Daemon {
         ice_address: &str,
         extra: &[&str],
     ) -> anyhow::Result<Daemon> {
+        Daemon::start_with(dir, name, profile, ice_address, extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with `env` set for it (an ALSA configuration of the bench's).
+    pub fn start_in_env(
+        dir: &Path,
+        name: &str,
+        profile: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<Daemon> {
+        Daemon::start_with(dir, name, profile, "127.0.0.1", extra, env)
+    }
+
+    fn start_with(
+        dir: &Path,
+        name: &str,
+        profile: &str,
+        ice_address: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<Daemon> {
         let profile_path = dir.join(format!("{name}.toml"));
         std::fs::write(&profile_path, profile)?;
         let state = dir.join(format!("state-{name}"));
@@ -52,7 +74,7 @@ impl Daemon {
         args.extend(["--profile".into(), profile_path.into_os_string()]);
         args.extend(["--state-dir".into(), state.into_os_string()]);
         args.extend(extra.iter().map(Into::into));
-        let (child, addr) = spawn_webrtcd(dir, name, &args)?;
+        let (child, addr) = spawn_webrtcd(dir, name, &args, env)?;
         Ok(Daemon {
             name: name.to_string(),
             child,
@@ -187,6 +209,7 @@ pub fn spawn_webrtcd(
     dir: &Path,
     name: &str,
     args: &[std::ffi::OsString],
+    env: &[(&str, &Path)],
 ) -> anyhow::Result<(Child, String)> {
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let binary = std::env::current_exe()?.with_file_name("webrtcd");
@@ -201,6 +224,7 @@ pub fn spawn_webrtcd(
     }
     let mut child = command
         .args(args)
+        .envs(env.iter().copied())
         // The soak wants each call's end reason (one info line per call).
         .env(
             "RUST_LOG",

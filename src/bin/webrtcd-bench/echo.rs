@@ -1,0 +1,186 @@
+//! The intercom's echo, measured end to end (issue 26): a far end talks to a door station
+//! (speech from espeak-ng, into the far daemon's ALSA microphone); the door plays it on its
+//! ALSA speaker, whose sound comes back into its ALSA microphone through a simulated room
+//! (a delay, −6 dB, a 60 ms reverberant tail, the speaker's clock ±100 ppm off the
+//! microphone's); the near end talks alone, then over the far end (double talk); the far end
+//! records what the door sends back. `tests/peers/room.py` is the room and the measurer: one
+//! process, one clock, all four ALSA streams through the `file` plugin and fifos. Each case
+//! runs with the door's echo canceller on and off (the measurement must be able to fail).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::procs::Daemon;
+
+/// A room: its delay (ms) and the speaker's clock against the microphone's (ppm).
+pub const CASES: [(u32, i32); 3] = [(20, 100), (80, -100), (200, 100)];
+
+/// The room's script (it needs numpy and espeak-ng: `make test` installs both).
+fn room_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/room.py")
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub delay_ms: u32,
+    pub drift_ppm: i32,
+    pub echo_cancel: bool,
+    /// Everything the room measured (room.py's JSON).
+    pub room: Value,
+}
+
+/// The four devices of both daemons, in one ALSA configuration: each a `file` plugin on a
+/// fifo the room reads or writes (mono microphones, stereo speakers, S16 at 48 kHz).
+fn asound_conf(dir: &Path) -> String {
+    let mut conf = String::from("pcm.nullpcm { type null }\n");
+    for (pcm, channels, mic) in [
+        ("door_mic", 1, true),
+        ("far_mic", 1, true),
+        ("door_speaker", 2, false),
+        ("far_speaker", 2, false),
+    ] {
+        let fifo = dir.join(format!("{}.fifo", pcm.replace('_', "-")));
+        let file = if mic {
+            format!("file \"/dev/null\"; infile \"{}\"", fifo.display())
+        } else {
+            format!("file \"{}\"", fifo.display())
+        };
+        conf.push_str(&format!(
+            "pcm.{pcm} {{ type plug; slave {{ pcm \"{pcm}_file\"; format S16_LE; rate 48000; \
+             channels {channels} }} }}\n\
+             pcm.{pcm}_file {{ type file; slave.pcm \"nullpcm\"; {file}; format \"raw\" }}\n"
+        ));
+    }
+    conf
+}
+
+/// A daemon of the room: a small test picture, its ALSA microphone and speaker.
+fn profile(name: &str, side: &str, echo_cancel: bool) -> String {
+    format!(
+        "name = \"{name}\"\nmax_sessions = 1\n\
+         [video]\nsource = \"test\"\nwidth = 160\nheight = 120\ncodecs = [\"vp8\"]\n\
+         [audio]\nsource = \"alsa\"\ndevice = \"{side}_mic\"\ncodecs = [\"opus\"]\n\
+         echo_cancel = {echo_cancel}\n\
+         [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"{side}_speaker\"\n"
+    )
+}
+
+/// One call through one room: the room's measures.
+async fn run_case(
+    dir: &Path,
+    delay_ms: u32,
+    drift_ppm: i32,
+    echo_cancel: bool,
+) -> anyhow::Result<Value> {
+    let dir = dir.join(format!(
+        "echo-{delay_ms}ms-{}",
+        if echo_cancel { "aec" } else { "off" }
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for fifo in ["door-mic", "far-mic", "door-speaker", "far-speaker"] {
+        let made = Command::new("mkfifo")
+            .arg(dir.join(format!("{fifo}.fifo")))
+            .status()?;
+        anyhow::ensure!(made.success(), "mkfifo {fifo}");
+    }
+    let conf = dir.join("asound.conf");
+    std::fs::write(&conf, asound_conf(&dir))?;
+    // The room first: the speakers' fifos need their reader before a daemon opens them.
+    let room = Command::new("/usr/bin/python3")
+        .arg(room_script())
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--delay-ms", &delay_ms.to_string()])
+        .args(["--drift-ppm", &drift_ppm.to_string()])
+        .arg("--reverb")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("room.log"))?)
+        .spawn()
+        .context(
+            "the room (/usr/bin/python3 with numpy, and espeak-ng: make test installs them)",
+        )?;
+    let room = tokio::task::spawn_blocking(move || room.wait_with_output());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let env = [("ALSA_CONFIG_PATH", conf.as_path())];
+    let door = Daemon::start_in_env(
+        &dir,
+        "echo-door",
+        &profile("echo-door", "door", echo_cancel),
+        &[],
+        &env,
+    )?;
+    let far = Daemon::start_in_env(
+        &dir,
+        "echo-far",
+        &profile("echo-far", "far", false),
+        &["--relay", &door.ws_url()],
+        &env,
+    )?;
+    far.wait_peer(&door.name).await?;
+    far.call(&door.name).await?;
+    let out = tokio::time::timeout(Duration::from_secs(90), room)
+        .await
+        .context("the room did not finish within 90 s")???;
+    drop(far);
+    drop(door);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("the room's result: {text}; see {}", dir.display()))?;
+    if let Some(error) = result["error"].as_str() {
+        bail!("the room: {error}; see {}", dir.display());
+    }
+    Ok(result)
+}
+
+/// Every case (or only the 80 ms room, `quick`), the canceller on and off.
+pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let cases: &[(u32, i32)] = if quick { &CASES[1..2] } else { &CASES };
+    let mut rows = Vec::new();
+    for &(delay_ms, drift_ppm) in cases {
+        for echo_cancel in [true, false] {
+            let room = run_case(dir, delay_ms, drift_ppm, echo_cancel).await?;
+            rows.push(Row {
+                delay_ms,
+                drift_ppm,
+                echo_cancel,
+                room,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn cell(v: &Value, unit: &str) -> String {
+    v.as_f64()
+        .map(|x| format!("{x:.1}{unit}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| echo: room delay, speaker clock | canceller | ERLE dB (far end alone, 4–12 s) | \
+         converged after | near end through, alone dB | near-end change in double talk dB | \
+         ERLE after double talk dB |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let v = &r.room;
+        out.push_str(&format!(
+            "| {} ms, {:+} ppm | {} | {} | {} | {} | {} | {} |\n",
+            r.delay_ms,
+            r.drift_ppm,
+            if r.echo_cancel { "on" } else { "off" },
+            cell(&v["erle_db"], ""),
+            cell(&v["converged_s"], " s"),
+            cell(&v["near_end_single_talk_db"], ""),
+            cell(&v["double_talk_change_db"], ""),
+            cell(&v["erle_after_double_talk_db"], ""),
+        ));
+    }
+    out
+}

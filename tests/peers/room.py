@@ -1,0 +1,328 @@
+#!/usr/bin/python3
+"""A room for the echo measurements: a door station's speaker heard by its own microphone.
+
+One process, one clock, four userspace ALSA streams (the `file` plugin, through fifos):
+
+  far mic        the far end's microphone: speech, on a schedule (written here)
+  door speaker   what the door plays: the far end's speech, after the call (read here)
+  door mic       the door's microphone: the speaker's echo through the room (a delay, an
+                 attenuation, a short reverberant tail, the speaker's clock drifting against
+                 the microphone's), plus the near end's own speech on a schedule, plus a faint
+                 noise floor (written here)
+  far speaker    what the far end hears of the door: the microphone after the door's echo
+                 canceller and the call (read and recorded here)
+
+Every stream moves 10 ms per tick of this process's clock, so the four are aligned up to
+the pipelines' own latencies, which the analysis finds by cross-correlation. The schedule,
+in seconds after the call is heard both ways (T0):
+
+   0 – FAR_END      far end talks alone: the canceller converges, then its steady ERLE
+   FAR_END – NEAR_END  near end talks alone: the level of near-end speech through the door
+   NEAR_END – DOUBLE_END  both talk (double talk): how much of the near end survives
+   DOUBLE_END – END  far end alone again
+
+At the end it prints one JSON object: ERLE after convergence, convergence time, the near-end
+level change in double talk, and what it saw of the streams (underruns, drops).
+Needs numpy (Debian's python3-numpy) and espeak-ng.
+"""
+import argparse
+import errno
+import fcntl
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import wave
+
+import numpy as np
+
+RATE = 48000
+TICK = 480  # samples: 10 ms
+F_SETPIPE_SZ = 1031
+
+FAR_END, NEAR_END, DOUBLE_END, END = 12.0, 18.0, 26.0, 30.0
+
+FAR_TEXT = ("A visitor is waiting at the front door with a parcel for you. "
+            "Please come down and sign for it, the courier cannot wait much longer. ")
+NEAR_TEXT = ("Hello, who is there? I am coming, just give me a minute to find my keys. "
+             "Leave it by the step if you are in a hurry. ")
+
+
+def speech(text, voice, seconds, level_dbfs):
+    """espeak-ng's speech of `text`, repeated to `seconds`, at 48 kHz, active-speech RMS at
+    `level_dbfs`."""
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "--stdout", text],
+                         check=True, capture_output=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        rate = w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    n = int(len(x) * RATE / rate)
+    x = np.interp(np.arange(n) * rate / RATE, np.arange(len(x)), x)
+    reps = int(np.ceil(seconds * RATE / len(x)))
+    x = np.tile(x, reps)[: int(seconds * RATE)]
+    active = x[np.abs(x) > 0.01 * np.max(np.abs(x))]
+    rms = np.sqrt(np.mean(active ** 2))
+    return x * (32768 * 10 ** (level_dbfs / 20) / rms)
+
+
+class Reader:
+    """The read end of a speaker's fifo. It reads no more than it plays (the small pipe then
+    backpressures the speaker, pacing it to this clock)."""
+
+    def __init__(self, path, channels):
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            fcntl.fcntl(self.fd, F_SETPIPE_SZ, 4096)
+        except OSError:
+            pass
+        self.frame = 2 * channels
+        self.channels = channels
+        self.partial = b""
+        self.underruns = 0
+        self.heard = False
+
+    def read(self, samples):
+        """Up to `samples` frames, mixed to mono (fewer if fewer came)."""
+        want = samples * self.frame - len(self.partial)
+        got = b""
+        if want > 0:
+            try:
+                got = os.read(self.fd, want)
+            except OSError as e:
+                if e.errno != errno.EAGAIN:
+                    raise
+        data = self.partial + got
+        whole = len(data) - len(data) % self.frame
+        data, self.partial = data[:whole], data[whole:]
+        if data:
+            self.heard = True
+        x = np.frombuffer(data, dtype="<i2").astype(np.float64)
+        return x.reshape(-1, self.channels).mean(axis=1)
+
+    def tick(self, samples=TICK):
+        """Exactly `samples` frames: silence for what did not come."""
+        x = self.read(samples)
+        if len(x) < samples:
+            if self.heard:
+                self.underruns += 1
+            x = np.concatenate([x, np.zeros(samples - len(x))])
+        return x
+
+
+class Writer:
+    """The write end of a microphone's fifo: 10 ms per tick; dropped when nobody reads or
+    the reader is behind (the microphone's clock is this one)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+        self.dropped = 0
+
+    def tick(self, samples):
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                return
+        data = np.clip(np.round(samples), -32768, 32767).astype("<i2").tobytes()
+        try:
+            os.write(self.fd, data)
+        except BlockingIOError:
+            self.dropped += 1
+        except BrokenPipeError:
+            os.close(self.fd)
+            self.fd = None
+
+
+def impulse(delay_ms, gain_db, reverb):
+    """The room's echo path: (delay in samples, gain) taps."""
+    g = 10 ** (gain_db / 20)
+    d = int(delay_ms * RATE / 1000)
+    taps = [(d, g)]
+    if reverb:
+        # A short tail: reflections every ~3.7 ms for 60 ms, decaying 40 dB over it.
+        rng = np.random.default_rng(7)
+        for k in range(1, 17):
+            taps.append((d + int(k * 3.7 * RATE / 1000), g * 0.75 * 10 ** (-2.5 * k / 16)
+                         * rng.choice([-1.0, 1.0])))
+    return taps
+
+
+def power(x):
+    return float(np.mean(x ** 2)) + 1e-9
+
+
+def db(ratio):
+    return float(10 * np.log10(ratio))
+
+
+def analyse(rec, t0):
+    """The measures, from the recorded streams (numpy arrays on this clock)."""
+    far_mic, echo, near, sent = rec["far_mic"], rec["echo"], rec["near"], rec["sent"]
+    s = lambda t: t0 + int(t * RATE)  # noqa: E731
+    # What the far end hears lags the door's microphone by the door's capture, the call and
+    # the far end's playout: found on the near end's speech alone (it passes either way).
+    lo, hi = s(FAR_END + 0.5), s(NEAR_END - 0.5)
+    best, lag = -1.0, 0
+    ref = near[lo:hi]
+    for cand in range(0, int(0.6 * RATE), 48):
+        seg = sent[lo + cand: hi + cand]
+        if len(seg) < len(ref):
+            break
+        c = abs(float(np.dot(ref, seg))) / (np.linalg.norm(ref) * np.linalg.norm(seg) + 1e-9)
+        if c > best:
+            best, lag = c, cand
+    fine = range(max(0, lag - 48), lag + 49)
+    for cand in fine:
+        seg = sent[lo + cand: hi + cand]
+        c = abs(float(np.dot(ref, seg))) / (np.linalg.norm(ref) * np.linalg.norm(seg) + 1e-9)
+        if c > best:
+            best, lag = c, cand
+    out = lambda a, b: sent[s(a) + lag: s(b) + lag]  # noqa: E731
+    mic = lambda x, a, b: x[s(a): s(b)]  # noqa: E731
+
+    # ERLE in 0.5 s windows while the far end talks alone (windows with echo only).
+    series = []
+    t = 0.0
+    while t + 0.5 <= FAR_END:
+        e = mic(echo, t, t + 0.5)
+        if power(e) > power(mic(echo, 2, FAR_END)) * 0.1:
+            series.append((t, db(power(e) / power(out(t, t + 0.5)))))
+        t += 0.5
+    steady = db(power(mic(echo, 4, FAR_END)) / power(out(4, FAR_END)))
+    # Converged: the first window within 3 dB of the steady ERLE — if there is one worth the
+    # name (a canceller that removes next to nothing "converges" at once).
+    converged = next((t + 0.5 for t, v in series if v >= steady - 3), None) \
+        if steady >= 10 else None
+    # The near end alone, then in double talk: how much of it gets through. In double talk
+    # the residual echo (at the steady ERLE) is taken out of what was sent.
+    ns = db(power(out(FAR_END + 0.5, NEAR_END)) / power(mic(near, FAR_END + 0.5, NEAR_END)))
+    residual = power(mic(echo, NEAR_END, DOUBLE_END)) / 10 ** (steady / 10)
+    dt_sent = max(power(out(NEAR_END, DOUBLE_END)) - residual, 1e-9)
+    dt = db(dt_sent / power(mic(near, NEAR_END, DOUBLE_END)))
+    after = db(power(mic(echo, DOUBLE_END + 1, END)) / power(out(DOUBLE_END + 1, END)))
+    return {
+        "erle_db": round(steady, 1),
+        "converged_s": converged,
+        "erle_series": [[t, round(v, 1)] for t, v in series],
+        "near_end_single_talk_db": round(ns, 1),
+        "near_end_double_talk_db": round(dt, 1),
+        "double_talk_change_db": round(dt - ns, 1),
+        "erle_after_double_talk_db": round(after, 1),
+        "echo_dbfs": round(db(power(mic(echo, 2, FAR_END)) / 32768 ** 2), 1),
+        "near_dbfs": round(db(power(mic(near, FAR_END, NEAR_END)) / 32768 ** 2), 1),
+        "lag_ms": round(lag * 1000 / RATE, 1),
+        "lag_correlation": round(best, 2),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dir", required=True, help="where the fifos are")
+    p.add_argument("--delay-ms", type=float, default=80)
+    p.add_argument("--gain-db", type=float, default=-6)
+    p.add_argument("--reverb", action="store_true")
+    p.add_argument("--drift-ppm", type=float, default=0)
+    p.add_argument("--wait", type=float, default=30, help="seconds to wait for the call")
+    p.add_argument("--save", help="write the recorded streams here (raw S16 mono)")
+    a = p.parse_args()
+
+    far = speech(FAR_TEXT, "en-us", END, -20)
+    near = speech(NEAR_TEXT, "en-gb+f3", END, -26)
+    taps = impulse(a.delay_ms, a.gain_db, a.reverb)
+    hist_len = max(d for d, _ in taps) + 4 * TICK
+    hist = np.zeros(hist_len)
+    ratio = 1 + a.drift_ppm * 1e-6  # the speaker's samples per microphone sample
+    spk_buf = np.zeros(0)
+    spk_pos = 0.0
+    noise = np.random.default_rng(1)
+
+    d = a.dir
+    far_mic = Writer(os.path.join(d, "far-mic.fifo"))
+    door_mic = Writer(os.path.join(d, "door-mic.fifo"))
+    door_spk = Reader(os.path.join(d, "door-speaker.fifo"), 2)
+    far_spk = Reader(os.path.join(d, "far-speaker.fifo"), 2)
+
+    rec = {k: [] for k in ("far_mic", "echo", "near", "sent", "speaker")}
+    start = time.monotonic()
+    tick = 0
+    t0 = None  # tick index of T0
+    deadline = start + a.wait
+    while True:
+        # Ticks since T0 (None, or negative in the second before it: the pre-roll).
+        now_tick = tick - t0 if t0 is not None else None
+        if now_tick is not None and now_tick < 0:
+            now_tick = None
+        if now_tick is not None and now_tick >= int(END * 100):
+            break
+        if t0 is None and time.monotonic() > deadline:
+            print(json.dumps({"error": "no call heard both ways within %.0f s" % a.wait}))
+            sys.exit(1)
+        # The far end talks per the schedule (and a little before T0, so the door's speaker
+        # has something to play and the call is heard both ways).
+        if now_tick is None:
+            f = far[(tick % 100) * TICK:(tick % 100 + 1) * TICK] * 0.5
+        else:
+            sec = now_tick / 100
+            on = sec < FAR_END or sec >= NEAR_END
+            f = far[now_tick * TICK:(now_tick + 1) * TICK] if on else np.zeros(TICK)
+        far_mic.tick(f)
+        # The door's speaker, resampled to the microphone's clock (the drift): what it
+        # plays this tick, read as it plays (silence where it had nothing).
+        need = int(np.ceil(spk_pos + TICK * ratio)) + 1
+        if len(spk_buf) < need:
+            spk_buf = np.concatenate([spk_buf, door_spk.tick(need - len(spk_buf))])
+        pos = spk_pos + np.arange(TICK) * ratio
+        played = np.interp(pos, np.arange(len(spk_buf)), spk_buf)
+        spk_pos += TICK * ratio
+        used = int(spk_pos)
+        spk_buf, spk_pos = spk_buf[used:], spk_pos - used
+        hist = np.concatenate([hist[TICK:], played])
+        echo = np.zeros(TICK)
+        for delay, g in taps:
+            end = hist_len - delay
+            echo += g * hist[end - TICK:end]
+        if now_tick is None:
+            n = np.zeros(TICK)
+        else:
+            sec = now_tick / 100
+            n = near[now_tick * TICK:(now_tick + 1) * TICK] if FAR_END <= sec < DOUBLE_END \
+                else np.zeros(TICK)
+        floor = noise.normal(0, 32768 * 10 ** (-70 / 20), TICK)
+        door_mic.tick(echo + n + floor)
+        sent = far_spk.tick()
+        if t0 is None and door_spk.heard and far_spk.heard:
+            t0 = tick + 100  # a second to settle
+        if t0 is not None:
+            rec["far_mic"].append(f)
+            rec["echo"].append(echo)
+            rec["near"].append(n)
+            rec["sent"].append(sent)
+            rec["speaker"].append(played)
+        tick += 1
+        ahead = start + tick * 0.01 - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+
+    # Recording began a second before T0 (when the call was first heard both ways).
+    streams = {k: np.concatenate(v) for k, v in rec.items()}
+    result = analyse(streams, 100 * TICK)
+    result.update({
+        "delay_ms": a.delay_ms, "gain_db": a.gain_db, "reverb": a.reverb,
+        "drift_ppm": a.drift_ppm,
+        "door_speaker_underruns": door_spk.underruns, "far_speaker_underruns": far_spk.underruns,
+        "door_mic_dropped": door_mic.dropped, "far_mic_dropped": far_mic.dropped,
+    })
+    if a.save:
+        os.makedirs(a.save, exist_ok=True)
+        for k, v in streams.items():
+            np.clip(np.round(v), -32768, 32767).astype("<i2").tofile(os.path.join(a.save, k + ".raw"))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
