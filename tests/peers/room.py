@@ -41,6 +41,7 @@ import numpy as np
 RATE = 48000
 TICK = 480  # samples: 10 ms
 F_SETPIPE_SZ = 1031
+START = time.monotonic()
 
 FAR_END, NEAR_END, DOUBLE_END, END = 12.0, 18.0, 26.0, 30.0
 
@@ -81,6 +82,7 @@ class Reader:
         self.channels = channels
         self.partial = b""
         self.underruns = 0
+        self.underrun_at = []
         self.heard = False
 
     def read(self, samples):
@@ -107,6 +109,8 @@ class Reader:
         if len(x) < samples:
             if self.heard:
                 self.underruns += 1
+                if len(self.underrun_at) < 40:
+                    self.underrun_at.append(round(time.monotonic() - START, 2))
             x = np.concatenate([x, np.zeros(samples - len(x))])
         return x
 
@@ -314,7 +318,8 @@ def main():
     result.update({
         "delay_ms": a.delay_ms, "gain_db": a.gain_db, "reverb": a.reverb,
         "drift_ppm": a.drift_ppm,
-        "door_speaker_underruns": door_spk.underruns, "far_speaker_underruns": far_spk.underruns,
+        "door_speaker_underruns": door_spk.underruns, "door_speaker_underrun_at": door_spk.underrun_at,
+        "t0_s": round(t0 / 100, 2), "far_speaker_underruns": far_spk.underruns,
         "door_mic_dropped": door_mic.dropped, "far_mic_dropped": far_mic.dropped,
     })
     if a.save:

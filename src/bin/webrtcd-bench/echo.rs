@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::echo_alone;
 use crate::procs::Daemon;
 
 /// A room: its delay (ms) and the speaker's clock against the microphone's (ppm).
@@ -23,6 +24,12 @@ pub const CASES: [(u32, i32); 3] = [(20, 100), (80, -100), (200, 100)];
 /// The room's script (it needs numpy and espeak-ng: `make test` installs both).
 fn room_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/room.py")
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Echo {
+    pub rooms: Vec<Row>,
+    pub alone: Vec<echo_alone::Row>,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,8 +145,9 @@ async fn run_case(
     Ok(result)
 }
 
-/// Every case (or only the 80 ms room, `quick`), the canceller on and off.
-pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+/// Every case (or only the 80 ms room, `quick`), the canceller on and off; then (not
+/// `quick`) the canceller alone ([`echo_alone`]).
+pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Echo> {
     let cases: &[(u32, i32)] = if quick { &CASES[1..2] } else { &CASES };
     let mut rows = Vec::new();
     for &(delay_ms, drift_ppm) in cases {
@@ -153,7 +161,13 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             });
         }
     }
-    Ok(rows)
+    let alone = if quick {
+        Vec::new()
+    } else {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || echo_alone::measure(&dir)).await??
+    };
+    Ok(Echo { rooms: rows, alone })
 }
 
 fn cell(v: &Value, unit: &str) -> String {
@@ -162,7 +176,8 @@ fn cell(v: &Value, unit: &str) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-pub fn markdown(rows: &[Row]) -> String {
+pub fn markdown(echo: &Echo) -> String {
+    let rows = &echo.rooms;
     let mut out = String::from(
         "| echo: room delay, speaker clock | canceller | ERLE dB (far end alone, 4–12 s) | \
          converged after | near end through, alone dB | near-end change in double talk dB | \
@@ -181,6 +196,10 @@ pub fn markdown(rows: &[Row]) -> String {
             cell(&v["double_talk_change_db"], ""),
             cell(&v["erle_after_double_talk_db"], ""),
         ));
+    }
+    if !echo.alone.is_empty() {
+        out.push('\n');
+        out.push_str(&echo_alone::markdown(&echo.alone));
     }
     out
 }

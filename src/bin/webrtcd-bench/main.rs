@@ -7,6 +7,7 @@ mod cluster;
 mod cold_page;
 mod compare;
 mod echo;
+mod echo_alone;
 mod first_frame;
 mod harness;
 mod keyframe;
@@ -137,7 +138,7 @@ struct Report {
     cold_page: Vec<cold_page::Row>,
     ring: Vec<ring::Row>,
     keyframes: Vec<keyframe::Row>,
-    echo: Vec<echo::Row>,
+    echo: echo::Echo,
     errors: Vec<String>,
 }
 
@@ -490,7 +491,7 @@ fn markdown(r: &Report) -> String {
         (!r.cold_page.is_empty()).then(|| cold_page::markdown(&r.cold_page)),
         (!r.ring.is_empty()).then(|| ring::markdown(&r.ring)),
         (!r.keyframes.is_empty()).then(|| keyframe::markdown(&r.keyframes)),
-        (!r.echo.is_empty()).then(|| echo::markdown(&r.echo)),
+        (!r.echo.rooms.is_empty()).then(|| echo::markdown(&r.echo)),
         r.routing.as_ref().map(cluster::markdown),
     ];
     for table in tables.into_iter().flatten() {
