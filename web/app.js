@@ -118,7 +118,10 @@ function onSignal(msg) {
         state.call.remoteRinging = true;
         setCallState("ringing…");
         // (1.2) Answered early: connect while it rings; nothing flows until someone accepts.
-        if (msg.sdp) onEarlyAnswer(state.call, msg.sdp);
+        if (msg.sdp && !state.call.answeredEarly) onEarlyAnswer(state.call, msg.sdp).catch((e) => {
+          log("early answer refused: " + e);
+          endCall("bad-sdp", true);
+        });
       }
       break;
     case "offer": onOffer(msg); break;
@@ -244,7 +247,8 @@ function newCall(peer, session, role, start = wallClock()) {
 // page after PATH_GIVE_UP_MS.
 const PATH_RESTART_MS = 3000, PATH_RETRY_MS = 5000, PONG_SILENCE_MS = 4000, PATH_GIVE_UP_MS = 60000;
 function watchPath(call) {
-  if (!call.connected || state.call !== call) return;
+  // Connected early while the callee rings: nothing to watch until it is accepted.
+  if (!call.connected || state.call !== call || call.remoteRinging) return;
   const now = performance.now();
   const iceDown = ["disconnected", "failed"].includes(call.pc.iceConnectionState);
   const channelOpen = call.channel && call.channel.readyState === "open";
@@ -264,6 +268,7 @@ setInterval(() => { if (state.call) watchPath(state.call); }, 1000);
 async function restartIce(call) {
   log("restarting ICE");
   call.iceRestarts = (call.iceRestarts || 0) + 1;
+  call.restartPending = true;
   const offer = await call.pc.createOffer({ iceRestart: true });
   await call.pc.setLocalDescription(offer);
   send({ type: "offer", to: call.peer, session: call.session, sdp: call.pc.localDescription.sdp });
@@ -416,6 +421,8 @@ async function onOffer(msg) {
 }
 
 async function onEarlyAnswer(call, sdp) {
+  // Marked at once: the acceptance may come while the description is being set.
+  call.answeredEarly = true;
   call.phases.earlyAnswer ??= wallClock();
   await call.pc.setRemoteDescription({ type: "answer", sdp });
   call.remoteSet = true;
@@ -426,8 +433,10 @@ async function onAnswer(msg) {
   const call = state.call;
   if (!call || call.session !== msg.session) return;
   call.phases.answer ??= wallClock();
-  if (call.remoteRinging && call.remoteSet) {
-    // The early answer again: someone accepted. (An ICE restart's answer is set below.)
+  if (call.restartPending) {
+    call.restartPending = false;
+  } else if (call.remoteRinging && call.answeredEarly) {
+    // The early answer again: someone accepted.
     call.remoteRinging = false;
     setCallState(call.pc.connectionState);
     return;

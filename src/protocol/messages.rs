@@ -61,8 +61,8 @@ pub enum Signal {
     /// holds the offer until then. Clients that predate it ignore it.
     ///
     /// (v1.2) To a caller whose `call` said `early`, a second `ringing` may carry the answer
-    /// (`sdp`): the connection comes up while it rings, and nothing is sent or played either
-    /// way until someone accepts — then the same answer comes as `answer`.
+    /// (`sdp`): the connection comes up while it rings, and the callee sends and plays nothing
+    /// until someone accepts — then the same answer comes as `answer`.
     Ringing {
         #[serde(flatten)]
         route: Route,

@@ -44,6 +44,12 @@ F_SETPIPE_SZ = 1031
 START = time.monotonic()
 
 FAR_END, NEAR_END, DOUBLE_END, END = 12.0, 18.0, 26.0, 30.0
+# What the far end hears lags the schedule (the door's capture, the call, the far end's
+# playout): recorded this much past END so that every window has its whole lagged stretch.
+TAIL = 1.0
+# The near end alone is judged from this long after the far end stops (the echo's tail in a
+# 200 ms room: the door's playout, the room, the reverberation).
+SETTLE = 0.8
 
 FAR_TEXT = ("A visitor is waiting at the front door with a parcel for you. "
             "Please come down and sign for it, the courier cannot wait much longer. ")
@@ -156,6 +162,24 @@ def impulse(delay_ms, gain_db, reverb):
     return taps
 
 
+# What the far end hears may lag the door's microphone by up to this much.
+MAX_LAG = 1.0
+
+
+def best_lag(ref, later):
+    """The lag (samples) at which `later` best matches `ref`, and that normalised correlation:
+    every lag up to len(later) - len(ref), at sample resolution (speech's correlation peak is
+    narrower than a millisecond)."""
+    n_lags = len(later) - len(ref) + 1
+    size = 1 << int(np.ceil(np.log2(len(later) + len(ref))))
+    dots = np.fft.irfft(np.fft.rfft(later, size) * np.conj(np.fft.rfft(ref, size)), size)[:n_lags]
+    energy = np.concatenate([[0.0], np.cumsum(later ** 2)])
+    norms = np.sqrt(energy[len(ref):len(ref) + n_lags] - energy[:n_lags]) * np.linalg.norm(ref)
+    corr = np.abs(dots) / (norms + 1e-9)
+    lag = int(np.argmax(corr))
+    return lag, float(corr[lag])
+
+
 def power(x):
     return float(np.mean(x ** 2)) + 1e-9
 
@@ -170,22 +194,8 @@ def analyse(rec, t0):
     s = lambda t: t0 + int(t * RATE)  # noqa: E731
     # What the far end hears lags the door's microphone by the door's capture, the call and
     # the far end's playout: found on the near end's speech alone (it passes either way).
-    lo, hi = s(FAR_END + 0.5), s(NEAR_END - 0.5)
-    best, lag = -1.0, 0
-    ref = near[lo:hi]
-    for cand in range(0, int(0.6 * RATE), 48):
-        seg = sent[lo + cand: hi + cand]
-        if len(seg) < len(ref):
-            break
-        c = abs(float(np.dot(ref, seg))) / (np.linalg.norm(ref) * np.linalg.norm(seg) + 1e-9)
-        if c > best:
-            best, lag = c, cand
-    fine = range(max(0, lag - 48), lag + 49)
-    for cand in fine:
-        seg = sent[lo + cand: hi + cand]
-        c = abs(float(np.dot(ref, seg))) / (np.linalg.norm(ref) * np.linalg.norm(seg) + 1e-9)
-        if c > best:
-            best, lag = c, cand
+    lo, hi = s(FAR_END + SETTLE), s(NEAR_END - 0.5)
+    lag, best = best_lag(near[lo:hi], sent[lo:hi + int(MAX_LAG * RATE)])
     out = lambda a, b: sent[s(a) + lag: s(b) + lag]  # noqa: E731
     mic = lambda x, a, b: x[s(a): s(b)]  # noqa: E731
 
@@ -204,7 +214,7 @@ def analyse(rec, t0):
         if steady >= 10 else None
     # The near end alone, then in double talk: how much of it gets through. In double talk
     # the residual echo (at the steady ERLE) is taken out of what was sent.
-    ns = db(power(out(FAR_END + 0.5, NEAR_END)) / power(mic(near, FAR_END + 0.5, NEAR_END)))
+    ns = db(power(out(FAR_END + SETTLE, NEAR_END)) / power(mic(near, FAR_END + SETTLE, NEAR_END)))
     residual = power(mic(echo, NEAR_END, DOUBLE_END)) / 10 ** (steady / 10)
     dt_sent = max(power(out(NEAR_END, DOUBLE_END)) - residual, 1e-9)
     dt = db(dt_sent / power(mic(near, NEAR_END, DOUBLE_END)))
@@ -261,7 +271,7 @@ def main():
         now_tick = tick - t0 if t0 is not None else None
         if now_tick is not None and now_tick < 0:
             now_tick = None
-        if now_tick is not None and now_tick >= int(END * 100):
+        if now_tick is not None and now_tick >= int((END + TAIL) * 100):
             break
         if t0 is None and time.monotonic() > deadline:
             print(json.dumps({"error": "no call heard both ways within %.0f s" % a.wait}))
@@ -272,7 +282,7 @@ def main():
             f = far[(tick % 100) * TICK:(tick % 100 + 1) * TICK] * 0.5
         else:
             sec = now_tick / 100
-            on = sec < FAR_END or sec >= NEAR_END
+            on = sec < FAR_END or NEAR_END <= sec < END
             f = far[now_tick * TICK:(now_tick + 1) * TICK] if on else np.zeros(TICK)
         far_mic.tick(f)
         # The door's speaker, resampled to the microphone's clock (the drift): what it
@@ -326,6 +336,12 @@ def main():
         os.makedirs(a.save, exist_ok=True)
         for k, v in streams.items():
             np.clip(np.round(v), -32768, 32767).astype("<i2").tofile(os.path.join(a.save, k + ".raw"))
+    if result["lag_correlation"] < 0.5:
+        # The near end's speech did not come through recognisably: the measures would be
+        # of misaligned streams.
+        print(json.dumps({"error": "what the far end heard does not match the door's "
+                          "microphone (correlation %.2f)" % result["lag_correlation"]}))
+        sys.exit(1)
     print(json.dumps(result))
 
 

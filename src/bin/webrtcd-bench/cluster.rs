@@ -3,8 +3,8 @@
 //! One message in flight at a time; each relay allows far more messages per second than a
 //! client sends here, so no rate limit is measured.
 
+use crate::procs::Killed;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -29,15 +29,6 @@ pub struct Quantiles {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn relay(dir: &Path, name: &str, redis: Option<&str>) -> anyhow::Result<(Killed, String)> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::procs::{poll, usage};
+use crate::procs::{Killed, poll, usage};
 use crate::scenarios::{Load, Scaling};
 
 const CODEC: &str = "h264";
@@ -55,16 +55,6 @@ fn spawn(dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Child> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {name}"))
-}
-
-/// Kills its process when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One receiver process: takes `add` lines, reports frames per receiver every second.

@@ -7,6 +7,7 @@
 //! process, one clock, all four ALSA streams through the `file` plugin and fifos. Each case
 //! runs with the door's echo canceller on and off (the measurement must be able to fail).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::echo_alone;
-use crate::procs::Daemon;
+use crate::procs::{Daemon, Killed};
 
 /// A room: its delay (ms) and the speaker's clock against the microphone's (ppm).
 pub const CASES: [(u32, i32); 3] = [(20, 100), (80, -100), (200, 100)];
@@ -99,21 +100,22 @@ async fn run_case(
     let conf = dir.join("asound.conf");
     std::fs::write(&conf, asound_conf(&dir))?;
     // The room first: the speakers' fifos need their reader before a daemon opens them.
-    let room = Command::new("/usr/bin/python3")
-        .arg(room_script())
-        .arg("--dir")
-        .arg(&dir)
-        .args(["--delay-ms", &delay_ms.to_string()])
-        .args(["--drift-ppm", &drift_ppm.to_string()])
-        .arg("--reverb")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("room.log"))?)
-        .spawn()
-        .context(
-            "the room (/usr/bin/python3 with numpy, and espeak-ng: make test installs them)",
-        )?;
-    let room = tokio::task::spawn_blocking(move || room.wait_with_output());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut room = Killed(
+        Command::new("/usr/bin/python3")
+            .arg(room_script())
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--delay-ms", &delay_ms.to_string()])
+            .args(["--drift-ppm", &drift_ppm.to_string()])
+            .arg("--reverb")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("room.log"))?)
+            .spawn()
+            .context(
+                "the room (/usr/bin/python3 with numpy, and espeak-ng: make test installs them)",
+            )?,
+    );
+    // (A daemon that opens a speaker's fifo before the room does waits for it: no race.)
     let env = [("ALSA_CONFIG_PATH", conf.as_path())];
     let door = Daemon::start_in_env(
         &dir,
@@ -131,12 +133,23 @@ async fn run_case(
     )?;
     far.wait_peer(&door.name).await?;
     far.call(&door.name).await?;
-    let out = tokio::time::timeout(Duration::from_secs(90), room)
-        .await
-        .context("the room did not finish within 90 s")???;
+    // The room runs its schedule (~35 s after the call is heard) and exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while room.0.try_wait()?.is_none() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the room did not finish within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(far);
     drop(door);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut text = String::new();
+    room.0
+        .stdout
+        .take()
+        .context("the room's output")?
+        .read_to_string(&mut text)?;
     let result: Value = serde_json::from_str(text.trim())
         .with_context(|| format!("the room's result: {text}; see {}", dir.display()))?;
     if let Some(error) = result["error"].as_str() {

@@ -10,6 +10,16 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use webrtcd::service::api_client;
 
+/// Kills its process when dropped (a helper process must not outlive its scenario).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `webrtcd run` on 127.0.0.1 (a free port, ICE on loopback); killed when dropped.
 pub struct Daemon {
     pub name: String,

@@ -30,6 +30,8 @@ pub(super) struct Media {
     pub video_ssrc: Option<u32>,
     /// Pads that pass nothing while the call is on hold (hold.rs).
     pub held: Vec<super::hold::HeldPad>,
+    /// The send branches' pads on webrtcbin (a caller holds them once the callee rings).
+    pub send_pads: Vec<gst::Pad>,
 }
 
 impl Call {
@@ -136,7 +138,8 @@ impl Call {
             })
             .await?
             .map_err(fail)?;
-        self.hold_pad(&sink, false);
+        self.hold_sent(&sink);
+        self.media.send_pads.push(sink.clone());
         let video = branch.codec.kind() == MediaKind::Video;
         self.media.send_video.push(video);
         if video {
@@ -219,7 +222,7 @@ impl Call {
             Err(err) => Err(err),
         };
         if result.is_ok() {
-            self.hold_pad(pad, !is_audio);
+            self.hold_received(pad, !is_audio);
         }
         if let Some(probe) = probe {
             pad.remove_probe(probe);

@@ -189,7 +189,9 @@ impl Call {
 
     /// Text from a local program (the bridge) to the peer.
     pub(super) fn send_local_text(&self, text: &str) {
-        if self.talk.on_hold() || !self.channel.open || !self.channel.send(text) {
+        if self.talk.on_hold() {
+            tracing::debug!(session = %self.info.session, "the call rings: a local message dropped");
+        } else if !self.channel.open || !self.channel.send(text) {
             tracing::debug!(session = %self.info.session, "no open DataChannel: a local message dropped");
         }
     }

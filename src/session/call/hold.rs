@@ -2,17 +2,19 @@
 //!
 //! The ringing callee answers at once, in `ringing`, so that ICE and DTLS come up while a
 //! person decides: an accept then costs no round trip of descriptions and no handshake. Until
-//! someone accepts, nothing is sent or played either way: the callee's feeds stay closed,
-//! whatever reaches webrtcbin's pads on the callee is dropped there, and the DataChannel
-//! carries only keepalives (channel.rs). Accepting lets the media through, and the callee
-//! sends the same answer again as `answer` — which tells the caller.
+//! someone accepts, the callee sends nothing and plays nothing: its feeds stay closed, and
+//! whatever reaches its webrtcbin pads, either way, is dropped there; its DataChannel carries
+//! only keepalives (channel.rs). A webrtcd caller holds what it sends the same way (a page
+//! may send; the callee drops it). Accepting lets the media through, and the callee sends the
+//! same answer again as `answer` — which tells the caller.
+//!
+//! The caller does not drop what it receives: the callee sends nothing before the accept, and
+//! its first keyframe after it may come over UDP before the `answer` through the relay.
 
 use gst::prelude::*;
 
-use super::promises::parse_sdp;
 use super::{Call, Step, blocking};
 use crate::protocol::{Route, Signal};
-use crate::session::CallState;
 
 /// A pad of webrtcbin whose buffers are dropped while the call is on hold.
 pub(super) struct HeldPad {
@@ -23,12 +25,22 @@ pub(super) struct HeldPad {
 }
 
 impl Call {
-    /// While the call is on hold, `pad` passes nothing (a send branch linked into webrtcbin,
-    /// or a stream from the peer) until [`Call::release_held`].
-    pub(super) fn hold_pad(&mut self, pad: &gst::Pad, received_video: bool) {
-        if !self.talk.on_hold() {
-            return;
+    /// While the call is on hold, a send branch's pad on webrtcbin passes nothing until
+    /// [`Call::release_held`].
+    pub(super) fn hold_sent(&mut self, pad: &gst::Pad) {
+        if self.talk.on_hold() {
+            self.hold_pad(pad, false);
         }
+    }
+
+    /// A ringing callee plays nothing of what its caller sends until someone accepts.
+    pub(super) fn hold_received(&mut self, pad: &gst::Pad, video: bool) {
+        if self.talk.ringing {
+            self.hold_pad(pad, video);
+        }
+    }
+
+    fn hold_pad(&mut self, pad: &gst::Pad, received_video: bool) {
         let drop_all = pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             |_, _| gst::PadProbeReturn::Drop,
@@ -68,17 +80,15 @@ impl Call {
         .await
     }
 
-    /// Caller: the callee answered early, in `ringing`. Its description is set, and ICE and
-    /// DTLS run while it rings; the call stays `ringing` until the `answer` comes.
+    /// Caller: the callee answered early, in `ringing`. What this side sends is held, the
+    /// answer is set, and ICE and DTLS run while it rings; the call stays `ringing` until the
+    /// `answer` comes.
     pub(super) async fn take_early_answer(&mut self, text: &str) -> Step {
-        let answer = parse_sdp(text, self.settings.profile.max_mlines)?;
         tracing::info!(session = %self.info.session, "the callee answered early");
-        self.choose_estimator(super::super::sdp::transport_cc_id(&answer).is_some());
-        self.set_remote_description(gst_webrtc::WebRTCSDPType::Answer, &answer)
-            .await?;
-        self.talk.set_remote(answer);
-        self.apply_held_candidates();
-        Ok(())
+        for pad in self.media.send_pads.clone() {
+            self.hold_sent(&pad);
+        }
+        self.set_remote_answer(text).await
     }
 
     /// Callee: someone accepted a call answered early: the answer again, as `answer`.
@@ -93,8 +103,7 @@ impl Call {
     /// Caller: the `answer` of a callee that answered early: accepted.
     pub(super) async fn accepted_after_early_answer(&mut self) -> Step {
         tracing::info!(session = %self.info.session, "the callee accepted");
-        self.talk.remote_ringing = false;
-        self.talk.connect_by = tokio::time::Instant::now() + self.connect_timeout();
+        self.stop_waiting_on_the_ring();
         self.release_held().await?;
         self.off_hold();
         Ok(())
@@ -103,13 +112,9 @@ impl Call {
     /// Accepted: the encoders make (or already have) the first keyframe, and a connection
     /// that came up while ringing goes live at once.
     fn off_hold(&mut self) {
-        for subscription in &self.media.subscriptions {
-            subscription.connecting();
-        }
+        self.start_connecting();
         if self.talk.up_on_hold {
             self.go_live();
-        } else {
-            self.info.set_state(CallState::Connecting);
         }
     }
 }

@@ -270,18 +270,28 @@ impl Call {
             return Ok(());
         }
         if self.talk.remote_ringing {
-            // Accepted: from now on the usual time to connect.
-            self.talk.remote_ringing = false;
-            self.talk.connect_by = tokio::time::Instant::now() + self.connect_timeout();
+            self.stop_waiting_on_the_ring();
         }
+        self.set_remote_answer(text).await?;
+        self.start_connecting();
+        Ok(())
+    }
+
+    /// Caller: the callee's answer, set (now, or early while it rings: hold.rs).
+    pub(super) async fn set_remote_answer(&mut self, text: &str) -> Step {
         let answer = parse_sdp(text, self.settings.profile.max_mlines)?;
         self.choose_estimator(sdp::transport_cc_id(&answer).is_some());
         self.set_remote_description(WebRTCSDPType::Answer, &answer)
             .await?;
         self.talk.set_remote(answer);
-        self.start_connecting();
         self.apply_held_candidates();
         Ok(())
+    }
+
+    /// Caller: accepted; from now on the usual time to connect.
+    pub(super) fn stop_waiting_on_the_ring(&mut self) {
+        self.talk.remote_ringing = false;
+        self.talk.connect_by = tokio::time::Instant::now() + self.connect_timeout();
     }
 
     pub(super) async fn on_media_ready(&mut self) -> Step {
@@ -387,7 +397,7 @@ impl Call {
     /// While it rings (its caller takes an early answer), the answer goes in `ringing` and
     /// the call stays on hold: see hold.rs.
     async fn answer(&mut self, offer_text: &str) -> Step {
-        let early = self.talk.ringing;
+        let early = self.talk.ringing && self.talk.early_answer;
         tracing::debug!(session = %self.info.session, early, "answering an offer");
         let encoders = Arc::clone(&self.settings.encoders);
         let ours = move |kind| encoders.codecs(kind);

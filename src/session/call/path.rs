@@ -166,6 +166,15 @@ impl Call {
                 tracing::info!(session = %self.info.session, "connection failed; recovering");
                 Ok(())
             }
+            // Up while it rang, and lost: not live when accepted (the connect deadline, then
+            // the usual recovery, apply once it is); the call rings on.
+            WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Disconnected
+                if self.talk.up_on_hold =>
+            {
+                tracing::info!(session = %self.info.session, ?state, "connection lost while ringing");
+                self.talk.up_on_hold = false;
+                Ok(())
+            }
             WebRTCPeerConnectionState::Failed => {
                 crate::metrics::get().ice_failures.inc();
                 Err(CallEnd::local(
@@ -291,7 +300,18 @@ impl Call {
         let text = self.set_ours(answer, Some(&credentials)).await?;
         self.count_restart();
         let route = Route::new(&self.info.peer, &self.info.session);
-        self.signal(Signal::Answer { route, sdp: text }).await?;
+        // While it rings (answered early) an `answer` would mean "accepted": the restart's
+        // answer goes in `ringing`, and is the one the accept sends again.
+        let reply = if self.talk.answered_early.is_some() {
+            self.talk.answered_early = Some(text.clone());
+            Signal::Ringing {
+                route,
+                sdp: Some(text),
+            }
+        } else {
+            Signal::Answer { route, sdp: text }
+        };
+        self.signal(reply).await?;
         self.send_candidates_again().await
     }
 
