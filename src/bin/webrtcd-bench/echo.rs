@@ -117,17 +117,19 @@ async fn run_case(
     );
     // (A daemon that opens a speaker's fifo before the room does waits for it: no race.)
     let env = [("ALSA_CONFIG_PATH", conf.as_path())];
-    let door = Daemon::start_in_env(
+    let door = Daemon::start_with(
         &dir,
         "echo-door",
         &profile("echo-door", "door", echo_cancel),
+        "127.0.0.1",
         &[],
         &env,
     )?;
-    let far = Daemon::start_in_env(
+    let far = Daemon::start_with(
         &dir,
         "echo-far",
         &profile("echo-far", "far", false),
+        "127.0.0.1",
         &["--relay", &door.ws_url()],
         &env,
     )?;

@@ -45,18 +45,9 @@ impl Daemon {
         Daemon::start_with(dir, name, profile, ice_address, extra, &[])
     }
 
-    /// Like [`Daemon::start`], with `env` set for it (an ALSA configuration of the bench's).
-    pub fn start_in_env(
-        dir: &Path,
-        name: &str,
-        profile: &str,
-        extra: &[&str],
-        env: &[(&str, &Path)],
-    ) -> anyhow::Result<Daemon> {
-        Daemon::start_with(dir, name, profile, "127.0.0.1", extra, env)
-    }
-
-    fn start_with(
+    /// Like [`Daemon::start_at`], with `env` set for it (an ALSA configuration of the
+    /// bench's).
+    pub fn start_with(
         dir: &Path,
         name: &str,
         profile: &str,
