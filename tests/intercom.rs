@@ -781,3 +781,76 @@ async fn hooks_run_on_call_events_within_their_bound_and_events_stream() {
     }
     reader.abort();
 }
+
+/// Early answers with hostile ends. A caller that asks `early` and never uses the answer (its
+/// ICE never answers) gets the answer in `ringing` and nothing else — no `answer` — and the
+/// call rings out, leaving nothing behind. A callee that answers a daemon's call early with
+/// garbage ends that call with `bad-sdp`. Both daemons serve a real call afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_with_hostile_ends_end_cleanly() {
+    use common::ws::{recv_within, register, send};
+    let _serial = serial().await;
+    let door = Proc::daemon(
+        "early-door",
+        &ringing_profile("early-door", "ring_timeout_secs = 3"),
+        &[],
+    );
+    let mut mallory = register(&door.ws_url(), "mallory").await;
+    let call =
+        serde_json::json!({"type": "call", "to": "early-door", "session": "m1", "early": true});
+    send(&mut mallory, call).await;
+    let offer = serde_json::json!({"type": "offer", "to": "early-door", "session": "m1", "sdp": audio_offer(1)});
+    send(&mut mallory, offer).await;
+    let (mut answered_early, mut answered) = (false, false);
+    let hangup = loop {
+        let v = recv_within(&mut mallory, Duration::from_secs(15)).await;
+        match v["type"].as_str() {
+            Some("ringing") if v["sdp"].is_string() => answered_early = true,
+            Some("answer") => answered = true,
+            Some("hangup") => break v,
+            _ => {}
+        }
+    };
+    assert!(answered_early, "the early answer in `ringing`");
+    assert!(!answered, "an `answer` means accepted: nobody accepted");
+    assert_eq!(hangup["reason"], "no-answer", "{hangup}");
+    wait_idle(&door).await;
+
+    // Mallory as a callee: a daemon's call to it, answered early with garbage.
+    let alice = Proc::daemon(
+        "early-alice",
+        &light_profile("early-alice", ""),
+        &["--relay", &door.ws_url()],
+    );
+    wait_peer(&alice, "mallory").await;
+    let session = place_call(&alice, "mallory").await;
+    let call = loop {
+        let v = recv_within(&mut mallory, Duration::from_secs(10)).await;
+        if v["type"] == "call" {
+            break v;
+        }
+    };
+    assert_eq!(
+        call["early"], true,
+        "a webrtcd caller asks for the early answer: {call}"
+    );
+    let garbage = serde_json::json!({"type": "ringing", "to": "early-alice", "session": session, "sdp": "v=0\r\nnot an answer"});
+    send(&mut mallory, garbage).await;
+    let hangup = loop {
+        let v = recv_within(&mut mallory, Duration::from_secs(10)).await;
+        if v["type"] == "hangup" {
+            break v;
+        }
+    };
+    assert_eq!(hangup["reason"], "bad-sdp", "{hangup}");
+    wait_idle(&alice).await;
+
+    // Both still serve a real call.
+    let session = place_call(&alice, "early-door").await;
+    wait_call(&door, &session, "ringing", |c| c["state"] == "ringing").await;
+    assert_eq!(
+        post_status(&door, &format!("/api/calls/{session}/accept")).await,
+        204
+    );
+    assert_call_works(&alice, &door, &session).await;
+}

@@ -572,3 +572,23 @@ impl Proxy {
             .collect()
     }
 }
+
+/// A minimal, valid audio-only offer, as another WebRTC stack would send.
+pub fn audio_offer(mlines: usize) -> String {
+    let fp: Vec<String> = (0..32).map(|i| format!("{:02X}", i * 7 % 256)).collect();
+    let mids: Vec<String> = (0..mlines).map(|i| i.to_string()).collect();
+    let mut sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\n\
+         a=fingerprint:sha-256 {}\r\n",
+        mids.join(" "),
+        fp.join(":")
+    );
+    for mid in &mids {
+        sdp += &format!(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
+             a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\n\
+             a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 OPUS/48000/2\r\n"
+        );
+    }
+    sdp
+}
