@@ -552,6 +552,7 @@ async function readStats() {
       s.width = r.frameWidth; s.height = r.frameHeight; s.fps = r.framesPerSecond;
       s.framesDecoded = r.framesDecoded || 0;
       s.freezes = r.freezeCount || 0;
+      s.freezeMs = Math.round(1000 * (r.totalFreezesDuration || 0));
       s.nacks = r.nackCount || 0;
       s.packetsLost = r.packetsLost || 0; s.packetsReceived = r.packetsReceived || 0;
       const now = r.timestamp;
