@@ -202,7 +202,7 @@ fn loud_samples(file: &std::path::Path) -> usize {
 
 /// Two intercoms call each other: each sees the other's video and decodes the other's audio
 /// into its ALSA speaker (the paced one of [`alsa_rig`]; the ALSA test above checks what a
-/// speaker receives), with the echo canceller (webrtcdsp + webrtcechoprobe) in the pipeline.
+/// speaker receives), with the echo canceller (AEC3 on the microphone, a copy of the speaker) in the pipeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_intercoms_see_and_hear_each_other_with_echo_cancellation() {
     let _serial = serial().await;
@@ -226,8 +226,8 @@ async fn two_intercoms_see_and_hear_each_other_with_echo_cancellation() {
     assert_call_works(&hall, &door, &session).await;
     for side in [&door, &hall] {
         let s = status(side).await;
-        assert_eq!(s["echo_cancellers"]["dsp"], 1, "{s}");
-        assert_eq!(s["echo_cancellers"]["probe"], 1, "{s}");
+        assert_eq!(s["echo_cancellers"]["microphones"], 1, "{s}");
+        assert_eq!(s["echo_cancellers"]["speakers"], 1, "{s}");
         let c = wait_call(side, &session, "audio into the speaker", |c| {
             c["audio_buffers"].as_u64().unwrap_or(0) >= 100 && c["state"] == "connected"
         })

@@ -878,7 +878,10 @@ netns_test!(
         // 640×360 needs 1 Mbit/s: it cannot be what plays.
         assert!(count(after, "width") < 640, "{after}");
         assert_ne!(samples[start].2, "640x360", "{sent}");
-        assert!(frozen_ms <= 1000, "frozen over 1 s on every steady stretch: {after}");
+        assert!(
+            frozen_ms <= 1000,
+            "frozen over 1 s on every steady stretch: {after}"
+        );
         // The overlay shows the device's side of the call (its last reading, a moment before).
         let last = &samples[samples.len() - 1].1;
         assert_eq!(

@@ -63,15 +63,13 @@ pub fn audio_source(audio: &AudioSend) -> String {
         ),
         AudioSourceKind::Launch => audio.launch.clone().unwrap_or_default(),
     };
-    // The echo canceller works on 10 ms periods of interleaved S16 and finds the speaker's
-    // probe by name; delay-agnostic, because the probe lives in another pipeline (the call's)
-    // whose running time is unrelated to this one's.
+    // The echo canceller (media::voice) attaches to the tap by name once the pipeline is
+    // built; it works on 48 kHz mono floats.
     let echo = if audio.echo_cancel {
         format!(
-            " ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! webrtcdsp probe={ECHO_PROBE} \
-             delay-agnostic=true echo-cancel=true noise-suppression={} gain-control={} ! \
-             audioconvert",
-            audio.noise_suppression, audio.gain_control
+            " ! audio/x-raw,format=F32LE,rate=48000,channels=1,layout=interleaved ! \
+             identity name={} silent=true ! audioconvert",
+            super::voice::CAPTURE_TAP
         )
     } else {
         String::new()
@@ -81,9 +79,6 @@ pub fn audio_source(audio: &AudioSend) -> String {
          queue max-size-time=100000000 leaky=downstream"
     )
 }
-
-/// The name of the speaker-side echo probe webrtcdsp pairs with.
-pub const ECHO_PROBE: &str = "webrtcd-echo";
 
 /// The chosen encoder for a video codec, with the profile's rate and keyframe settings.
 pub fn video_encoder(codec: Codec, factory: &str, video: &VideoSend) -> String {

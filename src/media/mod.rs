@@ -11,6 +11,7 @@ pub mod send;
 pub mod shared;
 pub mod stamp;
 pub mod v4l2;
+pub mod voice;
 pub mod work;
 
 use std::sync::Mutex;
@@ -100,14 +101,6 @@ fn live_elements() -> Vec<gst::Element> {
         .iter()
         .flat_map(|p| p.iterate_recurse().into_iter().flatten())
         .collect()
-}
-
-/// How many elements made by `factory` exist in live pipelines.
-pub fn live_elements_of(factory: &str) -> usize {
-    live_elements()
-        .iter()
-        .filter(|e| e.factory().is_some_and(|f| f.name() == factory))
-        .count()
 }
 
 pub fn live_encoders() -> EncoderCount {

@@ -178,7 +178,7 @@ pub struct AudioSend {
     pub encoders: Vec<String>,
     #[serde(default)]
     pub exclude_encoders: Vec<String>,
-    /// Cancel the echo of the speaker in the microphone (webrtcdsp + webrtcechoprobe).
+    /// Cancel the echo of the speaker in the microphone (AEC3: media::voice).
     #[serde(default)]
     pub echo_cancel: bool,
     /// With echo_cancel: also suppress stationary noise.
@@ -418,9 +418,6 @@ impl Profile {
         }
         if let Some(audio) = &self.audio {
             match audio.source {
-                _ if audio.echo_cancel && !(has("webrtcdsp") && has("webrtcechoprobe")) => {
-                    return Err(invalid("audio.echo_cancel: webrtcdsp is missing (install gstreamer1.0-plugins-bad)".into()));
-                }
                 AudioSourceKind::Alsa if !has("alsasrc") => {
                     return Err(invalid(
                         "audio.source: alsasrc is missing (install gstreamer1.0-alsa)".into(),

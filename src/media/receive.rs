@@ -142,18 +142,14 @@ fn with_probe(codec: Codec, output: &str, probe: gst::Element) -> Result<gst::Bi
     Ok(bin)
 }
 
-/// Builds the branch for RTP with these caps. `Ok(None)` when the codec is unknown to us:
-/// such a stream is discarded rather than failing the call.
-/// An echo probe made when the call starts: it must exist before the microphone's echo
-/// canceller starts, which happens before any remote audio arrives.
+/// The speaker's copy for the echo canceller ([`super::voice`]), made when the call starts.
 pub fn echo_probe() -> Result<gst::Element, MediaError> {
-    gst::ElementFactory::make("webrtcechoprobe")
-        .name(super::fragments::ECHO_PROBE)
-        .build()
-        .map_err(|e| MediaError::Build(format!("webrtcechoprobe: {e}")))
+    super::voice::speaker_tap()
 }
 
-/// Builds the receive branch; `echo_probe`, when given, goes in front of the audio output.
+/// Builds the receive branch for RTP with these caps; `echo_probe`, when given, goes in front
+/// of the audio output. `Ok(None)` when the codec is unknown to us: such a stream is discarded
+/// rather than failing the call.
 pub fn branch(
     rtp_caps: &gst::CapsRef,
     receive: &Receive,

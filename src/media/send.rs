@@ -85,7 +85,9 @@ pub fn audio(
         fragments::audio_source(audio),
         fragments::payloader(codec, payload_type)
     );
-    build(&desc, codec, payload_type)
+    let branch = build(&desc, codec, payload_type)?;
+    super::voice::attach_capture(&branch.bin, audio)?;
+    Ok(branch)
 }
 
 /// A random SSRC (RFC 3550 wants them random; collisions across calls do not matter, each

@@ -289,8 +289,8 @@ async fn status(State(state): State<DaemonState>) -> Response {
         "shared_streams": state.encoders.streams(),
         "publish": state.publishing.statuses(),
         "echo_cancellers": {
-            "dsp": crate::media::live_elements_of("webrtcdsp"),
-            "probe": crate::media::live_elements_of("webrtcechoprobe"),
+            "microphones": crate::media::voice::live().0,
+            "speakers": crate::media::voice::live().1,
         },
     }))
     .into_response()

@@ -75,8 +75,18 @@ def speech(text, voice, seconds, level_dbfs):
 
 
 class Reader:
-    """The read end of a speaker's fifo. It reads no more than it plays (the small pipe then
-    backpressures the speaker, pacing it to this clock)."""
+    """The read end of a speaker's fifo, played as a sound card plays: from a ring buffer of
+    its own (RING ms) that it keeps topped up from the fifo, at this clock's pace, starting
+    (and, after running dry, starting again) once START ms are in it. It reads no more than
+    the ring has room for, so the small pipe backpressures the speaker.
+
+    (The `file` plugin writes when the application writes, not when the sound is played, so
+    the fifo carries every hiccup of the pipeline's pushes. A card's buffer absorbs them;
+    played straight from the fifo, each one would shift the speaker's sound a little later,
+    an echo path a canceller would have to find again every fraction of a second.)"""
+
+    RING = 0.1
+    START = 0.04
 
     def __init__(self, path, channels):
         self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -87,6 +97,8 @@ class Reader:
         self.frame = 2 * channels
         self.channels = channels
         self.partial = b""
+        self.ring = np.zeros(0)
+        self.playing = False
         self.underruns = 0
         self.underrun_at = []
         self.heard = False
@@ -110,13 +122,20 @@ class Reader:
         return x.reshape(-1, self.channels).mean(axis=1)
 
     def tick(self, samples=TICK):
-        """Exactly `samples` frames: silence for what did not come."""
-        x = self.read(samples)
+        """Exactly `samples` frames played: silence while it has not started, or ran dry."""
+        room = int(self.RING * RATE) - len(self.ring)
+        if room > 0:
+            self.ring = np.concatenate([self.ring, self.read(room)])
+        if not self.playing and len(self.ring) >= int(self.START * RATE):
+            self.playing = True
+        if not self.playing:
+            return np.zeros(samples)
+        x, self.ring = self.ring[:samples], self.ring[samples:]
         if len(x) < samples:
-            if self.heard:
-                self.underruns += 1
-                if len(self.underrun_at) < 40:
-                    self.underrun_at.append(round(time.monotonic() - START, 2))
+            self.playing = False
+            self.underruns += 1
+            if len(self.underrun_at) < 40:
+                self.underrun_at.append(round(time.monotonic() - START, 2))
             x = np.concatenate([x, np.zeros(samples - len(x))])
         return x
 

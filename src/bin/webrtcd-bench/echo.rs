@@ -161,7 +161,7 @@ async fn run_case(
 }
 
 /// Every case (or only the 80 ms room, `quick`), the canceller on and off; then (not
-/// `quick`) the canceller alone ([`echo_alone`]).
+/// `quick`) the canceller alone ([`echo_alone`]). All of it is kept in `echo.json`.
 pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Echo> {
     let cases: &[(u32, i32)] = if quick { &CASES[1..2] } else { &CASES };
     let mut rows = Vec::new();
@@ -182,7 +182,10 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Echo> {
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || echo_alone::measure(&dir)).await??
     };
-    Ok(Echo { rooms: rows, alone })
+    let echo = Echo { rooms: rows, alone };
+    // Everything the rooms measured (ERLE by half second, underruns, the lag found).
+    std::fs::write(dir.join("echo.json"), serde_json::to_string_pretty(&echo)?)?;
+    Ok(echo)
 }
 
 fn cell(v: &Value, unit: &str) -> String {

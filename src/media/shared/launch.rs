@@ -53,6 +53,9 @@ impl SharedStream {
         if self.stamp_capture_time {
             send::stamp_raw(&bin);
         }
+        if let Some(audio) = self.profile.audio.as_ref() {
+            crate::media::voice::attach_capture(&bin, audio)?;
+        }
         if let Some(bus) = pipeline.bus() {
             let weak = Arc::downgrade(self);
             bus.set_sync_handler(move |_, msg| {

@@ -1,0 +1,57 @@
+//! The intercom's echo, removed end to end: `webrtcd-bench --echo-only --quick` runs the 80 ms
+//! room (tests/peers/room.py: a far end's speech into a door whose ALSA speaker reaches its
+//! ALSA microphone 80 ms later at −6 dB, with a reverberant tail and 100 ppm of clock drift;
+//! then the near end alone, then both) with the door's canceller on and off, and prints what
+//! the far end heard of it. Bounds, not speed: the canceller must remove the echo (GStreamer's
+//! webrtcdsp removed 1.8 dB here; none, 0.1) and let the near end through in double talk.
+
+mod common;
+
+use std::process::Command;
+
+/// The numbers of one row of the echo table: ERLE, near end alone, change in double talk.
+fn row(stdout: &str, canceller: &str) -> (f64, f64, f64) {
+    let prefix = format!("| 80 ms, -100 ppm | {canceller} |");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{stdout}"));
+    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    let number = |i: usize| {
+        cells
+            .get(i)
+            .and_then(|c| c.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("cell {i} of {line}"))
+    };
+    (number(3), number(5), number(6))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doors_echo_is_removed_and_the_near_end_gets_through() {
+    let _serial = common::serial().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_webrtcd-bench"))
+        .args(["--echo-only", "--quick"])
+        .output()
+        .expect("run webrtcd-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    let (erle, near_alone, double_talk) = row(&stdout, "on");
+    let (erle_off, _, _) = row(&stdout, "off");
+    // The target is 25 dB (BENCHMARKS.md measures it); a debug build on a busy machine
+    // once measured 20.1 (one half second at 9 dB in the average).
+    assert!(erle >= 15.0, "echo removed by {erle} dB only:\n{stdout}");
+    assert!(
+        erle_off < 3.0,
+        "the room has no echo to remove? off: {erle_off} dB"
+    );
+    assert!(
+        near_alone.abs() <= 3.0,
+        "near end alone changed by {near_alone} dB"
+    );
+    assert!(
+        double_talk >= -6.0,
+        "near end cut by {double_talk} dB in double talk"
+    );
+}
