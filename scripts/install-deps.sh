@@ -13,7 +13,7 @@ RUN_DEBS=(
 TEST_DEBS=(
   curl procps iproute2 openssl util-linux chromium chromium-driver firefox-esr
   python3 python3-venv systemd dpkg-dev binutils librsvg2-bin nftables coturn ffmpeg redis-server
-  espeak-ng python3-numpy
+  espeak-ng python3-numpy python3-dev
 )
 
 case "${1:-run}" in
@@ -47,6 +47,13 @@ if [ "${1:-run}" = test ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check aiortc==1.16.0 websockets==17.4
     # Import once now: the first import compiles bytecode, too slow inside a timed test.
     "$venv/bin/python" -c "import aiortc, av, websockets"
+  fi
+  # Speech quality for the intercom's loss measurements: PESQ (ITU-T P.862, built from its
+  # source: python3-dev) and STOI.
+  if ! "$venv/bin/python" -c "import pesq, pystoi" >/dev/null 2>&1; then
+    echo "Installing pesq and pystoi into $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check pesq==0.0.4 pystoi==0.4.1
+    "$venv/bin/python" -c "import pesq, pystoi, scipy"
   fi
 fi
 

@@ -84,7 +84,12 @@ impl Codec {
             .field("clock-rate", self.clock_rate());
         match self {
             // Without encoding-params the rtpmap is `OPUS/48000` and Chromium rejects it.
-            Codec::Opus => caps = caps.field("encoding-params", "2"),
+            // useinbandfec (in our fmtp): we decode in-band FEC, so send it (RFC 7587).
+            Codec::Opus => {
+                caps = caps
+                    .field("encoding-params", "2")
+                    .field("useinbandfec", "1")
+            }
             Codec::H264 => caps = caps.field("packetization-mode", "1"),
             Codec::Vp8 => {}
         }
@@ -112,7 +117,9 @@ impl Codec {
         match self {
             Codec::Vp8 => "rtpvp8depay request-keyframe=true ! vp8dec",
             Codec::H264 => "rtph264depay request-keyframe=true ! avdec_h264",
-            Codec::Opus => "rtpopusdepay ! opusdec",
+            // A packet lost for good (the jitter buffer's gap) is rebuilt from the next one's
+            // in-band FEC when it carries some, else concealed.
+            Codec::Opus => "rtpopusdepay ! opusdec plc=true use-inband-fec=true",
         }
     }
 }

@@ -90,6 +90,7 @@ pub fn video_encoder_at(codec: Codec, factory: &str, video: &VideoSend, kbps: u3
     let settings = EncodeSettings {
         bitrate_kbps: kbps,
         keyframe_interval: video.keyframe_interval,
+        fec: false,
     };
     encoder::fragment(codec, factory, settings)
 }
@@ -98,6 +99,7 @@ pub fn audio_encoder(codec: Codec, factory: &str, audio: &AudioSend) -> String {
     let settings = EncodeSettings {
         bitrate_kbps: audio.bitrate_kbps,
         keyframe_interval: 0,
+        fec: audio.fec,
     };
     encoder::fragment(codec, factory, settings)
 }

@@ -187,6 +187,9 @@ pub struct AudioSend {
     /// With echo_cancel: automatic gain control of the microphone.
     #[serde(default)]
     pub gain_control: bool,
+    /// Opus in-band FEC, its strength set from the calls' measured loss (on by default).
+    #[serde(default = "default_true")]
+    pub fec: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -31,6 +31,37 @@ fn room_script() -> PathBuf {
 pub struct Echo {
     pub rooms: Vec<Row>,
     pub alone: Vec<echo_alone::Row>,
+    /// Noise suppression and gain control ([`crate::near_end`]).
+    pub near: Vec<crate::near_end::Row>,
+    /// Speech under loss ([`crate::speech_loss`]).
+    pub speech: Vec<crate::speech_loss::Row>,
+}
+
+/// A daemon's microphone settings (the profile's `[audio]` keys).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Door {
+    pub echo_cancel: bool,
+    pub noise_suppression: bool,
+    pub gain_control: bool,
+    /// Opus in-band FEC in what it sends.
+    pub fec: bool,
+}
+
+impl Door {
+    /// The profile's defaults: nothing but FEC.
+    pub const PLAIN: Door = Door {
+        echo_cancel: false,
+        noise_suppression: false,
+        gain_control: false,
+        fec: true,
+    };
+}
+
+/// A call through a room: the door's and the far end's settings, the door's ICE address.
+pub struct Ends<'a> {
+    pub door: Door,
+    pub far: Door,
+    pub door_ice: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,27 +99,55 @@ fn asound_conf(dir: &Path) -> String {
 }
 
 /// A daemon of the room: a small test picture, its ALSA microphone and speaker.
-fn profile(name: &str, side: &str, echo_cancel: bool) -> String {
+fn profile(name: &str, side: &str, door: Door) -> String {
     format!(
         "name = \"{name}\"\nmax_sessions = 1\n\
          [video]\nsource = \"test\"\nwidth = 160\nheight = 120\ncodecs = [\"vp8\"]\n\
          [audio]\nsource = \"alsa\"\ndevice = \"{side}_mic\"\ncodecs = [\"opus\"]\n\
-         echo_cancel = {echo_cancel}\n\
-         [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"{side}_speaker\"\n"
+         echo_cancel = {}\nnoise_suppression = {}\ngain_control = {}\nfec = {}\n\
+         [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"{side}_speaker\"\n",
+        door.echo_cancel, door.noise_suppression, door.gain_control, door.fec
     )
 }
 
-/// One call through one room: the room's measures.
+/// One call through one echo room: the room's measures.
 async fn run_case(
     dir: &Path,
     delay_ms: u32,
     drift_ppm: i32,
     echo_cancel: bool,
 ) -> anyhow::Result<Value> {
-    let dir = dir.join(format!(
+    let label = format!(
         "echo-{delay_ms}ms-{}",
         if echo_cancel { "aec" } else { "off" }
-    ));
+    );
+    let args = [
+        "--delay-ms".to_string(),
+        delay_ms.to_string(),
+        "--drift-ppm".to_string(),
+        drift_ppm.to_string(),
+        "--reverb".to_string(),
+    ];
+    let ends = Ends {
+        door: Door {
+            echo_cancel,
+            ..Door::PLAIN
+        },
+        far: Door::PLAIN,
+        door_ice: "127.0.0.1",
+    };
+    run_room(dir, &label, &args, &ends).await
+}
+
+/// One call through a room run with `args` (room.py's) between `ends`, in a directory of its
+/// own (`label`): the room's measures.
+pub async fn run_room(
+    dir: &Path,
+    label: &str,
+    args: &[String],
+    ends: &Ends<'_>,
+) -> anyhow::Result<Value> {
+    let dir = dir.join(label);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     for fifo in ["door-mic", "far-mic", "door-speaker", "far-speaker"] {
@@ -105,9 +164,7 @@ async fn run_case(
             .arg(room_script())
             .arg("--dir")
             .arg(&dir)
-            .args(["--delay-ms", &delay_ms.to_string()])
-            .args(["--drift-ppm", &drift_ppm.to_string()])
-            .arg("--reverb")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("room.log"))?)
             .spawn()
@@ -120,15 +177,15 @@ async fn run_case(
     let door = Daemon::start_with(
         &dir,
         "echo-door",
-        &profile("echo-door", "door", echo_cancel),
-        "127.0.0.1",
+        &profile("echo-door", "door", ends.door),
+        ends.door_ice,
         &[],
         &env,
     )?;
     let far = Daemon::start_with(
         &dir,
         "echo-far",
-        &profile("echo-far", "far", false),
+        &profile("echo-far", "far", ends.far),
         "127.0.0.1",
         &["--relay", &door.ws_url()],
         &env,
@@ -154,10 +211,20 @@ async fn run_case(
         .read_to_string(&mut text)?;
     let result: Value = serde_json::from_str(text.trim())
         .with_context(|| format!("the room's result: {text}; see {}", dir.display()))?;
+    std::fs::write(dir.join("room.json"), text.trim())?;
     if let Some(error) = result["error"].as_str() {
         bail!("the room: {error}; see {}", dir.display());
     }
     Ok(result)
+}
+
+/// In `make bench`: everything; in its smoke run (`quick`) nothing (tests/echo.rs runs the
+/// rooms' quick set on its own).
+pub async fn in_full_run(dir: &Path, quick: bool) -> anyhow::Result<Echo> {
+    if quick {
+        return Ok(Echo::default());
+    }
+    measure(dir, false).await
 }
 
 /// Every case (or only the 80 ms room, `quick`), the canceller on and off; then (not
@@ -176,13 +243,21 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Echo> {
             });
         }
     }
-    let alone = if quick {
-        Vec::new()
+    let speech = crate::speech_loss::measure(dir, quick).await?;
+    let (alone, near) = if quick {
+        (Vec::new(), Vec::new())
     } else {
+        let near = crate::near_end::measure(dir).await?;
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || echo_alone::measure(&dir)).await??
+        let alone = tokio::task::spawn_blocking(move || echo_alone::measure(&dir)).await??;
+        (alone, near)
     };
-    let echo = Echo { rooms: rows, alone };
+    let echo = Echo {
+        rooms: rows,
+        alone,
+        near,
+        speech,
+    };
     // Everything the rooms measured (ERLE by half second, underruns, the lag found).
     std::fs::write(dir.join("echo.json"), serde_json::to_string_pretty(&echo)?)?;
     Ok(echo)
@@ -214,6 +289,14 @@ pub fn markdown(echo: &Echo) -> String {
             cell(&v["double_talk_change_db"], ""),
             cell(&v["erle_after_double_talk_db"], ""),
         ));
+    }
+    if !echo.speech.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::speech_loss::markdown(&echo.speech));
+    }
+    if !echo.near.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::near_end::markdown(&echo.near));
     }
     if !echo.alone.is_empty() {
         out.push('\n');

@@ -11,6 +11,7 @@ mod echo_alone;
 mod first_frame;
 mod harness;
 mod keyframe;
+mod near_end;
 mod networks;
 mod players;
 mod plot;
@@ -19,6 +20,7 @@ mod ring;
 mod scenarios;
 mod shutdown;
 mod soak;
+mod speech_loss;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -363,7 +365,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         Err(e) => report.errors.push(note("keyframes", e)),
     }
     eprintln!("the intercom's echo through a simulated room");
-    match echo::measure(&dir, args.quick).await {
+    match echo::in_full_run(&dir, args.quick).await {
         Ok(rows) => report.echo = rows,
         Err(e) => report.errors.push(note("echo", e)),
     }

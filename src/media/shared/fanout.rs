@@ -51,6 +51,7 @@ impl SharedStream {
     pub(super) fn unsubscribe(&self, id: u64) {
         lock(&self.subscribers).retain(|s| s.id != id);
         self.update_valves();
+        self.protect_against_loss();
     }
 
     /// Moves a viewer to `rung` at that rung's next keyframe (asked for now).

@@ -115,8 +115,14 @@ impl SharedStream {
                 valves,
             });
             drop(life);
-            // The calls already on it (a restart) get their rungs back.
+            // The calls already on it (a restart) get their rungs back, and the new
+            // encoder their loss protection.
             self.update_valves();
+            self.loss_protection.store(
+                crate::media::encoder::FEC_FLOOR_PERCENT,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.protect_against_loss();
         } else {
             drop(life);
             stop_now(pipeline);

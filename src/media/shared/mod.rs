@@ -28,6 +28,7 @@
 mod fanout;
 mod feed;
 mod launch;
+mod loss;
 mod recent;
 mod registry;
 mod reprobe;

@@ -2,7 +2,7 @@
 //! for its first holder, and stopping it `linger` after its last.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -220,6 +220,7 @@ impl Encoders {
             waiting_for_keyframe: AtomicBool::new(true),
             caps: Mutex::new(None),
             on_failure: Box::new(on_failure),
+            loss_percent: AtomicU8::new(0),
         });
         Ok(Subscription {
             stream,

@@ -58,6 +58,8 @@ pub struct SharedStream {
     pub stats: StreamStats,
     /// When the pipeline last started, or last handed out a frame (for the health check).
     pub(super) last_progress: Mutex<Instant>,
+    /// The loss the encoder protects against now (per cent; audio: see `loss.rs`).
+    pub(super) loss_protection: std::sync::atomic::AtomicU8,
     pub(super) frames_metric: prometheus_client::metrics::counter::Counter,
     pub(super) keyframes_metric: prometheus_client::metrics::counter::Counter,
 }
@@ -105,6 +107,8 @@ pub(super) struct Subscriber {
     pub(super) caps: Mutex<Option<gst::Caps>>,
     /// Called if the source is given up on: the call ends with `source-error`.
     pub(super) on_failure: Box<dyn Fn() + Send + Sync>,
+    /// The loss its peer reports on this stream (per cent; audio: see `loss.rs`).
+    pub(super) loss_percent: std::sync::atomic::AtomicU8,
 }
 
 impl Subscriber {
@@ -179,6 +183,9 @@ impl SharedStream {
             runtime: tokio::runtime::Handle::try_current().ok(),
             stats: StreamStats::default(),
             last_progress: Mutex::new(Instant::now()),
+            loss_protection: std::sync::atomic::AtomicU8::new(
+                crate::media::encoder::FEC_FLOOR_PERCENT,
+            ),
             frames_metric: crate::metrics::get()
                 .frames_encoded
                 .get_or_create(&crate::metrics::EncoderLabel {

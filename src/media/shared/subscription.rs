@@ -107,6 +107,22 @@ impl Subscription {
         lock(&self.pending).is_some()
     }
 
+    pub fn codec(&self) -> Codec {
+        self.stream.codec
+    }
+
+    /// The loss (per cent) the call's peer reports on this stream: an audio encoder protects
+    /// every call against the worst (see `loss.rs`).
+    pub fn report_loss(&self, percent: u8) {
+        let before = self
+            .subscriber
+            .loss_percent
+            .swap(percent, Ordering::Relaxed);
+        if before != percent {
+            self.stream.protect_against_loss();
+        }
+    }
+
     /// The renditions this call can move between, best first (empty: one, no choice).
     pub fn rungs(&self) -> &[Rung] {
         &self.stream.rungs

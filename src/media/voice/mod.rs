@@ -1,9 +1,9 @@
 //! The intercom's voice processing: the speaker's echo removed from the microphone, with
 //! noise suppression and gain control when the profile asks.
 //!
-//! GStreamer 1.22's `webrtcdsp` (webrtc-audio-processing 0.3) removed 1.7 dB of a door's echo
-//! end to end (BENCHMARKS.md, "Echo"): its delay-agnostic mode finds ~20 ms where a door's
-//! speaker-to-microphone path is ~300 ms. This is WebRTC's newer canceller, AEC3, through the
+//! GStreamer 1.22's `webrtcdsp` (webrtc-audio-processing 0.3) removed 1.7–2.5 dB of a door's
+//! echo end to end (BENCHMARKS.md, "The intercom's audio"): its delay-agnostic mode finds
+//! ~20 ms where a door's speaker-to-microphone path is ~300 ms. This is WebRTC's newer canceller, AEC3, through the
 //! `aec3` crate (a Rust port, with its high-pass filter, noise suppressor and AGC2), which
 //! estimates the delay itself over half a second.
 //!

@@ -28,6 +28,8 @@ pub(super) struct Media {
     pub send_video: Vec<bool>,
     /// The SSRC of the video this call sends.
     pub video_ssrc: Option<u32>,
+    /// The peer's loss on the audio this call sends (audio_loss.rs).
+    pub audio_loss: super::audio_loss::AudioLoss,
     /// Pads that pass nothing while the call is on hold (hold.rs).
     pub held: Vec<super::hold::HeldPad>,
     /// The send branches' pads on webrtcbin (a caller holds them once the callee rings).
@@ -144,6 +146,8 @@ impl Call {
         self.media.send_video.push(video);
         if video {
             self.media.video_ssrc.get_or_insert(branch.ssrc);
+        } else {
+            self.media.audio_loss.ssrc.get_or_insert(branch.ssrc);
         }
         webrtc::count_rtp(
             &sink,

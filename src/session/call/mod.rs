@@ -7,6 +7,7 @@
 //!   create-answer → set-local → answer;
 //! - remote candidates that arrive before the remote description are held.
 
+mod audio_loss;
 mod bandwidth;
 mod branches;
 mod candidates;
@@ -248,6 +249,7 @@ impl Call {
                     self.sample_retransmissions();
                     self.fit_rtcp_budget();
                     self.adapt();
+                    self.report_audio_loss();
                     match path.check(&self.info) {
                         Ok(()) => self.look_after_path(&mut path).await,
                         Err(end) => Err(end),
