@@ -364,6 +364,13 @@ impl Profile {
             {
                 return Err("audio.launch: a launch source needs a gst-launch fragment".into());
             }
+            if audio.echo_cancel && self.per_viewer_encoder {
+                // One microphone pipeline per call would mean a canceller per call, and the
+                // speaker's reference goes to one canceller (media::voice).
+                return Err(
+                    "audio.echo_cancel: not with per_viewer_encoder (one shared microphone)".into(),
+                );
+            }
         }
         if matches!(self.receive.video, SinkKind::Alsa) {
             return Err("receive.video: alsa is an audio output".into());

@@ -373,10 +373,11 @@ def main():
         if t0 is None and time.monotonic() > deadline:
             print(json.dumps({"error": "no call heard both ways within %.0f s" % a.wait}))
             sys.exit(1)
-        # The far end talks per the schedule (and a little before T0, so the door's speaker
-        # has something to play and the call is heard both ways).
+        # The far end talks per the schedule, and is silent before T0: the canceller must not
+        # learn the room before the measurement starts (a call is heard both ways by its
+        # bytes: the encoders send silence too).
         if now_tick is None:
-            f = far[(tick % 100) * TICK:(tick % 100 + 1) * TICK] * 0.5
+            f = np.zeros(TICK)
         else:
             sec = now_tick / 100
             on = a.scenario == "speech" \

@@ -42,6 +42,8 @@ def lag_of(ref, received, lo, hi):
 def main():
     sent, received = load(sys.argv[1]), load(sys.argv[2])
     n = min(len(sent), len(received))
+    if n <= (SEGMENT + 2 * MAX_LAG) * RATE:
+        sys.exit("speech_score.py: %.1f s recorded, too short to score" % (n / RATE))
     whole, correlation = lag_of(sent[: n - int(MAX_LAG * RATE)], received, 0, int(MAX_LAG * RATE))
     seg, shift = int(SEGMENT * RATE), int(SHIFT * RATE)
     pesqs, stois, lags = [], [], []
@@ -56,6 +58,8 @@ def main():
         pesqs.append(float(pesq(16000, r16, d16, "wb")))
         stois.append(float(stoi(r16, d16, 16000, extended=False)))
         lags.append(round((lag - start) * 1000 / RATE, 1))
+    if not pesqs:
+        sys.exit("speech_score.py: nothing but silence to score")
     print(json.dumps({
         "pesq_wb": round(float(np.mean(pesqs)), 2),
         "stoi": round(float(np.mean(stois)), 3),

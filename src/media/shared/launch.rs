@@ -118,10 +118,7 @@ impl SharedStream {
             // The calls already on it (a restart) get their rungs back, and the new
             // encoder their loss protection.
             self.update_valves();
-            self.loss_protection.store(
-                crate::media::encoder::FEC_FLOOR_PERCENT,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            *lock(&self.loss_protection) = crate::media::encoder::FEC_FLOOR_PERCENT;
             self.protect_against_loss();
         } else {
             drop(life);

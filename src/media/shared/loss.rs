@@ -18,15 +18,19 @@ impl SharedStream {
         if !self.profile.audio.as_ref().is_some_and(|a| a.fec) {
             return;
         }
+        // Held from reading the reports to setting the encoder: two calls reporting at once
+        // must not leave the encoder at the older value. (The encoder never takes this lock.)
+        let mut protection = lock(&self.loss_protection);
         let worst = lock(&self.subscribers)
             .iter()
             .map(|s| s.loss_percent.load(Ordering::Relaxed))
             .max()
             .unwrap_or(0)
             .max(FEC_FLOOR_PERCENT);
-        if self.loss_protection.swap(worst, Ordering::Relaxed) == worst {
+        if *protection == worst {
             return;
         }
+        *protection = worst;
         let encoder = match &*lock(&self.life) {
             Life::Running(running) => running
                 .pipeline

@@ -59,7 +59,7 @@ pub struct SharedStream {
     /// When the pipeline last started, or last handed out a frame (for the health check).
     pub(super) last_progress: Mutex<Instant>,
     /// The loss the encoder protects against now (per cent; audio: see `loss.rs`).
-    pub(super) loss_protection: std::sync::atomic::AtomicU8,
+    pub(super) loss_protection: Mutex<u8>,
     pub(super) frames_metric: prometheus_client::metrics::counter::Counter,
     pub(super) keyframes_metric: prometheus_client::metrics::counter::Counter,
 }
@@ -183,9 +183,7 @@ impl SharedStream {
             runtime: tokio::runtime::Handle::try_current().ok(),
             stats: StreamStats::default(),
             last_progress: Mutex::new(Instant::now()),
-            loss_protection: std::sync::atomic::AtomicU8::new(
-                crate::media::encoder::FEC_FLOOR_PERCENT,
-            ),
+            loss_protection: Mutex::new(crate::media::encoder::FEC_FLOOR_PERCENT),
             frames_metric: crate::metrics::get()
                 .frames_encoded
                 .get_or_create(&crate::metrics::EncoderLabel {

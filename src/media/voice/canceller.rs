@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{
+    self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+};
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -23,8 +25,8 @@ pub(super) struct Settings {
 /// AEC3's delay estimator's filters (see [`run`]).
 const DELAY_FILTERS: usize = 10;
 
-/// How long a microphone buffer waits for the canceller before it goes on as it was (a
-/// canceller that far behind has stopped: the microphone is passed through from then on).
+/// How long a microphone buffer waits for the canceller before it goes on as it was (the
+/// reply, when it comes, is thrown away; the next buffers are cancelled again).
 const REPLY_WITHIN: Duration = Duration::from_millis(500);
 
 /// Attaches a canceller to `bin`'s [`CAPTURE_TAP`] (48 kHz mono F32LE), if it has one. The
@@ -53,7 +55,7 @@ pub fn attach_capture(bin: &gst::Bin, audio: &AudioSend) -> Result<(), MediaErro
 /// The probe's end of a canceller thread.
 pub(super) struct Worker {
     link: Mutex<Link>,
-    /// The thread stopped answering: pass the microphone through.
+    /// The thread has ended: pass the microphone through.
     gone: AtomicBool,
     id: u64,
 }
@@ -62,6 +64,26 @@ pub(super) struct Worker {
 struct Link {
     jobs: SyncSender<Vec<f32>>,
     done: Receiver<Vec<f32>>,
+    /// Replies that came too late for their buffer (thrown away when they come).
+    owed: usize,
+    /// Buffers passed through uncancelled so far (for the log).
+    late: u64,
+}
+
+/// Counts a running canceller thread, however it ends.
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        CANCELLERS.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        CANCELLERS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Worker {
@@ -73,9 +95,8 @@ impl Worker {
         std::thread::Builder::new()
             .name("webrtcd-voice".into())
             .spawn(move || {
-                CANCELLERS.fetch_add(1, Ordering::Relaxed);
+                let _running = Running::start();
                 run(settings, &jobs, &done, &frames, &ready_tx);
-                CANCELLERS.fetch_sub(1, Ordering::Relaxed);
             })
             .map_err(|e| MediaError::Build(format!("echo canceller thread: {e}")))?;
         match ready.recv() {
@@ -88,6 +109,8 @@ impl Worker {
             link: Mutex::new(Link {
                 jobs: jobs_tx,
                 done: done_rx,
+                owed: 0,
+                late: 0,
             }),
             gone: AtomicBool::new(false),
             id,
@@ -106,10 +129,26 @@ impl Worker {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let link = lock(&self.link);
-        let cancelled = match link.jobs.send(samples) {
+        let mut link = lock(&self.link);
+        // A reply that came too late for its buffer is thrown away; while one is still owed
+        // the thread is busy with an old buffer, and this one goes on uncancelled.
+        while link.owed > 0 {
+            match link.done.try_recv() {
+                Ok(_) => link.owed -= 1,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return self.stopped(),
+            }
+        }
+        let sent = if link.owed == 0 {
+            link.jobs.try_send(samples)
+        } else {
+            Err(TrySendError::Full(samples))
+        };
+        let was_sent = sent.is_ok();
+        let cancelled = match sent {
             Ok(()) => link.done.recv_timeout(REPLY_WITHIN),
-            Err(_) => Err(RecvTimeoutError::Disconnected),
+            Err(TrySendError::Full(_)) => Err(RecvTimeoutError::Timeout),
+            Err(TrySendError::Disconnected(_)) => Err(RecvTimeoutError::Disconnected),
         };
         match cancelled {
             Ok(cancelled) => {
@@ -117,14 +156,25 @@ impl Worker {
                     out.copy_from_slice(&s.to_le_bytes());
                 }
             }
-            Err(why) => {
-                tracing::warn!(
-                    ?why,
-                    "the echo canceller stopped: the microphone goes on without it"
-                );
-                self.gone.store(true, Ordering::Relaxed);
+            Err(RecvTimeoutError::Timeout) => {
+                if was_sent {
+                    link.owed += 1;
+                }
+                link.late += 1;
+                if link.late.is_power_of_two() {
+                    tracing::warn!(
+                        buffers = link.late,
+                        "the echo canceller is behind: microphone buffers go on uncancelled"
+                    );
+                }
             }
+            Err(RecvTimeoutError::Disconnected) => self.stopped(),
         }
+    }
+
+    fn stopped(&self) {
+        tracing::warn!("the echo canceller stopped: the microphone goes on without it");
+        self.gone.store(true, Ordering::Relaxed);
     }
 }
 
@@ -166,7 +216,7 @@ fn run(
         }
     };
     // Buffers need not be 10 ms: samples wait in `pending` for a whole frame, and the output
-    // runs one frame behind (`ready` starts with one of silence), so every buffer has its
+    // runs one frame behind (`cancelled` starts with one of silence), so every buffer has its
     // full count back.
     let mut pending: VecDeque<f32> = VecDeque::with_capacity(4 * FRAME);
     let mut cancelled: VecDeque<f32> = std::iter::repeat_n(0.0, FRAME).collect();

@@ -5,7 +5,7 @@
 //! echo end to end (BENCHMARKS.md, "The intercom's audio"): its delay-agnostic mode finds
 //! ~20 ms where a door's speaker-to-microphone path is ~300 ms. This is WebRTC's newer canceller, AEC3, through the
 //! `aec3` crate (a Rust port, with its high-pass filter, noise suppressor and AGC2), which
-//! estimates the delay itself over half a second.
+//! estimates the delay itself, up to about a second.
 //!
 //! Two halves meet here, found by each other through this module (the microphone lives in a
 //! shared pipeline, each call's speaker in the call's own):
