@@ -540,6 +540,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("audio.codecs"), "{err}");
+        // One canceller takes the speaker's reference: one shared microphone.
+        let audio = "[audio]\nsource='test'\ncodecs=['opus']\necho_cancel=true";
+        let err = Profile::parse(&format!("name='a'\nper_viewer_encoder=true\n{audio}"), f)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("per_viewer_encoder"), "{err}");
+        assert!(Profile::parse(&format!("name='a'\n{audio}"), f).is_ok());
     }
 
     #[test]
