@@ -26,7 +26,7 @@ fn buffer(samples: &[f32]) -> gst::Buffer {
 }
 
 fn samples(buffer: &gst::Buffer) -> Vec<f32> {
-    let map = buffer.map_readable().expect("readable");
+    let map = buffer.map_readable().expect("readable"); // ok: test code (a buffer we made)
     map.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
@@ -42,7 +42,7 @@ fn power(x: &[f32]) -> f64 {
 /// the reference's doing.
 #[test]
 fn a_speakers_echo_is_removed_from_the_microphone() {
-    gst::init().expect("gst");
+    gst::init().expect("gst"); // ok: test code
     let seconds = 6;
     let far = far_end(48_000 * seconds);
     let delay = 48 * 120;
@@ -60,7 +60,7 @@ fn a_speakers_echo_is_removed_from_the_microphone() {
         gain_control: false,
     };
     let run = |with_reference: bool| {
-        let worker = Worker::start(settings).expect("canceller");
+        let worker = Worker::start(settings).expect("canceller"); // ok: test code
         let speaker = 1_000_000 + u64::from(with_reference);
         let chunk = 336; // 7 ms
         let mut out = Vec::with_capacity(mic.len());
