@@ -45,16 +45,23 @@ impl Health {
         }
     }
 
-    /// `Err` names what is wrong. With `signaling`, not being registered with the relay
-    /// counts too (for `/healthz`; the watchdog leaves that out, since restarting cannot
-    /// bring back a remote relay).
+    /// `Err` names everything that is wrong (each part is asked even when an earlier one
+    /// failed: a GStreamer probe still out from a busy moment must not hide the wedged
+    /// encoder that is the real fault). With `signaling`, not being registered with the
+    /// relay counts too (for `/healthz`; the watchdog leaves that out, since restarting
+    /// cannot bring back a remote relay).
     pub async fn check(&self, signaling: bool) -> Result<(), String> {
+        let mut faults: Vec<String> = Vec::new();
         let relay = Arc::clone(&self.relay);
-        self.relay_probe
+        if let Err(fault) = self
+            .relay_probe
             .run("the relay", move || relay.peer_count())
-            .await?;
+            .await
+        {
+            faults.push(fault);
+        }
         let calls = Arc::clone(&self.calls);
-        let (stuck, registered) = self
+        match self
             .calls_probe
             .run("the call manager", move || {
                 (
@@ -62,33 +69,43 @@ impl Health {
                     calls.id().is_some(),
                 )
             })
-            .await?;
-        if let Some(stuck) = stuck.into_iter().next() {
-            return Err(stuck);
+            .await
+        {
+            Ok((stuck, registered)) => {
+                faults.extend(stuck.into_iter().take(1));
+                if signaling && !registered {
+                    faults.push("not registered with the signaling relay".into());
+                }
+            }
+            Err(fault) => faults.push(fault),
         }
-        self.gst_probe
+        match self
+            .gst_probe
             .run("GStreamer", || {
                 gst::ElementFactory::make("fakesink").build().is_ok()
             })
             .await
-            .and_then(|made| {
-                made.then_some(())
-                    .ok_or("GStreamer cannot make elements".into())
-            })?;
+        {
+            Ok(true) => {}
+            Ok(false) => faults.push("GStreamer cannot make elements".into()),
+            Err(fault) => faults.push(fault),
+        }
         let encoders = Arc::clone(&self.encoders);
-        let stalled = self
+        match self
             .encoders_probe
             .run("the shared encoders", move || {
                 encoders.stalled(ENCODER_STALLED_AFTER)
             })
-            .await?;
-        if let Some(stalled) = stalled.into_iter().next() {
-            return Err(stalled);
+            .await
+        {
+            Ok(stalled) => faults.extend(stalled),
+            Err(fault) => faults.push(fault),
         }
-        if signaling && !registered {
-            return Err("not registered with the signaling relay".into());
+        if faults.is_empty() {
+            Ok(())
+        } else {
+            Err(faults.join("; "))
         }
-        Ok(())
     }
 }
 
