@@ -13,7 +13,7 @@ RUN_DEBS=(
 TEST_DEBS=(
   curl procps iproute2 openssl util-linux chromium chromium-driver firefox-esr
   python3 python3-venv systemd dpkg-dev binutils librsvg2-bin nftables coturn ffmpeg redis-server
-  espeak-ng python3-numpy python3-dev
+  espeak-ng python3-numpy python3-dev pulseaudio pulseaudio-utils libasound2-plugins
 )
 
 case "${1:-run}" in

@@ -31,6 +31,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabel {
+    /// `camera` or `microphone`.
+    pub device: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EncoderLabel {
     pub encoder: String,
 }
@@ -70,6 +76,8 @@ pub struct Metrics {
     pub rendition_switches: Counter,
     pub packets_retransmitted: Counter,
     pub ice_restarts: Counter,
+    pub devices_lost: Family<DeviceLabel, Counter>,
+    pub devices_down: Family<DeviceLabel, Gauge>,
 }
 
 /// The process's metrics.
@@ -101,6 +109,8 @@ impl Metrics {
             rendition_switches: Counter::default(),
             packets_retransmitted: Counter::default(),
             ice_restarts: Counter::default(),
+            devices_lost: Family::default(),
+            devices_down: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -192,6 +202,17 @@ impl Metrics {
             "ice_restarts",
             "ICE restarts on running calls, made or answered (a peer's path changed)",
             m.ice_restarts.clone(),
+        );
+        r.register(
+            "devices_lost",
+            "Times a shared source's device failed or went quiet (unplugged, a sound server \
+             that lost it), by device",
+            m.devices_lost.clone(),
+        );
+        r.register(
+            "devices_down",
+            "Shared sources whose device is lost now (retried until it returns), by device",
+            m.devices_down.clone(),
         );
         m
     }

@@ -90,6 +90,7 @@ async fn run(hook: &Hook, event: &CallEvent) {
         .env("WEBRTCD_PEER", &event.peer)
         .env("WEBRTCD_ROLE", role)
         .env("WEBRTCD_REASON", event.reason.unwrap_or(""))
+        .env("WEBRTCD_DEVICE", event.device.unwrap_or(""))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         // Its complaints go where the daemon's do (the journal).

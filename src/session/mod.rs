@@ -157,6 +157,43 @@ pub struct CallInfo {
     /// The video this side sends: its rendition and target rate (set by the session task).
     sending: Mutex<Sending>,
     first_frame_recorded: std::sync::atomic::AtomicBool,
+    /// The microphone this call sends (set by the session task): see [`DeviceState`].
+    pub microphone: std::sync::atomic::AtomicU8,
+}
+
+/// How a device a call uses is doing, as `GET /api/calls` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    /// It delivers.
+    Ok,
+    /// Unplugged or silent: retried, and the call goes on without it meanwhile.
+    Lost,
+}
+
+impl DeviceState {
+    /// Kept in an `AtomicU8`: 0 is "the call has none".
+    pub fn code(state: Option<DeviceState>) -> u8 {
+        match state {
+            None => 0,
+            Some(DeviceState::Ok) => 1,
+            Some(DeviceState::Lost) => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<DeviceState> {
+        match code {
+            1 => Some(DeviceState::Ok),
+            2 => Some(DeviceState::Lost),
+            _ => None,
+        }
+    }
+}
+
+/// The devices a call uses (`None`: it uses none of that kind).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CallDevices {
+    pub microphone: Option<DeviceState>,
 }
 
 /// A point-in-time view of a call, as `GET /api/calls` shows it.
@@ -193,6 +230,7 @@ pub struct CallSnapshot {
     pub send: SendRecovery,
     /// The video this side decodes.
     pub receive: ReceivedVideo,
+    pub devices: CallDevices,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -305,6 +343,7 @@ impl CallInfo {
             sending: Mutex::default(),
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
+            microphone: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
@@ -426,6 +465,9 @@ impl CallInfo {
                     freezes: self.received.freezes.load(Ordering::Relaxed),
                     fec_recovered: self.fec_recovered.load(Ordering::Relaxed),
                 }
+            },
+            devices: CallDevices {
+                microphone: DeviceState::from_code(self.microphone.load(Ordering::Relaxed)),
             },
             send: SendRecovery {
                 rendition: sending.rendition,

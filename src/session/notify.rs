@@ -19,7 +19,7 @@ const MESSAGES_KEPT: usize = 256;
 /// One moment in a call's life.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CallEvent {
-    /// `ringing`, `connected` or `ended`.
+    /// `ringing`, `connected`, `ended`, `device-lost` or `device-back`.
     pub event: &'static str,
     pub session: String,
     pub peer: String,
@@ -27,12 +27,21 @@ pub struct CallEvent {
     /// Why it ended (`ended` only): a hangup reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// Which of the call's devices (`device-lost`, `device-back` only): `microphone`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<&'static str>,
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
 }
 
 /// The event names a hook may ask for.
-pub const EVENT_NAMES: [&str; 3] = ["ringing", "connected", "ended"];
+pub const EVENT_NAMES: [&str; 5] = [
+    "ringing",
+    "connected",
+    "ended",
+    "device-lost",
+    "device-back",
+];
 
 /// A DataChannel message a peer sent on a call (not the daemon's own ping and pong).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -58,6 +67,21 @@ impl Default for Notifier {
 
 impl Notifier {
     pub fn event(&self, event: &'static str, info: &super::CallInfo, reason: Option<&'static str>) {
+        self.send(event, info, reason, None);
+    }
+
+    /// A device the call uses was lost (`device-lost`) or is back (`device-back`).
+    pub fn device(&self, event: &'static str, info: &super::CallInfo, device: &'static str) {
+        self.send(event, info, None, Some(device));
+    }
+
+    fn send(
+        &self,
+        event: &'static str,
+        info: &super::CallInfo,
+        reason: Option<&'static str>,
+        device: Option<&'static str>,
+    ) {
         let time_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -68,6 +92,7 @@ impl Notifier {
             peer: info.peer.clone(),
             role: info.role,
             reason,
+            device,
             time_ms,
         });
     }

@@ -80,6 +80,9 @@ impl SharedStream {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.frames_metric.inc();
         *lock(&self.last_progress) = Instant::now();
+        if self.lost.load(Ordering::Relaxed) && self.mark_back() {
+            tracing::info!(codec = ?self.codec, device = self.device(), "the source delivers again");
+        }
         let caps = sample.caps();
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         if keyframe && self.codec.kind() == MediaKind::Video {

@@ -17,14 +17,46 @@ use crate::sync::lock;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// The pause before a restart, by the failures within [`FAILURE_WINDOW`].
 const RESTART_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
+/// A microphone that delivers nothing for this long has failed, error or not: a sound
+/// server that lost its device (PulseAudio's ALSA plugin) stalls the read without one.
+const QUIET_FOR: Duration = Duration::from_secs(2);
+/// How often a microphone's stream is looked at for that.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
 
 impl SharedStream {
     /// The first start. Blocks until the pipeline runs or fails.
     pub(super) fn start(self: &Arc<Self>) -> Result<(), MediaError> {
         let _serial = lock(&self.starting);
+        if self.retries_for_ever() {
+            self.watch_for_quiet();
+        }
         self.launch()?;
         tracing::info!(codec = ?self.codec, "shared encoder started");
         Ok(())
+    }
+
+    /// Every [`LOOK_EVERY`] until the stream stops: a running source that has delivered
+    /// nothing for [`QUIET_FOR`] is failed (and restarted) as if it had said so.
+    fn watch_for_quiet(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        crate::media::work::after(LOOK_EVERY, self.runtime.as_ref(), move || {
+            let Some(stream) = weak.upgrade() else {
+                return;
+            };
+            let quiet = match &*lock(&stream.life) {
+                Life::Stopped => return,
+                Life::Running(_) => lock(&stream.last_progress).elapsed() > QUIET_FOR,
+                Life::Starting | Life::Restarting(_) => false,
+            };
+            if quiet {
+                stream.on_source_failure(format!(
+                    "nothing from the {} for {} s",
+                    stream.device(),
+                    QUIET_FOR.as_secs()
+                ));
+            }
+            stream.watch_for_quiet();
+        });
     }
 
     /// Builds the pipeline and starts it; on success it is the stream's running pipeline,
@@ -142,6 +174,7 @@ impl SharedStream {
             };
             *life = Life::Restarting(failed);
         }
+        self.mark_lost();
         let recent = {
             let mut failures = lock(&self.failures);
             let now = Instant::now();
@@ -183,7 +216,7 @@ impl SharedStream {
                 Life::Starting | Life::Restarting(None) => {}
             }
         }
-        if recent_failures > self.restart_limit {
+        if recent_failures > self.restart_limit && !self.retries_for_ever() {
             self.give_up("it failed too often");
             return;
         }
@@ -197,6 +230,8 @@ impl SharedStream {
                     self.request_keyframe(rung, true);
                 }
             }
+            // Still gone (a microphone not plugged back yet): try again later.
+            Err(err) if self.retries_for_ever() => self.on_source_failure(err.to_string()),
             Err(err) => self.give_up(&err.to_string()),
         }
     }
@@ -214,6 +249,7 @@ impl SharedStream {
     }
 
     pub(super) fn stop(&self) {
+        self.mark_back();
         let old = std::mem::replace(&mut *lock(&self.life), Life::Stopped);
         match old {
             Life::Running(Running { pipeline, .. }) | Life::Restarting(Some(pipeline)) => {

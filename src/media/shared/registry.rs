@@ -248,6 +248,12 @@ impl Encoders {
         };
         match stream.start() {
             Ok(()) => Ok(stream),
+            // A microphone missing now may be plugged in during the call: it goes on
+            // without audio meanwhile.
+            Err(err) if stream.retries_for_ever() => {
+                stream.on_source_failure(err.to_string());
+                Ok(stream)
+            }
             Err(err) => {
                 self.release(&stream);
                 stream.give_up(&err.to_string());

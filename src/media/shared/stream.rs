@@ -60,6 +60,9 @@ pub struct SharedStream {
     pub(super) last_progress: Mutex<Instant>,
     /// The loss the encoder protects against now (per cent; audio: see `loss.rs`).
     pub(super) loss_protection: Mutex<u8>,
+    /// The source failed (or went quiet) and has not delivered since: its device is lost
+    /// (`/api/calls`, `webrtcd_devices_down`).
+    pub(super) lost: AtomicBool,
     pub(super) frames_metric: prometheus_client::metrics::counter::Counter,
     pub(super) keyframes_metric: prometheus_client::metrics::counter::Counter,
 }
@@ -184,6 +187,7 @@ impl SharedStream {
             stats: StreamStats::default(),
             last_progress: Mutex::new(Instant::now()),
             loss_protection: Mutex::new(crate::media::encoder::FEC_FLOOR_PERCENT),
+            lost: AtomicBool::new(false),
             frames_metric: crate::metrics::get()
                 .frames_encoded
                 .get_or_create(&crate::metrics::EncoderLabel {
@@ -198,6 +202,48 @@ impl SharedStream {
                 .clone(),
             factory,
         })
+    }
+
+    /// What its source is to a user: a camera or a microphone.
+    pub(super) fn device(&self) -> &'static str {
+        match self.codec.kind() {
+            MediaKind::Video => "camera",
+            MediaKind::Audio => "microphone",
+        }
+    }
+
+    /// A microphone is tried again for as long as a call needs it (a call goes on with its
+    /// video meanwhile, and gets its audio back when the device returns); a camera past the
+    /// restart limit ends its calls (`source-error`).
+    pub(super) fn retries_for_ever(&self) -> bool {
+        self.codec.kind() == MediaKind::Audio
+    }
+
+    /// The source failed: counted once per loss, until it delivers again.
+    pub(super) fn mark_lost(&self) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            let label = crate::metrics::DeviceLabel {
+                device: self.device(),
+            };
+            let metrics = crate::metrics::get();
+            metrics.devices_lost.get_or_create(&label).inc();
+            metrics.devices_down.get_or_create(&label).inc();
+        }
+    }
+
+    /// It delivers again (a frame), or stopped: no longer counted as down.
+    pub(super) fn mark_back(&self) -> bool {
+        let was_lost = self.lost.swap(false, Ordering::AcqRel);
+        if was_lost {
+            let label = crate::metrics::DeviceLabel {
+                device: self.device(),
+            };
+            crate::metrics::get()
+                .devices_down
+                .get_or_create(&label)
+                .dec();
+        }
+        was_lost
     }
 
     /// The launch description: source, encoder, appsink. The first call reads the

@@ -23,6 +23,12 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Its source failed (or went quiet) and has not delivered since: the device is lost
+    /// (unplugged), and retried.
+    pub fn source_lost(&self) -> bool {
+        self.stream.lost.load(Ordering::Relaxed)
+    }
+
     /// Starts feeding the call's branch (a direct feed: once its connection is up, too).
     /// Only once it runs in its pipeline: a feed stamps each frame with its pipeline's clock
     /// and base time, and before it runs that base time is 0 — a frame stamped then lies

@@ -12,6 +12,7 @@ mod bandwidth;
 mod branches;
 mod candidates;
 mod channel;
+mod devices;
 mod end;
 mod hold;
 mod negotiation;
@@ -250,6 +251,7 @@ impl Call {
                     self.fit_rtcp_budget();
                     self.adapt();
                     self.report_audio_loss();
+                    self.watch_devices();
                     match path.check(&self.info) {
                         Ok(()) => self.look_after_path(&mut path).await,
                         Err(end) => Err(end),

@@ -1,0 +1,265 @@
+//! A door's microphone that goes away mid-call and comes back: the call stays up with its
+//! video, says so (`/api/calls`, `/api/events`, `/metrics`), and gets its audio back without
+//! a new call.
+//!
+//! The microphone is a PulseAudio source reached through ALSA's `pulse` plugin, as on a
+//! kiosk with a sound server; "unplugging" it unloads the source. PulseAudio's plugin then
+//! stalls the read without an error (a kernel device says `ENODEV`, which GStreamer turns
+//! into an error): the harder case, a device that just goes quiet.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A private PulseAudio server: its own socket, no D-Bus, a 440 Hz source named `mic`.
+struct Pulse {
+    server: Child,
+    socket: PathBuf,
+    conf: PathBuf,
+}
+
+impl Pulse {
+    fn start(name: &str) -> Pulse {
+        let dir = artifacts_dir().join(format!("{name}-pulse"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("pulse dir");
+        let socket = dir.join("native");
+        let log = std::fs::File::create(dir.join("pulse.log")).expect("pulse log");
+        let server = Command::new("pulseaudio")
+            .args([
+                "-n",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "--disable-shm=yes",
+                "--log-target=stderr",
+                "-L",
+            ])
+            .arg(format!(
+                "module-native-protocol-unix socket={} auth-anonymous=1",
+                socket.display()
+            ))
+            .env("HOME", &dir)
+            .env("XDG_RUNTIME_DIR", &dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("pulseaudio (scripts/install-deps.sh test installs it)");
+        let conf = dir.join("asound.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "pcm.webrtcd_mic {{\n  type pulse\n  server \"unix:{}\"\n  device \"mic\"\n}}\n",
+                socket.display()
+            ),
+        )
+        .expect("asound.conf");
+        let pulse = Pulse {
+            server,
+            socket,
+            conf,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while pulse.pactl(&["info"]).is_none() {
+            assert!(Instant::now() < deadline, "pulseaudio did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pulse.plug_mic();
+        pulse
+    }
+
+    /// `pactl` against this server; its output if it worked.
+    fn pactl(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("pactl")
+            .args(args)
+            .env("PULSE_SERVER", format!("unix:{}", self.socket.display()))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn plug_mic(&self) {
+        self.pactl(&[
+            "load-module",
+            "module-sine-source",
+            "source_name=mic",
+            "frequency=440",
+            "rate=48000",
+        ])
+        .expect("load the microphone");
+    }
+
+    fn unplug_mic(&self) {
+        self.pactl(&["unload-module", "module-sine-source"])
+            .expect("unload the microphone");
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// `GET /api/events` read into a file as it streams (curl), for as long as this lives.
+struct EventLog {
+    curl: Child,
+    file: PathBuf,
+}
+
+impl EventLog {
+    fn follow(p: &Proc, name: &str) -> EventLog {
+        let file = artifacts_dir().join(format!("{name}-events.txt"));
+        let out = std::fs::File::create(&file).expect("events file");
+        let curl = Command::new("curl")
+            .args(["-sN", "--max-time", "120", &p.api("/api/events")])
+            .stdout(out)
+            .spawn()
+            .expect("curl");
+        EventLog { curl, file }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.curl.kill();
+        let _ = self.curl.wait();
+    }
+}
+
+fn the_call(calls: &[serde_json::Value]) -> Option<serde_json::Value> {
+    calls.first().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_microphone_unplugged_mid_call_comes_back_without_a_new_call() {
+    let _serial = serial().await;
+    let pulse = Pulse::start("unplug");
+    let door_profile = write_profile(
+        "unplug-door",
+        "name = \"unplug-door\"\n\
+         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\ncodecs = [\"vp8\"]\n\
+         [audio]\nsource = \"alsa\"\ndevice = \"webrtcd_mic\"\ncodecs = [\"opus\"]\n\
+         [receive]\nvideo = \"count\"\naudio = \"count\"\n",
+    );
+    let env = [("ALSA_CONFIG_PATH", pulse.conf.to_str().expect("path"))];
+    let door = Proc::daemon_env("unplug-door", &door_profile, &[], &env);
+    let events = EventLog::follow(&door, "unplug-door");
+    let alice = Proc::daemon(
+        "unplug-alice",
+        &light_profile("unplug-alice", ""),
+        &["--relay", &door.ws_url()],
+    );
+    wait_peer(&alice, "unplug-door").await;
+    let session = place_call(&alice, "unplug-door").await;
+    wait_call(&alice, &session, "audio from the door's microphone", |c| {
+        c["audio_buffers"].as_u64().unwrap_or(0) >= 50
+    })
+    .await;
+    let door_call = the_call(&calls(&door).await).expect("the door's call");
+    assert_eq!(door_call["devices"]["microphone"], "ok", "{door_call}");
+
+    pulse.unplug_mic();
+    let lost = wait_for(
+        "the door to say its microphone is lost",
+        Duration::from_secs(15),
+        || async { the_call(&calls(&door).await).filter(|c| c["devices"]["microphone"] == "lost") },
+    )
+    .await;
+    assert_eq!(lost["state"], "connected", "{lost}");
+    assert_eq!(
+        metric(&door, "webrtcd_devices_down", "device=\"microphone\"").await,
+        1
+    );
+    assert!(metric(&door, "webrtcd_devices_lost_total", "device=\"microphone\"").await >= 1);
+    // The call goes on with its video while the microphone is away.
+    let before = wait_call(&alice, &session, "the call", |_| true).await;
+    let frames = before["video_frames"].as_u64().unwrap_or(0);
+    wait_call(
+        &alice,
+        &session,
+        "video while the microphone is away",
+        |c| c["video_frames"].as_u64().unwrap_or(0) >= frames + 30,
+    )
+    .await;
+
+    pulse.plug_mic();
+    let heard = wait_call(&alice, &session, "the call", |_| true).await["audio_buffers"]
+        .as_u64()
+        .unwrap_or(0);
+    let c = wait_call(&alice, &session, "audio again on the same call", |c| {
+        c["audio_buffers"].as_u64().unwrap_or(0) >= heard + 100
+    })
+    .await;
+    assert_eq!(c["state"], "connected", "{c}");
+    let back = wait_for(
+        "the door to say its microphone is back",
+        Duration::from_secs(10),
+        || async { the_call(&calls(&door).await).filter(|c| c["devices"]["microphone"] == "ok") },
+    )
+    .await;
+    assert_eq!(back["session"].as_str(), Some(session.as_str()), "{back}");
+    assert_eq!(
+        metric(&door, "webrtcd_devices_down", "device=\"microphone\"").await,
+        0
+    );
+    let text = wait_for("the device events", Duration::from_secs(10), || async {
+        let text = events.text();
+        text.contains("event: device-back").then_some(text)
+    })
+    .await;
+    for name in ["device-lost", "device-back"] {
+        assert!(
+            text.contains(&format!("event: {name}\ndata: {{\"event\":\"{name}\""))
+                && text.contains("\"device\":\"microphone\""),
+            "{name} not streamed: {text}"
+        );
+    }
+}
+
+/// A microphone that errors again and again (its stream ends every second, as a flaky USB
+/// device's would), past the restart limit that ends a camera's calls: the call stays up,
+/// and audio keeps coming between the failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_microphone_that_keeps_failing_never_ends_the_call() {
+    let _serial = serial().await;
+    let door_profile = write_profile(
+        "flaky-mic-door",
+        "name = \"flaky-mic-door\"\nsource_restart_limit = 1\n\
+         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\ncodecs = [\"vp8\"]\n\
+         [audio]\nsource = \"launch\"\n\
+         launch = \"audiotestsrc is-live=true num-buffers=50 samplesperbuffer=960\"\n\
+         codecs = [\"opus\"]\n",
+    );
+    let door = Proc::daemon("flaky-mic-door", &door_profile, &[]);
+    let alice = Proc::daemon(
+        "flaky-mic-alice",
+        &light_profile("flaky-mic-alice", ""),
+        &["--relay", &door.ws_url()],
+    );
+    wait_peer(&alice, "flaky-mic-door").await;
+    let session = place_call(&alice, "flaky-mic-door").await;
+    // Each life of the microphone gives one second; 3 s of audio needs several of them.
+    let c = wait_call(&alice, &session, "audio across microphone restarts", |c| {
+        c["audio_buffers"].as_u64().unwrap_or(0) >= 150
+    })
+    .await;
+    assert_eq!(c["state"], "connected", "{c}");
+    let restarts = door.log_text().matches("shared source restarted").count();
+    assert!(restarts >= 2, "restarted {restarts} times");
+    assert!(
+        !door.log_text().contains("shared source given up"),
+        "the microphone was given up on"
+    );
+}
