@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A private PulseAudio server: its own socket, no D-Bus, a 440 Hz source named `mic`.
+/// A private PulseAudio server: its own socket, no D-Bus, a 440 Hz source named `mic` and,
+/// once plugged in, a speaker (a null sink) named `speaker` whose monitor says what it plays.
 struct Pulse {
     server: Child,
     socket: PathBuf,
@@ -53,7 +54,8 @@ impl Pulse {
         std::fs::write(
             &conf,
             format!(
-                "pcm.webrtcd_mic {{\n  type pulse\n  server \"unix:{}\"\n  device \"mic\"\n}}\n",
+                "pcm.webrtcd_mic {{\n  type pulse\n  server \"unix:{0}\"\n  device \"mic\"\n}}\n\
+                 pcm.webrtcd_speaker {{\n  type pulse\n  server \"unix:{0}\"\n  device \"speaker\"\n}}\n",
                 socket.display()
             ),
         )
@@ -98,6 +100,34 @@ impl Pulse {
     fn unplug_mic(&self) {
         self.pactl(&["unload-module", "module-sine-source"])
             .expect("unload the microphone");
+    }
+
+    fn plug_speaker(&self) {
+        self.pactl(&[
+            "load-module",
+            "module-null-sink",
+            "sink_name=speaker",
+            "rate=48000",
+        ])
+        .expect("load the speaker");
+    }
+
+    /// The share of loud samples (|x| > 1000 of 32768) in what the speaker plays for about a
+    /// second (its monitor, recorded with parec).
+    fn speaker_loudness(&self) -> f64 {
+        let out = Command::new("timeout")
+            .args(["1.5", "parec", "-d", "speaker.monitor", "--raw"])
+            .args(["--format=s16le", "--rate=48000", "--channels=1"])
+            .env("PULSE_SERVER", format!("unix:{}", self.socket.display()))
+            .output()
+            .expect("parec");
+        let samples: Vec<i16> = out
+            .stdout
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let loud = samples.iter().filter(|s| s.unsigned_abs() > 1000).count();
+        loud as f64 / samples.len().max(1) as f64
     }
 }
 
@@ -261,5 +291,80 @@ async fn a_microphone_that_keeps_failing_never_ends_the_call() {
     assert!(
         !door.log_text().contains("shared source given up"),
         "the microphone was given up on"
+    );
+}
+
+/// A door whose speaker is missing when a call comes (a USB speakerphone not plugged in):
+/// the call goes up all the same — video, the door's microphone — says its speaker is lost,
+/// and plays the caller's audio once the speaker is plugged in, on the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_speaker_ends_nothing_and_plays_once_plugged_in() {
+    let _serial = serial().await;
+    let pulse = Pulse::start("speakerless");
+    let door_profile = write_profile(
+        "speakerless-door",
+        "name = \"speakerless-door\"\n\
+         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\ncodecs = [\"vp8\"]\n\
+         [audio]\nsource = \"alsa\"\ndevice = \"webrtcd_mic\"\ncodecs = [\"opus\"]\n\
+         [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"webrtcd_speaker\"\n",
+    );
+    let env = [("ALSA_CONFIG_PATH", pulse.conf.to_str().expect("path"))];
+    let door = Proc::daemon_env("speakerless-door", &door_profile, &[], &env);
+    let events = EventLog::follow(&door, "speakerless-door");
+    let alice = Proc::daemon(
+        "speakerless-alice",
+        &light_profile("speakerless-alice", ""),
+        &["--relay", &door.ws_url()],
+    );
+    wait_peer(&alice, "speakerless-door").await;
+    let session = place_call(&alice, "speakerless-door").await;
+    let lost = wait_for(
+        "the door to say its speaker is lost",
+        Duration::from_secs(15),
+        || async { the_call(&calls(&door).await).filter(|c| c["devices"]["speaker"] == "lost") },
+    )
+    .await;
+    assert_eq!(lost["state"], "connected", "{lost}");
+    // Everything else works: the door's picture and microphone reach alice.
+    wait_call(&alice, &session, "video and audio from the door", |c| {
+        c["video_frames"].as_u64().unwrap_or(0) >= 30
+            && c["audio_buffers"].as_u64().unwrap_or(0) >= 50
+    })
+    .await;
+    assert_eq!(
+        metric(&door, "webrtcd_devices_down", "device=\"speaker\"").await,
+        1
+    );
+
+    pulse.plug_speaker();
+    let back = wait_for(
+        "the door to say its speaker is back",
+        Duration::from_secs(15),
+        || async { the_call(&calls(&door).await).filter(|c| c["devices"]["speaker"] == "ok") },
+    )
+    .await;
+    assert_eq!(back["session"].as_str(), Some(session.as_str()), "{back}");
+    // Alice's tone (440 Hz at 0.2) plays on it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut loudness = pulse.speaker_loudness();
+    while loudness < 0.3 && Instant::now() < deadline {
+        loudness = pulse.speaker_loudness();
+    }
+    assert!(
+        loudness >= 0.3,
+        "the speaker plays {loudness:.2} loud samples"
+    );
+    assert_eq!(
+        metric(&door, "webrtcd_devices_down", "device=\"speaker\"").await,
+        0
+    );
+    let text = wait_for("the device events", Duration::from_secs(10), || async {
+        let text = events.text();
+        text.contains("event: device-back").then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains("\"event\":\"device-lost\"") && text.contains("\"device\":\"speaker\""),
+        "{text}"
     );
 }

@@ -299,21 +299,28 @@ netns_test!(
 
 // The page as the intercom's answering station: an incoming call rings (Accept and Reject,
 // the caller told `ringing`), nothing plays until a person clicks Accept, then the video does.
+// The door has no speaker (its ALSA device does not exist): the page's microphone reaches a
+// door that cannot play it, and the call goes on all the same.
 netns_test!(
     an_incoming_call_rings_on_the_page_and_accept_shows_video,
     Net::LoopbackOnly,
     {
-        let profile = profile_with_codecs("door-bell", "", "\"vp8\"");
+        let speakerless = "[receive]\naudio = \"alsa\"\naudio_device = \"webrtcd_no_speaker\"";
+        let profile = profile_with_codecs("door-bell", speakerless, "\"vp8\"");
         let daemon = Proc::daemon("door-bell", &profile, &[]);
         let chrome = common::browser::Driven::start().await;
         chrome
-            .open(&format!("http://{}/?id=kiosk&autoanswer=0", daemon.addr))
+            .open(&format!(
+                "http://{}/?id=kiosk&autoanswer=0&mode=intercom",
+                daemon.addr
+            ))
             .await;
         wait_peer(&daemon, "kiosk").await;
         let session = place_call(&daemon, "kiosk").await;
         let page = "const v = document.getElementById('remote'); \
              return {ringing: !document.getElementById('incoming').hidden, \
              from: document.getElementById('incoming-from').textContent, \
+             tone: ringAudio ? ringAudio.ctx.state : null, \
              w: v.videoWidth, t: v.currentTime, paused: v.paused};";
         let ringing = wait_for("the page to ring", Duration::from_secs(20), || async {
             let v = chrome.script(page).await;
@@ -321,6 +328,8 @@ netns_test!(
         })
         .await;
         assert_eq!(ringing["from"], "door-bell", "{ringing}");
+        // The ring tone sounds (on a machine with no sound card: Chromium's own output).
+        assert_eq!(ringing["tone"], "running", "{ringing}");
         // The caller heard it ring, and nothing plays while it does.
         wait_call(&daemon, &session, "ringing", |c| c["state"] == "ringing").await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -343,10 +352,28 @@ netns_test!(
         )
         .await;
         assert_eq!(playing["ringing"], false, "{playing}");
+        assert_eq!(
+            playing["tone"],
+            serde_json::Value::Null,
+            "rings on: {playing}"
+        );
         wait_call(&daemon, &session, "connected", |c| {
             c["state"] == "connected"
         })
         .await;
+        // The page's microphone reached the door, whose speaker is missing: said, not fatal.
+        let speakerless = wait_call(&daemon, &session, "the door's speaker lost", |c| {
+            c["devices"]["speaker"] == "lost"
+        })
+        .await;
+        assert_eq!(speakerless["state"], "connected", "{speakerless}");
+        assert!(
+            speakerless["rtp_packets"]["audio_received"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "{speakerless}"
+        );
         assert_eq!(hang_up(&daemon, &session).await, 204);
         wait_idle(&daemon).await;
 

@@ -9,6 +9,7 @@ pub mod profile;
 pub mod receive;
 pub mod send;
 pub mod shared;
+pub mod speaker;
 pub mod stamp;
 pub mod v4l2;
 pub mod voice;

@@ -120,20 +120,28 @@ impl ReceiveCounters {
     }
 }
 
-/// `queue ! depay ! decoder ! S16 48 kHz ! probe ! output`, as one bin.
-fn with_probe(codec: Codec, output: &str, probe: gst::Element) -> Result<gst::Bin, MediaError> {
+/// `queue ! depay ! decoder [! S16 48 kHz ! probe] ! output`, as one bin.
+fn assemble(
+    depay_decode: &str,
+    probe: Option<gst::Element>,
+    output: gst::Element,
+) -> Result<gst::Bin, MediaError> {
     let err = |e: &dyn std::fmt::Display| MediaError::Build(e.to_string());
-    let head = format!(
-        "queue ! {} name=dec ! audioconvert ! audioresample ! \
-         capsfilter caps=\"audio/x-raw,format=S16LE,rate=48000,channels=2\"",
-        codec.depay_decode()
-    );
+    let head = match probe {
+        None => format!("queue ! {depay_decode} name=dec"),
+        Some(_) => format!(
+            "queue ! {depay_decode} name=dec ! audioconvert ! audioresample ! \
+             capsfilter caps=\"audio/x-raw,format=S16LE,rate=48000,channels=2\""
+        ),
+    };
     let head = gst::parse::bin_from_description(&head, true).map_err(|e| err(&e))?;
-    let tail = gst::parse::bin_from_description(output, true).map_err(|e| err(&e))?;
+    let chain: Vec<gst::Element> = std::iter::once(head.clone().upcast())
+        .chain(probe)
+        .chain(std::iter::once(output))
+        .collect();
     let bin = gst::Bin::new();
-    bin.add_many([head.upcast_ref(), &probe, tail.upcast_ref()])
-        .map_err(|e| err(&e))?;
-    gst::Element::link_many([head.upcast_ref(), &probe, tail.upcast_ref()]).map_err(|e| err(&e))?;
+    bin.add_many(&chain).map_err(|e| err(&e))?;
+    gst::Element::link_many(&chain).map_err(|e| err(&e))?;
     let sink = head
         .static_pad("sink")
         .ok_or_else(|| MediaError::Build("no sink pad".into()))?;
@@ -148,13 +156,15 @@ pub fn echo_probe() -> Result<gst::Element, MediaError> {
 }
 
 /// Builds the receive branch for RTP with these caps; `echo_probe`, when given, goes in front
-/// of the audio output. `Ok(None)` when the codec is unknown to us: such a stream is discarded
+/// of the audio output, and `speaker` (an ALSA speaker's sink, see [`super::speaker`]) is
+/// that output. `Ok(None)` when the codec is unknown to us: such a stream is discarded
 /// rather than failing the call.
 pub fn branch(
     rtp_caps: &gst::CapsRef,
     receive: &Receive,
     counters: &Arc<ReceiveCounters>,
     echo_probe: Option<gst::Element>,
+    speaker: Option<gst::Element>,
 ) -> Result<(gst::Bin, Option<Codec>), MediaError> {
     let codec = rtp_caps
         .structure(0)
@@ -180,18 +190,24 @@ pub fn branch(
             receive.audio_device.as_deref().unwrap_or("default")
         ),
     };
+    let speaker = speaker.filter(|_| !codec.is_video());
     let depay_decode = if sink == SinkKind::Frames {
         codec.depay()
     } else {
         codec.depay_decode()
     };
-    let bin = match echo_probe.filter(|_| !codec.is_video()) {
-        None => {
+    let bin = match (echo_probe.filter(|_| !codec.is_video()), speaker) {
+        (None, None) => {
             let desc = format!("queue ! {depay_decode} name=dec ! {output}");
             gst::parse::bin_from_description(&desc, true)
                 .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?
         }
-        Some(probe) => with_probe(codec, &output, probe)?,
+        (probe, Some(speaker)) => assemble(&depay_decode, probe, speaker)?,
+        (probe, None) => {
+            let output = gst::parse::bin_from_description(&output, true)
+                .map_err(|e| MediaError::Build(format!("{output}: {e}")))?;
+            assemble(&depay_decode, probe, output.upcast())?
+        }
     };
     // (by_name looks inside child bins too.)
     let decoder_src = bin

@@ -157,8 +157,10 @@ pub struct CallInfo {
     /// The video this side sends: its rendition and target rate (set by the session task).
     sending: Mutex<Sending>,
     first_frame_recorded: std::sync::atomic::AtomicBool,
-    /// The microphone this call sends (set by the session task): see [`DeviceState`].
+    /// The microphone this call sends and the speaker it plays on (set by the session
+    /// task): see [`DeviceState`].
     pub microphone: std::sync::atomic::AtomicU8,
+    pub speaker: std::sync::atomic::AtomicU8,
 }
 
 /// How a device a call uses is doing, as `GET /api/calls` shows it.
@@ -194,6 +196,7 @@ impl DeviceState {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CallDevices {
     pub microphone: Option<DeviceState>,
+    pub speaker: Option<DeviceState>,
 }
 
 /// A point-in-time view of a call, as `GET /api/calls` shows it.
@@ -344,6 +347,7 @@ impl CallInfo {
             rtp: Arc::default(),
             first_frame_recorded: std::sync::atomic::AtomicBool::new(false),
             microphone: std::sync::atomic::AtomicU8::new(0),
+            speaker: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
@@ -468,6 +472,7 @@ impl CallInfo {
             },
             devices: CallDevices {
                 microphone: DeviceState::from_code(self.microphone.load(Ordering::Relaxed)),
+                speaker: DeviceState::from_code(self.speaker.load(Ordering::Relaxed)),
             },
             send: SendRecovery {
                 rendition: sending.rendition,

@@ -27,7 +27,8 @@ pub struct CallEvent {
     /// Why it ended (`ended` only): a hangup reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
-    /// Which of the call's devices (`device-lost`, `device-back` only): `microphone`.
+    /// Which of the call's devices (`device-lost`, `device-back` only): `microphone` or
+    /// `speaker`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<&'static str>,
     /// Milliseconds since the Unix epoch.

@@ -10,6 +10,8 @@ use gst::prelude::*;
 use super::end::Cause;
 use super::{Call, CallEnd, Step, blocking, elapsed_ms};
 use crate::media::codecs::{self, MediaKind};
+use crate::media::profile::SinkKind;
+use crate::media::speaker::Speaker;
 use crate::media::{receive, shared};
 use crate::protocol::EndReason;
 use crate::session::events::Event;
@@ -34,6 +36,9 @@ pub(super) struct Media {
     pub held: Vec<super::hold::HeldPad>,
     /// The send branches' pads on webrtcbin (a caller holds them once the callee rings).
     pub send_pads: Vec<gst::Pad>,
+    /// The ALSA speaker the peer's audio plays on (`[receive] audio = "alsa"`), in a
+    /// pipeline of its own: missing or failing, it ends nothing (media::speaker).
+    pub speaker: Option<crate::media::speaker::Speaker>,
 }
 
 impl Call {
@@ -197,11 +202,23 @@ impl Call {
         } else {
             None
         };
+        let receive = &self.settings.profile.receive;
+        let speaker = if is_audio && receive.audio == SinkKind::Alsa && self.media.speaker.is_none()
+        {
+            let device = receive.audio_device.as_deref().unwrap_or("default");
+            let speaker = Speaker::open(device).map_err(CallEnd::media_error)?;
+            let sink = speaker.sink().clone();
+            self.media.speaker = Some(speaker);
+            Some(sink)
+        } else {
+            None
+        };
         let built = receive::branch(
             &caps,
             &self.settings.profile.receive,
             &self.info.received,
             echo_probe,
+            speaker,
         );
         let linked = built.map_err(ReceiveFailed::new).and_then(|(bin, codec)| {
             self.pipeline.add(&bin).map_err(ReceiveFailed::new)?;
