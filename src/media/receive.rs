@@ -202,11 +202,11 @@ pub fn branch(
             gst::parse::bin_from_description(&desc, true)
                 .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?
         }
-        (probe, Some(speaker)) => assemble(&depay_decode, probe, speaker)?,
+        (probe, Some(speaker)) => assemble(depay_decode, probe, speaker)?,
         (probe, None) => {
             let output = gst::parse::bin_from_description(&output, true)
                 .map_err(|e| MediaError::Build(format!("{output}: {e}")))?;
-            assemble(&depay_decode, probe, output.upcast())?
+            assemble(depay_decode, probe, output.upcast())?
         }
     };
     // (by_name looks inside child bins too.)
