@@ -3,7 +3,7 @@
 //! its ALSA microphone 80 ms later at −6 dB, with a reverberant tail and 100 ppm of clock
 //! drift; then the near end alone, then both) with the door's canceller on and off, and a far
 //! end's speech to the door through 10 % random packet loss, Opus in-band FEC on and off
-//! (scored with PESQ and STOI). Bounds, not speed: the canceller must remove the echo
+//! (scored with PESQ and STOI), from a daemon and from Chromium on the daemon's page. Bounds, not speed: the canceller must remove the echo
 //! (GStreamer's webrtcdsp removed 2.2 dB here; none, 0.1) and let the near end through in
 //! double talk; FEC must keep speech intelligible where concealment alone does not.
 
@@ -56,23 +56,29 @@ async fn the_doors_echo_is_removed_and_the_near_end_gets_through() {
         double_talk >= -6.0,
         "near end cut by {double_talk} dB in double talk"
     );
-    let (with_fec, without) = (pesq(&stdout, "on"), pesq(&stdout, "off"));
-    // Measured: 3.1 with FEC, 2.0 without (the target is 3.0).
-    assert!(
-        with_fec >= 2.6,
-        "PESQ {with_fec} at 10 % loss with FEC:\n{stdout}"
-    );
-    assert!(
-        with_fec >= without + 0.4,
-        "FEC {with_fec} vs none {without}: it does not help"
-    );
+    // Measured: 2.8–3.3 with FEC, 1.5–1.7 without (the target is 3.0); from Chromium 3.0
+    // and 1.8.
+    for sender in ["daemon", "Chromium"] {
+        let (with_fec, without) = (pesq(&stdout, sender, "on"), pesq(&stdout, sender, "off"));
+        assert!(
+            with_fec >= 2.6,
+            "PESQ {with_fec} at 10 % loss with FEC from {sender}:\n{stdout}"
+        );
+        assert!(
+            with_fec >= without + 0.4,
+            "FEC {with_fec} vs none {without} from {sender}: it does not help"
+        );
+    }
 }
 
-/// Wideband PESQ of the 10 % loss row with FEC `fec` ("on" or "off").
-fn pesq(stdout: &str, fec: &str) -> f64 {
+/// Wideband PESQ of the 10 % loss row with FEC `fec` ("on" or "off") in the speech table
+/// of `sender` ("daemon" or "Chromium").
+fn pesq(stdout: &str, sender: &str, fec: &str) -> f64 {
+    let table = format!("| speech, {sender} → daemon: random loss |");
     let prefix = format!("| 10 % | {fec} |");
     let line = stdout
         .lines()
+        .skip_while(|l| !l.starts_with(&table))
         .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{stdout}"));
     line.split('|')

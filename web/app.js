@@ -1,7 +1,9 @@
 // webrtcd's built-in client: signaling protocol v1 (docs/protocol.md) over /signaling.
 // URL parameters: token (relay/API token), id (our id), mode (viewer|intercom),
 // codec (auto|vp8|h264), autoanswer (1|0; 0: an incoming call rings, with Accept and Reject),
-// call (a peer to call once it is online),
+// call (a peer to call once it is online), processing (1|0; 0: the microphone without the
+// browser's echo cancellation, noise suppression and gain control: a speakerphone that does
+// its own),
 // report (a same-origin URL that receives this page's state as JSON every half second, for
 // monitoring; other origins are ignored: the state holds addresses).
 "use strict";
@@ -279,7 +281,10 @@ function setCallState(text) { $("call-state").textContent = text; }
 async function localMedia() {
   if ($("mode").value !== "intercom") return null;
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    const audio = params.get("processing") === "0"
+      ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false }
+      : true;
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio });
     $("local").srcObject = stream;
     $("local").hidden = false;
     return stream;

@@ -72,8 +72,8 @@ NEAR_TEXT = ("Hello, who is there? I am coming, just give me a minute to find my
 
 
 def speech(text, voice, seconds, level_dbfs):
-    """espeak-ng's speech of `text`, repeated to `seconds`, at 48 kHz, active-speech RMS at
-    `level_dbfs`."""
+    """espeak-ng's speech of `text`, repeated to `seconds` (None: said once), at 48 kHz,
+    active-speech RMS at `level_dbfs`."""
     wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "--stdout", text],
                          check=True, capture_output=True).stdout
     with wave.open(io.BytesIO(wav)) as w:
@@ -81,8 +81,9 @@ def speech(text, voice, seconds, level_dbfs):
         x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
     n = int(len(x) * RATE / rate)
     x = np.interp(np.arange(n) * rate / RATE, np.arange(len(x)), x)
-    reps = int(np.ceil(seconds * RATE / len(x)))
-    x = np.tile(x, reps)[: int(seconds * RATE)]
+    if seconds is not None:
+        reps = int(np.ceil(seconds * RATE / len(x)))
+        x = np.tile(x, reps)[: int(seconds * RATE)]
     active = x[np.abs(x) > 0.01 * np.max(np.abs(x))]
     rms = np.sqrt(np.mean(active ** 2))
     return x * (32768 * 10 ** (level_dbfs / 20) / rms)

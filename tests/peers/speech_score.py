@@ -3,9 +3,12 @@
 package) and STOI (`pystoi`), from PyPI, in the test venv (target/interop-venv).
 
   speech_score.py SENT.raw RECEIVED.raw
+  speech_score.py --loop SENT.raw RECEIVED.raw
 
 Both raw S16 mono at 48 kHz, on one clock (room.py --save writes them: far_mic.raw is what
-the far end said, speaker.raw what the door played). The received speech lags, and not by
+the far end said, speaker.raw what the door played). With `--loop`, SENT is one period of
+speech the sender said over and over from a point unknown (a browser playing a file as its
+microphone): what was received is first trimmed to where it sounds, and found in the loop. The received speech lags, and not by
 one fixed amount: where a receiver conceals a lost packet its playout shifts by a few
 milliseconds (seen: +20 ms over 20 s at 10 % loss). So the speech is scored in SEGMENT-long
 pieces, each found in what was received by cross-correlation (near the lag of the whole),
@@ -23,6 +26,7 @@ RATE = 48000
 MAX_LAG = 2.0  # seconds: the whole received stream's lag, at most
 SEGMENT = 4.0  # seconds
 SHIFT = 0.1  # seconds: how far a segment's own lag may stray from the whole's
+LEAD = 0.5  # seconds: `--loop` lays the loop this far ahead of what was received
 
 
 def load(path):
@@ -39,8 +43,28 @@ def lag_of(ref, received, lo, hi):
     return lo + k, float(corr[k] / energy)
 
 
+def unloop(period, received):
+    """`received` from its first sound to its last, and the loop of `period` laid under it
+    so that the received speech lags it by LEAD seconds (within MAX_LAG, as on one clock)."""
+    loud = np.flatnonzero(np.abs(received) > 0.01)
+    if len(loud) == 0:
+        sys.exit("speech_score.py: nothing but silence received")
+    lead = int(LEAD * RATE)
+    begin = max(0, loud[0] - lead)
+    received = received[begin:loud[-1]]
+    # Where the first received seconds of speech are in the loop (two periods: any phase).
+    piece = received[loud[0] - begin:loud[0] - begin + int(SEGMENT * RATE)]
+    phase, _ = lag_of(piece, np.tile(period, 2), 0, len(period))
+    offset = (phase - (loud[0] - begin) + lead) % len(period)
+    reps = (offset + len(received)) // len(period) + 1
+    return np.tile(period, reps)[offset:offset + len(received)], received
+
+
 def main():
-    sent, received = load(sys.argv[1]), load(sys.argv[2])
+    args = [a for a in sys.argv[1:] if a != "--loop"]
+    sent, received = load(args[0]), load(args[1])
+    if "--loop" in sys.argv[1:]:
+        sent, received = unloop(sent, received)
     n = min(len(sent), len(received))
     if n <= (SEGMENT + 2 * MAX_LAG) * RATE:
         sys.exit("speech_score.py: %.1f s recorded, too short to score" % (n / RATE))

@@ -31,6 +31,17 @@ impl Browser {
         Browser::open(Engine::Chromium, url, dir, true, None)
     }
 
+    /// Chromium with camera and microphone granted, its microphone saying `wav` over and over
+    /// (`--use-file-for-fake-audio-capture`).
+    pub fn chromium_saying(
+        url: &str,
+        dir: &std::path::Path,
+        wav: &std::path::Path,
+    ) -> anyhow::Result<Browser> {
+        let say = format!("--use-file-for-fake-audio-capture={}", wav.display());
+        Browser::open_with(Engine::Chromium, url, dir, true, None, &[say])
+    }
+
     /// `engine` showing `url` (logs in `dir/ENGINE.log`). `media`: Chromium grants camera and
     /// microphone (Firefox's profile always does); `core`: every thread on that core only.
     pub fn open(
@@ -39,6 +50,17 @@ impl Browser {
         dir: &std::path::Path,
         media: bool,
         core: Option<usize>,
+    ) -> anyhow::Result<Browser> {
+        Browser::open_with(engine, url, dir, media, core, &[])
+    }
+
+    fn open_with(
+        engine: Engine,
+        url: &str,
+        dir: &std::path::Path,
+        media: bool,
+        core: Option<usize>,
+        flags: &[String],
     ) -> anyhow::Result<Browser> {
         let name = format!("{engine:?}").to_lowercase();
         let profile = dir.join(format!("{name}-profile"));
@@ -59,6 +81,7 @@ impl Browser {
         match engine {
             Engine::Chromium => {
                 command.args(crate::harness::chromium_flags(&profile, media));
+                command.args(flags);
             }
             Engine::Firefox => {
                 std::fs::write(profile.join("user.js"), crate::harness::firefox_user_js())?;

@@ -33,8 +33,12 @@ pub struct Echo {
     pub alone: Vec<echo_alone::Row>,
     /// Noise suppression and gain control ([`crate::near_end`]).
     pub near: Vec<crate::near_end::Row>,
-    /// Speech under loss ([`crate::speech_loss`]).
+    /// Speech under loss ([`crate::speech_loss`]), and from Chromium
+    /// ([`crate::speech_chromium`]).
     pub speech: Vec<crate::speech_loss::Row>,
+    pub speech_chromium: Vec<crate::speech_loss::Row>,
+    /// The same with the browser's own audio processing on.
+    pub speech_chromium_processed: Vec<crate::speech_loss::Row>,
 }
 
 /// A daemon's microphone settings (the profile's `[audio]` keys).
@@ -244,6 +248,8 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Echo> {
         }
     }
     let speech = crate::speech_loss::measure(dir, quick).await?;
+    let (speech_chromium, speech_chromium_processed) =
+        crate::speech_chromium::measure(dir, quick).await?;
     let (alone, near) = if quick {
         (Vec::new(), Vec::new())
     } else {
@@ -257,6 +263,8 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Echo> {
         alone,
         near,
         speech,
+        speech_chromium,
+        speech_chromium_processed,
     };
     // Everything the rooms measured (ERLE by half second, underruns, the lag found).
     std::fs::write(dir.join("echo.json"), serde_json::to_string_pretty(&echo)?)?;
@@ -292,7 +300,24 @@ pub fn markdown(echo: &Echo) -> String {
     }
     if !echo.speech.is_empty() {
         out.push('\n');
-        out.push_str(&crate::speech_loss::markdown(&echo.speech));
+        out.push_str(&crate::speech_loss::markdown(
+            "speech, daemon → daemon",
+            &echo.speech,
+        ));
+    }
+    if !echo.speech_chromium.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::speech_loss::markdown(
+            "speech, Chromium → daemon",
+            &echo.speech_chromium,
+        ));
+    }
+    if !echo.speech_chromium_processed.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::speech_loss::markdown(
+            "speech, Chromium → daemon, the browser's audio processing on",
+            &echo.speech_chromium_processed,
+        ));
     }
     if !echo.near.is_empty() {
         out.push('\n');

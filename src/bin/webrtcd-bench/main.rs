@@ -20,6 +20,7 @@ mod ring;
 mod scenarios;
 mod shutdown;
 mod soak;
+mod speech_chromium;
 mod speech_loss;
 
 use std::fmt::Write as _;

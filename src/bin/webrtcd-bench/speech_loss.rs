@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::echo::{Door, Ends, run_room};
 
 /// The door's ICE address: the loss applies to packets toward it.
-const DOOR_ICE: &str = "127.0.0.3";
+pub(crate) const DOOR_ICE: &str = "127.0.0.3";
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -27,7 +27,7 @@ pub struct Row {
 }
 
 /// The venv's Python (pesq, pystoi, scipy: `make test` installs them).
-fn scorer() -> (PathBuf, PathBuf) {
+pub(crate) fn scorer() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     (
         root.join("target/interop-venv/bin/python"),
@@ -36,10 +36,10 @@ fn scorer() -> (PathBuf, PathBuf) {
 }
 
 /// Random loss of `percent` of the UDP packets toward the door while this lives.
-struct Loss;
+pub(crate) struct Loss;
 
 impl Loss {
-    fn start(percent: u32) -> anyhow::Result<Loss> {
+    pub(crate) fn start(percent: u32) -> anyhow::Result<Loss> {
         nft(&["add", "table", "inet", "speechloss"])?;
         nft(&[
             "add",
@@ -128,10 +128,11 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-pub fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| speech, daemon → daemon: random loss | in-band FEC | PESQ (wideband) | STOI |\n\
-         |---|---|---|---|\n",
+/// The table of `rows`, whose first column is headed `what` (`speech, daemon → daemon`).
+pub fn markdown(what: &str, rows: &[Row]) -> String {
+    let mut out = format!(
+        "| {what}: random loss | in-band FEC | PESQ (wideband) | STOI |\n\
+         |---|---|---|---|\n"
     );
     for r in rows {
         let cell = |k: &str, digits: usize| {

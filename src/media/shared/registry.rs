@@ -175,7 +175,8 @@ impl Encoders {
                 subscription: None,
             });
         }
-        let branch = send::build(&fragments::payloader(codec, pt), codec, pt)?;
+        let in_band_fec = self.profile.audio.as_ref().is_some_and(|a| a.fec);
+        let branch = send::build(&fragments::payloader(codec, pt), codec, pt, in_band_fec)?;
         let feed = Feed::Direct(DirectFeed::new(&branch.bin)?);
         let subscription = Some(self.subscribe_feed(codec, feed, on_failure)?);
         Ok(FedBranch {
