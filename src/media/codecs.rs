@@ -84,7 +84,8 @@ impl Codec {
             .field("clock-rate", self.clock_rate());
         match self {
             // Without encoding-params the rtpmap is `OPUS/48000` and Chromium rejects it.
-            // useinbandfec (in our fmtp): we decode in-band FEC, so send it (RFC 7587).
+            // useinbandfec (in our fmtp): we decode in-band FEC, so send it (RFC 7587); with
+            // `[audio] fec = false` our descriptions leave it out (session::sdp).
             Codec::Opus => {
                 caps = caps
                     .field("encoding-params", "2")

@@ -25,6 +25,10 @@ use crate::sync::lock;
 pub enum MediaError {
     #[error("GStreamer could not build the pipeline: {0}")]
     Build(String),
+    /// Built, but it would not start: a device missing, busy or failing (worth another try,
+    /// unlike a pipeline that cannot be built).
+    #[error("{0} would not start")]
+    WouldNotStart(String),
     #[error("{0:?} is not a codec for this kind of media")]
     WrongKind(codecs::Codec),
     #[error("GStreamer is not usable: {0}")]

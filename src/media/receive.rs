@@ -191,12 +191,14 @@ pub fn branch(
         ),
     };
     let speaker = speaker.filter(|_| !codec.is_video());
-    let depay_decode = if sink == SinkKind::Frames {
+    let echo_probe = echo_probe.filter(|_| !codec.is_video());
+    // The echo canceller's copy is of decoded audio.
+    let depay_decode = if sink == SinkKind::Frames && echo_probe.is_none() {
         codec.depay()
     } else {
         codec.depay_decode()
     };
-    let bin = match (echo_probe.filter(|_| !codec.is_video()), speaker) {
+    let bin = match (echo_probe, speaker) {
         (None, None) => {
             let desc = format!("queue ! {depay_decode} name=dec ! {output}");
             gst::parse::bin_from_description(&desc, true)

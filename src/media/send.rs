@@ -60,7 +60,7 @@ pub fn video(
         fragments::video_source(video, None),
         fragments::payloader(codec, payload_type)
     );
-    let mut branch = build(&desc, codec, payload_type, false)?;
+    let mut branch = build(&desc, codec, payload_type)?;
     if video.stamp_capture_time {
         stamp_raw(&branch.bin);
     }
@@ -85,7 +85,7 @@ pub fn audio(
         fragments::audio_source(audio),
         fragments::payloader(codec, payload_type)
     );
-    let branch = build(&desc, codec, payload_type, audio.fec)?;
+    let branch = build(&desc, codec, payload_type)?;
     super::voice::attach_capture(&branch.bin, audio)?;
     Ok(branch)
 }
@@ -106,14 +106,7 @@ pub(super) fn stamp_raw(bin: &gst::Bin) {
 }
 
 /// Builds `desc ! capsfilter` as a bin with a ghost `src` pad carrying `codec`'s RTP caps.
-/// Without `in_band_fec` an Opus track does not say `useinbandfec=1`: a peer's encoder (a
-/// browser's) then adds none to what it sends us (`[audio] fec = false`: none either way).
-pub(super) fn build(
-    desc: &str,
-    codec: Codec,
-    payload_type: u32,
-    in_band_fec: bool,
-) -> Result<SendBranch, MediaError> {
+pub(super) fn build(desc: &str, codec: Codec, payload_type: u32) -> Result<SendBranch, MediaError> {
     // The caps filter is set from code: caps inside launch syntax need fragile quoting.
     let desc = format!("{desc} ! capsfilter name=rtpcaps");
     let bin = gst::parse::bin_from_description(&desc, true)
@@ -130,9 +123,6 @@ pub(super) fn build(
         let mut caps = caps;
         if let Some(s) = caps.make_mut().structure_mut(0) {
             s.set("ssrc", ssrc);
-            if !in_band_fec {
-                s.remove_field("useinbandfec");
-            }
         }
         caps
     };

@@ -102,9 +102,8 @@ impl Speaker {
 
 impl Drop for Speaker {
     fn drop(&mut self) {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.close();
         self.inner.replace_output(None);
-        self.inner.set_state(SpeakerState::Opening);
     }
 }
 
@@ -226,9 +225,9 @@ impl Inner {
 
     /// The pipeline in use plays (a streaming thread of it).
     fn plays(&self, pipeline: &gst::Pipeline) {
-        let current = lock(&self.output)
-            .as_ref()
-            .is_some_and(|o| &o.pipeline == pipeline);
+        // Under the output's lock: a failure of it in between cannot be overwritten.
+        let output = lock(&self.output);
+        let current = output.as_ref().is_some_and(|o| &o.pipeline == pipeline);
         if current && self.set_state(SpeakerState::Playing) == SpeakerState::Lost {
             tracing::info!(device = %self.device, "speaker back");
         }
@@ -279,8 +278,29 @@ impl Inner {
     }
 
     /// Sets the state; gives the one before. Counts losses in the metrics.
+    /// Closed and out of the metrics at once, under the state's lock: a retry still opening,
+    /// or an error on its way, changes nothing after this.
+    fn close(&self) {
+        let mut current = lock(&self.state);
+        self.closed.store(true, Ordering::Release);
+        if *current == SpeakerState::Lost {
+            let label = crate::metrics::DeviceLabel { device: "speaker" };
+            crate::metrics::get()
+                .devices_down
+                .get_or_create(&label)
+                .dec();
+        }
+        *current = SpeakerState::Opening;
+    }
+
+    /// Once closed (the call ended), nothing changes it: it stays out of the metrics.
     fn set_state(&self, state: SpeakerState) -> SpeakerState {
-        let before = std::mem::replace(&mut *lock(&self.state), state);
+        let mut current = lock(&self.state);
+        if self.closed.load(Ordering::Acquire) {
+            return *current;
+        }
+        let before = std::mem::replace(&mut *current, state);
+        drop(current);
         let label = crate::metrics::DeviceLabel { device: "speaker" };
         let metrics = crate::metrics::get();
         if before != SpeakerState::Lost && state == SpeakerState::Lost {

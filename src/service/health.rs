@@ -45,32 +45,37 @@ impl Health {
         }
     }
 
-    /// `Err` names everything that is wrong (each part is asked even when an earlier one
-    /// failed: a GStreamer probe still out from a busy moment must not hide the wedged
-    /// encoder that is the real fault). With `signaling`, not being registered with the
+    /// `Err` names everything that is wrong (every part is asked, whatever the others say: a
+    /// GStreamer probe still out from a busy moment must not hide the wedged encoder that is
+    /// the real fault). With `signaling`, not being registered with the
     /// relay counts too (for `/healthz`; the watchdog leaves that out, since restarting
     /// cannot bring back a remote relay).
     pub async fn check(&self, signaling: bool) -> Result<(), String> {
-        let mut faults: Vec<String> = Vec::new();
         let relay = Arc::clone(&self.relay);
-        if let Err(fault) = self
-            .relay_probe
-            .run("the relay", move || relay.peer_count())
-            .await
-        {
-            faults.push(fault);
-        }
         let calls = Arc::clone(&self.calls);
-        match self
-            .calls_probe
-            .run("the call manager", move || {
+        let encoders = Arc::clone(&self.encoders);
+        // Together: a check that fails takes one bound (2 s), not one per part.
+        let (relay, calls, gst, encoders) = tokio::join!(
+            self.relay_probe
+                .run("the relay", move || relay.peer_count()),
+            self.calls_probe.run("the call manager", move || {
                 (
                     calls.stuck_sessions(SESSION_STUCK_AFTER),
                     calls.id().is_some(),
                 )
-            })
-            .await
-        {
+            }),
+            self.gst_probe.run("GStreamer", || {
+                gst::ElementFactory::make("fakesink").build().is_ok()
+            }),
+            self.encoders_probe.run("the shared encoders", move || {
+                encoders.stalled(ENCODER_STALLED_AFTER)
+            }),
+        );
+        let mut faults: Vec<String> = Vec::new();
+        if let Err(fault) = relay {
+            faults.push(fault);
+        }
+        match calls {
             Ok((stuck, registered)) => {
                 faults.extend(stuck.into_iter().take(1));
                 if signaling && !registered {
@@ -79,25 +84,12 @@ impl Health {
             }
             Err(fault) => faults.push(fault),
         }
-        match self
-            .gst_probe
-            .run("GStreamer", || {
-                gst::ElementFactory::make("fakesink").build().is_ok()
-            })
-            .await
-        {
+        match gst {
             Ok(true) => {}
             Ok(false) => faults.push("GStreamer cannot make elements".into()),
             Err(fault) => faults.push(fault),
         }
-        let encoders = Arc::clone(&self.encoders);
-        match self
-            .encoders_probe
-            .run("the shared encoders", move || {
-                encoders.stalled(ENCODER_STALLED_AFTER)
-            })
-            .await
-        {
+        match encoders {
             Ok(stalled) => faults.extend(stalled),
             Err(fault) => faults.push(fault),
         }

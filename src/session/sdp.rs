@@ -146,6 +146,40 @@ pub fn add_transport_cc(sdp: &mut gst_sdp::SDPMessageRef, id: u32) {
     }
 }
 
+/// Takes `useinbandfec=1` out of every audio fmtp: a peer then adds no Opus FEC to what it
+/// sends us (`[audio] fec = false`; webrtcbin's answer keeps what the offer said).
+pub fn drop_in_band_fec(sdp: &mut gst_sdp::SDPMessageRef) {
+    for media in sdp.medias_mut() {
+        if media.media() != Some("audio") {
+            continue;
+        }
+        let fmtps: Vec<(u32, String)> = media
+            .attributes()
+            .enumerate()
+            .filter(|(_, a)| a.key() == "fmtp")
+            .filter_map(|(i, a)| Some((i as u32, a.value()?.to_string())))
+            .filter(|(_, v)| v.contains("useinbandfec"))
+            .collect();
+        for (i, value) in fmtps {
+            let Some((pt, params)) = value.split_once(' ') else {
+                continue;
+            };
+            let kept: Vec<&str> = params
+                .split(';')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && !p.starts_with("useinbandfec"))
+                .collect();
+            let value = if kept.is_empty() {
+                // An empty fmtp is not valid SDP: keep a harmless parameter of Opus's.
+                format!("{pt} useinbandfec=0")
+            } else {
+                format!("{pt} {}", kept.join(";"))
+            };
+            let _ = media.replace_attribute(i, gst_sdp::SDPAttribute::new("fmtp", Some(&value)));
+        }
+    }
+}
+
 /// The m-line index that carries a bundled transport (the first mid of `a=group:BUNDLE`).
 pub fn bundle_transport_mline(sdp: &gst_sdp::SDPMessageRef) -> Option<u32> {
     let group = sdp
@@ -321,6 +355,26 @@ a=extmap:5/sendrecv http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-
             "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
         let sdp = gst_sdp::SDPMessage::parse_buffer(none.as_bytes()).unwrap();
         assert_eq!(transport_cc_id(&sdp), None);
+    }
+
+    #[test]
+    fn in_band_fec_is_taken_out_of_audio_only() {
+        let text = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 112\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=fmtp:112 useinbandfec=1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=fmtp:96 useinbandfec=1\r\n";
+        gst::init().unwrap();
+        let mut sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap();
+        drop_in_band_fec(&mut sdp);
+        let written = sdp.to_string();
+        assert!(written.contains("a=fmtp:111 minptime=10\r\n"), "{written}");
+        assert!(
+            written.contains("a=fmtp:112 useinbandfec=0\r\n"),
+            "{written}"
+        );
+        assert!(
+            written.contains("a=fmtp:96 useinbandfec=1\r\n"),
+            "{written}"
+        );
     }
 
     #[test]

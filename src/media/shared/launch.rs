@@ -126,8 +126,8 @@ impl SharedStream {
         if pipeline.set_state(gst::State::Playing).is_err() {
             // Nothing may stay running (or holding the device) after a failed start.
             stop_now(pipeline);
-            return Err(MediaError::Build(format!(
-                "{codec:?} source/encoder would not start"
+            return Err(MediaError::WouldNotStart(format!(
+                "{codec:?} source/encoder"
             )));
         }
         let mut life = lock(&self.life);
@@ -140,6 +140,8 @@ impl SharedStream {
         // Running, or Restarting if it already failed while starting (the restart then
         // replaces this pipeline).
         if matches!(*life, Life::Starting) {
+            // From now on it must deliver (a device may take seconds to open).
+            *lock(&self.last_progress) = Instant::now();
             *life = Life::Running(Running {
                 pipeline,
                 raw_tap,
@@ -173,8 +175,10 @@ impl SharedStream {
                 _ => None,
             };
             *life = Life::Restarting(failed);
+            // Under the life lock: a stop (which marks it back after `Stopped`) cannot come
+            // in between and leave it counted as down.
+            self.mark_lost();
         }
-        self.mark_lost();
         let recent = {
             let mut failures = lock(&self.failures);
             let now = Instant::now();
@@ -231,7 +235,9 @@ impl SharedStream {
                 }
             }
             // Still gone (a microphone not plugged back yet): try again later.
-            Err(err) if self.retries_for_ever() => self.on_source_failure(err.to_string()),
+            Err(err @ MediaError::WouldNotStart(_)) if self.retries_for_ever() => {
+                self.on_source_failure(err.to_string())
+            }
             Err(err) => self.give_up(&err.to_string()),
         }
     }
@@ -249,8 +255,8 @@ impl SharedStream {
     }
 
     pub(super) fn stop(&self) {
-        self.mark_back();
         let old = std::mem::replace(&mut *lock(&self.life), Life::Stopped);
+        self.mark_back();
         match old {
             Life::Running(Running { pipeline, .. }) | Life::Restarting(Some(pipeline)) => {
                 crate::media::teardown(pipeline);

@@ -175,8 +175,7 @@ impl Encoders {
                 subscription: None,
             });
         }
-        let in_band_fec = self.profile.audio.as_ref().is_some_and(|a| a.fec);
-        let branch = send::build(&fragments::payloader(codec, pt), codec, pt, in_band_fec)?;
+        let branch = send::build(&fragments::payloader(codec, pt), codec, pt)?;
         let feed = Feed::Direct(DirectFeed::new(&branch.bin)?);
         let subscription = Some(self.subscribe_feed(codec, feed, on_failure)?);
         Ok(FedBranch {
@@ -242,7 +241,13 @@ impl Encoders {
                 stream.holders.fetch_add(1, Ordering::Relaxed);
                 return Ok(Arc::clone(stream));
             }
-            let stream = SharedStream::new(&self.profile, codec, factory, Weak::clone(&self.me));
+            let stream = SharedStream::new(
+                &self.profile,
+                codec,
+                factory,
+                Weak::clone(&self.me),
+                self.runtime.clone(),
+            );
             stream.holders.fetch_add(1, Ordering::Relaxed);
             streams.insert(codec, Arc::clone(&stream));
             stream
@@ -251,7 +256,7 @@ impl Encoders {
             Ok(()) => Ok(stream),
             // A microphone missing now may be plugged in during the call: it goes on
             // without audio meanwhile.
-            Err(err) if stream.retries_for_ever() => {
+            Err(err @ MediaError::WouldNotStart(_)) if stream.retries_for_ever() => {
                 stream.on_source_failure(err.to_string());
                 Ok(stream)
             }

@@ -159,6 +159,7 @@ impl SharedStream {
         codec: Codec,
         factory: String,
         owner: Weak<Encoders>,
+        runtime: Option<tokio::runtime::Handle>,
     ) -> Arc<SharedStream> {
         let rungs = match (codec.kind(), &profile.video) {
             (MediaKind::Video, Some(video)) if video.ladder.len() > 1 => video.rungs(),
@@ -183,7 +184,9 @@ impl SharedStream {
             stamp_capture_time: codec.is_video()
                 && profile.video.as_ref().is_some_and(|v| v.stamp_capture_time),
             owner,
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            // Started from the RTSP server's GLib thread, its timers (restarts, the quiet
+            // watch) still run on the daemon's runtime.
+            runtime: tokio::runtime::Handle::try_current().ok().or(runtime),
             stats: StreamStats::default(),
             last_progress: Mutex::new(Instant::now()),
             loss_protection: Mutex::new(crate::media::encoder::FEC_FLOOR_PERCENT),

@@ -202,24 +202,27 @@ impl Call {
         } else {
             None
         };
-        let receive = &self.settings.profile.receive;
-        let speaker = if is_audio && receive.audio == SinkKind::Alsa && self.media.speaker.is_none()
-        {
+        let mut receive = self.settings.profile.receive.clone();
+        // The ALSA speaker plays the first stream of a codec we decode; another audio stream
+        // (a peer that sends two) plays nowhere rather than fight it for the device.
+        let decodable = caps
+            .structure(0)
+            .and_then(|s| s.get::<&str>("encoding-name").ok())
+            .and_then(codecs::Codec::from_encoding_name)
+            .is_some_and(|c| !c.is_video());
+        let speaker = if !(is_audio && receive.audio == SinkKind::Alsa) {
+            None
+        } else if decodable && self.media.speaker.is_none() {
             let device = receive.audio_device.as_deref().unwrap_or("default");
             let speaker = Speaker::open(device).map_err(CallEnd::media_error)?;
             let sink = speaker.sink().clone();
             self.media.speaker = Some(speaker);
             Some(sink)
         } else {
+            receive.audio = SinkKind::Count;
             None
         };
-        let built = receive::branch(
-            &caps,
-            &self.settings.profile.receive,
-            &self.info.received,
-            echo_probe,
-            speaker,
-        );
+        let built = receive::branch(&caps, &receive, &self.info.received, echo_probe, speaker);
         let linked = built.map_err(ReceiveFailed::new).and_then(|(bin, codec)| {
             self.pipeline.add(&bin).map_err(ReceiveFailed::new)?;
             let sink_pad = bin

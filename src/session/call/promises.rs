@@ -41,7 +41,8 @@ impl Call {
     }
 
     /// Makes `desc` ours: our certificate's fingerprint in it, in an answer the transport-cc
-    /// extension we accepted, after an ICE restart our new `credentials`; sets it as the local
+    /// extension we accepted, after an ICE restart our new `credentials`, without
+    /// `useinbandfec` when our audio has FEC off; sets it as the local
     /// description and keeps its mids (for the candidates we send). Gives its text, for the
     /// peer.
     pub(super) async fn set_ours(
@@ -57,6 +58,9 @@ impl Call {
         }
         if let Some(credentials) = credentials {
             sdp::set_ice_credentials(ours, credentials);
+        }
+        if self.settings.profile.audio.as_ref().is_some_and(|a| !a.fec) {
+            sdp::drop_in_band_fec(ours);
         }
         self.talk.local_mids = sdp::mids(desc.sdp());
         let text = desc.sdp().to_string();
