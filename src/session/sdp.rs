@@ -160,7 +160,8 @@ pub fn drop_in_band_fec(sdp: &mut gst_sdp::SDPMessageRef) {
             .filter_map(|(i, a)| Some((i as u32, a.value()?.to_string())))
             .filter(|(_, v)| v.contains("useinbandfec"))
             .collect();
-        for (i, value) in fmtps {
+        // Last first: removing an attribute moves the ones after it.
+        for (i, value) in fmtps.into_iter().rev() {
             let Some((pt, params)) = value.split_once(' ') else {
                 continue;
             };
@@ -169,13 +170,14 @@ pub fn drop_in_band_fec(sdp: &mut gst_sdp::SDPMessageRef) {
                 .map(str::trim)
                 .filter(|p| !p.is_empty() && !p.starts_with("useinbandfec"))
                 .collect();
-            let value = if kept.is_empty() {
-                // An empty fmtp is not valid SDP: keep a harmless parameter of Opus's.
-                format!("{pt} useinbandfec=0")
+            // Nothing left: no fmtp at all (not `useinbandfec=0`, which a webrtcbin peer whose
+            // own caps say 1 cannot match to its transceiver).
+            let _ = if kept.is_empty() {
+                media.remove_attribute(i)
             } else {
-                format!("{pt} {}", kept.join(";"))
+                let value = format!("{pt} {}", kept.join(";"));
+                media.replace_attribute(i, gst_sdp::SDPAttribute::new("fmtp", Some(&value)))
             };
-            let _ = media.replace_attribute(i, gst_sdp::SDPAttribute::new("fmtp", Some(&value)));
         }
     }
 }
@@ -367,10 +369,7 @@ a=fmtp:112 useinbandfec=1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=fmtp:96 useinba
         drop_in_band_fec(&mut sdp);
         let written = sdp.to_string();
         assert!(written.contains("a=fmtp:111 minptime=10\r\n"), "{written}");
-        assert!(
-            written.contains("a=fmtp:112 useinbandfec=0\r\n"),
-            "{written}"
-        );
+        assert!(!written.contains("a=fmtp:112"), "{written}");
         assert!(
             written.contains("a=fmtp:96 useinbandfec=1\r\n"),
             "{written}"
