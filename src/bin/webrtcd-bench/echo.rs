@@ -298,26 +298,18 @@ pub fn markdown(echo: &Echo) -> String {
             cell(&v["erle_after_double_talk_db"], ""),
         ));
     }
-    if !echo.speech.is_empty() {
-        out.push('\n');
-        out.push_str(&crate::speech_loss::markdown(
-            "speech, daemon → daemon",
-            &echo.speech,
-        ));
-    }
-    if !echo.speech_chromium.is_empty() {
-        out.push('\n');
-        out.push_str(&crate::speech_loss::markdown(
-            "speech, Chromium → daemon",
-            &echo.speech_chromium,
-        ));
-    }
-    if !echo.speech_chromium_processed.is_empty() {
-        out.push('\n');
-        out.push_str(&crate::speech_loss::markdown(
+    for (what, rows) in [
+        ("speech, daemon → daemon", &echo.speech),
+        ("speech, Chromium → daemon", &echo.speech_chromium),
+        (
             "speech, Chromium → daemon, the browser's audio processing on",
             &echo.speech_chromium_processed,
-        ));
+        ),
+    ] {
+        if !rows.is_empty() {
+            out.push('\n');
+            out.push_str(&crate::speech_loss::markdown(what, rows));
+        }
     }
     if !echo.near.is_empty() {
         out.push('\n');

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::chromium::Browser;
 use crate::procs::{Daemon, poll};
-use crate::speech_loss::{DOOR_ICE, Loss, Row, scorer};
+use crate::speech_loss::{DOOR_ICE, Loss, Row, score};
 
 /// How long the browser talks once the call carries its audio.
 const TALK: Duration = Duration::from_secs(24);
@@ -117,22 +117,12 @@ async fn run_case(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mono = dir.join("speaker-mono.raw");
     std::fs::write(&mono, left_channel(&std::fs::read(&recorded)?))?;
-    let (python, score) = scorer();
-    let out = tokio::process::Command::new(&python)
-        .arg(&score)
-        .arg("--loop")
-        .arg(said.with_extension("raw"))
-        .arg(&mono)
-        .output()
-        .await
-        .with_context(|| format!("{} (make test installs pesq and pystoi)", python.display()))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "speech_score.py: {}; see {}",
-        String::from_utf8_lossy(&out.stderr),
-        dir.display()
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let said = said.with_extension("raw");
+    score(
+        &["--loop".as_ref(), said.as_os_str(), mono.as_os_str()],
+        &dir,
+    )
+    .await
 }
 
 /// 0, 5, 10 and 20 % loss, FEC on and off (`quick`: 10 % only), the page's microphone

@@ -27,7 +27,7 @@ pub struct Row {
 }
 
 /// The venv's Python (pesq, pystoi, scipy: `make test` installs them).
-pub(crate) fn scorer() -> (PathBuf, PathBuf) {
+fn scorer() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     (
         root.join("target/interop-venv/bin/python"),
@@ -95,18 +95,24 @@ async fn run_case(dir: &Path, percent: u32, fec: bool) -> anyhow::Result<Value> 
     };
     run_room(dir, &label, &args, &ends).await?;
     drop(loss);
+    let (sent, received) = (saved.join("far_mic.raw"), saved.join("speaker.raw"));
+    score(&[sent.as_os_str(), received.as_os_str()], &saved).await
+}
+
+/// speech_score.py with `args`: its JSON (`dir`: where a failure's material is).
+pub(crate) async fn score(args: &[&std::ffi::OsStr], dir: &Path) -> anyhow::Result<Value> {
     let (python, script) = scorer();
     let out = tokio::process::Command::new(&python)
         .arg(&script)
-        .arg(saved.join("far_mic.raw"))
-        .arg(saved.join("speaker.raw"))
+        .args(args)
         .output()
         .await
         .with_context(|| format!("{} (make test installs pesq and pystoi)", python.display()))?;
     anyhow::ensure!(
         out.status.success(),
-        "speech_score.py: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "speech_score.py: {}; see {}",
+        String::from_utf8_lossy(&out.stderr),
+        dir.display()
     );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
