@@ -172,27 +172,43 @@ fn the_call(calls: &[serde_json::Value]) -> Option<serde_json::Value> {
     calls.first().cloned()
 }
 
+/// A door on `pulse`'s microphone (its `[receive]` section as given), following its events,
+/// and alice calling it: (door, its events, alice, the session).
+async fn call_a_pulse_door(
+    name: &str,
+    pulse: &Pulse,
+    receive: &str,
+) -> (Proc, EventLog, Proc, String) {
+    let door_name = format!("{name}-door");
+    let door_profile = write_profile(
+        &door_name,
+        &format!(
+            "name = \"{door_name}\"\n\
+             [video]\nsource = \"test\"\nwidth = 320\nheight = 240\ncodecs = [\"vp8\"]\n\
+             [audio]\nsource = \"alsa\"\ndevice = \"webrtcd_mic\"\ncodecs = [\"opus\"]\n\
+             [receive]\n{receive}\n"
+        ),
+    );
+    let env = [("ALSA_CONFIG_PATH", pulse.conf.to_str().expect("path"))];
+    let door = Proc::daemon_env(&door_name, &door_profile, &[], &env);
+    let events = EventLog::follow(&door, &door_name);
+    let alice_name = format!("{name}-alice");
+    let alice = Proc::daemon(
+        &alice_name,
+        &light_profile(&alice_name, ""),
+        &["--relay", &door.ws_url()],
+    );
+    wait_peer(&alice, &door_name).await;
+    let session = place_call(&alice, &door_name).await;
+    (door, events, alice, session)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_microphone_unplugged_mid_call_comes_back_without_a_new_call() {
     let _serial = serial().await;
     let pulse = Pulse::start("unplug");
-    let door_profile = write_profile(
-        "unplug-door",
-        "name = \"unplug-door\"\n\
-         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\ncodecs = [\"vp8\"]\n\
-         [audio]\nsource = \"alsa\"\ndevice = \"webrtcd_mic\"\ncodecs = [\"opus\"]\n\
-         [receive]\nvideo = \"count\"\naudio = \"count\"\n",
-    );
-    let env = [("ALSA_CONFIG_PATH", pulse.conf.to_str().expect("path"))];
-    let door = Proc::daemon_env("unplug-door", &door_profile, &[], &env);
-    let events = EventLog::follow(&door, "unplug-door");
-    let alice = Proc::daemon(
-        "unplug-alice",
-        &light_profile("unplug-alice", ""),
-        &["--relay", &door.ws_url()],
-    );
-    wait_peer(&alice, "unplug-door").await;
-    let session = place_call(&alice, "unplug-door").await;
+    let (door, events, alice, session) =
+        call_a_pulse_door("unplug", &pulse, "video = \"count\"\naudio = \"count\"").await;
     wait_call(&alice, &session, "audio from the door's microphone", |c| {
         c["audio_buffers"].as_u64().unwrap_or(0) >= 50
     })
@@ -301,23 +317,12 @@ async fn a_microphone_that_keeps_failing_never_ends_the_call() {
 async fn a_missing_speaker_ends_nothing_and_plays_once_plugged_in() {
     let _serial = serial().await;
     let pulse = Pulse::start("speakerless");
-    let door_profile = write_profile(
-        "speakerless-door",
-        "name = \"speakerless-door\"\n\
-         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\ncodecs = [\"vp8\"]\n\
-         [audio]\nsource = \"alsa\"\ndevice = \"webrtcd_mic\"\ncodecs = [\"opus\"]\n\
-         [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"webrtcd_speaker\"\n",
-    );
-    let env = [("ALSA_CONFIG_PATH", pulse.conf.to_str().expect("path"))];
-    let door = Proc::daemon_env("speakerless-door", &door_profile, &[], &env);
-    let events = EventLog::follow(&door, "speakerless-door");
-    let alice = Proc::daemon(
-        "speakerless-alice",
-        &light_profile("speakerless-alice", ""),
-        &["--relay", &door.ws_url()],
-    );
-    wait_peer(&alice, "speakerless-door").await;
-    let session = place_call(&alice, "speakerless-door").await;
+    let (door, events, alice, session) = call_a_pulse_door(
+        "speakerless",
+        &pulse,
+        "video = \"count\"\naudio = \"alsa\"\naudio_device = \"webrtcd_speaker\"",
+    )
+    .await;
     let lost = wait_for(
         "the door to say its speaker is lost",
         Duration::from_secs(15),
