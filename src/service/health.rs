@@ -118,6 +118,8 @@ impl Probe {
             return Err(format!("{what} has not answered an earlier check"));
         }
         let in_flight = Arc::clone(&self.in_flight);
+        // Not tracked, on purpose: a check wedged in GStreamer (what it is there to find)
+        // must not hold shutdown. At most one per part is out at a time (`in_flight`).
         let task = tokio::task::spawn_blocking(move || {
             let out = check();
             in_flight.store(false, Ordering::Release);

@@ -339,7 +339,8 @@ async fn snapshot(
         );
     };
     let encoders = Arc::clone(&state.encoders);
-    let taken = tokio::task::spawn_blocking(move || {
+    // Tracked: shutdown waits for a snapshot under way (bounded by SNAPSHOT_WITHIN).
+    let taken = crate::media::work::run(move || {
         let _taking = taking;
         encoders.snapshot(query.width, SNAPSHOT_WITHIN)
     })

@@ -173,7 +173,9 @@ pub async fn accept(
             Ok(accepted) => return Some(accepted),
             Err(err) => {
                 tracing::warn!("accept on {:?}: {err}", listener.local_addr().ok());
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                if !crate::backoff::Backoff::sleep(ACCEPT_BACKOFF, shutdown).await {
+                    return None;
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Encoders;
+use crate::backoff::Backoff;
 use crate::media::codecs::{Codec, MediaKind};
 use crate::media::encoder::{self, ProbeResult};
 use crate::sync::lock;
@@ -23,7 +24,8 @@ const MAX_TRIES: u32 = 8;
 #[derive(Debug)]
 pub(super) struct Pending {
     next: Instant,
-    wait: Duration,
+    /// The waits between probes: [`FIRST_WAIT`] doubling up to [`LONGEST_WAIT`].
+    backoff: Backoff,
     tries: u32,
     /// A probe of it is running (on a blocking thread).
     running: bool,
@@ -34,9 +36,10 @@ pub(super) struct Pending {
 
 impl Pending {
     pub(super) fn new() -> Pending {
+        let mut backoff = Backoff::new(FIRST_WAIT, LONGEST_WAIT);
         Pending {
-            next: Instant::now() + FIRST_WAIT,
-            wait: FIRST_WAIT,
+            next: Instant::now() + backoff.next_pause(),
+            backoff,
             tries: 0,
             running: false,
             last: Instant::now(),
@@ -90,6 +93,8 @@ impl Encoders {
             }
             return;
         };
+        // Not tracked, on purpose: shutdown does not wait for a probe (seconds of encoding)
+        // it would throw away; one per waiting codec at most (`running`).
         runtime.spawn_blocking(move || {
             for codec in due {
                 me.reprobe(codec);
@@ -153,9 +158,9 @@ impl Encoders {
                 p.running = false;
                 p.last = Instant::now();
                 if again && p.tries < MAX_TRIES {
-                    p.wait = (p.wait * 2).min(LONGEST_WAIT);
-                    p.next = Instant::now() + p.wait;
-                    tracing::info!(?codec, tries = p.tries, wait = ?p.wait, "encoder probe ran out of time again; will retry");
+                    let wait = p.backoff.next_pause();
+                    p.next = Instant::now() + wait;
+                    tracing::info!(?codec, tries = p.tries, ?wait, "encoder probe ran out of time again; will retry");
                 } else {
                     tracing::warn!(
                         ?codec,

@@ -48,6 +48,8 @@ pub struct Handoff {
     /// The slot of the connection being handed over, taken by `client-connected` (which
     /// the server emits within `transfer_connection`, on the same thread).
     pending: Arc<Mutex<Option<Slot>>>,
+    /// The server's thread and the loop it runs, stopped and joined when the front stops.
+    thread: Arc<Mutex<Option<(glib::MainLoop, std::thread::JoinHandle<()>)>>>,
 }
 
 impl Handoff {
@@ -81,7 +83,30 @@ impl Handoff {
             server,
             context,
             pending,
+            thread: Arc::default(),
         }
+    }
+
+    /// Runs `main_loop` (on the server's context) on a thread of its own until [`Handoff::stop`].
+    pub fn run(&self, main_loop: glib::MainLoop) -> std::io::Result<()> {
+        let context = self.context.clone();
+        let running = main_loop.clone();
+        let thread = std::thread::Builder::new()
+            .name("rtsp".into())
+            .spawn(move || {
+                let _ = context.with_thread_default(|| running.run());
+            })?;
+        *lock(&self.thread) = Some((main_loop, thread));
+        Ok(())
+    }
+
+    /// Stops the server's loop and waits for its thread (off the tokio workers).
+    async fn stop(&self) {
+        let Some((main_loop, thread)) = lock(&self.thread).take() else {
+            return;
+        };
+        main_loop.quit();
+        let _ = crate::media::work::run(move || thread.join()).await;
     }
 
     /// Hands `stream`, whose first bytes were `initial`, to the server.
@@ -204,6 +229,7 @@ pub async fn serve(
             }
         });
     }
+    handoff.stop().await;
 }
 
 /// Reads until the end of the first request's header; `None` when the peer closes first,

@@ -90,13 +90,8 @@ pub fn start(
     let context = glib::MainContext::new();
     expire_sessions(&server, max_sessions, &context);
     let main_loop = glib::MainLoop::new(Some(&context), false);
-    let handoff = front::Handoff::new(server, context.clone());
-    std::thread::Builder::new()
-        .name("rtsp".into())
-        .spawn(move || {
-            let _ = context.with_thread_default(|| main_loop.run());
-        })
-        .context("RTSP thread")?;
+    let handoff = front::Handoff::new(server, context);
+    handoff.run(main_loop).context("RTSP thread")?;
     Ok(handoff)
 }
 
