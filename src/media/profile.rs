@@ -200,7 +200,7 @@ pub enum AudioSourceKind {
     Launch,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Receive {
     #[serde(default)]
@@ -216,6 +216,24 @@ pub struct Receive {
     /// sender) and report capture → decoded-frame latency in `/api/calls`.
     #[serde(default)]
     pub measure_latency: bool,
+    /// Ask peers to send their Opus with redundancy (RED, RFC 2198; Chromium does): a lost
+    /// packet is replaced by its copy in the next one (session::red).
+    #[serde(default = "default_true")]
+    pub audio_red: bool,
+}
+
+/// A profile without `[receive]`: the same as an empty one.
+impl Default for Receive {
+    fn default() -> Receive {
+        Receive {
+            video: SinkKind::default(),
+            audio: SinkKind::default(),
+            audio_device: None,
+            latency_ms: default_latency_ms(),
+            measure_latency: false,
+            audio_red: true,
+        }
+    }
 }
 
 /// What happens to decoded remote media.

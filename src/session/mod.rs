@@ -11,6 +11,7 @@ pub mod identity;
 mod loss_estimate;
 pub mod manager;
 pub mod notify;
+mod red;
 mod rtcp_budget;
 pub mod sdp;
 mod supervise;
@@ -150,6 +151,8 @@ pub struct CallInfo {
     pub estimate_bps: AtomicU64,
     /// Lost packets this side rebuilt from FEC (sampled by the session task).
     pub fec_recovered: AtomicU64,
+    /// Lost audio packets rebuilt from the copy in the next one (RED; sampled likewise).
+    pub audio_recovered: AtomicU64,
     /// ICE restarts on this call, made or answered.
     pub ice_restarts: AtomicU64,
     /// Where `estimate_bps` comes from (see [`Estimator`]).
@@ -247,6 +250,9 @@ pub struct ReceivedVideo {
     pub freezes: u64,
     /// Lost packets rebuilt from forward error correction (`fec = true` on the sender).
     pub fec_recovered: u64,
+    /// Lost audio packets rebuilt from the copy the next packet carried (RED, `[receive]
+    /// audio_red`, a peer such as Chromium sending it).
+    pub audio_recovered: u64,
 }
 
 /// What this side sends the peer, and how it adapts to the link.
@@ -341,6 +347,7 @@ impl CallInfo {
             packets_retransmitted: AtomicU64::new(0),
             estimate_bps: AtomicU64::new(0),
             fec_recovered: AtomicU64::new(0),
+            audio_recovered: AtomicU64::new(0),
             ice_restarts: AtomicU64::new(0),
             estimator: std::sync::atomic::AtomicU8::new(Estimator::None as u8),
             sending: Mutex::default(),
@@ -468,6 +475,7 @@ impl CallInfo {
                     fps: self.received.fps(),
                     freezes: self.received.freezes.load(Ordering::Relaxed),
                     fec_recovered: self.fec_recovered.load(Ordering::Relaxed),
+                    audio_recovered: self.audio_recovered.load(Ordering::Relaxed),
                 }
             },
             devices: CallDevices {

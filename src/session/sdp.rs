@@ -146,6 +146,19 @@ pub fn add_transport_cc(sdp: &mut gst_sdp::SDPMessageRef, id: u32) {
     }
 }
 
+/// The payload types of `media` whose `a=rtpmap` names the codec `name` (any case).
+pub fn payloads_named(media: &gst_sdp::SDPMediaRef, name: &str) -> Vec<u8> {
+    media
+        .attributes()
+        .filter(|a| a.key() == "rtpmap")
+        .filter_map(|a| {
+            let (pt, codec) = a.value()?.split_once(' ')?;
+            let codec = codec.split('/').next()?;
+            codec.eq_ignore_ascii_case(name).then(|| pt.parse().ok())?
+        })
+        .collect()
+}
+
 /// Takes `useinbandfec=1` out of every audio fmtp: a peer then adds no Opus FEC to what it
 /// sends us (`[audio] fec = false`; webrtcbin's answer keeps what the offer said).
 pub fn drop_in_band_fec(sdp: &mut gst_sdp::SDPMessageRef) {

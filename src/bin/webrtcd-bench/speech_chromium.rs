@@ -5,7 +5,8 @@
 //! receives on an ALSA speaker that writes to a file at the pace of a sound card
 //! (`tests/peers/alsa_pace.py`); that is scored against the file (`speech_score.py --loop`).
 //! "FEC off": the door's SDP does not say `useinbandfec=1` (`[audio] fec = false`), so
-//! Chromium's Opus encoder adds none. The page asks for its microphone without the browser's
+//! Chromium's Opus encoder adds none. "RED off": the door does not ask for Opus in RED
+//! (`[receive] audio_red = false`), so Chromium sends each frame once. The page asks for its microphone without the browser's
 //! echo cancellation, noise suppression and gain control (`processing=0`, as a speakerphone
 //! that does its own would): with them, Chromium's canceller hears the door's tone played
 //! back and cuts the speech in stretches of 0.1–2 s even without loss (PESQ 1.8–2.7 at 0 %,
@@ -36,12 +37,13 @@ fn script(name: &str) -> std::path::PathBuf {
 
 /// The door: a small test picture and tone of its own; what it receives plays on its ALSA
 /// speaker (`door_speaker`, recorded to `speaker.raw`).
-fn door_profile(fec: bool) -> String {
+fn door_profile(fec: bool, red: bool) -> String {
     format!(
         "name = \"speech-door\"\nmax_sessions = 1\n\
          [video]\nsource = \"test\"\nwidth = 160\nheight = 120\ncodecs = [\"vp8\"]\n\
          [audio]\nsource = \"test\"\ncodecs = [\"opus\"]\nfec = {fec}\n\
-         [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"door_speaker\"\n"
+         [receive]\nvideo = \"count\"\naudio = \"alsa\"\naudio_device = \"door_speaker\"\n\
+         audio_red = {red}\n"
     )
 }
 
@@ -70,12 +72,13 @@ async fn run_case(
     dir: &Path,
     said: &Path,
     percent: u32,
-    fec: bool,
+    (fec, red): (bool, bool),
     processing: bool,
 ) -> anyhow::Result<Value> {
     let dir = dir.join(format!(
-        "speech-chromium-{percent}pc-fec{}{}",
+        "speech-chromium-{percent}pc-fec{}-red{}{}",
         u8::from(fec),
+        u8::from(red),
         if processing { "-processed" } else { "" }
     ));
     let _ = std::fs::remove_dir_all(&dir);
@@ -84,7 +87,14 @@ async fn run_case(
     let conf = dir.join("asound.conf");
     std::fs::write(&conf, asound_conf(&recorded))?;
     let env = [("ALSA_CONFIG_PATH", conf.as_path())];
-    let door = Daemon::start_with(&dir, "speech-door", &door_profile(fec), DOOR_ICE, &[], &env)?;
+    let door = Daemon::start_with(
+        &dir,
+        "speech-door",
+        &door_profile(fec, red),
+        DOOR_ICE,
+        &[],
+        &env,
+    )?;
     let loss = if percent > 0 {
         Some(Loss::start(percent)?)
     } else {
@@ -109,6 +119,13 @@ async fn run_case(
     .await
     .context("the door never heard the page")?;
     tokio::time::sleep(TALK).await;
+    // What the door rebuilt from Chromium's redundant copies (RED), read before it hangs up.
+    let rebuilt = door.calls().await.ok().and_then(|calls| {
+        calls
+            .iter()
+            .find(|c| c["session"] == session.as_str())
+            .and_then(|c| c["receive"]["audio_recovered"].as_u64())
+    });
     let _ = door.hang_up(&session).await;
     drop(browser);
     drop(loss);
@@ -118,15 +135,20 @@ async fn run_case(
     let mono = dir.join("speaker-mono.raw");
     std::fs::write(&mono, left_channel(&std::fs::read(&recorded)?))?;
     let said = said.with_extension("raw");
-    score(
+    let mut scored = score(
         &["--loop".as_ref(), said.as_os_str(), mono.as_os_str()],
         &dir,
     )
-    .await
+    .await?;
+    if let (Some(object), Some(rebuilt)) = (scored.as_object_mut(), rebuilt) {
+        object.insert("audio_recovered".into(), rebuilt.into());
+    }
+    Ok(scored)
 }
 
-/// 0, 5, 10 and 20 % loss, FEC on and off (`quick`: 10 % only), the page's microphone
-/// without the browser's processing; then (not `quick`) no loss, FEC on, with it.
+/// 0, 5, 10 and 20 % loss (`quick`: 10 % only), with RED and FEC (the door's defaults), FEC
+/// alone and neither, the page's microphone without the browser's processing; then (not
+/// `quick`) no loss, RED and FEC, with it.
 pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<(Vec<Row>, Vec<Row>)> {
     let said = dir.join("speech-said");
     let made = Command::new("/usr/bin/python3")
@@ -139,21 +161,23 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<(Vec<Row>, Vec<R
     let losses: &[u32] = if quick { &[10] } else { &[0, 5, 10, 20] };
     let mut rows = Vec::new();
     for &loss_percent in losses {
-        for fec in [true, false] {
-            let score = run_case(dir, &said, loss_percent, fec, false).await?;
+        for (fec, red) in [(true, true), (true, false), (false, false)] {
+            let score = run_case(dir, &said, loss_percent, (fec, red), false).await?;
             rows.push(Row {
                 loss_percent,
                 fec,
+                red: Some(red),
                 score,
             });
         }
     }
     let mut processed = Vec::new();
     if !quick {
-        let score = run_case(dir, &said, 0, true, true).await?;
+        let score = run_case(dir, &said, 0, (true, true), true).await?;
         processed.push(Row {
             loss_percent: 0,
             fec: true,
+            red: Some(true),
             score,
         });
     }

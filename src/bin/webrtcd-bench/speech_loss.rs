@@ -22,6 +22,9 @@ pub(crate) const DOOR_ICE: &str = "127.0.0.3";
 pub struct Row {
     pub loss_percent: u32,
     pub fec: bool,
+    /// Whether the door asked for RED (`[receive] audio_red`); `None` for a sender that sends
+    /// none (a daemon).
+    pub red: Option<bool>,
     /// speech_score.py's JSON: pesq_wb, stoi, the lag it found.
     pub score: Value,
 }
@@ -127,6 +130,7 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             rows.push(Row {
                 loss_percent,
                 fec,
+                red: None,
                 score,
             });
         }
@@ -137,8 +141,8 @@ pub async fn measure(dir: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
 /// The table of `rows`, whose first column is headed `what` (`speech, daemon → daemon`).
 pub fn markdown(what: &str, rows: &[Row]) -> String {
     let mut out = format!(
-        "| {what}: random loss | in-band FEC | PESQ (wideband) | STOI |\n\
-         |---|---|---|---|\n"
+        "| {what}: random loss | in-band FEC | RED | PESQ (wideband) | STOI |\n\
+         |---|---|---|---|---|\n"
     );
     for r in rows {
         let cell = |k: &str, digits: usize| {
@@ -147,10 +151,17 @@ pub fn markdown(what: &str, rows: &[Row]) -> String {
                 .map(|x| format!("{x:.digits$}"))
                 .unwrap_or_else(|| "–".into())
         };
+        let on = |b: bool| if b { "on" } else { "off" };
+        // With RED: how many lost packets its copies rebuilt.
+        let red = match (r.red, r.score["audio_recovered"].as_u64()) {
+            (Some(true), Some(rebuilt)) => format!("on, {rebuilt} rebuilt"),
+            (red, _) => red.map_or("–", on).to_string(),
+        };
         out.push_str(&format!(
-            "| {} % | {} | {} | {} |\n",
+            "| {} % | {} | {} | {} | {} |\n",
             r.loss_percent,
-            if r.fec { "on" } else { "off" },
+            on(r.fec),
+            red,
             cell("pesq_wb", 2),
             cell("stoi", 2),
         ));

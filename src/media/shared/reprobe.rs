@@ -160,7 +160,12 @@ impl Encoders {
                 if again && p.tries < MAX_TRIES {
                     let wait = p.backoff.next_pause();
                     p.next = Instant::now() + wait;
-                    tracing::info!(?codec, tries = p.tries, ?wait, "encoder probe ran out of time again; will retry");
+                    tracing::info!(
+                        ?codec,
+                        tries = p.tries,
+                        ?wait,
+                        "encoder probe ran out of time again; will retry"
+                    );
                 } else {
                     tracing::warn!(
                         ?codec,

@@ -49,8 +49,11 @@ pub struct Handoff {
     /// the server emits within `transfer_connection`, on the same thread).
     pending: Arc<Mutex<Option<Slot>>>,
     /// The server's thread and the loop it runs, stopped and joined when the front stops.
-    thread: Arc<Mutex<Option<(glib::MainLoop, std::thread::JoinHandle<()>)>>>,
+    thread: Arc<Mutex<Option<ServerThread>>>,
 }
+
+/// The RTSP server's loop and the thread that runs it.
+type ServerThread = (glib::MainLoop, std::thread::JoinHandle<()>);
 
 impl Handoff {
     /// `server` must not be attached (it would accept connections itself); `context` is the

@@ -179,6 +179,9 @@ impl Call {
         self.info
             .fec_recovered
             .store(done.fec_recovered, Ordering::Relaxed);
+        self.info
+            .audio_recovered
+            .store(self.media.red.recovered(), Ordering::Relaxed);
         let before = self
             .info
             .packets_retransmitted

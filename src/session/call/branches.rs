@@ -39,6 +39,8 @@ pub(super) struct Media {
     /// The ALSA speaker the peer's audio plays on (`[receive] audio = "alsa"`), in a
     /// pipeline of its own: missing or failing, it ends nothing (media::speaker).
     pub speaker: Option<crate::media::speaker::Speaker>,
+    /// Which of the peer's payload types carry Opus in RED, split before the jitterbuffer.
+    pub red: Arc<crate::session::red::RedPayloads>,
 }
 
 impl Call {

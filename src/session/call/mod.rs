@@ -179,6 +179,10 @@ impl Call {
         } else {
             None
         };
+        let red = Arc::<crate::session::red::RedPayloads>::default();
+        if settings.profile.receive.audio_red {
+            crate::session::red::unwrap_before_jitterbuffer(&webrtcbin, Arc::clone(&red));
+        }
         let connect_by = tokio::time::Instant::now() + connect_timeout(&info, &settings);
         Ok(Call {
             info,
@@ -194,6 +198,7 @@ impl Call {
             channel: Channel::new(peer_tx),
             media: Media {
                 echo_probe,
+                red,
                 ..Media::default()
             },
             bandwidth,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use gst::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 
-use super::super::{ice, sdp};
+use super::super::{ice, red, sdp};
 use super::{Call, CallEnd, Step, elapsed_ms};
 use crate::protocol::EndReason;
 
@@ -62,6 +62,15 @@ impl Call {
         if self.settings.profile.audio.as_ref().is_some_and(|a| !a.fec) {
             sdp::drop_in_band_fec(ours);
         }
+        if self.settings.profile.receive.audio_red {
+            let offer = if answer {
+                self.talk.remote.as_deref()
+            } else {
+                None
+            };
+            red::prefer_red(ours, offer);
+        }
+        self.media.red.set(red::pairs(ours));
         self.talk.local_mids = sdp::mids(desc.sdp());
         let text = desc.sdp().to_string();
         self.set_local(desc).await?;
