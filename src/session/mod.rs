@@ -250,8 +250,8 @@ pub struct ReceivedVideo {
     pub freezes: u64,
     /// Lost packets rebuilt from forward error correction (`fec = true` on the sender).
     pub fec_recovered: u64,
-    /// Lost audio packets rebuilt from the copy the next packet carried (RED, `[receive]
-    /// audio_red`, a peer such as Chromium sending it).
+    /// Audio packets not received, taken from the copy the next packet carried (RED,
+    /// `[receive] audio_red`, a peer such as Chromium sending it).
     pub audio_recovered: u64,
 }
 

@@ -17,8 +17,12 @@
 //! just before the primary, oldest first (RFC 2198 §3, and what Chromium sends), so block
 //! `i` of `n` was packet `seq - (n - i)`. What a peer can make of this is bounded: at most
 //! [`MAX_REDUNDANT`] blocks per packet are used, the timestamp offset must be positive (it
-//! has 14 bits: at most 341 ms at 48 kHz), blocks must fit the packet, and a sequence number seen in the last 64
-//! is never given again (a hostile peer gains nothing it could not send as plain packets).
+//! has 14 bits: at most 341 ms at 48 kHz), blocks must fit the packet, and a sequence number
+//! seen in the last 64 (RED or plain) is never given again (a hostile peer gains nothing it
+//! could not send as plain packets). Chromium sends a frame of 1 KiB or more plain and
+//! leaves it out of its copies: such a frame marks its number as arrived; were it lost, the
+//! next copy (of the frame before it) would stand in for it — at speech rates an Opus frame
+//! is ~100 bytes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +34,9 @@ use crate::sync::lock;
 
 /// Redundant blocks used from one packet (Chromium sends 1, at most 2 by default).
 const MAX_REDUNDANT: usize = 4;
+/// A sequence number further than this from the newest one seen (either way) says the
+/// stream started over: the window follows it from there (as the jitterbuffer would).
+const MAX_JUMP: u16 = 3000;
 /// Audio streams followed at once per call (a call receives one; a peer sending more gets
 /// the oldest forgotten).
 const MAX_STREAMS: usize = 4;
@@ -57,11 +64,17 @@ impl RedPayloads {
         self.recovered.load(Ordering::Relaxed)
     }
 
-    fn primary_of(&self, pt: u8) -> Option<u8> {
-        lock(&self.pairs)
+    /// What packets of payload type `pt` are here: RED (with its Opus payload type), or
+    /// that Opus sent plain (its sequence number is remembered).
+    fn kind_of(&self, pt: u8) -> Option<Kind> {
+        let pairs = lock(&self.pairs);
+        if let Some((_, primary)) = pairs.iter().find(|(red, _)| *red == pt) {
+            return Some(Kind::Red(*primary));
+        }
+        pairs
             .iter()
-            .find(|(red, _)| *red == pt)
-            .map(|(_, primary)| *primary)
+            .any(|(_, primary)| *primary == pt)
+            .then_some(Kind::Plain)
     }
 
     /// Splits `packet` if it is RED: the packets to hand the jitterbuffer first (recovered
@@ -71,17 +84,28 @@ impl RedPayloads {
             return None;
         }
         let rtp = rtp_types::RtpPacket::parse(packet).ok()?;
-        let primary_pt = self.primary_of(rtp.payload_type())?;
+        let kind = self.kind_of(rtp.payload_type())?;
         let mut streams = lock(&self.streams);
         if !streams.contains_key(&rtp.ssrc()) && streams.len() >= MAX_STREAMS {
             streams.clear();
         }
         let window = streams.entry(rtp.ssrc()).or_default();
+        let Kind::Red(primary_pt) = kind else {
+            // Opus sent plain (before RED was set up, or a frame too large to be copied):
+            // it arrived, so no copy of it is given later.
+            window.mark(rtp.sequence_number());
+            return None;
+        };
         let split = split(&rtp, primary_pt, window)?;
         self.recovered
             .fetch_add(split.recovered.len() as u64, Ordering::Relaxed);
         Some(split)
     }
+}
+
+enum Kind {
+    Red(u8),
+    Plain,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -131,7 +155,8 @@ fn split(rtp: &rtp_types::RtpPacket<'_>, primary_pt: u8, seen: &mut Window) -> O
     let (blocks, mut at) = headers(payload)?;
     let redundant = blocks.len() - 1;
     let seq = rtp.sequence_number();
-    let mut recovered = Vec::new();
+    // (sequence number, packet): marked as arrived only once the whole packet was read.
+    let mut recovered: Vec<(u16, Vec<u8>)> = Vec::new();
     let mut primary = None;
     for (i, block) in blocks.iter().enumerate() {
         let len = block.len.unwrap_or(payload.len().saturating_sub(at));
@@ -168,15 +193,18 @@ fn split(rtp: &rtp_types::RtpPacket<'_>, primary_pt: u8, seen: &mut Window) -> O
                     .payload(data)
                     .write_vec()
                     .ok()?;
-                seen.mark(lost);
-                recovered.push(packet);
+                recovered.push((lost, packet));
             }
         }
     }
+    let primary = primary?;
+    for (lost, _) in &recovered {
+        seen.mark(*lost);
+    }
     seen.mark(seq);
     Some(Split {
-        recovered,
-        primary: primary?,
+        recovered: recovered.into_iter().map(|(_, packet)| packet).collect(),
+        primary,
     })
 }
 
@@ -208,13 +236,18 @@ impl Window {
             return;
         };
         let ahead = seq.wrapping_sub(top) as i16;
-        if ahead > 0 {
+        if ahead.unsigned_abs() > MAX_JUMP {
+            // The stream started over (or jumped): follow it from here.
+            self.top = Some(seq);
+            self.bits = 1;
+        } else if ahead > 0 {
             self.bits = if ahead >= 64 { 0 } else { self.bits << ahead };
             self.bits |= 1;
             self.top = Some(seq);
         } else if ahead > -64 {
-            self.bits |= 1 << (-ahead);
+            self.bits |= 1u64 << (-ahead);
         }
+        // Else late, behind the window: nothing to remember.
     }
 }
 

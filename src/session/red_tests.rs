@@ -149,6 +149,50 @@ fn the_window_follows_sequence_numbers_across_the_wrap() {
     window.mark(1000);
     assert!(window.has(1000));
     assert!(!window.has(999));
+    // A late packet far behind changes nothing; a stream that starts over is followed.
+    window.mark(900);
+    assert!(!window.has(999));
+    window.mark(50_000);
+    assert!(window.has(50_000));
+    assert!(!window.has(49_999));
+    window.mark(49_999);
+    assert!(window.has(49_999));
+}
+
+#[test]
+fn opus_sent_plain_is_remembered_and_a_broken_packet_marks_nothing() {
+    let red = payloads();
+    let plain = rtp_types::RtpPacketBuilder::<&[u8], &[u8]>::new()
+        .payload_type(OPUS)
+        .sequence_number(70)
+        .ssrc(0x1234)
+        .payload(b"big frame".as_slice())
+        .write_vec()
+        .expect("a packet");
+    assert!(red.split(&plain).is_none());
+    // 71's copy of 70 is not given: 70 came plain.
+    let split = red
+        .split(&red_packet(71, 960, &[(960, b"seventy")], b"seventy-one"))
+        .expect("split");
+    assert!(split.recovered.is_empty());
+    // A packet whose primary is not Opus gives nothing and marks nothing: 72 is still
+    // rebuilt from 73 afterwards.
+    let mut broken = red_packet(73, 2880, &[(960, b"seventy-two")], b"other");
+    let header = rtp_types::RtpPacket::parse(&broken)
+        .expect("RTP")
+        .payload_offset();
+    broken[header + 4] = 5;
+    assert!(red.split(&broken).is_none());
+    let split = red
+        .split(&red_packet(
+            73,
+            2880,
+            &[(960, b"seventy-two")],
+            b"seventy-three",
+        ))
+        .expect("split");
+    assert_eq!(split.recovered.len(), 1);
+    assert_eq!(fields(&split.recovered[0]).1, 72);
 }
 
 fn parse(text: &str) -> gst_sdp::SDPMessage {

@@ -6,8 +6,8 @@
 //! (`tests/peers/alsa_pace.py`); that is scored against the file (`speech_score.py --loop`).
 //! "FEC off": the door's SDP does not say `useinbandfec=1` (`[audio] fec = false`), so
 //! Chromium's Opus encoder adds none. "RED off": the door does not ask for Opus in RED
-//! (`[receive] audio_red = false`), so Chromium sends each frame once. The page asks for its microphone without the browser's
-//! echo cancellation, noise suppression and gain control (`processing=0`, as a speakerphone
+//! (`[receive] audio_red = false`), so Chromium sends each frame once. The page asks for its
+//! microphone without the browser's echo cancellation, noise suppression and gain control (`processing=0`, as a speakerphone
 //! that does its own would): with them, Chromium's canceller hears the door's tone played
 //! back and cuts the speech in stretches of 0.1–2 s even without loss (PESQ 1.8–2.7 at 0 %,
 //! 3.8–4.0 without them), which would hide what the network does. One call with them (0 %,

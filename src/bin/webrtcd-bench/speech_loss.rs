@@ -23,7 +23,7 @@ pub struct Row {
     pub loss_percent: u32,
     pub fec: bool,
     /// Whether the door asked for RED (`[receive] audio_red`); `None` for a sender that sends
-    /// none (a daemon).
+    /// no copies (a daemon: webrtcbin 1.22 wraps its Opus in RED without any).
     pub red: Option<bool>,
     /// speech_score.py's JSON: pesq_wb, stoi, the lag it found.
     pub score: Value,
