@@ -201,28 +201,23 @@ pub enum AudioSourceKind {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Receive {
-    #[serde(default)]
     pub video: SinkKind,
-    #[serde(default)]
     pub audio: SinkKind,
     /// With `audio = "alsa"`: the ALSA playback device (`default`, `hw:0,0`, …).
     pub audio_device: Option<String>,
     /// Receive jitterbuffer latency; webrtcbin's default of 200 ms delays the first frame.
-    #[serde(default = "default_latency_ms")]
     pub latency_ms: u32,
     /// Read capture times stamped into received pictures (`video.stamp_capture_time` on the
     /// sender) and report capture → decoded-frame latency in `/api/calls`.
-    #[serde(default)]
     pub measure_latency: bool,
     /// Ask peers to send their Opus with redundancy (RED, RFC 2198; Chromium does): a lost
     /// packet is replaced by its copy in the next one (session::red).
-    #[serde(default = "default_true")]
     pub audio_red: bool,
 }
 
-/// A profile without `[receive]`: the same as an empty one.
+/// Each key's default (an absent `[receive]` is an empty one).
 impl Default for Receive {
     fn default() -> Receive {
         Receive {
