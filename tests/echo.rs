@@ -63,13 +63,11 @@ async fn the_doors_echo_is_removed_and_the_near_end_gets_through() {
         pesq(&stdout, "daemon", "on"),
         pesq(&stdout, "daemon", "off"),
     );
-    assert!(
-        with_fec >= 2.6,
-        "PESQ {with_fec} at 10 % loss with FEC:\n{stdout}"
-    );
-    assert!(
-        with_fec >= without + 0.4,
-        "FEC {with_fec} vs none {without}: it does not help"
+    protects(
+        ("FEC from a daemon", with_fec),
+        without,
+        (2.6, 0.4),
+        &stdout,
     );
     // From Chromium, the door asks for RED: Chromium repeats each frame in the next packet
     // and the door rebuilds what was lost (measured: 3.3–3.4; FEC alone 2.0–3.0, as Chromium
@@ -81,16 +79,27 @@ async fn the_doors_echo_is_removed_and_the_near_end_gets_through() {
         rebuilt > 0,
         "RED rebuilt no lost packet from Chromium:\n{stdout}"
     );
-    assert!(
-        with_red >= 2.8,
-        "PESQ {with_red} from Chromium at 10 % loss with RED and FEC:\n{stdout}"
-    );
-    assert!(
-        with_red >= neither + 0.6,
-        "RED and FEC {with_red} vs neither {neither}: they do not help"
+    protects(
+        ("RED and FEC from Chromium", with_red),
+        neither,
+        (2.8, 0.6),
+        &stdout,
     );
     let fec_alone = pesq(&stdout, "Chromium", "on | off");
     assert!(fec_alone >= 1.0, "Chromium, FEC alone: PESQ {fec_alone}");
+}
+
+/// Protection `what` scored `with` at 10 % loss: at least `floor`, and `gain` above the
+/// score `without` it.
+fn protects((what, with): (&str, f64), without: f64, (floor, gain): (f64, f64), stdout: &str) {
+    assert!(
+        with >= floor,
+        "PESQ {with} at 10 % loss with {what}:\n{stdout}"
+    );
+    assert!(
+        with >= without + gain,
+        "{what} {with} vs none {without}: it does not help"
+    );
 }
 
 /// The row of the 10 % loss case whose cells after the loss start with `cells` ("on" for

@@ -1,4 +1,7 @@
-// ok: test-only file (expects and unwraps on data the test builds).
+//! RED split and SDP: unit tests on packets and descriptions the tests build.
+//!
+//! Built for tests only: `#[cfg(test)] mod tests;` in `red.rs`.
+
 use super::*;
 
 const RED: u8 = 63;
