@@ -16,6 +16,8 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabel {
     pub role: &'static str,
+    /// The camera the call watches (a profile's camera names: a closed set).
+    pub camera: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +25,7 @@ pub struct EndLabels {
     pub role: &'static str,
     /// One of the closed set of end reasons (`protocol::EndReason`).
     pub reason: &'static str,
+    pub camera: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,18 +35,22 @@ pub struct KindLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabel {
-    /// `camera` or `microphone`.
+    /// `camera`, `microphone` or `speaker`.
     pub device: &'static str,
+    /// Whose camera or microphone (empty: the speaker, the daemon's own).
+    pub camera: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EncoderLabel {
     pub encoder: String,
+    pub camera: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodecLabel {
     pub codec: &'static str,
+    pub camera: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

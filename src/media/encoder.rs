@@ -241,6 +241,20 @@ pub fn choose(
     pinned: &[String],
     excluded: &[String],
 ) -> (Option<String>, Vec<Probe>) {
+    choose_with(codec, pinned, excluded, &mut Probed::new())
+}
+
+/// Encoders already probed in this round (codec, element) and how they did: several cameras
+/// asking for one codec run its probes once.
+pub type Probed = std::collections::HashMap<(Codec, String), ProbeResult>;
+
+/// [`choose`], reusing the results in `probed` and adding the new ones to it.
+pub fn choose_with(
+    codec: Codec,
+    pinned: &[String],
+    excluded: &[String],
+    probed: &mut Probed,
+) -> (Option<String>, Vec<Probe>) {
     let ranked: Vec<String> = if pinned.is_empty() {
         candidates(codec).iter().map(|s| s.to_string()).collect()
     } else {
@@ -248,7 +262,10 @@ pub fn choose(
     };
     let mut probes = Vec::new();
     for encoder in ranked.into_iter().filter(|e| !excluded.contains(e)) {
-        let result = probe(codec, &encoder);
+        let result = probed
+            .entry((codec, encoder.clone()))
+            .or_insert_with(|| probe(codec, &encoder))
+            .clone();
         let works = result == ProbeResult::Works;
         probes.push(Probe {
             codec,

@@ -1,6 +1,7 @@
 //! Media: sources, encoders, decoders and sinks as GStreamer bins, and the pipelines' life.
 //! Knows nothing of signaling or WebRTC negotiation.
 
+pub mod cameras;
 pub mod codecs;
 pub mod devices;
 pub mod encoder;
@@ -42,6 +43,11 @@ pub enum MediaError {
     NoEncoder {
         codecs: Vec<codecs::Codec>,
         probes: Vec<encoder::Probe>,
+    },
+    #[error("camera {camera}: {source}")]
+    Camera {
+        camera: String,
+        source: Box<MediaError>,
     },
 }
 

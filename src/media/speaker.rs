@@ -284,7 +284,10 @@ impl Inner {
         let mut current = lock(&self.state);
         self.closed.store(true, Ordering::Release);
         if *current == SpeakerState::Lost {
-            let label = crate::metrics::DeviceLabel { device: "speaker" };
+            let label = crate::metrics::DeviceLabel {
+                device: "speaker",
+                camera: String::new(),
+            };
             crate::metrics::get()
                 .devices_down
                 .get_or_create(&label)
@@ -301,7 +304,10 @@ impl Inner {
         }
         let before = std::mem::replace(&mut *current, state);
         drop(current);
-        let label = crate::metrics::DeviceLabel { device: "speaker" };
+        let label = crate::metrics::DeviceLabel {
+            device: "speaker",
+            camera: String::new(),
+        };
         let metrics = crate::metrics::get();
         if before != SpeakerState::Lost && state == SpeakerState::Lost {
             metrics.devices_lost.get_or_create(&label).inc();

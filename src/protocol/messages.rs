@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{PeerId, SessionId};
+use super::ids::{CameraName, PeerId, SessionId};
 use super::reason::{EndReason, ErrorCode};
 
 /// Addressing shared by every message the relay routes from one peer to another.
@@ -56,6 +56,10 @@ pub enum Signal {
         /// answer at once, so that ICE and DTLS are up by the time someone accepts.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         early: bool,
+        /// (v1.2) Which of the callee's cameras to watch; none: its first. A callee that has
+        /// no camera of that name answers `hangup` reason `no-such-camera`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        camera: Option<CameraName>,
     },
     /// (v1.1) callee → caller: the call rings; a person will accept or reject it. The callee
     /// holds the offer until then. Clients that predate it ignore it.

@@ -16,7 +16,8 @@ mod reason;
 mod tests;
 
 pub use ids::{
-    MAX_ID_CHARS, MAX_SESSION_CHARS, PeerId, SessionId, check_id, check_session, escape_for_log,
+    CameraName, MAX_CAMERA_CHARS, MAX_ID_CHARS, MAX_SESSION_CHARS, PeerId, SessionId, check_camera,
+    check_id, check_session, escape_for_log,
 };
 pub use messages::{FromRelay, Route, Signal, ToRelay};
 pub use reason::{EndReason, ErrorCode};

@@ -36,11 +36,17 @@ pub enum EndReason {
     Cancelled,
     /// The session id names another caller's live call (ids must be unique while live).
     SessionTaken,
+    /// The `call` named a camera this device does not have.
+    NoSuchCamera,
+    /// The camera was taken out of the profile (a reload).
+    CameraRemoved,
+    /// The camera's source or encoders changed (a reload): its pipeline restarted.
+    CameraChanged,
     Other,
 }
 
 impl EndReason {
-    pub(super) const ALL: [EndReason; 19] = [
+    pub(super) const ALL: [EndReason; 22] = [
         EndReason::Hangup,
         EndReason::RemoteHangup,
         EndReason::Busy,
@@ -59,6 +65,9 @@ impl EndReason {
         EndReason::NoAnswer,
         EndReason::Cancelled,
         EndReason::SessionTaken,
+        EndReason::NoSuchCamera,
+        EndReason::CameraRemoved,
+        EndReason::CameraChanged,
         EndReason::Other,
     ];
 
@@ -83,6 +92,9 @@ impl EndReason {
             EndReason::NoAnswer => "no-answer",
             EndReason::Cancelled => "cancelled",
             EndReason::SessionTaken => "session-taken",
+            EndReason::NoSuchCamera => "no-such-camera",
+            EndReason::CameraRemoved => "camera-removed",
+            EndReason::CameraChanged => "camera-changed",
             EndReason::Other => "other",
         }
     }

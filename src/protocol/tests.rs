@@ -160,6 +160,28 @@ fn ringing_is_routed_like_call() {
 }
 
 #[test]
+fn a_call_may_name_a_camera_and_the_name_is_checked() {
+    let call = routed(r#"{"type":"call","to":"door","session":"s1","camera":"parcel-2"}"#)
+        .expect("call decodes");
+    assert!(
+        matches!(&call, Signal::Call { camera: Some(c), .. } if c == "parcel-2"),
+        "{call:?}"
+    );
+    assert_eq!(routed(&call.encode()).unwrap(), call);
+    let plain = routed(r#"{"type":"call","to":"door","session":"s1"}"#).expect("call decodes");
+    assert!(matches!(plain, Signal::Call { camera: None, .. }));
+    assert!(!plain.encode().contains("camera"), "{}", plain.encode());
+    for bad in ["", "Door", "a b", "../x", "x/y", &"a".repeat(33), "caméra"] {
+        let text = format!(
+            r#"{{"type":"call","to":"door","session":"s1","camera":{}}}"#,
+            serde_json::to_string(bad).unwrap()
+        );
+        assert!(routed(&text).is_err(), "{bad:?} must be refused");
+    }
+    assert!(check_camera(&"a".repeat(32)).is_ok());
+}
+
+#[test]
 fn the_early_answer_travels_in_ringing_and_is_asked_for_in_call() {
     let call =
         routed(r#"{"type":"call","to":"door","session":"s1","early":true}"#).expect("call decodes");

@@ -19,7 +19,7 @@ use super::http::{self, RelayState};
 use super::listener;
 use super::notify::{self, Notifier};
 use super::tls::{self, Reloadable};
-use crate::media::shared::Encoders;
+use crate::media::cameras::Cameras;
 use crate::media::{self, profile::Profile};
 use crate::protocol::EndReason;
 use crate::relay::link::{self, LinkEvent};
@@ -248,13 +248,14 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     let warm_up = tokio::task::spawn_blocking(crate::session::warm_up::warm_up);
     // Probing runs short real encodes: off the async threads, before we say we are ready.
     let probe_profile = Arc::clone(&profile);
-    let (encoders, _) = tokio::task::spawn_blocking(move || Encoders::probe(probe_profile))
+    let (cameras, _) = tokio::task::spawn_blocking(move || Cameras::probe(&probe_profile))
         .await
         .context("encoder probing")??;
+    let first = cameras.get(None).context("the profile has no camera")?;
     let settings = CallSettings {
         identity: Arc::new(identity),
-        encoders: Arc::clone(&encoders),
-        profile,
+        encoders: Arc::clone(&first.encoders),
+        profile: Arc::clone(&first.profile),
         ice_addresses: config.ice.addresses.clone(),
         stun_server: config.ice.stun_server.clone(),
         turn_servers: config.ice.turn_servers.clone(),
@@ -268,9 +269,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
     };
     // Codecs whose probe ran out of time (a busy start) are probed again later.
-    tasks
-        .connections
-        .spawn(Arc::clone(&encoders).keep_reprobing(tasks.shutdown.clone()));
+    for camera in cameras.all() {
+        tasks
+            .connections
+            .spawn(Arc::clone(&camera.encoders).keep_reprobing(tasks.shutdown.clone()));
+    }
     let relay = new_relay(&config);
     // The link stops on its own signal, after the calls: their hangups leave through it.
     let link_tasks = link::LinkTasks {
@@ -290,7 +293,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         ),
         None => link::embedded(&relay, config.id.clone(), &link_tasks),
     };
-    let calls = CallManager::new(settings, link.outgoing.clone());
+    let calls = CallManager::new(settings, Arc::clone(&cameras), link.outgoing.clone());
     // Listening to the calls before the first can start.
     super::hooks::start(
         &config.hooks,
@@ -312,7 +315,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(Health::new(
         Arc::clone(&relay),
         Arc::clone(&calls),
-        Arc::clone(&encoders),
+        Arc::clone(&cameras),
     ));
 
     // Ready only once webrtcbin is warmed up: the first call must not pay for it.
@@ -324,7 +327,6 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         relay_state(&relay, &config, &tasks, tls.as_ref()),
         http::DaemonParts {
             calls: Arc::clone(&calls),
-            encoders: Arc::clone(&encoders),
             health: Arc::clone(&health),
             publishing: Arc::clone(&publishing),
             whep_max_per_address: config.whep_max_per_address,
@@ -344,11 +346,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .iter()
             .map(|t| t.secret().to_string())
             .collect();
-        let encoders = Arc::clone(&encoders);
+        let cameras = Arc::clone(&cameras);
         let max_clients = ConnectionCaps::of(&config).rtsp;
         let max_sessions = max_clients * super::rtsp::front::MAX_SESSIONS_PER_CLIENT;
         let handoff = tokio::task::spawn_blocking(move || {
-            super::rtsp::start(encoders, secrets, max_sessions)
+            super::rtsp::start(&cameras, secrets, max_sessions)
         })
         .await??;
         let listener = TcpListener::bind(listen)
@@ -400,7 +402,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         tracing::warn!("calls still ending after {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     // Shared encoders would linger for the next viewer; there is none to come.
-    encoders.stop_all();
+    cameras.stop_all();
     // Teardowns run on blocking threads; bounded by the same grace.
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
     if !media::work::settle(remaining).await {

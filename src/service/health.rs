@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::media::shared::Encoders;
+use crate::media::cameras::Cameras;
 use crate::relay::Relay;
 use crate::session::CallManager;
 
@@ -25,7 +25,7 @@ const ENCODER_STALLED_AFTER: Duration = Duration::from_secs(5);
 pub struct Health {
     relay: Arc<Relay>,
     calls: Arc<CallManager>,
-    encoders: Arc<Encoders>,
+    cameras: Arc<Cameras>,
     relay_probe: Probe,
     calls_probe: Probe,
     gst_probe: Probe,
@@ -33,11 +33,11 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(relay: Arc<Relay>, calls: Arc<CallManager>, encoders: Arc<Encoders>) -> Health {
+    pub fn new(relay: Arc<Relay>, calls: Arc<CallManager>, cameras: Arc<Cameras>) -> Health {
         Health {
             relay,
             calls,
-            encoders,
+            cameras,
             relay_probe: Probe::default(),
             calls_probe: Probe::default(),
             gst_probe: Probe::default(),
@@ -53,7 +53,7 @@ impl Health {
     pub async fn check(&self, signaling: bool) -> Result<(), String> {
         let relay = Arc::clone(&self.relay);
         let calls = Arc::clone(&self.calls);
-        let encoders = Arc::clone(&self.encoders);
+        let cameras = Arc::clone(&self.cameras);
         // Together: a check that fails takes one bound (2 s), not one per part.
         let (relay, calls, gst, encoders) = tokio::join!(
             self.relay_probe
@@ -68,7 +68,7 @@ impl Health {
                 gst::ElementFactory::make("fakesink").build().is_ok()
             }),
             self.encoders_probe.run("the shared encoders", move || {
-                encoders.stalled(ENCODER_STALLED_AFTER)
+                cameras.stalled(ENCODER_STALLED_AFTER)
             }),
         );
         let mut faults: Vec<String> = Vec::new();

@@ -24,7 +24,6 @@ use tokio_util::task::TaskTracker;
 
 use std::path::PathBuf;
 
-use crate::media::shared::Encoders;
 use crate::relay::{Access, Relay, ws};
 use crate::session::manager::DecideError;
 use crate::session::{CallManager, PlaceCallError};
@@ -51,7 +50,6 @@ pub struct RelayState {
 #[derive(Clone)]
 struct DaemonState {
     calls: Arc<CallManager>,
-    encoders: Arc<Encoders>,
     health: Arc<Health>,
     /// Serve the web client from here instead of the built-in copy.
     web_dir: Option<Arc<PathBuf>>,
@@ -59,14 +57,9 @@ struct DaemonState {
     https_port: Option<u16>,
     ice: Arc<IceServers>,
     publishing: Arc<super::whip::Publishing>,
-    /// Snapshots being taken (each holds a blocking thread while it waits for a picture).
-    snapshots: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the daemon shuts down: event streams end.
     shutdown: CancellationToken,
 }
-
-/// Snapshots taken at once; more get 503 (a poller that piles up requests gets no threads).
-const MAX_SNAPSHOTS: usize = 4;
 
 /// The standalone relay: `/signaling`, and `/healthz` (200 while its registry answers).
 pub fn relay_router(state: RelayState) -> Router {
@@ -90,7 +83,6 @@ fn signaling_router(state: RelayState) -> Router {
 /// What the daemon's routes answer from.
 pub struct DaemonParts {
     pub calls: Arc<CallManager>,
-    pub encoders: Arc<Encoders>,
     pub health: Arc<Health>,
     pub publishing: Arc<super::whip::Publishing>,
     /// WHEP sessions at once from one address.
@@ -106,7 +98,6 @@ pub fn daemon_router(
 ) -> Router {
     let DaemonParts {
         calls,
-        encoders,
         health,
         publishing,
         whep_max_per_address,
@@ -117,15 +108,14 @@ pub fn daemon_router(
         whep_max_per_address,
         relay.tracker.clone(),
     );
+    let cameras = super::cameras::router(Arc::clone(&calls));
     let state = DaemonState {
         calls,
-        encoders,
         health,
         web_dir: web_dir.map(Arc::new),
         https_port,
         ice: Arc::clone(&ice),
         publishing,
-        snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
         shutdown: relay.shutdown.clone(),
     };
     let tokens = Arc::clone(&relay.tokens);
@@ -133,7 +123,6 @@ pub fn daemon_router(
     Router::new()
         .route("/api/status", get(status))
         .route("/api/ice-servers", get(ice_servers))
-        .route("/api/snapshot.jpg", get(snapshot))
         .route("/api/calls", get(list_calls).post(place_call))
         .route("/api/calls/{session}", delete(hang_up))
         .route("/api/calls/{session}/accept", post(accept_call))
@@ -145,6 +134,7 @@ pub fn daemon_router(
         .route("/app.js", get(script))
         .route("/style.css", get(style))
         .with_state(state)
+        .merge(cameras)
         .merge(signaling_router(relay))
         .merge(super::whep::http::router(whep, ice))
         .layer(axum::middleware::from_fn_with_state(tokens, require_scope))
@@ -158,12 +148,16 @@ const PUBLIC: [&str; 3] = ["/", "/app.js", "/style.css"];
 /// The scope a request needs; `None`: public. A CORS preflight carries no token: WHEP's is
 /// public (it says only which methods and headers the routes take, and STUN servers).
 pub fn scope_needed(method: &axum::http::Method, path: &str) -> Option<Scope> {
-    let whep = path == "/whep" || path.starts_with("/whep/");
+    let whep = path == "/whep"
+        || path.starts_with("/whep/")
+        || (path.starts_with("/api/cameras/") && path.ends_with("/whep"));
     if PUBLIC.contains(&path) || (whep && method == axum::http::Method::OPTIONS) {
         None
     } else if path == "/signaling"
         || path == "/api/ice-servers"
         || path == "/api/snapshot.jpg"
+        || path == "/api/cameras"
+        || (path.starts_with("/api/cameras/") && path.ends_with("/snapshot.jpg"))
         || whep
     {
         Some(Scope::View)
@@ -286,7 +280,12 @@ async fn status(State(state): State<DaemonState>) -> Response {
         "calls_ended": calls.ended.load(std::sync::atomic::Ordering::Relaxed),
         "pipelines": crate::media::live_pipelines(),
         "encoders": crate::media::live_encoders(),
-        "shared_streams": state.encoders.streams(),
+        "shared_streams": calls
+            .cameras()
+            .all()
+            .iter()
+            .flat_map(|camera| camera.encoders.streams())
+            .collect::<Vec<_>>(),
         "publish": state.publishing.statuses(),
         "echo_cancellers": {
             "microphones": crate::media::voice::live().0,
@@ -316,54 +315,6 @@ async fn ice_servers(State(state): State<DaemonState>) -> Response {
     axum::Json(json!({ "iceServers": servers, "iceTransportPolicy": policy })).into_response()
 }
 
-#[derive(Deserialize)]
-struct SnapshotQuery {
-    width: Option<u32>,
-}
-
-/// How long a snapshot may wait for a picture (an idle camera starting included).
-const SNAPSHOT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// `GET /api/snapshot.jpg?width=W`: a JPEG of the camera's current picture.
-async fn snapshot(
-    State(state): State<DaemonState>,
-    axum::extract::Query(query): axum::extract::Query<SnapshotQuery>,
-) -> Response {
-    use crate::media::shared::SnapshotError;
-    // Held by the blocking thread until it is done (not dropped with a request whose client
-    // went away).
-    let Ok(taking) = Arc::clone(&state.snapshots).try_acquire_owned() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many snapshots at once; try again",
-        );
-    };
-    let encoders = Arc::clone(&state.encoders);
-    // Tracked: shutdown waits for a snapshot under way (bounded by SNAPSHOT_WITHIN).
-    let taken = crate::media::work::run(move || {
-        let _taking = taking;
-        encoders.snapshot(query.width, SNAPSHOT_WITHIN)
-    })
-    .await;
-    match taken {
-        Ok(Ok(jpeg)) => (
-            [
-                (header::CONTENT_TYPE, "image/jpeg"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            jpeg,
-        )
-            .into_response(),
-        Ok(Err(err @ SnapshotError::NoVideo)) => error(StatusCode::NOT_FOUND, &err.to_string()),
-        Ok(Err(err @ SnapshotError::Convert(_))) => {
-            tracing::warn!("snapshot: {err}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
-        }
-        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed"),
-    }
-}
-
 async fn list_calls(State(state): State<DaemonState>) -> Response {
     axum::Json(state.calls.calls()).into_response()
 }
@@ -372,19 +323,30 @@ async fn list_calls(State(state): State<DaemonState>) -> Response {
 #[serde(deny_unknown_fields)]
 struct CallRequest {
     to: String,
+    /// The camera to send (none: the first).
+    #[serde(default)]
+    camera: Option<String>,
 }
 
 async fn place_call(State(state): State<DaemonState>, body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<CallRequest>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "expected {\"to\": \"PEER\"}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"to\": \"PEER\"} (and \"camera\": \"NAME\")",
+        );
     };
-    match state.calls.place_call(&request.to) {
+    match state
+        .calls
+        .place_call(&request.to, request.camera.as_deref())
+    {
         Ok(session) => (
             StatusCode::CREATED,
             axum::Json(json!({ "session": session })),
         )
             .into_response(),
-        Err(err @ PlaceCallError::UnknownPeer(_)) => error(StatusCode::NOT_FOUND, &err.to_string()),
+        Err(err @ (PlaceCallError::UnknownPeer(_) | PlaceCallError::NoSuchCamera(_))) => {
+            error(StatusCode::NOT_FOUND, &err.to_string())
+        }
         Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
     }
 }

@@ -4,6 +4,7 @@
 pub mod api_client;
 pub mod auth;
 pub mod bridge;
+mod cameras;
 pub mod caps;
 mod check;
 pub mod config;

@@ -58,6 +58,17 @@ pub struct CallSettings {
     pub encoders: Arc<crate::media::shared::Encoders>,
 }
 
+impl CallSettings {
+    /// These settings for a call on `camera`: its view of the profile, its encoders.
+    pub fn for_camera(&self, camera: &crate::media::cameras::Camera) -> CallSettings {
+        CallSettings {
+            profile: Arc::clone(&camera.profile),
+            encoders: Arc::clone(&camera.encoders),
+            ..self.clone()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -119,6 +130,8 @@ pub struct CallInfo {
     pub session: String,
     pub peer: String,
     pub role: Role,
+    /// The camera this call sends (or, a callee that sends nothing, would).
+    pub camera: String,
     pub started: Instant,
     state: Mutex<CallState>,
     /// A ringing call was accepted or rejected: the first decision is the only one.
@@ -208,6 +221,8 @@ pub struct CallSnapshot {
     pub session: String,
     pub peer: String,
     pub role: Role,
+    /// The camera the call watches (a daemon's own call: the camera it sends).
+    pub camera: String,
     pub state: CallState,
     pub video_frames: u64,
     pub audio_buffers: u64,
@@ -324,10 +339,11 @@ pub struct RtpSnapshot {
 }
 
 impl CallInfo {
-    fn new(session: &str, peer: &str, role: Role) -> CallInfo {
+    fn new(session: &str, peer: &str, role: Role, camera: &str) -> CallInfo {
         CallInfo {
             session: session.to_string(),
             peer: peer.to_string(),
+            camera: camera.to_string(),
             role,
             started: Instant::now(),
             state: Mutex::new(CallState::Starting),
@@ -439,6 +455,7 @@ impl CallInfo {
             session: self.session.clone(),
             peer: self.peer.clone(),
             role: self.role,
+            camera: self.camera.clone(),
             state: self.state(),
             video_frames: self.received.video_frames.load(Ordering::Relaxed),
             audio_buffers: self.received.audio_buffers.load(Ordering::Relaxed),

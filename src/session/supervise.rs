@@ -41,7 +41,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_that_panics_ends_with_internal_error_and_the_peer_is_told() {
-        let info = CallInfo::new("s1", "alice", Role::Callee);
+        let info = CallInfo::new("s1", "alice", Role::Callee, "test");
         let (tx, mut rx) = mpsc::channel(4);
         let end = supervised(
             async {

@@ -71,6 +71,10 @@ class Peer:
             if track.kind == "video":
                 self.video_times.append(time.monotonic())
                 self.report["video_size"] = [frame.width, frame.height]
+                if self.report[key] % 15 == 1:
+                    # The picture's mean colour (which camera it shows), now and then.
+                    rgb = frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(axis=0)
+                    self.report["video_rgb"] = [round(float(c)) for c in rgb]
 
     def use_channel(self, channel):
         self.channel = channel
@@ -102,7 +106,10 @@ class Peer:
     async def call(self, peer):
         self.session = f"{self.args.id}-{int(time.time() * 1000)}"
         self.remote = peer
-        await self.send({"type": "call", "to": peer, "session": self.session})
+        call = {"type": "call", "to": peer, "session": self.session}
+        if self.args.camera:
+            call["camera"] = self.args.camera
+        await self.send(call)
         pc = self.new_pc()
         pc.addTransceiver("video", direction="recvonly")
         pc.addTransceiver("audio", direction="recvonly")
@@ -164,6 +171,14 @@ class Peer:
         return (r["connected"] and r["video_frames"] >= 30 and r["audio_frames"] > 0
                 and r["pongs"] >= 1 and r["pings_answered"] >= 1)
 
+    def recent(self):
+        """The video of the last --window s: its frame rate and freezes (gaps over 200 ms)."""
+        since = time.monotonic() - self.args.window
+        recent = [t for t in self.video_times if t >= since]
+        self.report["recent_fps"] = len(recent) / self.args.window
+        gaps = [b - a for a, b in zip(recent, recent[1:])]
+        self.report["recent_freezes"] = sum(1 for g in gaps if g > 0.2)
+
     async def whep(self):
         """Plays the daemon's stream over WHEP: one POST (aiortc does not trickle: its offer
         holds every candidate), frames until --seconds end or enough are seen, DELETE."""
@@ -212,9 +227,13 @@ class Peer:
         self.report["delete_status"] = await asyncio.get_running_loop().run_in_executor(
             None, delete)
         await pc.close()
+        if self.args.stay:
+            self.recent()
         with open(self.args.report, "w") as f:
             json.dump(self.report, f)
-        ok = self.report["video_frames"] >= 30 and self.report["audio_frames"] > 0
+        # Staying is for watching video (a camera may send no audio).
+        ok = self.report["video_frames"] >= 30 and (
+            self.report["audio_frames"] > 0 or self.args.stay)
         return 0 if ok else 1
 
     async def run(self):
@@ -241,11 +260,7 @@ class Peer:
                         pass
             pinger.cancel()
             if self.args.stay:
-                since = time.monotonic() - self.args.window
-                recent = [t for t in self.video_times if t >= since]
-                self.report["recent_fps"] = len(recent) / self.args.window
-                gaps = [b - a for a, b in zip(recent, recent[1:])]
-                self.report["recent_freezes"] = sum(1 for g in gaps if g > 0.2)
+                self.recent()
             if self.pc is not None:
                 await self.pc.close()
         with open(self.args.report, "w") as f:
@@ -260,6 +275,7 @@ def main():
     parser.add_argument("--token", help="WHEP: the bearer token")
     parser.add_argument("--id", required=True)
     parser.add_argument("--call")
+    parser.add_argument("--camera", help="--call: watch this camera of the callee's")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--report", required=True)
     parser.add_argument("--log", help="write aiortc's debug log here")

@@ -56,6 +56,14 @@ impl Encoders {
     /// Probes encoders for every codec the profile lists. A codec with no working encoder is
     /// dropped (with a warning); a kind of media left with no codec is an error.
     pub fn probe(profile: Arc<Profile>) -> Result<(Arc<Encoders>, Vec<Probe>), MediaError> {
+        Encoders::probe_with(profile, &mut encoder::Probed::new())
+    }
+
+    /// [`Encoders::probe`], reusing (and adding to) the results of earlier probes.
+    pub fn probe_with(
+        profile: Arc<Profile>,
+        probed: &mut encoder::Probed,
+    ) -> Result<(Arc<Encoders>, Vec<Probe>), MediaError> {
         let mut chosen = HashMap::new();
         let mut pending = Vec::new();
         let mut probes = Vec::new();
@@ -71,7 +79,7 @@ impl Encoders {
         ];
         for (codecs, pinned, excluded) in lists.into_iter().flatten() {
             for &codec in codecs {
-                let (encoder, tried) = encoder::choose(codec, pinned, excluded);
+                let (encoder, tried) = encoder::choose_with(codec, pinned, excluded, probed);
                 probes.extend(tried);
                 match encoder {
                     Some(encoder) => {
@@ -321,6 +329,7 @@ impl Encoders {
                 // First: the fields below hold the life and subscribers locks to the end.
                 let rungs = s.rung_info();
                 StreamInfo {
+                    camera: s.profile.name.clone(),
                     codec: format!("{:?}", s.codec).to_lowercase(),
                     state: lock(&s.life).name(),
                     subscribers: lock(&s.subscribers).len(),

@@ -59,6 +59,16 @@ pub(super) fn timed_out(probes: &[encoder::Probe], codec: Codec) -> bool {
 }
 
 impl Encoders {
+    /// The encoder element each usable codec has, by codec.
+    pub fn chosen(&self) -> Vec<(Codec, String)> {
+        let mut chosen: Vec<(Codec, String)> = lock(&self.chosen)
+            .iter()
+            .map(|(codec, encoder)| (*codec, encoder.clone()))
+            .collect();
+        chosen.sort_by_key(|(codec, _)| codec.name());
+        chosen
+    }
+
     /// Codecs of `kind` waiting to be probed again.
     pub fn pending(&self, kind: MediaKind) -> Vec<Codec> {
         lock(&self.pending)

@@ -128,6 +128,8 @@ impl Subscriber {
 /// What `GET /api/status` shows about a shared stream.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StreamInfo {
+    /// The camera whose capture it encodes.
+    pub camera: String,
     pub codec: String,
     /// `starting`, `running`, `restarting` or `stopped`.
     pub state: &'static str,
@@ -195,12 +197,14 @@ impl SharedStream {
                 .frames_encoded
                 .get_or_create(&crate::metrics::EncoderLabel {
                     encoder: factory.clone(),
+                    camera: profile.name.clone(),
                 })
                 .clone(),
             keyframes_metric: crate::metrics::get()
                 .keyframes_forced
                 .get_or_create(&crate::metrics::CodecLabel {
                     codec: codec.name(),
+                    camera: profile.name.clone(),
                 })
                 .clone(),
             factory,
@@ -227,6 +231,7 @@ impl SharedStream {
         if !self.lost.swap(true, Ordering::AcqRel) {
             let label = crate::metrics::DeviceLabel {
                 device: self.device(),
+                camera: self.profile.name.clone(),
             };
             let metrics = crate::metrics::get();
             metrics.devices_lost.get_or_create(&label).inc();
@@ -240,6 +245,7 @@ impl SharedStream {
         if was_lost {
             let label = crate::metrics::DeviceLabel {
                 device: self.device(),
+                camera: self.profile.name.clone(),
             };
             crate::metrics::get()
                 .devices_down

@@ -67,6 +67,7 @@ fn a_cluster_member_knows_and_reaches_the_other_relays_peers() {
     alice.handle(ToRelay::Signal(Signal::Call {
         route: Route::new("bob", "s1"),
         early: false,
+        camera: None,
     }));
     match inbox.routes.try_recv() {
         Ok(ToCluster::Route { node, msg }) => {
@@ -170,6 +171,7 @@ fn routes_and_overwrites_from() {
                 session: SessionId::local("s1")
             },
             early: false,
+            camera: None,
         })]
     );
     assert_eq!(relay.stats.routed.load(Ordering::Relaxed), 1);

@@ -1,6 +1,7 @@
-//! The RTSP server for NVRs (Frigate, Home Assistant, any recorder): `rtsp://HOST:PORT/live`
-//! serves the shared stream — the same capture and encoder elements as WebRTC viewers, not
-//! another encode — over UDP or TCP interleaved, with GStreamer's RTSP server.
+//! The RTSP server for NVRs (Frigate, Home Assistant, any recorder): `rtsp://HOST:PORT/{camera}`
+//! (and `/live`, the first camera) serves that camera's shared stream — the same capture and
+//! encoder elements as WebRTC viewers, not another encode — over UDP or TCP interleaved, with
+//! GStreamer's RTSP server. A path that names no camera is answered 404.
 //!
 //! Each RTSP client gets a small media pipeline of its own: one appsrc per shared stream,
 //! subscribed to the shared encoder like a call's send branch, fed once it runs (the encoders
@@ -23,48 +24,31 @@ use anyhow::Context;
 use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
 
+use crate::media::cameras::{Camera, Cameras};
 use crate::media::codecs::{Codec, MediaKind};
 use crate::media::fragments;
 use crate::media::shared::{Encoders, Subscription};
 use crate::sync::lock;
 
-/// The path NVRs are given.
+/// The first camera's path, as NVRs were given it before there were several.
 pub const PATH: &str = "/live";
 /// The Basic-auth user name that goes with a token as password.
 pub const USER: &str = "webrtcd";
 const ROLE: &str = "viewer";
 
-/// The subscriptions of the clients' media pipelines while they are prepared: a client that
-/// starts playing asks them for a keyframe (the encoders limit how often one is made).
-type Feeds = Arc<Mutex<Vec<Weak<Subscription>>>>;
+/// The subscriptions of the clients' media pipelines while they are prepared, by camera: a
+/// client that starts playing asks its camera's for a keyframe (the encoders limit how often
+/// one is made).
+type Feeds = Arc<Mutex<Vec<(String, Weak<Subscription>)>>>;
 
 /// Starts the server on a thread of its own; connections reach it through the returned
 /// [`front::Handoff`]. `secrets`: the tokens (none: open).
 pub fn start(
-    encoders: Arc<Encoders>,
+    cameras: &Cameras,
     secrets: Vec<String>,
     max_sessions: usize,
 ) -> anyhow::Result<front::Handoff> {
-    let (video, audio) = tracks(&encoders);
-    let waiting = !encoders.pending(MediaKind::Video).is_empty()
-        || !encoders.pending(MediaKind::Audio).is_empty();
-    if video.is_none() && audio.is_none() && !waiting {
-        anyhow::bail!("rtsp_listen: the profile has no video or Opus audio to serve");
-    }
     let server = gst_rtsp_server::RTSPServer::new();
-    let factory = gst_rtsp_server::RTSPMediaFactory::new();
-    factory.set_launch(&launch(video, audio));
-    factory.set_shared(false);
-    follow_codecs(&server, &factory, &encoders, (video, audio));
-    let feeds: Feeds = Arc::default();
-    {
-        let feeds = Arc::clone(&feeds);
-        let encoders = Arc::clone(&encoders);
-        factory.connect_media_configure(move |_, media| {
-            let (video, audio) = tracks(&encoders);
-            configure(media, &encoders, video, audio, &feeds);
-        });
-    }
     if !secrets.is_empty() {
         let auth = gst_rtsp_server::RTSPAuth::new();
         let token = gst_rtsp_server::RTSPToken::builder()
@@ -74,18 +58,29 @@ pub fn start(
             auth.add_basic(&gst_rtsp_server::RTSPAuth::make_basic(USER, secret), &token);
         }
         server.set_auth(Some(&auth));
-        factory.add_role_from_structure(
-            &gst::Structure::builder(ROLE)
-                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
-                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
-                .build(),
-        );
     }
     let mounts = server
         .mount_points()
         .context("the RTSP server has no mount points")?;
-    mounts.add_factory(PATH, factory);
-    start_at_keyframe(&server, &feeds);
+    let feeds: Feeds = Arc::default();
+    let all = cameras.all();
+    let mut served = 0;
+    for (i, camera) in all.iter().enumerate() {
+        let Some(factory) = factory(&server, camera, &feeds, !secrets.is_empty()) else {
+            tracing::info!(camera = %camera.name, "RTSP: the camera has no video or Opus audio to serve");
+            continue;
+        };
+        // A camera named `live` takes the path from the first camera.
+        if i == 0 && !all.iter().any(|c| format!("/{}", c.name) == PATH) {
+            mounts.add_factory(PATH, factory.clone());
+        }
+        mounts.add_factory(&format!("/{}", camera.name), factory);
+        served += 1;
+    }
+    if served == 0 {
+        anyhow::bail!("rtsp_listen: the profile has no video or Opus audio to serve");
+    }
+    start_at_keyframe(&server, &feeds, &all);
 
     let context = glib::MainContext::new();
     expire_sessions(&server, max_sessions, &context);
@@ -93,6 +88,44 @@ pub fn start(
     let handoff = front::Handoff::new(server, context);
     handoff.run(main_loop).context("RTSP thread")?;
     Ok(handoff)
+}
+
+/// The factory of `camera`'s media (none when it has nothing RTSP can serve).
+fn factory(
+    server: &gst_rtsp_server::RTSPServer,
+    camera: &Camera,
+    feeds: &Feeds,
+    authenticated: bool,
+) -> Option<gst_rtsp_server::RTSPMediaFactory> {
+    let encoders = &camera.encoders;
+    let (video, audio) = tracks(encoders);
+    let waiting = !encoders.pending(MediaKind::Video).is_empty()
+        || !encoders.pending(MediaKind::Audio).is_empty();
+    if video.is_none() && audio.is_none() && !waiting {
+        return None;
+    }
+    let factory = gst_rtsp_server::RTSPMediaFactory::new();
+    factory.set_launch(&launch(video, audio));
+    factory.set_shared(false);
+    follow_codecs(server, &factory, encoders, (video, audio));
+    {
+        let feeds = Arc::clone(feeds);
+        let encoders = Arc::clone(encoders);
+        let name = camera.name.to_string();
+        factory.connect_media_configure(move |_, media| {
+            let (video, audio) = tracks(&encoders);
+            configure(media, &encoders, (video, audio), (&name, &feeds));
+        });
+    }
+    if authenticated {
+        factory.add_role_from_structure(
+            &gst::Structure::builder(ROLE)
+                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build(),
+        );
+    }
+    Some(factory)
 }
 
 /// The video and audio RTSP serves: [`preferred_video`], and Opus when the profile has it.
@@ -182,9 +215,8 @@ fn pcma_available() -> bool {
 fn configure(
     media: &gst_rtsp_server::RTSPMedia,
     encoders: &Arc<Encoders>,
-    video: Option<Codec>,
-    audio: Option<Codec>,
-    feeds: &Feeds,
+    (video, audio): (Option<Codec>, Option<Codec>),
+    (camera, feeds): (&str, &Feeds),
 ) {
     let Some(bin) = media.element().downcast::<gst::Bin>().ok() else {
         return;
@@ -213,11 +245,15 @@ fn configure(
             Err(err) => tracing::warn!("RTSP: no {name} ({err})"),
         }
     }
-    tracing::info!(tracks = subscribed.len(), "RTSP media configured");
+    tracing::info!(camera, tracks = subscribed.len(), "RTSP media configured");
     {
         let mut feeds = lock(feeds);
-        feeds.retain(|feed| feed.strong_count() > 0);
-        feeds.extend(subscribed.iter().map(Arc::downgrade));
+        feeds.retain(|(_, feed)| feed.strong_count() > 0);
+        feeds.extend(
+            subscribed
+                .iter()
+                .map(|s| (camera.to_string(), Arc::downgrade(s))),
+        );
     }
     // Held while the media is prepared; unprepared (its client left): let go, and the
     // shared streams linger and stop as after a call.
@@ -248,14 +284,34 @@ fn expire_sessions(server: &gst_rtsp_server::RTSPServer, max: usize, context: &g
     .attach(Some(context));
 }
 
-/// A client that starts playing gets a keyframe at once (a recorder joining mid-stream would
-/// otherwise wait for the next periodic one).
-fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds) {
+/// A client that starts playing gets a keyframe of its camera at once (a recorder joining
+/// mid-stream would otherwise wait for the next periodic one).
+fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds, cameras: &[Arc<Camera>]) {
     let feeds = Arc::clone(feeds);
+    let names: Vec<String> = cameras.iter().map(|c| c.name.to_string()).collect();
     server.connect_client_connected(move |_, client| {
         let feeds = Arc::clone(&feeds);
-        client.connect_play_request(move |_, _| {
-            for feed in lock(&feeds).iter().filter_map(Weak::upgrade) {
+        let names = names.clone();
+        client.connect_play_request(move |_, context| {
+            let first = context
+                .uri()
+                .and_then(|uri| {
+                    uri.decode_path_components()
+                        .into_iter()
+                        .find(|c| !c.is_empty())
+                })
+                .map(|c| c.to_string());
+            // `/live` is the first camera's (unless a camera has that name).
+            let camera = match first {
+                Some(c) if names.contains(&c) => c,
+                _ => names.first().cloned().unwrap_or_default(),
+            };
+            let playing = lock(&feeds)
+                .iter()
+                .filter(|(name, _)| *name == camera)
+                .filter_map(|(_, feed)| feed.upgrade())
+                .collect::<Vec<_>>();
+            for feed in playing {
                 feed.start_at_keyframe();
             }
         });

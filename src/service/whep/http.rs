@@ -28,6 +28,10 @@ pub fn router(sessions: Arc<Sessions>, ice: Arc<IceServers>) -> Router {
     Router::new()
         .route("/whep", post(open).options(preflight))
         .route(
+            "/api/cameras/{camera}/whep",
+            post(open_camera).options(preflight),
+        )
+        .route(
             "/whep/{session}",
             axum::routing::patch(patch).delete(close).options(preflight),
         )
@@ -96,13 +100,27 @@ fn failure(err: &WhepError) -> Response {
         WhepError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         WhepError::Refused(_) => StatusCode::BAD_REQUEST,
         WhepError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-        WhepError::NotFound => StatusCode::NOT_FOUND,
+        WhepError::NotFound | WhepError::NoSuchCamera(_) => StatusCode::NOT_FOUND,
     };
     text(status, &err.to_string())
 }
 
-/// `POST /whep`: an SDP offer in, `201 Created` with the answer (candidates gathered in).
+/// `POST /whep`: an SDP offer in for the first camera, `201 Created` with the answer
+/// (candidates gathered in).
 async fn open(State(state): State<WhepState>, request: Request) -> Response {
+    offered(state, None, request).await
+}
+
+/// `POST /api/cameras/{camera}/whep`: the same, for that camera (404 for one there is not).
+async fn open_camera(
+    State(state): State<WhepState>,
+    Path(camera): Path<String>,
+    request: Request,
+) -> Response {
+    offered(state, Some(camera), request).await
+}
+
+async fn offered(state: WhepState, camera: Option<String>, request: Request) -> Response {
     let headers = request.headers().clone();
     let authenticated = request.extensions().get::<Scope>().is_some();
     let from = request
@@ -124,7 +142,7 @@ async fn open(State(state): State<WhepState>, request: Request) -> Response {
     if !offer.trim_start().starts_with("v=0") {
         return text(StatusCode::BAD_REQUEST, "the body is not an SDP offer");
     }
-    let (session, answer) = match state.sessions.open(offer, from).await {
+    let (session, answer) = match state.sessions.open(offer, from, camera.as_deref()).await {
         Ok(opened) => opened,
         Err(err) => {
             tracing::info!("WHEP offer not answered: {err}");

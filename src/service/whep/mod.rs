@@ -74,6 +74,8 @@ pub enum WhepError {
     Timeout(Duration),
     #[error("no such session")]
     NotFound,
+    #[error("no camera '{0}'")]
+    NoSuchCamera(String),
 }
 
 impl Sessions {
@@ -102,12 +104,13 @@ impl Sessions {
             .ok_or(WhepError::NotFound)
     }
 
-    /// Starts a session answering `offer` from a player at `from`; returns its id and the
-    /// answer (candidates in it).
+    /// Starts a session answering `offer` from a player at `from`, watching `camera` (none:
+    /// the first); returns its id and the answer (candidates in it).
     pub async fn open(
         self: &Arc<Self>,
         offer: String,
         from: Option<IpAddr>,
+        camera: Option<&str>,
     ) -> Result<(String, String), WhepError> {
         let session = new_session_id().ok_or_else(|| WhepError::Busy("no randomness".into()))?;
         let (to_player, from_call) = mpsc::channel(LINK_QUEUE);
@@ -130,10 +133,11 @@ impl Sessions {
             }
             links.insert(session.clone(), Arc::clone(&link));
         }
-        if let Err(err) = self.calls.start_whep(&session, offer, to_player) {
+        if let Err(err) = self.calls.start_whep(&session, offer, camera, to_player) {
             self.links().remove(&session);
             return Err(match err {
                 PlaceCallError::Busy(_) => WhepError::Busy(err.to_string()),
+                PlaceCallError::NoSuchCamera(name) => WhepError::NoSuchCamera(name),
                 other => WhepError::Refused(other.to_string()),
             });
         }

@@ -216,6 +216,7 @@ impl Call {
             let call = Signal::Call {
                 route: Route::new(&self.info.peer, &self.info.session),
                 early: true,
+                camera: None,
             };
             if let Err(end) = self.signal(call).await {
                 return end;

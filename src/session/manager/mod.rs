@@ -10,10 +10,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+mod decide;
+
+pub use decide::DecideError;
+
 use super::call;
 use super::events::{Event, PeerInput};
 use super::notify::Notifier;
 use super::{CallInfo, CallSettings, CallSnapshot, Role};
+use crate::media::cameras::{Camera, Cameras};
 use crate::media::profile::AnswerPolicy;
 use crate::protocol::{EndReason, ErrorCode, FromRelay, PeerId, Route, Signal};
 use crate::sync::lock;
@@ -32,18 +37,8 @@ pub enum PlaceCallError {
     UnknownPeer(String),
     #[error("this device is busy ({0} calls)")]
     Busy(usize),
-}
-
-/// Why a ringing call could not be accepted or rejected.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecideError {
-    #[error("no such call")]
-    NotFound,
-    #[error("the call is not ringing")]
-    NotRinging,
-    /// Another accept or reject came first.
-    #[error("the call was accepted or rejected already")]
-    Decided,
+    #[error("no camera '{0}'")]
+    NoSuchCamera(String),
 }
 
 struct SessionHandle {
@@ -64,7 +59,9 @@ struct State {
 }
 
 pub struct CallManager {
+    /// Every call's settings but its camera's (`CallSettings::for_camera`).
     settings: Arc<CallSettings>,
+    cameras: Arc<Cameras>,
     signaling: mpsc::Sender<Signal>,
     state: Mutex<State>,
     next_session: AtomicU64,
@@ -79,15 +76,16 @@ pub struct CallManager {
     decided: Mutex<std::collections::VecDeque<(String, std::time::Instant)>>,
 }
 
-/// How many recent decisions are remembered, and for how long.
-const DECIDED_KEPT: usize = 64;
-const DECIDED_FOR: Duration = Duration::from_secs(30);
-
 impl CallManager {
     /// `signaling` carries this daemon's messages to the relay.
-    pub fn new(settings: CallSettings, signaling: mpsc::Sender<Signal>) -> Arc<CallManager> {
+    pub fn new(
+        settings: CallSettings,
+        cameras: Arc<Cameras>,
+        signaling: mpsc::Sender<Signal>,
+    ) -> Arc<CallManager> {
         Arc::new(CallManager {
             settings: Arc::new(settings),
+            cameras,
             signaling,
             state: Mutex::default(),
             next_session: AtomicU64::new(1),
@@ -158,8 +156,36 @@ impl CallManager {
         self.lock().sessions.len()
     }
 
-    /// Places a call to `to`; returns the new session id.
-    pub fn place_call(self: &Arc<Self>, to: &str) -> Result<String, PlaceCallError> {
+    /// The daemon's cameras.
+    pub fn cameras(&self) -> &Arc<Cameras> {
+        &self.cameras
+    }
+
+    /// Calls on `camera` now.
+    pub fn viewers(&self, camera: &str) -> usize {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter(|h| h.info.camera == camera)
+            .count()
+    }
+
+    /// The camera named `name` (none: the first).
+    fn camera(&self, name: Option<&str>) -> Result<Arc<Camera>, PlaceCallError> {
+        self.cameras
+            .get(name)
+            .ok_or_else(|| PlaceCallError::NoSuchCamera(name.unwrap_or_default().to_string()))
+    }
+
+    /// Places a call to `to`, sending `camera` (none: the first); returns the new session
+    /// id.
+    pub fn place_call(
+        self: &Arc<Self>,
+        to: &str,
+        camera: Option<&str>,
+    ) -> Result<String, PlaceCallError> {
+        let camera = self.camera(camera)?;
         let mut state = self.lock();
         let Some(me) = state.id.clone() else {
             return Err(PlaceCallError::NotRegistered);
@@ -181,7 +207,8 @@ impl CallManager {
         };
         let session = format!("{me}-{n}-{salt}");
         let signaling = self.signaling.clone();
-        self.start(&mut state, to, &session, Role::Caller, signaling, false);
+        let call = (to, session.as_str(), Role::Caller);
+        self.start(&mut state, call, &camera, signaling, false);
         Ok(session)
     }
 
@@ -193,15 +220,18 @@ impl CallManager {
         self: &Arc<Self>,
         session: &str,
         offer: String,
+        camera: Option<&str>,
         to_player: mpsc::Sender<Signal>,
     ) -> Result<(), PlaceCallError> {
+        let camera = self.camera(camera)?;
         let mut state = self.lock();
         let max = self.settings.profile.max_sessions;
         if state.sessions.len() >= max || self.tasks.is_closed() {
             return Err(PlaceCallError::Busy(max));
         }
         let me = state.id.clone().unwrap_or_default();
-        self.start(&mut state, WHEP_PEER, session, Role::Whep, to_player, false);
+        let call = (WHEP_PEER, session, Role::Whep);
+        self.start(&mut state, call, &camera, to_player, false);
         drop(state);
         self.from_http_peer(
             WHEP_PEER,
@@ -216,24 +246,20 @@ impl CallManager {
     /// Starts publishing to a WHIP endpoint as session `session`: the call offers (to
     /// `to_endpoint`: its publisher posts the offer), and takes the endpoint's answer through
     /// [`CallManager::from_http_peer`] with [`WHIP_PEER`]. Not counted against
-    /// `max_sessions`: it is the device's own output, not a viewer.
+    /// `max_sessions`: it is the device's own output, not a viewer. It sends the first
+    /// camera.
     pub fn start_publish(
         self: &Arc<Self>,
         session: &str,
         to_endpoint: mpsc::Sender<Signal>,
     ) -> Result<(), PlaceCallError> {
+        let camera = self.camera(None)?;
         let mut state = self.lock();
         if self.tasks.is_closed() {
             return Err(PlaceCallError::Busy(0));
         }
-        self.start(
-            &mut state,
-            WHIP_PEER,
-            session,
-            Role::Whip,
-            to_endpoint,
-            false,
-        );
+        let call = (WHIP_PEER, session, Role::Whip);
+        self.start(&mut state, call, &camera, to_endpoint, false);
         Ok(())
     }
 
@@ -258,66 +284,6 @@ impl CallManager {
             }
             None => false,
         }
-    }
-
-    /// Accepts a ringing call: it answers now.
-    pub fn accept(&self, session: &str) -> Result<(), DecideError> {
-        self.decide(session, Event::Accept)
-    }
-
-    /// Rejects a ringing call: it ends with `rejected`, and the caller is told.
-    pub fn reject(&self, session: &str) -> Result<(), DecideError> {
-        self.decide(
-            session,
-            Event::End {
-                reason: EndReason::Rejected,
-                tell_peer: true,
-            },
-        )
-    }
-
-    /// Hands a decision to a ringing callee (a caller whose callee rings has nothing to
-    /// decide). The call may stop ringing before it reads the event (its ring timed out):
-    /// it then ignores an accept, and a reject ends it all the same.
-    fn decide(&self, session: &str, decision: Event) -> Result<(), DecideError> {
-        let state = self.lock();
-        let named: Vec<&SessionHandle> = state
-            .sessions
-            .values()
-            .filter(|h| h.info.session == session)
-            .collect();
-        let ringing: Vec<&SessionHandle> = named
-            .iter()
-            .copied()
-            .filter(|h| h.info.role == Role::Callee && h.info.state() == super::CallState::Ringing)
-            .collect();
-        // A session id names one call at most: a `call` reusing a live call's id is refused.
-        match (named.len(), ringing.first()) {
-            (0, _) if self.decided_lately(session) => Err(DecideError::Decided),
-            (0, _) => Err(DecideError::NotFound),
-            (_, Some(handle)) if handle.info.decide_once() => {
-                self.remember_decision(session);
-                let _ = handle.events.send(decision);
-                Ok(())
-            }
-            (_, Some(_)) => Err(DecideError::Decided),
-            (_, None) => Err(DecideError::NotRinging),
-        }
-    }
-
-    fn remember_decision(&self, session: &str) {
-        let mut decided = lock(&self.decided);
-        if decided.len() >= DECIDED_KEPT {
-            decided.pop_front();
-        }
-        decided.push_back((session.to_string(), std::time::Instant::now()));
-    }
-
-    fn decided_lately(&self, session: &str) -> bool {
-        let decided = lock(&self.decided);
-        decided
-            .iter()
-            .any(|(s, at)| s == session && at.elapsed() < DECIDED_FOR)
     }
 
     /// Ends every call and waits (at most `grace`) for their tasks to finish; no call can
@@ -388,11 +354,20 @@ impl CallManager {
                     self.end_session(&session, EndReason::UnknownPeer);
                 }
             }
-            FromRelay::Signal(Signal::Call { route, early }) => {
+            FromRelay::Signal(Signal::Call {
+                route,
+                early,
+                camera,
+            }) => {
                 let Some(from) = route.from.map(String::from) else {
                     return;
                 };
                 let session = String::from(route.session);
+                let Ok(camera) = self.camera(camera.as_deref()) else {
+                    tracing::info!(peer = %from, "a call for a camera this device does not have refused");
+                    self.refuse_call(&from, &session, EndReason::NoSuchCamera);
+                    return;
+                };
                 let mut state = self.lock();
                 let key = (from.clone(), session.clone());
                 if state.sessions.contains_key(&key) {
@@ -436,7 +411,8 @@ impl CallManager {
                 }
                 let signaling = self.signaling.clone();
                 // `early`: the caller takes an early answer while this side rings.
-                self.start(&mut state, &from, &session, Role::Callee, signaling, early);
+                let call = (from.as_str(), session.as_str(), Role::Callee);
+                self.start(&mut state, call, &camera, signaling, early);
             }
             FromRelay::Signal(routed) => self.route_to_session(routed),
         }
@@ -484,17 +460,17 @@ impl CallManager {
 
     /// Registers a session and spawns its task. Called with the lock held; the task itself
     /// runs elsewhere, and removes its entry when it ends — however it ends.
-    /// `signaling` carries what the call sends its peer.
+    /// `call` is the peer, the session and this side's role; `signaling` carries what the
+    /// call sends its peer.
     fn start(
         self: &Arc<Self>,
         state: &mut State,
-        peer: &str,
-        session: &str,
-        role: Role,
+        (peer, session, role): (&str, &str, Role),
+        camera: &Camera,
         signaling: mpsc::Sender<Signal>,
         early_answer: bool,
     ) {
-        let info = Arc::new(CallInfo::new(session, peer, role));
+        let info = Arc::new(CallInfo::new(session, peer, role, &camera.name));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (peer_tx, peer_rx) = mpsc::channel(call::PEER_QUEUE);
         let (local_tx, local_rx) = mpsc::channel(call::LOCAL_QUEUE);
@@ -508,16 +484,17 @@ impl CallManager {
                 info: Arc::clone(&info),
             },
         );
-        tracing::info!(session, peer, ?role, "call starting");
+        tracing::info!(session, peer, ?role, camera = %camera.name, "call starting");
         let active = crate::metrics::get()
             .sessions_active
             .get_or_create(&crate::metrics::RoleLabel {
                 role: role.as_str(),
+                camera: camera.name.to_string(),
             })
             .clone();
         active.inc();
         let manager = Arc::clone(self);
-        let settings = Arc::clone(&self.settings);
+        let settings = Arc::new(self.settings.for_camera(camera));
         let run = call::run(
             Arc::clone(&info),
             Arc::clone(&self.notifier),
@@ -545,6 +522,7 @@ impl CallManager {
                 .get_or_create(&crate::metrics::EndLabels {
                     role: role.as_str(),
                     reason: end.reason.as_str(),
+                    camera: info.camera.clone(),
                 })
                 .inc();
         });

@@ -1,0 +1,420 @@
+//! Several cameras in one daemon (`[[camera]]`): each is listed, snapshotted, watched over
+//! WHEP, called over signaling and served over RTSP by its name, and shows its own picture
+//! (three test cameras, red, green and blue); a name it does not have is refused everywhere;
+//! a camera whose source fails leaves the others' viewers playing.
+//!
+//! aiortc (an independent stack) is the viewer; aioice never uses 127.0.0.1, so these run in a
+//! namespace with a dummy interface, and every packet stays inside it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::Net;
+use common::http::send;
+use common::*;
+use serde_json::{Value, json};
+
+const VIEW: &str = "cameras-view-token-0123";
+const ADMIN: &str = "cameras-admin-token-0123";
+
+/// A `[[camera]]` showing videotestsrc's `pattern` (a colour), 320×240, VP8 and H.264.
+fn camera(name: &str, pattern: &str) -> String {
+    format!(
+        "[[camera]]\nname = '{name}'\n[camera.video]\nsource = 'launch'\n\
+         launch = 'videotestsrc is-live=true pattern={pattern}'\n\
+         width = 320\nheight = 240\nframerate = 30\ncodecs = ['vp8', 'h264']\nbitrate_kbps = 400\n"
+    )
+}
+
+/// A daemon serving `cameras` (with `top` in its profile), both tokens, RTSP on a free port;
+/// returns it and the RTSP port.
+fn barn(name: &str, top: &str, cameras: &[String]) -> (Proc, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let profile = write_profile(
+        name,
+        &format!(
+            "name = '{name}'\nlinger_ms = 500\n{top}\n{}",
+            cameras.concat()
+        ),
+    );
+    let cfg = config_file(
+        name,
+        &format!(
+            "tokens = [{{ secret = '{ADMIN}', scope = 'admin' }}, \
+             {{ secret = '{VIEW}', scope = 'view' }}]\nrtsp_listen = '127.0.0.1:{port}'\n"
+        ),
+    );
+    (Proc::daemon(name, &profile, &["--config", &cfg]), port)
+}
+
+async fn view_get(p: &Proc, path: &str) -> common::http::Reply {
+    send(
+        &p.addr,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {VIEW}"))],
+        "",
+    )
+    .await
+}
+
+async fn admin_json(p: &Proc, path: &str) -> Value {
+    let reply = send(
+        &p.addr,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        "",
+    )
+    .await;
+    serde_json::from_str(&reply.body).unwrap_or(Value::Null)
+}
+
+/// Which of red, green and blue a picture's mean colour `rgb` is (None: none clearly).
+fn colour(rgb: &[f64]) -> Option<&'static str> {
+    let [r, g, b] = rgb else { return None };
+    let names = [(r, "red"), (g, "green"), (b, "blue")];
+    let (top, name) = names
+        .iter()
+        .max_by(|a, b| a.0.total_cmp(b.0))
+        .map(|(v, n)| (**v, *n))?;
+    let others = names.iter().filter(|(_, n)| *n != name).map(|(v, _)| **v);
+    // videotestsrc's colours are pure: the others stay near 0 after coding.
+    (top > 150.0 && others.into_iter().all(|v| v < 80.0)).then_some(name)
+}
+
+/// The mean RGB of a JPEG, decoded by GStreamer's jpegdec.
+fn jpeg_rgb(jpeg: &[u8]) -> Vec<f64> {
+    use gst::prelude::*;
+    gst::init().expect("GStreamer");
+    let pipeline = gst::parse::launch(
+        "appsrc name=in ! jpegdec ! videoconvert ! video/x-raw,format=RGB ! appsink name=out",
+    )
+    .expect("pipeline")
+    .downcast::<gst::Pipeline>()
+    .expect("a pipeline");
+    let by_name = |name| pipeline.by_name(name).expect("element");
+    let src = by_name("in").downcast::<gst_app::AppSrc>().expect("appsrc");
+    let sink = by_name("out")
+        .downcast::<gst_app::AppSink>()
+        .expect("appsink");
+    src.set_caps(Some(&gst::Caps::builder("image/jpeg").build()));
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    src.push_buffer(gst::Buffer::from_slice(jpeg.to_vec()))
+        .expect("push");
+    let _ = src.end_of_stream();
+    let sample = sink
+        .try_pull_sample(gst::ClockTime::from_seconds(5))
+        .expect("a decoded picture");
+    let _ = pipeline.set_state(gst::State::Null);
+    let caps = sample.caps().expect("caps");
+    let info = gst_video::VideoInfo::from_caps(caps).expect("video caps");
+    let buffer = sample.buffer().expect("buffer");
+    let map = buffer.map_readable().expect("readable");
+    let stride = info.stride()[0] as usize;
+    let (width, height) = (info.width() as usize, info.height() as usize);
+    let mut sums = [0f64; 3];
+    for row in 0..height {
+        for px in 0..width {
+            for (c, sum) in sums.iter_mut().enumerate() {
+                *sum += f64::from(map[row * stride + px * 3 + c]);
+            }
+        }
+    }
+    sums.iter().map(|s| s / (width * height) as f64).collect()
+}
+
+/// An aiortc WHEP player of `url` for `seconds`, staying to the end; it reports the frame
+/// rate and freezes of its last `window` seconds.
+fn whep_player(
+    id: &str,
+    url: String,
+    seconds: u32,
+    window: u32,
+) -> std::thread::JoinHandle<aiortc::PeerRun> {
+    aiortc::spawn(
+        id,
+        &[
+            "--whep".into(),
+            url,
+            "--token".into(),
+            VIEW.into(),
+            "--stay".into(),
+            "--seconds".into(),
+            seconds.to_string(),
+            "--window".into(),
+            window.to_string(),
+        ],
+    )
+}
+
+async fn joined(peer: std::thread::JoinHandle<aiortc::PeerRun>) -> aiortc::PeerRun {
+    tokio::task::spawn_blocking(move || peer.join())
+        .await
+        .expect("join")
+        .expect("peer thread")
+}
+
+/// The colour an aiortc report saw last.
+fn seen(report: &Value) -> Option<&'static str> {
+    let rgb: Vec<f64> = report["video_rgb"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    colour(&rgb)
+}
+
+/// ffprobe over RTSP/TCP: its success and each stream's codec.
+async fn ffprobe(url: String) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("timeout")
+            .args(["20", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
+            .args(["-show_entries", "stream=codec_name", "-of", "compact", &url])
+            .output()
+            .expect("ffprobe (Debian package ffmpeg)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    })
+    .await
+    .expect("ffprobe thread")
+}
+
+/// The status of a raw RTSP DESCRIBE of `path` with the view token's Basic credentials.
+async fn rtsp_describe(port: u16, path: &str) -> u16 {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("webrtcd:{VIEW}"));
+    let request = format!(
+        "DESCRIBE rtsp://127.0.0.1:{port}{path} RTSP/1.0\r\nCSeq: 1\r\n\
+         Accept: application/sdp\r\nAuthorization: Basic {basic}\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut reply))
+        .await
+        .expect("an RTSP reply")
+        .expect("read");
+    let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no RTSP status in {text:?}"))
+}
+
+netns_test!(
+    three_cameras_each_show_their_own_picture_everywhere,
+    Net::WithDummyRoute,
+    {
+        let cameras = [
+            camera("red", "red"),
+            camera("green", "green"),
+            camera("blue", "blue"),
+        ];
+        let (barn, rtsp_port) = barn("barn", "", &cameras);
+        // Listed in the profile's order, idle (nothing runs until watched).
+        let listed = admin_json(&barn, "/api/cameras").await;
+        let names: Vec<&str> = listed["cameras"]
+            .as_array()
+            .expect("cameras")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["red", "green", "blue"], "{listed}");
+        let green = &listed["cameras"][1];
+        assert_eq!(green["state"], "idle", "{green}");
+        assert_eq!(green["video"]["width"], 320, "{green}");
+        assert_eq!(green["video"]["codecs"], json!(["vp8", "h264"]), "{green}");
+        assert!(green["encoders"]["vp8"].is_string(), "{green}");
+
+        // Each snapshot shows its own colour; the old path is the first camera's.
+        for name in ["red", "green", "blue"] {
+            let shot = view_get(&barn, &format!("/api/cameras/{name}/snapshot.jpg?width=64")).await;
+            assert_eq!(shot.status, 200, "{name}: {}", shot.body);
+            let rgb = jpeg_rgb(&shot.bytes);
+            assert_eq!(colour(&rgb), Some(name), "{name}'s snapshot is {rgb:?}");
+        }
+        let first = view_get(&barn, "/api/snapshot.jpg?width=64").await;
+        assert_eq!(colour(&jpeg_rgb(&first.bytes)), Some("red"));
+        let none = view_get(&barn, "/api/cameras/nope/snapshot.jpg").await;
+        assert_eq!(none.status, 404, "{}", none.body);
+
+        // An aiortc WHEP player on each camera at once, each decoding its camera's picture.
+        let players: Vec<_> = ["red", "green", "blue"]
+            .iter()
+            .map(|name| {
+                let url = format!("http://{}/api/cameras/{name}/whep", barn.addr);
+                (*name, whep_player(&format!("whep-{name}"), url, 10, 6))
+            })
+            .collect();
+        // While they play: one viewer each, each camera running, each call names its camera.
+        let watched = poll(Duration::from_secs(20), || async {
+            let listed = admin_json(&barn, "/api/cameras").await;
+            let cameras = listed["cameras"].as_array()?.clone();
+            cameras
+                .iter()
+                .all(|c| c["viewers"] == 1 && c["state"] == "running")
+                .then_some(listed)
+        })
+        .await;
+        assert!(
+            watched.is_some(),
+            "{}",
+            admin_json(&barn, "/api/cameras").await
+        );
+        let calls = admin_json(&barn, "/api/calls").await;
+        let mut watching: Vec<&str> = calls
+            .as_array()
+            .expect("calls")
+            .iter()
+            .filter_map(|c| c["camera"].as_str())
+            .collect();
+        watching.sort();
+        assert_eq!(watching, ["blue", "green", "red"], "{calls}");
+        // Three cameras: three VP8 encoders at once, each labelled in the metrics.
+        let metrics = send(
+            &barn.addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+            "",
+        )
+        .await
+        .body;
+        for name in ["red", "green", "blue"] {
+            let label = format!("camera=\"{name}\"");
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with("webrtcd_frames_encoded_total") && l.contains(&label)),
+                "frames of {name} counted: {metrics}"
+            );
+        }
+        for (name, player) in players {
+            let run = joined(player).await;
+            assert!(run.ok, "{name}: {}\n{}", run.report, run.stderr);
+            assert_eq!(seen(&run.report), Some(name), "{name}: {}", run.report);
+        }
+
+        // Over signaling: a `call` naming a camera watches that camera …
+        let ws_url = format!("{}?token={VIEW}", barn.ws_url());
+        let caller = aiortc::spawn(
+            "caller-blue",
+            &[
+                "--signaling".into(),
+                ws_url.clone(),
+                "--call".into(),
+                "barn".into(),
+                "--camera".into(),
+                "blue".into(),
+                "--stay".into(),
+                "--seconds".into(),
+                "8".into(),
+            ],
+        );
+        let run = joined(caller).await;
+        assert!(run.ok, "{}\n{}", run.report, run.stderr);
+        assert_eq!(seen(&run.report), Some("blue"), "{}", run.report);
+        // … and one naming a camera the device does not have is refused, at once.
+        let mut ws = ws::register(&ws_url, "lost-viewer").await;
+        ws::send(
+            &mut ws,
+            json!({"type": "call", "to": "barn", "session": "s-nope", "camera": "nope"}),
+        )
+        .await;
+        let reply = ws::recv(&mut ws).await;
+        assert_eq!(reply["type"], "hangup", "{reply}");
+        assert_eq!(reply["reason"], "no-such-camera", "{reply}");
+        // WHEP for a camera there is not: 404, and no session.
+        let whep = send(
+            &barn.addr,
+            "POST",
+            "/api/cameras/nope/whep",
+            &[
+                ("Authorization", &format!("Bearer {VIEW}")),
+                ("Content-Type", "application/sdp"),
+            ],
+            &audio_offer(1),
+        )
+        .await;
+        assert_eq!(whep.status, 404, "{}", whep.body);
+
+        // RTSP: each camera at its name (ffprobe, as an NVR probes it), `/live` the first,
+        // a name there is not 404.
+        let url = format!("rtsp://webrtcd:{VIEW}@127.0.0.1:{rtsp_port}/green");
+        let (ok, probed) = ffprobe(url).await;
+        assert!(ok && probed.contains("codec_name=h264"), "{probed}");
+        assert_eq!(rtsp_describe(rtsp_port, "/live").await, 200);
+        assert_eq!(rtsp_describe(rtsp_port, "/blue").await, 200);
+        assert_eq!(rtsp_describe(rtsp_port, "/nope").await, 404);
+    }
+);
+
+netns_test!(
+    a_failing_camera_leaves_the_other_cameras_playing,
+    Net::WithDummyRoute,
+    {
+        // `broken` ends its stream every second; after one restart it is given up, and its
+        // viewer's call ends with `source-error`.
+        let broken = camera("broken", "blue").replace(
+            "videotestsrc is-live=true pattern=blue",
+            "videotestsrc is-live=true num-buffers=30 pattern=blue",
+        );
+        let (barn, _) = barn(
+            "barn-failing",
+            "source_restart_limit = 1",
+            &[camera("green", "green"), broken],
+        );
+        let url = |name: &str| format!("http://{}/api/cameras/{name}/whep", barn.addr);
+        // Its last 12 s: from before the other camera's failures to after them.
+        let green = whep_player("whep-steady", url("green"), 14, 12);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let failing = whep_player("whep-broken", url("broken"), 10, 6);
+        let ended = poll(Duration::from_secs(20), || async {
+            let text = send(
+                &barn.addr,
+                "GET",
+                "/metrics",
+                &[("Authorization", &format!("Bearer {ADMIN}"))],
+                "",
+            )
+            .await
+            .body;
+            text.lines()
+                .any(|l| {
+                    l.starts_with("webrtcd_sessions_ended_total")
+                        && l.contains("reason=\"source-error\"")
+                        && l.contains("camera=\"broken\"")
+                })
+                .then_some(())
+        })
+        .await;
+        assert!(
+            ended.is_some(),
+            "the broken camera's viewer ends with source-error"
+        );
+        let _ = joined(failing).await;
+        // The green viewer never noticed: frames at full rate to its end, no freeze.
+        let run = joined(green).await;
+        assert!(run.ok, "{}\n{}", run.report, run.stderr);
+        assert_eq!(seen(&run.report), Some("green"), "{}", run.report);
+        let fps = run.report["recent_fps"].as_f64().unwrap_or(0.0);
+        assert!(
+            fps >= 20.0,
+            "green's last seconds at {fps} fps: {}",
+            run.report
+        );
+        assert_eq!(run.report["recent_freezes"], 0, "{}", run.report);
+    }
+);
