@@ -34,13 +34,7 @@ fn barn(name: &str, top: &str, cameras: &[String]) -> (Proc, u16) {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
-    let profile = write_profile(
-        name,
-        &format!(
-            "name = '{name}'\nlinger_ms = 500\n{top}\n{}",
-            cameras.concat()
-        ),
-    );
+    let profile = write_profile(name, &barn_profile(name, top, cameras));
     let cfg = config_file(
         name,
         &format!(
@@ -49,6 +43,14 @@ fn barn(name: &str, top: &str, cameras: &[String]) -> (Proc, u16) {
         ),
     );
     (Proc::daemon(name, &profile, &["--config", &cfg]), port)
+}
+
+/// The profile of [`barn`]: `cameras` and `top`.
+fn barn_profile(name: &str, top: &str, cameras: &[String]) -> String {
+    format!(
+        "name = '{name}'\nlinger_ms = 500\n{top}\n{}",
+        cameras.concat()
+    )
 }
 
 async fn view_get(p: &Proc, path: &str) -> common::http::Reply {
@@ -74,9 +76,13 @@ async fn admin_json(p: &Proc, path: &str) -> Value {
     serde_json::from_str(&reply.body).unwrap_or(Value::Null)
 }
 
-/// Which of red, green and blue a picture's mean colour `rgb` is (None: none clearly).
+/// Which of red, green, blue and white a picture's mean colour `rgb` is (None: none
+/// clearly).
 fn colour(rgb: &[f64]) -> Option<&'static str> {
     let [r, g, b] = rgb else { return None };
+    if [r, g, b].iter().all(|c| **c > 200.0) {
+        return Some("white");
+    }
     let names = [(r, "red"), (g, "green"), (b, "blue")];
     let (top, name) = names
         .iter()
@@ -416,5 +422,217 @@ netns_test!(
             run.report
         );
         assert_eq!(run.report["recent_freezes"], 0, "{}", run.report);
+    }
+);
+
+/// GStreamer's rtspsrc playing a camera over TCP, as an NVR records it.
+struct RtspViewer {
+    pipeline: gst::Pipeline,
+    packets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RtspViewer {
+    fn start(url: &str) -> RtspViewer {
+        use gst::prelude::*;
+        gst::init().expect("GStreamer");
+        let pipeline = gst::parse::launch(&format!(
+            "rtspsrc location={url} protocols=tcp latency=100 ! \
+             application/x-rtp,media=video ! fakesink name=out signal-handoffs=true"
+        ))
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+        let packets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = std::sync::Arc::clone(&packets);
+        pipeline
+            .by_name("out")
+            .expect("sink")
+            .connect("handoff", false, move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            });
+        pipeline.set_state(gst::State::Playing).expect("playing");
+        RtspViewer { pipeline, packets }
+    }
+
+    fn packets(&self) -> u64 {
+        self.packets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether an error or the end of the stream reached its bus within `within`.
+    fn ended_within(&self, within: Duration) -> bool {
+        use gst::prelude::*;
+        let bus = self.pipeline.bus().expect("bus");
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(within.as_millis() as u64),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        )
+        .is_some()
+    }
+}
+
+impl Drop for RtspViewer {
+    fn drop(&mut self) {
+        use gst::prelude::*;
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// A `webrtcd_sessions_ended_total` sample with this reason and camera is above 0.
+async fn ended_for(p: &Proc, reason: &str, camera: &str) -> bool {
+    let text = send(
+        &p.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        "",
+    )
+    .await
+    .body;
+    text.lines().any(|l| {
+        l.starts_with("webrtcd_sessions_ended_total")
+            && l.contains(&format!("reason=\"{reason}\""))
+            && l.contains(&format!("camera=\"{camera}\""))
+    })
+}
+
+async fn camera_names(p: &Proc) -> Vec<String> {
+    admin_json(p, "/api/cameras").await["cameras"]
+        .as_array()
+        .map(|cameras| {
+            cameras
+                .iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+netns_test!(
+    a_sighup_adds_removes_and_restarts_cameras_while_another_plays_on,
+    Net::WithDummyRoute,
+    {
+        let name = "barn-reload";
+        let before = [
+            camera("red", "red"),
+            camera("green", "green"),
+            camera("blue", "blue"),
+        ];
+        let (barn, rtsp_port) = barn(name, "", &before);
+        let ws_url = format!("{}?token={VIEW}", barn.ws_url());
+        // Red is watched over signaling and by an RTSP recorder, green and blue over WHEP.
+        let red = aiortc::spawn(
+            "reload-red",
+            &[
+                "--signaling".into(),
+                ws_url,
+                "--call".into(),
+                name.into(),
+                "--camera".into(),
+                "red".into(),
+                "--stay".into(),
+                "--seconds".into(),
+                "16".into(),
+            ],
+        );
+        let whep = |camera: &str| format!("http://{}/api/cameras/{camera}/whep", barn.addr);
+        // Green's last 14 s span both reloads.
+        let green = whep_player("reload-green", whep("green"), 18, 14);
+        let blue = whep_player("reload-blue", whep("blue"), 16, 6);
+        let all_watched = poll(Duration::from_secs(15), || async {
+            let listed = admin_json(&barn, "/api/cameras").await;
+            let cameras = listed["cameras"].as_array()?.clone();
+            cameras
+                .iter()
+                .all(|c| c["viewers"].as_u64() >= Some(1))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            all_watched.is_some(),
+            "{}",
+            admin_json(&barn, "/api/cameras").await
+        );
+        // Started once the daemon serves RTSP (it binds after HTTP; the calls are up by now).
+        let recorder =
+            RtspViewer::start(&format!("rtsp://webrtcd:{VIEW}@127.0.0.1:{rtsp_port}/red"));
+        let recording = poll(Duration::from_secs(10), || async {
+            (recorder.packets() > 10).then_some(())
+        })
+        .await;
+        assert!(recording.is_some(), "the RTSP recorder of red gets packets");
+
+        // A profile that does not validate is refused, and changes nothing.
+        let bad = barn_profile(name, "", &before)
+            .replace("codecs = ['vp8', 'h264']", "codecs = ['opus']");
+        write_profile(name, &bad);
+        barn.signal("HUP");
+        wait_for(
+            "the refusal in the log",
+            Duration::from_secs(10),
+            || async {
+                barn.log_text()
+                    .contains("profile not reloaded")
+                    .then_some(())
+            },
+        )
+        .await;
+        assert!(
+            barn.log_text().contains("video.codecs"),
+            "the problem is logged"
+        );
+        assert_eq!(camera_names(&barn).await, ["red", "green", "blue"]);
+
+        // Red out, white in, blue's rate changed: red's viewers end with camera-removed,
+        // blue's with camera-changed; green plays on.
+        let after = [
+            camera("green", "green"),
+            camera("blue", "blue").replace("bitrate_kbps = 400", "bitrate_kbps = 300"),
+            camera("white", "white"),
+        ];
+        write_profile(name, &barn_profile(name, "", &after));
+        let reloaded_at = std::time::Instant::now();
+        barn.signal("HUP");
+        wait_for("the new cameras", Duration::from_secs(15), || async {
+            (camera_names(&barn).await == ["green", "blue", "white"]).then_some(())
+        })
+        .await;
+        let white = whep_player("reload-white", whep("white"), 8, 4);
+        let run = joined(white).await;
+        assert!(run.ok, "white: {}\n{}", run.report, run.stderr);
+        assert_eq!(seen(&run.report), Some("white"), "{}", run.report);
+        eprintln!(
+            "SIGHUP adding a camera → white's WHEP player done: {:?} (its first frame {} ms after its POST)",
+            reloaded_at.elapsed(),
+            run.report["first_frame_ms"]
+        );
+        assert!(ended_for(&barn, "camera-removed", "red").await);
+        assert!(ended_for(&barn, "camera-changed", "blue").await);
+        let red = joined(red).await;
+        let errors = red.report["errors"].to_string();
+        assert!(
+            errors.contains("hangup: camera-removed"),
+            "red's viewer: {}",
+            red.report
+        );
+        assert!(
+            recorder.ended_within(Duration::from_secs(10)),
+            "the RTSP recorder of red is let go"
+        );
+        assert_eq!(rtsp_describe(rtsp_port, "/red").await, 404);
+        assert_eq!(rtsp_describe(rtsp_port, "/white").await, 200);
+        let _ = joined(blue).await;
+        // Green never stopped: full rate over a window spanning both reloads, no freeze.
+        let run = joined(green).await;
+        assert!(run.ok, "green: {}\n{}", run.report, run.stderr);
+        assert_eq!(seen(&run.report), Some("green"));
+        let fps = run.report["recent_fps"].as_f64().unwrap_or(0.0);
+        assert!(
+            fps >= 20.0,
+            "green at {fps} fps across the reloads: {}",
+            run.report
+        );
+        assert_eq!(run.report["recent_freezes"], 0, "{}", run.report);
+        assert!(!ended_for(&barn, "camera-changed", "green").await);
     }
 );

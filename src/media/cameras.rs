@@ -22,6 +22,19 @@ pub struct Camera {
     pub encoders: Arc<Encoders>,
 }
 
+/// What a reload did to the cameras.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Encoding as before: their encoders and calls go on.
+    pub kept: Vec<String>,
+    /// New in the profile.
+    pub added: Vec<Arc<Camera>>,
+    /// Changed: the camera before, and the one that replaces it.
+    pub changed: Vec<(Arc<Camera>, Arc<Camera>)>,
+    /// Taken out of the profile.
+    pub removed: Vec<Arc<Camera>>,
+}
+
 /// Every camera, in the profile's order.
 #[derive(Debug)]
 pub struct Cameras {
@@ -53,6 +66,55 @@ impl Cameras {
             }));
         }
         Ok((Cameras::new(list), probes))
+    }
+
+    /// Serves `profile` from now on (a reload): a camera that encodes as before keeps its
+    /// encoders (and so its calls), a new or changed one gets new encoders, probed here
+    /// (blocking). Nothing changes when a probe fails. The cameras taken out or replaced
+    /// are returned: their calls are the caller's to end.
+    pub fn reload(&self, profile: &Profile) -> Result<Reloaded, MediaError> {
+        let old = self.all();
+        let mut probed = encoder::Probed::new();
+        let mut list = Vec::new();
+        let mut reloaded = Reloaded::default();
+        for config in profile.cameras() {
+            let view = Arc::new(profile.for_camera(&config));
+            let before = old.iter().find(|c| c.name == config.name);
+            if let Some(before) = before.filter(|b| b.profile.encodes_like(&view)) {
+                reloaded.kept.push(config.name.to_string());
+                list.push(Arc::new(Camera {
+                    name: config.name,
+                    profile: view,
+                    encoders: Arc::clone(&before.encoders),
+                }));
+                continue;
+            }
+            let (encoders, _) =
+                Encoders::probe_with(Arc::clone(&view), &mut probed).map_err(|source| {
+                    MediaError::Camera {
+                        camera: config.name.to_string(),
+                        source: Box::new(source),
+                    }
+                })?;
+            let camera = Arc::new(Camera {
+                name: config.name,
+                profile: view,
+                encoders,
+            });
+            match before {
+                Some(before) => reloaded
+                    .changed
+                    .push((Arc::clone(before), Arc::clone(&camera))),
+                None => reloaded.added.push(Arc::clone(&camera)),
+            }
+            list.push(camera);
+        }
+        reloaded.removed = old
+            .into_iter()
+            .filter(|c| !list.iter().any(|n| n.name == c.name))
+            .collect();
+        *lock(&self.list) = list;
+        Ok(reloaded)
     }
 
     /// Cameras already made (tests).

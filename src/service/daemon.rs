@@ -340,6 +340,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         },
     );
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
+    let mut rtsp_mounts = None;
     if let Some(listen) = config.rtsp_listen {
         let secrets = config
             .tokens
@@ -349,10 +350,11 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         let cameras = Arc::clone(&cameras);
         let max_clients = ConnectionCaps::of(&config).rtsp;
         let max_sessions = max_clients * super::rtsp::front::MAX_SESSIONS_PER_CLIENT;
-        let handoff = tokio::task::spawn_blocking(move || {
+        let (handoff, mounts) = tokio::task::spawn_blocking(move || {
             super::rtsp::start(&cameras, secrets, max_sessions)
         })
         .await??;
+        rtsp_mounts = Some(mounts);
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for RTSP on {listen}"))?;
@@ -373,9 +375,17 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         println!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
         tracing::info!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
     }
+    let profile_reload = super::reload::ProfileReload {
+        file: config.profile.clone(),
+        calls: Arc::clone(&calls),
+        rtsp: rtsp_mounts,
+        tracker: tasks.connections.clone(),
+        shutdown: tasks.shutdown.clone(),
+    };
     tasks.connections.spawn(reload_on_sighup(
         signals.hangup,
         tls.clone(),
+        Some(profile_reload),
         tasks.shutdown.clone(),
     ));
     notifier.notify(&format!("READY=1\nSTATUS=serving on {}", config.listen));
@@ -497,6 +507,7 @@ pub async fn run_relay(config: Config, redis: Option<String>) -> anyhow::Result<
     tasks.connections.spawn(reload_on_sighup(
         signals.hangup,
         tls.clone(),
+        None,
         tasks.shutdown.clone(),
     ));
     signals.shutdown.wait().await;
@@ -508,10 +519,12 @@ pub async fn run_relay(config: Config, redis: Option<String>) -> anyhow::Result<
 
 /// SIGHUP reads the certificate again: the next handshake gets the new one, connections and
 /// calls already running are untouched. A certificate that does not load leaves the old one.
-/// Without TLS there is nothing to reload, but SIGHUP must still not kill the daemon.
+/// Without TLS there is nothing to reload, but SIGHUP must still not kill the daemon. The
+/// daemon re-reads its profile too (`service::reload`).
 async fn reload_on_sighup(
     hangup: Option<Signal>,
     tls: Option<Arc<Reloadable>>,
+    profile: Option<super::reload::ProfileReload>,
     shutdown: CancellationToken,
 ) {
     let Some(mut hangup) = hangup else {
@@ -522,6 +535,9 @@ async fn reload_on_sighup(
         tokio::select! {
             _ = hangup.recv() => {}
             _ = shutdown.cancelled() => return,
+        }
+        if let Some(profile) = &profile {
+            profile.reload().await;
         }
         let Some(tls) = &tls else {
             tracing::info!("SIGHUP: no TLS certificate to reload");

@@ -54,6 +54,17 @@ impl Profile {
         }
     }
 
+    /// Whether a camera served from this view and one served from `other` encode alike: the
+    /// same sources, codecs, encoders and ladder, and the daemon's keys that its shared
+    /// encoders read. A reload keeps such a camera running, its calls untouched.
+    pub fn encodes_like(&self, other: &Profile) -> bool {
+        self.video == other.video
+            && self.audio == other.audio
+            && self.per_viewer_encoder == other.per_viewer_encoder
+            && self.linger_ms == other.linger_ms
+            && self.source_restart_limit == other.source_restart_limit
+    }
+
     /// `message` about `camera`, naming the camera when the profile lists several.
     pub(super) fn about(&self, camera: &CameraConfig, message: String) -> String {
         if self.camera.is_empty() {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::media::codecs::Codec;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VideoSend {
     /// `test` (videotestsrc), `v4l2` (a camera), `libcamera`, or `launch` (a gst-launch
@@ -90,7 +90,7 @@ pub enum VideoSourceKind {
     Launch,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudioSend {
     /// `test` (audiotestsrc), `alsa` (a microphone), or `launch` (a gst-launch fragment).

@@ -17,6 +17,9 @@
 //! no connection itself: [`front`] admits them and hands them over.
 
 pub mod front;
+mod mounts;
+
+pub use mounts::Mounts;
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -42,12 +45,13 @@ const ROLE: &str = "viewer";
 type Feeds = Arc<Mutex<Vec<(String, Weak<Subscription>)>>>;
 
 /// Starts the server on a thread of its own; connections reach it through the returned
-/// [`front::Handoff`]. `secrets`: the tokens (none: open).
+/// [`front::Handoff`], and a reload changes its cameras through the [`Mounts`]. `secrets`:
+/// the tokens (none: open).
 pub fn start(
     cameras: &Cameras,
     secrets: Vec<String>,
     max_sessions: usize,
-) -> anyhow::Result<front::Handoff> {
+) -> anyhow::Result<(front::Handoff, Arc<Mounts>)> {
     let server = gst_rtsp_server::RTSPServer::new();
     if !secrets.is_empty() {
         let auth = gst_rtsp_server::RTSPAuth::new();
@@ -59,39 +63,23 @@ pub fn start(
         }
         server.set_auth(Some(&auth));
     }
-    let mounts = server
-        .mount_points()
-        .context("the RTSP server has no mount points")?;
     let feeds: Feeds = Arc::default();
-    let all = cameras.all();
-    let mut served = 0;
-    for (i, camera) in all.iter().enumerate() {
-        let Some(factory) = factory(&server, camera, &feeds, !secrets.is_empty()) else {
-            tracing::info!(camera = %camera.name, "RTSP: the camera has no video or Opus audio to serve");
-            continue;
-        };
-        // A camera named `live` takes the path from the first camera.
-        if i == 0 && !all.iter().any(|c| format!("/{}", c.name) == PATH) {
-            mounts.add_factory(PATH, factory.clone());
-        }
-        mounts.add_factory(&format!("/{}", camera.name), factory);
-        served += 1;
-    }
-    if served == 0 {
+    let mounts = Mounts::new(&server, &feeds, !secrets.is_empty());
+    if mounts.serve(&cameras.all(), &[]) == 0 {
         anyhow::bail!("rtsp_listen: the profile has no video or Opus audio to serve");
     }
-    start_at_keyframe(&server, &feeds, &all);
+    start_at_keyframe(&server, &feeds, &mounts);
 
     let context = glib::MainContext::new();
     expire_sessions(&server, max_sessions, &context);
     let main_loop = glib::MainLoop::new(Some(&context), false);
     let handoff = front::Handoff::new(server, context);
     handoff.run(main_loop).context("RTSP thread")?;
-    Ok(handoff)
+    Ok((handoff, mounts))
 }
 
 /// The factory of `camera`'s media (none when it has nothing RTSP can serve).
-fn factory(
+pub(super) fn factory(
     server: &gst_rtsp_server::RTSPServer,
     camera: &Camera,
     feeds: &Feeds,
@@ -286,12 +274,12 @@ fn expire_sessions(server: &gst_rtsp_server::RTSPServer, max: usize, context: &g
 
 /// A client that starts playing gets a keyframe of its camera at once (a recorder joining
 /// mid-stream would otherwise wait for the next periodic one).
-fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds, cameras: &[Arc<Camera>]) {
+fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds, mounts: &Arc<Mounts>) {
     let feeds = Arc::clone(feeds);
-    let names: Vec<String> = cameras.iter().map(|c| c.name.to_string()).collect();
+    let mounts = Arc::downgrade(mounts);
     server.connect_client_connected(move |_, client| {
         let feeds = Arc::clone(&feeds);
-        let names = names.clone();
+        let mounts = Weak::clone(&mounts);
         client.connect_play_request(move |_, context| {
             let first = context
                 .uri()
@@ -301,10 +289,8 @@ fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds, camera
                         .find(|c| !c.is_empty())
                 })
                 .map(|c| c.to_string());
-            // `/live` is the first camera's (unless a camera has that name).
-            let camera = match first {
-                Some(c) if names.contains(&c) => c,
-                _ => names.first().cloned().unwrap_or_default(),
+            let Some(camera) = mounts.upgrade().and_then(|m| m.camera_of(first.as_deref())) else {
+                return;
             };
             let playing = lock(&feeds)
                 .iter()

@@ -48,6 +48,8 @@ struct SessionHandle {
     /// What local programs send the peer (the bridge); bounded likewise.
     local: mpsc::Sender<String>,
     info: Arc<CallInfo>,
+    /// The camera it watches, as it was when the call started (a reload may replace it).
+    camera: Arc<Camera>,
 }
 
 #[derive(Default)]
@@ -171,6 +173,30 @@ impl CallManager {
             .count()
     }
 
+    /// Calls fed by `camera`'s encoders (not by a camera of the same name that replaced it).
+    pub fn on_camera(&self, camera: &Camera) -> usize {
+        let state = self.lock();
+        let on = state.sessions.values();
+        on.filter(|h| Arc::ptr_eq(&h.camera.encoders, &camera.encoders))
+            .count()
+    }
+
+    /// Ends every call fed by `camera`'s encoders with `reason` (its peer told); how many.
+    pub fn end_camera(&self, camera: &Camera, reason: EndReason) -> usize {
+        let state = self.lock();
+        let on = state.sessions.values();
+        let on = on.filter(|h| Arc::ptr_eq(&h.camera.encoders, &camera.encoders));
+        on.filter(|h| {
+            h.events
+                .send(Event::End {
+                    reason,
+                    tell_peer: true,
+                })
+                .is_ok()
+        })
+        .count()
+    }
+
     /// The camera named `name` (none: the first).
     fn camera(&self, name: Option<&str>) -> Result<Arc<Camera>, PlaceCallError> {
         self.cameras
@@ -193,7 +219,7 @@ impl CallManager {
         if !state.peers.contains(to) {
             return Err(PlaceCallError::UnknownPeer(to.to_string()));
         }
-        let max = self.settings.profile.max_sessions;
+        let max = camera.profile.max_sessions;
         if state.sessions.len() >= max {
             return Err(PlaceCallError::Busy(max));
         }
@@ -225,7 +251,7 @@ impl CallManager {
     ) -> Result<(), PlaceCallError> {
         let camera = self.camera(camera)?;
         let mut state = self.lock();
-        let max = self.settings.profile.max_sessions;
+        let max = camera.profile.max_sessions;
         if state.sessions.len() >= max || self.tasks.is_closed() {
             return Err(PlaceCallError::Busy(max));
         }
@@ -394,8 +420,10 @@ impl CallManager {
                             && matches!(h.info.state(), Starting | Ringing | AwaitingOffer)
                     })
                     .count();
-                if state.sessions.len() >= self.settings.profile.max_sessions
-                    || waiting >= self.settings.profile.max_sessions.saturating_sub(1).max(1)
+                // The daemon's keys, as the profile now says (every camera's view has them).
+                let profile = &camera.profile;
+                if state.sessions.len() >= profile.max_sessions
+                    || waiting >= profile.max_sessions.saturating_sub(1).max(1)
                     || self.tasks.is_closed()
                 {
                     drop(state);
@@ -403,7 +431,7 @@ impl CallManager {
                     self.refuse_call(&from, &session, EndReason::Busy);
                     return;
                 }
-                if self.settings.profile.answer == AnswerPolicy::Reject {
+                if profile.answer == AnswerPolicy::Reject {
                     drop(state);
                     tracing::info!(peer = %from, "a call refused (answer = \"reject\")");
                     self.refuse_call(&from, &session, EndReason::Rejected);
@@ -466,7 +494,7 @@ impl CallManager {
         self: &Arc<Self>,
         state: &mut State,
         (peer, session, role): (&str, &str, Role),
-        camera: &Camera,
+        camera: &Arc<Camera>,
         signaling: mpsc::Sender<Signal>,
         early_answer: bool,
     ) {
@@ -482,6 +510,7 @@ impl CallManager {
                 peer: peer_tx.clone(),
                 local: local_tx,
                 info: Arc::clone(&info),
+                camera: Arc::clone(camera),
             },
         );
         tracing::info!(session, peer, ?role, camera = %camera.name, "call starting");
