@@ -636,3 +636,167 @@ netns_test!(
         assert!(!ended_for(&barn, "camera-changed", "green").await);
     }
 );
+
+/// Each grid tile's camera, decoded size, play time, mean colour (from an 8×8 canvas copy of
+/// its picture) and where it sits on the screen.
+const TILES_JS: &str = "return [...document.querySelectorAll('#tiles .tile')].map((f) => {
+  const v = f.querySelector('video');
+  let rgb = null;
+  if (v.videoWidth > 0) {
+    const c = document.createElement('canvas');
+    c.width = 8; c.height = 8;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0, 8, 8);
+    const d = g.getImageData(0, 0, 8, 8).data;
+    rgb = [0, 0, 0];
+    for (let i = 0; i < d.length; i += 4) { rgb[0] += d[i]; rgb[1] += d[i + 1]; rgb[2] += d[i + 2]; }
+    rgb = rgb.map((x) => x / (d.length / 4));
+  }
+  const r = f.getBoundingClientRect();
+  return { camera: f.dataset.camera, w: v.videoWidth, t: v.currentTime, rgb,
+           left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+           caption: f.querySelector('figcaption').textContent };
+});";
+
+/// What a person sees of the call controls and the remote video.
+const PAGE_JS: &str =
+    "const shown = (id) => getComputedStyle(document.getElementById(id)).display !== 'none';
+const v = document.getElementById('remote');
+let rgb = null;
+if (v.videoWidth > 0) {
+  const c = document.createElement('canvas');
+  c.width = 8; c.height = 8;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0, 8, 8);
+  const d = g.getImageData(0, 0, 8, 8).data;
+  rgb = [0, 0, 0];
+  for (let i = 0; i < d.length; i += 4) { rgb[0] += d[i]; rgb[1] += d[i + 1]; rgb[2] += d[i + 2]; }
+  rgb = rgb.map((x) => x / (d.length / 4));
+}
+return { bar: shown('call-bar'), hangup: document.getElementById('hangup').offsetParent !== null,
+         picker: shown('camera-picker'), gridButton: shown('grid-open'),
+         options: [...document.getElementById('camera').options].map((o) => o.value),
+         w: v.videoWidth, t: v.currentTime, rgb,
+         pageWidth: document.documentElement.scrollWidth, viewport: window.innerWidth };";
+
+netns_test!(
+    a_phone_watches_every_camera_at_once_and_picks_one_to_call,
+    Net::LoopbackOnly,
+    {
+        let name = "barn-page";
+        let (barn, _) = barn(
+            name,
+            "",
+            &[
+                camera("red", "red"),
+                camera("green", "green"),
+                camera("blue", "blue"),
+            ],
+        );
+        // A phone's screen: 390×844.
+        let chrome = common::browser::Driven::start().await;
+        chrome.emulate_screen(390, 844).await;
+        chrome
+            .open(&format!("http://{}/?id=phone&token={VIEW}", barn.addr))
+            .await;
+        // Idle: the picker and the grid's button, no call controls.
+        let idle = wait_for("the camera picker", Duration::from_secs(20), || async {
+            let v = chrome.script(PAGE_JS).await;
+            (v["picker"] == true).then_some(v)
+        })
+        .await;
+        assert_eq!(idle["options"], json!(["red", "green", "blue"]), "{idle}");
+        assert_eq!(idle["gridButton"], true, "{idle}");
+        assert_eq!(idle["bar"], false, "no call controls while idle: {idle}");
+        assert_eq!(idle["hangup"], false, "{idle}");
+
+        // The grid: every camera at once, each tile its own colour, all within the screen.
+        chrome.click("#grid-open").await;
+        let tiles = wait_for("every tile to play", Duration::from_secs(30), || async {
+            let tiles = chrome.script(TILES_JS).await;
+            let list = tiles.as_array()?.clone();
+            (list.len() == 3
+                && list
+                    .iter()
+                    .all(|t| t["t"].as_f64() > Some(1.0) && t["rgb"].is_array()))
+            .then_some(list)
+        })
+        .await;
+        let png = chrome.screenshot().await;
+        std::fs::write(artifacts_dir().join("page-grid-phone.png"), &png).expect("screenshot");
+        let page = chrome.script(PAGE_JS).await;
+        eprintln!("the grid on a phone: {page}");
+        for tile in &tiles {
+            let rgb: Vec<f64> = tile["rgb"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            assert_eq!(
+                colour(&rgb),
+                tile["camera"].as_str(),
+                "a tile shows its own camera: {tile}"
+            );
+            assert!(
+                tile["left"].as_f64() >= Some(0.0) && tile["right"].as_f64() <= Some(390.0),
+                "within a phone's width: {tile}"
+            );
+        }
+        let bottom = tiles
+            .iter()
+            .filter_map(|t| t["bottom"].as_f64())
+            .fold(0.0, f64::max);
+        assert!(bottom <= 844.0, "every tile on one phone screen: {tiles:?}");
+        assert!(
+            page["pageWidth"].as_u64() <= page["viewport"].as_u64(),
+            "no sideways scrolling: {page}"
+        );
+        assert_eq!(page["bar"], false, "the grid is no call: {page}");
+        let viewers = admin_json(&barn, "/api/cameras").await;
+        for camera in viewers["cameras"].as_array().expect("cameras") {
+            assert_eq!(camera["viewers"], 1, "one WHEP session each: {viewers}");
+        }
+        // Closing it lets every session go.
+        chrome.click("#grid-close").await;
+        wait_for(
+            "the grid's sessions to end",
+            Duration::from_secs(10),
+            || async {
+                admin_json(&barn, "/api/calls")
+                    .await
+                    .as_array()
+                    .is_some_and(Vec::is_empty)
+                    .then_some(())
+            },
+        )
+        .await;
+
+        // The picker: a call to the device watches the camera picked, with its controls.
+        chrome
+            .script("document.getElementById('camera').value = 'blue'; return true;")
+            .await;
+        chrome
+            .click(&format!("#peers button[data-peer='{name}']"))
+            .await;
+        let playing = wait_for("blue in the call", Duration::from_secs(30), || async {
+            let v = chrome.script(PAGE_JS).await;
+            (v["t"].as_f64() > Some(1.0) && v["rgb"].is_array()).then_some(v)
+        })
+        .await;
+        let rgb: Vec<f64> = playing["rgb"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        assert_eq!(colour(&rgb), Some("blue"), "{playing}");
+        assert_eq!(
+            playing["bar"], true,
+            "call controls during the call: {playing}"
+        );
+        chrome.click("#hangup").await;
+        let after = wait_for("the controls to go", Duration::from_secs(10), || async {
+            let v = chrome.script(PAGE_JS).await;
+            (v["bar"] == false).then_some(v)
+        })
+        .await;
+        assert_eq!(after["hangup"], false, "{after}");
+    }
+);

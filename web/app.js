@@ -1,7 +1,8 @@
 // webrtcd's built-in client: signaling protocol v1 (docs/protocol.md) over /signaling.
 // URL parameters: token (relay/API token), id (our id), mode (viewer|intercom),
 // codec (auto|vp8|h264), autoanswer (1|0; 0: an incoming call rings, with Accept and Reject),
-// call (a peer to call once it is online), processing (1|0; 0: the microphone without the
+// call (a peer to call once it is online), camera (which of a device's cameras a call
+// watches; cameras.js), grid (1: watch every camera at once), processing (1|0; 0: the microphone without the
 // browser's echo cancellation, noise suppression and gain control: a speakerphone that does
 // its own),
 // report (a same-origin URL that receives this page's state as JSON every half second, for
@@ -45,6 +46,9 @@ const REASONS = {
   "no-answer": "Nobody answered.",
   cancelled: "The caller hung up.",
   "session-taken": "The device has a call with this call's id already; call again.",
+  "no-such-camera": "The device has no camera of that name.",
+  "camera-removed": "The camera was taken out of the device's profile.",
+  "camera-changed": "The camera was changed; call again to watch it.",
 };
 
 // ---- ICE servers -------------------------------------------------------------------------
@@ -318,7 +322,9 @@ async function startCall(peer) {
   const session = myId + "-" + Date.now().toString(36) + "-" + salt;
   const start = wallClock();
   // `early`: a callee that rings may answer at once, so that accepting connects in a blink.
-  send({ type: "call", to: peer, session, early: true });
+  // The camera picked (cameras.js; shown only when the device has several).
+  const camera = $("camera-picker").hidden ? "" : $("camera").value;
+  send(camera ? { type: "call", to: peer, session, early: true, camera } : { type: "call", to: peer, session, early: true });
   const call = newCall(peer, session, "caller", start);
   const stream = await localMedia();
   const direction = stream ? "sendrecv" : "recvonly";

@@ -132,6 +132,7 @@ pub fn daemon_router(
         .route("/healthz", get(healthz))
         .route("/", get(page))
         .route("/app.js", get(script))
+        .route("/cameras.js", get(cameras_script))
         .route("/style.css", get(style))
         .with_state(state)
         .merge(cameras)
@@ -143,7 +144,7 @@ pub fn daemon_router(
 
 /// The page and its script and style are public (they hold no data); the page passes its
 /// token on to `/signaling`.
-const PUBLIC: [&str; 3] = ["/", "/app.js", "/style.css"];
+const PUBLIC: [&str; 4] = ["/", "/app.js", "/cameras.js", "/style.css"];
 
 /// The scope a request needs; `None`: public. A CORS preflight carries no token: WHEP's is
 /// public (it says only which methods and headers the routes take, and STUN servers).
@@ -245,6 +246,11 @@ async fn page(State(state): State<DaemonState>) -> Response {
 async fn script(State(state): State<DaemonState>) -> Response {
     let js = include_str!("../../web/app.js");
     web_file(&state, "app.js", js, "text/javascript; charset=utf-8").await
+}
+
+async fn cameras_script(State(state): State<DaemonState>) -> Response {
+    let js = include_str!("../../web/cameras.js");
+    web_file(&state, "cameras.js", js, "text/javascript; charset=utf-8").await
 }
 
 async fn style(State(state): State<DaemonState>) -> Response {

@@ -323,6 +323,17 @@ impl Driven {
             .await;
     }
 
+    /// Shows pages as a screen of `width`×`height` CSS pixels would, a phone's included
+    /// (Chromium's device metrics: its headless window is never narrower than 500).
+    pub async fn emulate_screen(&self, width: u32, height: u32) {
+        let params = serde_json::json!({
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": true,
+        });
+        let cmd =
+            serde_json::json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params});
+        self.command("POST", "/goog/cdp/execute", Some(cmd)).await;
+    }
+
     pub async fn script(&self, js: &str) -> Value {
         self.command(
             "POST",
