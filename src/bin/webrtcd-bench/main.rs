@@ -2,6 +2,7 @@
 //! separate processes, all on loopback inside a private network namespace (nothing leaves the
 //! machine), measures, and prints a Markdown table. `make bench` runs it in release mode.
 
+mod cameras;
 mod chromium;
 mod cluster;
 mod cold_page;
@@ -20,10 +21,10 @@ mod ring;
 mod scenarios;
 mod shutdown;
 mod soak;
+mod table;
 mod speech_chromium;
 mod speech_loss;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,6 +104,10 @@ struct Args {
     /// Only the intercom's echo through a simulated room, the canceller on and off.
     #[arg(long)]
     echo_only: bool,
+    /// Only several cameras: 4 cameras × 5 viewers against 1 × 20, and SIGHUP adding a
+    /// camera → its first frame (`--calls` times, 5 at most).
+    #[arg(long)]
+    cameras_only: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -142,6 +147,7 @@ struct Report {
     ring: Vec<ring::Row>,
     keyframes: Vec<keyframe::Row>,
     echo: echo::Echo,
+    cameras: Option<cameras::Result>,
     errors: Vec<String>,
 }
 
@@ -204,6 +210,11 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let rows = echo::measure(&dir, args.quick).await?;
         return show(&dir, "echo.md", &echo::markdown(&rows));
     }
+    if args.cameras_only {
+        let window = Duration::from_secs(args.window);
+        let result = cameras::measure(&dir, window, args.calls.clamp(1, 5)).await?;
+        return show(&dir, "cameras.md", &cameras::markdown(&result));
+    }
     if args.cluster_only {
         let routing = cluster::measure(&dir, args.routed_messages).await?;
         return show(&dir, "routing.md", &cluster::markdown(&routing));
@@ -245,7 +256,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
                 scenarios::scaling(&dir, codec, false, &args.viewers, processes, window).await?,
             );
         }
-        let table = markdown(&report);
+        let table = table::markdown(&report);
         println!("{table}");
         std::fs::write(dir.join("scaling.md"), &table)?;
         return Ok(());
@@ -370,6 +381,13 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         Ok(rows) => report.echo = rows,
         Err(e) => report.errors.push(note("echo", e)),
     }
+    if !args.quick {
+        eprintln!("several cameras: 4 × 5 viewers against 1 × 20, SIGHUP adding one");
+        match cameras::measure(&dir, window, 5).await {
+            Ok(result) => report.cameras = Some(result),
+            Err(e) => report.errors.push(note("cameras", e)),
+        }
+    }
     eprintln!("relay routing: one relay, two relays through Redis");
     let routed = if args.quick {
         200
@@ -381,7 +399,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         Err(e) => report.errors.push(note("relay routing", e)),
     }
 
-    let table = markdown(&report);
+    let table = table::markdown(&report);
     println!("{table}");
     std::fs::write(dir.join("report.md"), &table)?;
     std::fs::write(
@@ -468,127 +486,6 @@ async fn run_soak(args: Args) -> anyhow::Result<()> {
     );
     anyhow::ensure!(report.failed == 0, "{} calls failed", report.failed);
     Ok(())
-}
-
-fn spread_row(out: &mut String, what: &str, s: &Option<Spread>) {
-    match s {
-        Some(s) => {
-            let _ = writeln!(
-                out,
-                "| {what} | {:.0} | {:.0} | {:.0}–{:.0} | {} |",
-                s.median_ms, s.p95_ms, s.min_ms, s.max_ms, s.samples
-            );
-        }
-        None => {
-            let _ = writeln!(out, "| {what} | – | – | – | 0 |");
-        }
-    }
-}
-
-fn markdown(r: &Report) -> String {
-    let mut out = String::new();
-    // Each scenario's own table, if it ran.
-    let tables = [
-        r.players.as_ref().map(players::markdown),
-        (!r.first_frame.is_empty()).then(|| first_frame::markdown(&r.first_frame)),
-        (!r.cold_page.is_empty()).then(|| cold_page::markdown(&r.cold_page)),
-        (!r.ring.is_empty()).then(|| ring::markdown(&r.ring)),
-        (!r.keyframes.is_empty()).then(|| keyframe::markdown(&r.keyframes)),
-        (!r.echo.rooms.is_empty()).then(|| echo::markdown(&r.echo)),
-        r.routing.as_ref().map(cluster::markdown),
-    ];
-    for table in tables.into_iter().flatten() {
-        out.push_str(&table);
-        out.push('\n');
-    }
-    out.push_str(
-        "| first frame | median ms | p95 ms | range ms | calls |\n|---|---|---|---|---|\n",
-    );
-    spread_row(
-        &mut out,
-        "call → first decoded frame, daemon → daemon",
-        &r.first_frame_daemon,
-    );
-    spread_row(
-        &mut out,
-        "call → first decoded frame, daemon → Chromium",
-        &r.first_frame_chromium,
-    );
-    spread_row(
-        &mut out,
-        "join running stream: call → first decoded frame",
-        &r.join.as_ref().map(|j| j.call_to_frame.clone()),
-    );
-    spread_row(
-        &mut out,
-        "join running stream: connection up → first decoded frame",
-        &r.join.as_ref().map(|j| j.connected_to_frame.clone()),
-    );
-    out.push_str("\n| capture → decoded frame | p50 ms | p95 ms | max ms | frames |\n|---|---|---|---|---|\n");
-    for (codec, l) in &r.latency {
-        let _ = writeln!(
-            out,
-            "| {} | {:.1} | {:.1} | {:.1} | {} |",
-            codec.to_uppercase(),
-            l.p50_ms,
-            l.p95_ms,
-            l.max_ms,
-            l.frames
-        );
-    }
-    out.push_str(
-        "\n| codec | encoder | viewers | up | daemon CPU % | × 1 viewer | RSS MiB | threads | viewers' CPU % | fps min / mean | late frames | daemon sent: fps, packets/s per call min / mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for run in &r.scaling {
-        let base = run.rows.first().map(|l| l.cpu_pct).unwrap_or(0.0);
-        let mode = if run.per_viewer_encoder {
-            "per viewer"
-        } else {
-            "shared"
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {mode} | idle | – | – | – | {:.1} | {} | – | – | – | – |",
-            run.codec.to_uppercase(),
-            run.idle_rss_mib,
-            run.idle_threads
-        );
-        for l in &run.rows {
-            let _ = writeln!(
-                out,
-                "| {} | {mode} | {} | {} | {:.0} | {:.2} | {:.1} | {} | {:.0} | {:.1} / {:.1} | {} | {} |",
-                l.codec.to_uppercase(),
-                l.viewers,
-                l.connected,
-                l.cpu_pct,
-                if base > 0.0 { l.cpu_pct / base } else { 0.0 },
-                l.rss_mib,
-                l.threads,
-                l.viewers_cpu_pct,
-                l.min_fps,
-                l.mean_fps,
-                l.late_frames,
-                l.sent.map_or("–".to_string(), |s| format!(
-                    "{}, {:.0} / {:.0}",
-                    s.fps.map_or("–".to_string(), |fps| format!("{fps:.1}")),
-                    s.min_pps,
-                    s.mean_pps
-                ))
-            );
-        }
-        if let Some(why) = &run.stopped {
-            let _ = writeln!(
-                out,
-                "| {} | {mode} | {why} | | | | | | | | | |",
-                run.codec.to_uppercase()
-            );
-        }
-    }
-    if !r.networks.is_empty() || !r.spread.is_empty() {
-        out.push('\n');
-        out.push_str(&networks::markdown(&r.networks, &r.spread));
-    }
-    out
 }
 
 /// Prints a scenario's table and keeps it as `dir/file`.

@@ -130,8 +130,17 @@ impl Daemon {
     }
 
     pub async fn call(&self, to: &str) -> anyhow::Result<String> {
+        self.call_with(to, None).await
+    }
+
+    /// Calls `to`, sending `camera` (none: the first).
+    pub async fn call_with(&self, to: &str, camera: Option<&str>) -> anyhow::Result<String> {
         let url = format!("http://{}/api/calls", self.addr);
-        let body = serde_json::json!({ "to": to }).to_string();
+        let body = match camera {
+            Some(camera) => serde_json::json!({ "to": to, "camera": camera }),
+            None => serde_json::json!({ "to": to }),
+        }
+        .to_string();
         let (status, text) = api_client::request("POST", &url, Some(body), None).await?;
         if status != 201 {
             bail!("{} calling {to}: {status} {text}", self.name);

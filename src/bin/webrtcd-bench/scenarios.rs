@@ -412,7 +412,7 @@ pub struct Scaling {
 
 /// Frames received so far by every call on these viewers (and how late, and when the
 /// first came), by session.
-async fn frames_by_session(viewers: &[Daemon]) -> Vec<(String, u64, u64, Option<f64>)> {
+pub async fn frames_by_session(viewers: &[Daemon]) -> Vec<(String, u64, u64, Option<f64>)> {
     let mut out = Vec::new();
     for v in viewers {
         for c in v.calls().await.unwrap_or_default() {
