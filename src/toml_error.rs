@@ -37,16 +37,51 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     if !valid {
         return None;
     }
-    let table = text[..line_start]
+    let before = &text[..line_start];
+    let table = before
         .lines()
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('[') && l.ends_with(']'))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     Some(match table {
-        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        Some(table) if !table.is_empty() => in_array(before, &table, key),
         _ => key.to_string(),
     })
+}
+
+/// `table.key`, where a table inside an array of tables (`[[camera]]`, then `[camera.video]`)
+/// names its element: by its `name` key when it has one (`camera "door": video.width`, as
+/// the checks after parsing say it), else by its place (`camera[1].video.width`).
+fn in_array(before: &str, table: &str, key: &str) -> String {
+    let segments: Vec<&str> = table.split('.').collect();
+    for n in (1..=segments.len()).rev() {
+        let array = segments[..n].join(".");
+        let header = format!("[[{array}]]");
+        let Some(at) = before.rfind(&header) else {
+            continue;
+        };
+        let rest: String = segments[n..].iter().map(|s| format!("{s}.")).collect();
+        // The element runs from its header to the next header of that array (or the end).
+        let element = &before[at + header.len()..];
+        let named = element
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with('['))
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == "name")
+                    .then(|| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+            });
+        return match named {
+            Some(name) => format!("{array} \"{name}\": {rest}{key}"),
+            None => {
+                let index = before.matches(&header).count().saturating_sub(1);
+                format!("{array}[{index}].{rest}{key}")
+            }
+        };
+    }
+    format!("{table}.{key}")
 }
 
 #[cfg(test)]
@@ -84,6 +119,44 @@ mod tests {
         assert!(
             unknown.starts_with("video.height: unknown field"),
             "{unknown}"
+        );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Cameras {
+        camera: Vec<Camera>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Camera {
+        name: Option<String>,
+        video: Option<Video>,
+    }
+
+    #[test]
+    fn a_key_in_an_array_of_tables_names_its_element() {
+        let error = |text: &str| match toml::from_str::<Cameras>(text) {
+            Ok(doc) => panic!("{text:?} parsed as {doc:?}"),
+            Err(e) => describe(text, &e),
+        };
+        let named = error(
+            "[[camera]]\nname = \"door\"\n[camera.video]\nwidth = 1\n\
+             [[camera]]\nname = \"parcel\"\n[camera.video]\nwidht = 2\n",
+        );
+        assert!(
+            named.starts_with("camera \"parcel\": video.widht: unknown field"),
+            "{named}"
+        );
+        let unnamed = error("[[camera]]\n[[camera]]\n[camera.video]\nwidth = \"x\"\n");
+        assert!(unnamed.starts_with("camera[1].video.width: "), "{unnamed}");
+        let own = error("[[camera]]\nname = \"door\"\nzoom = 2\n");
+        assert!(
+            own.starts_with("camera \"door\": zoom: unknown field"),
+            "{own}"
         );
     }
 

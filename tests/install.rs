@@ -102,6 +102,37 @@ fn check_config_accepts_a_good_file_and_names_every_kind_of_problem() {
     );
     let uses_typo = write("uses-typo.toml", "profile = \"profile-typo.toml\"\n");
     expect_problem(&uses_typo, &typo, "video.widht: unknown field");
+
+    // Several cameras: a problem names the camera, and the key within it.
+    let cameras = "name = \"barn\"\n\
+        [[camera]]\nname = \"door\"\n[camera.video]\nsource = \"test\"\ncodecs = [\"vp8\"]\n\
+        [[camera]]\nname = \"parcel\"\n[camera.video]\nsource = \"v4l2\"\n\
+        device = \"/dev/video-webrtcd-missing\"\ncodecs = [\"vp8\"]\n";
+    let barn = write("barn.toml", cameras);
+    let uses_barn = write("uses-barn.toml", "profile = \"barn.toml\"\n");
+    expect_problem(
+        &uses_barn,
+        &barn,
+        "camera \"parcel\": video.device: /dev/video-webrtcd-missing does not exist",
+    );
+    let typo = write(
+        "barn-typo.toml",
+        &cameras.replace("source = \"v4l2\"", "source = \"test\"\nwidht = 640"),
+    );
+    let uses_typo = write("uses-barn-typo.toml", "profile = \"barn-typo.toml\"\n");
+    expect_problem(
+        &uses_typo,
+        &typo,
+        "camera \"parcel\": video.widht: unknown field",
+    );
+    write(
+        "barn-good.toml",
+        &cameras.replace("source = \"v4l2\"", "source = \"test\""),
+    );
+    let uses_good = write("uses-barn-good.toml", "profile = \"barn-good.toml\"\n");
+    let (code, out) = check_config(binary, &uses_good);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cameras: door, parcel"), "{out}");
 }
 
 #[test]

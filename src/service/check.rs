@@ -45,9 +45,15 @@ pub fn check_config(explicit: Option<PathBuf>) -> Checked {
     match devices {
         Ok(profile) => Checked {
             summary: format!(
-                "{name}: ok; profile {} ({}): ok",
+                "{name}: ok; profile {} ({}): ok; cameras: {}",
                 profile.name,
-                profile_file.display()
+                profile_file.display(),
+                profile
+                    .cameras()
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             problems,
         },

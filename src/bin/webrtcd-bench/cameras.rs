@@ -151,7 +151,10 @@ async fn reload(dir: &Path, times: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)
         let found = poll(Duration::from_secs(20), || async {
             let cameras = daemon.get("/api/cameras").await.ok()?;
             let listed = cameras["cameras"].as_array()?;
-            listed.iter().any(|c| c["name"] == new.as_str()).then_some(())
+            listed
+                .iter()
+                .any(|c| c["name"] == new.as_str())
+                .then_some(())
         })
         .await;
         anyhow::ensure!(found.is_some(), "{new} was not listed after SIGHUP");

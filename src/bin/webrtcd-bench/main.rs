@@ -21,9 +21,9 @@ mod ring;
 mod scenarios;
 mod shutdown;
 mod soak;
-mod table;
 mod speech_chromium;
 mod speech_loss;
+mod table;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use crate::scenarios::Spread;
-use crate::{Report, cameras, cluster, cold_page, echo, first_frame, keyframe, networks, players, ring};
+use crate::{
+    Report, cameras, cluster, cold_page, echo, first_frame, keyframe, networks, players, ring,
+};
 
 fn spread_row(out: &mut String, what: &str, s: &Option<Spread>) {
     match s {
