@@ -54,7 +54,20 @@ async function watchCamera(name, tile) {
   });
   if (r.status !== 201) throw new Error(name + ": " + r.status + " " + (await r.text()).trim());
   tile.location = r.headers.get("Location");
+  // Closed while the offer was out: the session just made goes at once.
+  if (tile.closed) return leave(tile);
   await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
+}
+
+// Ends a tile's WHEP session (kept alive through a page being left) and its connection.
+function leave(tile) {
+  tile.closed = true;
+  if (tile.location) {
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    fetch(tile.location, { method: "DELETE", headers, keepalive: true }).catch(() => {});
+    tile.location = null;
+  }
+  if (tile.pc) tile.pc.close();
 }
 
 function openGrid() {
@@ -73,9 +86,10 @@ function openGrid() {
     caption.textContent = name;
     figure.append(video, caption);
     $("tiles").append(figure);
-    const tile = { video, figure, pc: null, location: null };
+    const tile = { video, figure, pc: null, location: null, closed: false };
     cameras.tiles.set(name, tile);
     watchCamera(name, tile).catch((err) => {
+      if (tile.closed) return;
       figure.classList.add("failed");
       caption.textContent = name + " — " + err.message;
       log("grid: " + err.message);
@@ -84,13 +98,7 @@ function openGrid() {
 }
 
 function closeGrid() {
-  for (const tile of cameras.tiles.values()) {
-    if (tile.location) {
-      const headers = token ? { Authorization: "Bearer " + token } : {};
-      fetch(tile.location, { method: "DELETE", headers }).catch(() => {});
-    }
-    if (tile.pc) tile.pc.close();
-  }
+  for (const tile of cameras.tiles.values()) leave(tile);
   cameras.tiles.clear();
   $("tiles").replaceChildren();
   $("grid").hidden = true;

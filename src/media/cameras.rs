@@ -10,7 +10,7 @@ use super::MediaError;
 use super::encoder::{self, Probe};
 use super::profile::Profile;
 use super::shared::Encoders;
-use crate::protocol::CameraName;
+use crate::camera_name::CameraName;
 use crate::sync::lock;
 
 /// One camera: what it sends and the encoders that send it.

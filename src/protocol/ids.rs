@@ -30,25 +30,6 @@ pub fn check_session(session: &str) -> Result<(), &'static str> {
     )
 }
 
-/// The longest camera name, in characters.
-pub const MAX_CAMERA_CHARS: usize = 32;
-
-/// Whether `name` may name a camera: 1 to 32 of `a-z`, `0-9`, `-` and `_`, so that it can
-/// stand in a URL path (`/api/cameras/{name}`, `rtsp://…/{name}`), a file name and a metric
-/// label as it is.
-pub fn check_camera(name: &str) -> Result<(), &'static str> {
-    if !(1..=MAX_CAMERA_CHARS).contains(&name.len()) {
-        return Err("a camera name is 1 to 32 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err("a camera name holds only a-z, 0-9, - and _");
-    }
-    Ok(())
-}
-
 /// 1 to `max_chars` characters (else `length`), all visible (else `hidden`).
 fn check_name(
     text: &str,
@@ -147,13 +128,6 @@ checked_name!(
     /// The id of a call, chosen by its caller (see [`check_session`]).
     SessionId,
     check_session
-);
-
-checked_name!(
-    /// A camera's name (see [`check_camera`]): in a profile's `[[camera]]`, a `call`'s
-    /// `camera`, a URL path.
-    CameraName,
-    check_camera
 );
 
 /// Peer-supplied text made safe for a log line: control characters escaped, length bounded.

@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{CameraName, PeerId, SessionId};
+use super::ids::{PeerId, SessionId};
 use super::reason::{EndReason, ErrorCode};
+use crate::camera_name::CameraName;
 
 /// Addressing shared by every message the relay routes from one peer to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

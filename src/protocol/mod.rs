@@ -15,9 +15,9 @@ mod reason;
 #[cfg(test)]
 mod tests;
 
+pub use crate::camera_name::{CameraName, MAX_CAMERA_CHARS, check_camera};
 pub use ids::{
-    CameraName, MAX_CAMERA_CHARS, MAX_ID_CHARS, MAX_SESSION_CHARS, PeerId, SessionId, check_camera,
-    check_id, check_session, escape_for_log,
+    MAX_ID_CHARS, MAX_SESSION_CHARS, PeerId, SessionId, check_id, check_session, escape_for_log,
 };
 pub use messages::{FromRelay, Route, Signal, ToRelay};
 pub use reason::{EndReason, ErrorCode};

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::{AudioSend, Profile, VideoSend};
-use crate::protocol::{CameraName, MAX_CAMERA_CHARS};
+use crate::camera_name::{CameraName, MAX_CAMERA_CHARS};
 
 /// Cameras a profile may list: each watched camera is a capture and its encoders running.
 pub const MAX_CAMERAS: usize = 16;

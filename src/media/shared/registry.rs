@@ -294,8 +294,10 @@ impl Encoders {
         stream.holders.fetch_sub(1, Ordering::Relaxed) == 1
     }
 
-    /// Stops every shared stream now, without lingering (the daemon is shutting down).
+    /// Stops every shared stream now, without lingering (the daemon is shutting down, or
+    /// the camera was taken out): no codec is probed again after this.
     pub fn stop_all(&self) {
+        lock(&self.pending).clear();
         let streams: Vec<Arc<SharedStream>> = lock(&self.streams).drain().map(|(_, s)| s).collect();
         for stream in streams {
             stream.stop();

@@ -39,10 +39,16 @@ pub const PATH: &str = "/live";
 pub const USER: &str = "webrtcd";
 const ROLE: &str = "viewer";
 
-/// The subscriptions of the clients' media pipelines while they are prepared, by camera: a
-/// client that starts playing asks its camera's for a keyframe (the encoders limit how often
-/// one is made).
-type Feeds = Arc<Mutex<Vec<(String, Weak<Subscription>)>>>;
+/// A client's media pipeline fed by a camera's shared stream, while it is prepared: a client
+/// that starts playing asks its own for a keyframe (the encoders limit how often one is
+/// made), and a reload closes the clients of a camera it replaces.
+struct Feed {
+    camera: String,
+    media: glib::WeakRef<gst_rtsp_server::RTSPMedia>,
+    subscription: Weak<Subscription>,
+}
+
+type Feeds = Arc<Mutex<Vec<Feed>>>;
 
 /// Starts the server on a thread of its own; connections reach it through the returned
 /// [`front::Handoff`], and a reload changes its cameras through the [`Mounts`]. `secrets`:
@@ -64,13 +70,13 @@ pub fn start(
         server.set_auth(Some(&auth));
     }
     let feeds: Feeds = Arc::default();
-    let mounts = Mounts::new(&server, &feeds, !secrets.is_empty());
+    let context = glib::MainContext::new();
+    let mounts = Mounts::new(&server, &context, &feeds, !secrets.is_empty());
     if mounts.serve(&cameras.all(), &[]) == 0 {
         anyhow::bail!("rtsp_listen: the profile has no video or Opus audio to serve");
     }
-    start_at_keyframe(&server, &feeds, &mounts);
+    start_at_keyframe(&server, &feeds);
 
-    let context = glib::MainContext::new();
     expire_sessions(&server, max_sessions, &context);
     let main_loop = glib::MainLoop::new(Some(&context), false);
     let handoff = front::Handoff::new(server, context);
@@ -78,13 +84,14 @@ pub fn start(
     Ok((handoff, mounts))
 }
 
-/// The factory of `camera`'s media (none when it has nothing RTSP can serve).
-pub(super) fn factory(
+/// The factory of `camera`'s media (none when it has nothing RTSP can serve), and the
+/// server's handler that keeps it up to date (disconnected when the camera is unmounted).
+fn factory(
     server: &gst_rtsp_server::RTSPServer,
     camera: &Camera,
     feeds: &Feeds,
     authenticated: bool,
-) -> Option<gst_rtsp_server::RTSPMediaFactory> {
+) -> Option<(gst_rtsp_server::RTSPMediaFactory, glib::SignalHandlerId)> {
     let encoders = &camera.encoders;
     let (video, audio) = tracks(encoders);
     let waiting = !encoders.pending(MediaKind::Video).is_empty()
@@ -95,7 +102,7 @@ pub(super) fn factory(
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&launch(video, audio));
     factory.set_shared(false);
-    follow_codecs(server, &factory, encoders, (video, audio));
+    let following = follow_codecs(server, &factory, encoders, (video, audio));
     {
         let feeds = Arc::clone(feeds);
         let encoders = Arc::clone(encoders);
@@ -113,7 +120,7 @@ pub(super) fn factory(
                 .build(),
         );
     }
-    Some(factory)
+    Some((factory, following))
 }
 
 /// The video and audio RTSP serves: [`preferred_video`], and Opus when the profile has it.
@@ -132,7 +139,7 @@ fn follow_codecs(
     factory: &gst_rtsp_server::RTSPMediaFactory,
     encoders: &Arc<Encoders>,
     served: (Option<Codec>, Option<Codec>),
-) {
+) -> glib::SignalHandlerId {
     let served = Mutex::new(served);
     let factory = factory.clone();
     let encoders = Arc::clone(encoders);
@@ -144,7 +151,7 @@ fn follow_codecs(
             factory.set_launch(&launch(now.0, now.1));
             *served = now;
         }
-    });
+    })
 }
 
 /// H.264 first (what NVRs record), else the profile's first video codec.
@@ -236,12 +243,12 @@ fn configure(
     tracing::info!(camera, tracks = subscribed.len(), "RTSP media configured");
     {
         let mut feeds = lock(feeds);
-        feeds.retain(|(_, feed)| feed.strong_count() > 0);
-        feeds.extend(
-            subscribed
-                .iter()
-                .map(|s| (camera.to_string(), Arc::downgrade(s))),
-        );
+        feeds.retain(|feed| feed.subscription.strong_count() > 0);
+        feeds.extend(subscribed.iter().map(|s| Feed {
+            camera: camera.to_string(),
+            media: media.downgrade(),
+            subscription: Arc::downgrade(s),
+        }));
     }
     // Held while the media is prepared; unprepared (its client left): let go, and the
     // shared streams linger and stop as after a call.
@@ -272,31 +279,26 @@ fn expire_sessions(server: &gst_rtsp_server::RTSPServer, max: usize, context: &g
     .attach(Some(context));
 }
 
-/// A client that starts playing gets a keyframe of its camera at once (a recorder joining
-/// mid-stream would otherwise wait for the next periodic one).
-fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds, mounts: &Arc<Mounts>) {
+/// A client that starts playing gets a keyframe at once, of its own media's streams (a
+/// recorder joining mid-stream would otherwise wait for the next periodic one).
+fn start_at_keyframe(server: &gst_rtsp_server::RTSPServer, feeds: &Feeds) {
     let feeds = Arc::clone(feeds);
-    let mounts = Arc::downgrade(mounts);
     server.connect_client_connected(move |_, client| {
         let feeds = Arc::clone(&feeds);
-        let mounts = Weak::clone(&mounts);
         client.connect_play_request(move |_, context| {
-            let first = context
-                .uri()
-                .and_then(|uri| {
-                    uri.decode_path_components()
-                        .into_iter()
-                        .find(|c| !c.is_empty())
-                })
-                .map(|c| c.to_string());
-            let Some(camera) = mounts.upgrade().and_then(|m| m.camera_of(first.as_deref())) else {
+            let Some(session) = context.session() else {
                 return;
             };
-            let playing = lock(&feeds)
+            let medias: Vec<gst_rtsp_server::RTSPMedia> = session
+                .filter(Some(&mut |_, _| gst_rtsp_server::RTSPFilterResult::Ref))
                 .iter()
-                .filter(|(name, _)| *name == camera)
-                .filter_map(|(_, feed)| feed.upgrade())
-                .collect::<Vec<_>>();
+                .filter_map(|session_media| session_media.media())
+                .collect();
+            let playing: Vec<Arc<Subscription>> = lock(&feeds)
+                .iter()
+                .filter(|feed| feed.media.upgrade().is_some_and(|m| medias.contains(&m)))
+                .filter_map(|feed| feed.subscription.upgrade())
+                .collect();
             for feed in playing {
                 feed.start_at_keyframe();
             }

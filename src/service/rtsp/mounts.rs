@@ -1,68 +1,85 @@
 //! Which cameras the RTSP server serves, at which paths: `/{name}` for each, `/live` for the
 //! first. A reload mounts new and changed cameras and unmounts removed ones, closing the
-//! connections of clients that were playing them (an NVR reconnects, and finds the camera
-//! changed or gone: 404).
+//! connections of clients that were playing them (whatever path they used: an NVR
+//! reconnects, and finds the camera changed, or gone: 404).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use gst_rtsp_server::RTSPFilterResult;
 use gst_rtsp_server::prelude::*;
 
 use super::{Feeds, PATH, factory};
 use crate::media::cameras::Camera;
 use crate::sync::lock;
 
-/// The server's cameras; shared with its `play-request` handler (which camera's keyframe).
+/// A mounted camera's factory, and its server handler that follows the codecs chosen.
+type Mounted = (gst_rtsp_server::RTSPMediaFactory, glib::SignalHandlerId);
+
+/// The server's cameras.
 pub struct Mounts {
     server: gst_rtsp_server::RTSPServer,
+    /// The server's thread's context: clients are closed there (a connection is not closed
+    /// from another thread while the server's watch may use it).
+    context: glib::MainContext,
     feeds: Feeds,
     authenticated: bool,
-    /// The mounted factories by camera name, and the names in the profile's order.
-    factories: Mutex<(
-        HashMap<String, gst_rtsp_server::RTSPMediaFactory>,
-        Vec<String>,
-    )>,
+    mounted: Mutex<HashMap<String, Mounted>>,
 }
 
 impl Mounts {
     pub(super) fn new(
         server: &gst_rtsp_server::RTSPServer,
+        context: &glib::MainContext,
         feeds: &Feeds,
         authenticated: bool,
     ) -> Arc<Mounts> {
         Arc::new(Mounts {
             server: server.clone(),
+            context: context.clone(),
             feeds: Arc::clone(feeds),
             authenticated,
-            factories: Mutex::default(),
+            mounted: Mutex::default(),
         })
     }
 
     /// Serves `cameras` (in the profile's order) from now on: `replaced` (changed or removed
     /// since) are unmounted first and their clients closed; cameras not mounted yet are
-    /// mounted. How many cameras are served.
+    /// mounted. How many cameras are served. Building a factory may probe an encoder: call
+    /// from a blocking thread.
     pub fn serve(&self, cameras: &[Arc<Camera>], replaced: &[String]) -> usize {
         let Some(points) = self.server.mount_points() else {
             return 0;
         };
         for name in replaced {
-            let gone = lock(&self.factories).0.remove(name);
-            if gone.is_some() {
-                points.remove_factory(&format!("/{name}"));
-                let closed = self.close_clients_of(name);
-                tracing::info!(camera = %name, closed, "RTSP: camera unmounted");
-            }
-        }
-        let mut factories = lock(&self.factories);
-        for camera in cameras {
-            let name = camera.name.to_string();
-            if factories.0.contains_key(&name) {
+            let Some((_, handler)) = lock(&self.mounted).remove(name) else {
                 continue;
-            }
-            match factory(&self.server, camera, &self.feeds, self.authenticated) {
-                Some(factory) => {
+            };
+            points.remove_factory(&format!("/{name}"));
+            self.server.disconnect(handler);
+            self.close_clients_of(name);
+        }
+        let missing: Vec<&Arc<Camera>> = {
+            let mounted = lock(&self.mounted);
+            let missing = cameras.iter();
+            missing
+                .filter(|c| !mounted.contains_key(c.name.as_str()))
+                .collect()
+        };
+        // Built without the lock held (a factory may wait for an encoder probe).
+        let built: Vec<(String, Option<Mounted>)> = missing
+            .into_iter()
+            .map(|c| {
+                let made = factory(&self.server, c, &self.feeds, self.authenticated);
+                (c.name.to_string(), made)
+            })
+            .collect();
+        let mut mounted = lock(&self.mounted);
+        for (name, made) in built {
+            match made {
+                Some((factory, handler)) => {
                     points.add_factory(&format!("/{name}"), factory.clone());
-                    factories.0.insert(name, factory);
+                    mounted.insert(name, (factory, handler));
                 }
                 None => tracing::info!(
                     camera = %name,
@@ -70,45 +87,45 @@ impl Mounts {
                 ),
             }
         }
-        factories.1 = cameras.iter().map(|c| c.name.to_string()).collect();
         // `/live` is the first camera's, unless a camera has that name.
-        if !factories.1.iter().any(|n| format!("/{n}") == PATH) {
-            match factories.1.first().and_then(|n| factories.0.get(n)) {
-                Some(first) => points.add_factory(PATH, first.clone()),
+        if !cameras.iter().any(|c| format!("/{}", c.name) == PATH) {
+            let first = cameras.first().and_then(|c| mounted.get(c.name.as_str()));
+            match first {
+                Some((factory, _)) => points.add_factory(PATH, factory.clone()),
                 None => points.remove_factory(PATH),
             }
         }
-        factories.0.len()
+        mounted.len()
     }
 
-    /// The camera a request's path names (`/live`: the first).
-    pub(super) fn camera_of(&self, first_component: Option<&str>) -> Option<String> {
-        let factories = lock(&self.factories);
-        match first_component {
-            Some(name) if factories.1.iter().any(|n| n == name) => Some(name.to_string()),
-            _ => factories.1.first().cloned(),
+    /// Closes, on the server's thread, the connection of every client with a session on a
+    /// media pipeline of `camera` (fed by its encoders: `/live` or `/{name}` alike).
+    fn close_clients_of(&self, camera: &str) {
+        let medias: Vec<gst_rtsp_server::RTSPMedia> = lock(&self.feeds)
+            .iter()
+            .filter(|feed| feed.camera == camera)
+            .filter_map(|feed| feed.media.upgrade())
+            .collect();
+        if medias.is_empty() {
+            return;
         }
-    }
-
-    /// Closes the connection of every client with a session playing `camera`.
-    fn close_clients_of(&self, camera: &str) -> usize {
-        let path = format!("/{camera}");
-        let mut closed = 0;
-        self.server.client_filter(Some(&mut |_, client| {
-            let mut plays = false;
-            client.session_filter(Some(&mut |_, session| {
-                session.filter(Some(&mut |_, media| {
-                    plays |= media.matches(&path).is_some();
-                    gst_rtsp_server::RTSPFilterResult::Keep
-                }));
-                gst_rtsp_server::RTSPFilterResult::Keep
-            }));
-            if plays {
-                client.close();
-                closed += 1;
+        let server = self.server.clone();
+        let camera = camera.to_string();
+        self.context.invoke(move || {
+            let mut closed = 0;
+            for client in server.client_filter(Some(&mut |_, _| RTSPFilterResult::Ref)) {
+                let plays = client
+                    .session_filter(Some(&mut |_, _| RTSPFilterResult::Ref))
+                    .iter()
+                    .flat_map(|session| session.filter(Some(&mut |_, _| RTSPFilterResult::Ref)))
+                    .filter_map(|session_media| session_media.media())
+                    .any(|media| medias.contains(&media));
+                if plays {
+                    client.close();
+                    closed += 1;
+                }
             }
-            gst_rtsp_server::RTSPFilterResult::Keep
-        }));
-        closed
+            tracing::info!(camera, closed, "RTSP: the camera's clients closed");
+        });
     }
 }

@@ -197,7 +197,8 @@ impl CallManager {
         .count()
     }
 
-    /// The camera named `name` (none: the first).
+    /// The camera named `name` (none: the first). Taken under the calls' lock; the cameras'
+    /// own lock is never held while the calls' is taken.
     fn camera(&self, name: Option<&str>) -> Result<Arc<Camera>, PlaceCallError> {
         self.cameras
             .get(name)
@@ -211,8 +212,10 @@ impl CallManager {
         to: &str,
         camera: Option<&str>,
     ) -> Result<String, PlaceCallError> {
-        let camera = self.camera(camera)?;
+        // Under the calls' lock: a reload that replaces the camera ends the calls on the old
+        // one after the swap, so a call is either found by it or on the new camera.
         let mut state = self.lock();
+        let camera = self.camera(camera)?;
         let Some(me) = state.id.clone() else {
             return Err(PlaceCallError::NotRegistered);
         };
@@ -249,8 +252,10 @@ impl CallManager {
         camera: Option<&str>,
         to_player: mpsc::Sender<Signal>,
     ) -> Result<(), PlaceCallError> {
-        let camera = self.camera(camera)?;
+        // Under the calls' lock: a reload that replaces the camera ends the calls on the old
+        // one after the swap, so a call is either found by it or on the new camera.
         let mut state = self.lock();
+        let camera = self.camera(camera)?;
         let max = camera.profile.max_sessions;
         if state.sessions.len() >= max || self.tasks.is_closed() {
             return Err(PlaceCallError::Busy(max));
@@ -279,8 +284,8 @@ impl CallManager {
         session: &str,
         to_endpoint: mpsc::Sender<Signal>,
     ) -> Result<(), PlaceCallError> {
-        let camera = self.camera(None)?;
         let mut state = self.lock();
+        let camera = self.camera(None)?;
         if self.tasks.is_closed() {
             return Err(PlaceCallError::Busy(0));
         }
@@ -389,16 +394,18 @@ impl CallManager {
                     return;
                 };
                 let session = String::from(route.session);
-                let Ok(camera) = self.camera(camera.as_deref()) else {
-                    tracing::info!(peer = %from, "a call for a camera this device does not have refused");
-                    self.refuse_call(&from, &session, EndReason::NoSuchCamera);
-                    return;
-                };
                 let mut state = self.lock();
                 let key = (from.clone(), session.clone());
                 if state.sessions.contains_key(&key) {
                     return;
                 }
+                // Looked up under the calls' lock (see `place_call`).
+                let Ok(camera) = self.camera(camera.as_deref()) else {
+                    drop(state);
+                    tracing::info!(peer = %from, "a call for a camera this device does not have refused");
+                    self.refuse_call(&from, &session, EndReason::NoSuchCamera);
+                    return;
+                };
                 // Session ids are the callers' choice, and the API names calls by them: a
                 // caller reusing another's live session id would shadow that call (accept,
                 // reject and hang-up could reach the wrong one). Refused.
