@@ -592,11 +592,12 @@ netns_test!(
         );
         assert_eq!(camera_names(&barn).await, ["red", "green", "blue"]);
 
-        // Red out, white in, blue's rate changed: red's viewers end with camera-removed,
-        // blue's with camera-changed; green plays on.
+        // Red out, white in, blue's frame rate changed, green's bit rate: red's viewers end
+        // with camera-removed, blue's with camera-changed; green's encoder takes its new rate
+        // and green plays on.
         let after = [
-            camera("green", "green"),
-            camera("blue", "blue").replace("bitrate_kbps = 400", "bitrate_kbps = 300"),
+            camera("green", "green").replace("bitrate_kbps = 400", "bitrate_kbps = 250"),
+            camera("blue", "blue").replace("framerate = 30", "framerate = 25"),
             camera("white", "white"),
         ];
         write_profile(name, &barn_profile(name, "", &after));
@@ -614,6 +615,15 @@ netns_test!(
             "SIGHUP adding a camera → white's WHEP player done: {:?} (its first frame {} ms after its POST)",
             reloaded_at.elapsed(),
             run.report["first_frame_ms"]
+        );
+        let log = barn.log_text();
+        assert!(
+            log.contains(r#"retuned=[("green", 1)]"#),
+            "green's running encoder took its new rate: {}",
+            log.lines()
+                .filter(|l| l.contains("profile reloaded"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(ended_for(&barn, "camera-removed", "red").await);
         assert!(ended_for(&barn, "camera-changed", "blue").await);

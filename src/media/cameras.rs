@@ -25,8 +25,11 @@ pub struct Camera {
 /// What a reload did to the cameras.
 #[derive(Debug, Default)]
 pub struct Reloaded {
-    /// Encoding as before: their encoders and calls go on.
+    /// Encoding as before (or at new rates only): their encoders and calls go on.
     pub kept: Vec<String>,
+    /// Of those, the ones whose rates changed, and how many running encoders took the new
+    /// rate.
+    pub retuned: Vec<(String, usize)>,
     /// New in the profile.
     pub added: Vec<Arc<Camera>>,
     /// Changed: the camera before, and the one that replaces it.
@@ -77,10 +80,15 @@ impl Cameras {
         let mut probed = encoder::Probed::new();
         let mut list = Vec::new();
         let mut reloaded = Reloaded::default();
+        // New rates are set once every new camera's probe has worked.
+        let mut retunes = Vec::new();
         for config in profile.cameras() {
             let view = Arc::new(profile.for_camera(&config));
             let before = old.iter().find(|c| c.name == config.name);
-            if let Some(before) = before.filter(|b| b.profile.encodes_like(&view)) {
+            if let Some(before) = before.filter(|b| b.profile.rates_differ_only(&view)) {
+                if !before.profile.encodes_like(&view) {
+                    retunes.push((Arc::clone(&before.encoders), Arc::clone(&view)));
+                }
                 reloaded.kept.push(config.name.to_string());
                 list.push(Arc::new(Camera {
                     name: config.name,
@@ -113,6 +121,10 @@ impl Cameras {
             .into_iter()
             .filter(|c| !list.iter().any(|n| n.name == c.name))
             .collect();
+        for (encoders, view) in retunes {
+            let running = encoders.retune(Arc::clone(&view));
+            reloaded.retuned.push((view.name.clone(), running));
+        }
         *lock(&self.list) = list;
         Ok(reloaded)
     }

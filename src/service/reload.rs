@@ -1,6 +1,7 @@
 //! SIGHUP re-reads the profile: new cameras come up, removed cameras' calls, WHEP sessions
 //! and RTSP clients end (`camera-removed`), changed cameras restart (their calls end with
-//! `camera-changed`), and cameras that encode as before keep every call. A profile that does
+//! `camera-changed`), cameras whose video rates alone changed keep every call (their running
+//! encoders take the new rates), and cameras that encode as before keep every call. A profile that does
 //! not load is refused with its problem logged; everything goes on as it was.
 
 use std::path::PathBuf;
@@ -64,6 +65,7 @@ impl ProfileReload {
             .collect();
         tracing::info!(
             kept = ?reloaded.kept,
+            retuned = ?reloaded.retuned,
             added = ?names(&reloaded.added),
             changed = ?names(&changed),
             removed = ?names(&reloaded.removed),

@@ -65,6 +65,30 @@ impl Profile {
             && self.source_restart_limit == other.source_restart_limit
     }
 
+    /// Whether this view and `other` differ, if at all, only in their video rates
+    /// (`bitrate_kbps`, the ladder's rates; sizes kept): a reload then sets the running
+    /// encoders' rates and keeps every call.
+    pub fn rates_differ_only(&self, other: &Profile) -> bool {
+        let without_rates = |p: &Profile| {
+            p.video.clone().map(|mut video| {
+                video.bitrate_kbps = 0;
+                for rung in &mut video.ladder {
+                    rung.bitrate_kbps = 0;
+                }
+                video
+            })
+        };
+        let other_same = Profile {
+            video: without_rates(other),
+            ..other.clone()
+        };
+        Profile {
+            video: without_rates(self),
+            ..self.clone()
+        }
+        .encodes_like(&other_same)
+    }
+
     /// `message` about `camera`, naming the camera when the profile lists several.
     pub(super) fn about(&self, camera: &CameraConfig, message: String) -> String {
         if self.camera.is_empty() {

@@ -185,3 +185,34 @@ fn a_missing_camera_device_names_its_camera() {
         "{e}"
     );
 }
+
+#[test]
+fn a_change_of_rates_alone_is_told_apart_from_a_change_of_camera() {
+    let f = Path::new("r.toml");
+    let view = |video: &str| {
+        let p = Profile::parse(&format!("name='r'\n[video]\nsource='test'\n{video}"), f).unwrap();
+        p.for_camera(&p.cameras()[0])
+    };
+    let base = "codecs=['vp8']\nwidth=1280\nheight=720\nbitrate_kbps=2000\n";
+    let rung = |w: u32, h: u32, k: u32| {
+        format!("[[video.ladder]]\nwidth={w}\nheight={h}\nbitrate_kbps={k}\n")
+    };
+    let before = view(base);
+    let faster = view(&base.replace("2000", "1200"));
+    assert!(before.rates_differ_only(&faster) && !before.encodes_like(&faster));
+    assert!(before.rates_differ_only(&before) && before.encodes_like(&before));
+    let wider = view(&base.replace("1280", "1920").replace("720", "1080"));
+    assert!(!before.rates_differ_only(&wider));
+    let ladder = view(&(base.to_string() + &rung(1280, 720, 2000) + &rung(640, 360, 600)));
+    let cheaper = view(&(base.to_string() + &rung(1280, 720, 1500) + &rung(640, 360, 400)));
+    let smaller = view(&(base.to_string() + &rung(1280, 720, 2000) + &rung(320, 180, 600)));
+    assert!(ladder.rates_differ_only(&cheaper));
+    assert!(
+        !ladder.rates_differ_only(&smaller),
+        "a rung's size is a new encoder"
+    );
+    assert!(
+        !before.rates_differ_only(&ladder),
+        "a ladder is new encoders"
+    );
+}

@@ -65,7 +65,7 @@ impl SharedStream {
         let codec = self.codec;
         let desc = self.description()?;
         let pipeline = crate::media::new_pipeline(&format!("shared-{codec:?}").to_lowercase());
-        let bin = gst::parse::bin_from_description(desc, false)
+        let bin = gst::parse::bin_from_description(&desc, false)
             .map_err(|e| MediaError::Build(format!("{desc}: {e}")))?;
         pipeline
             .add(&bin)
@@ -85,7 +85,7 @@ impl SharedStream {
         if self.stamp_capture_time {
             send::stamp_raw(&bin);
         }
-        if let Some(audio) = self.profile.audio.as_ref() {
+        if let Some(audio) = self.profile().audio.as_ref() {
             crate::media::voice::attach_capture(&bin, audio)?;
         }
         if let Some(bus) = pipeline.bus() {

@@ -15,7 +15,7 @@ impl SharedStream {
     /// Sets the encoder's expected loss to the worst its subscribers report (never below
     /// the floor it starts with), if it changed.
     pub(super) fn protect_against_loss(&self) {
-        if !self.profile.audio.as_ref().is_some_and(|a| a.fec) {
+        if !self.profile().audio.as_ref().is_some_and(|a| a.fec) {
             return;
         }
         // Held from reading the reports to setting the encoder: two calls reporting at once

@@ -32,6 +32,7 @@ mod loss;
 mod recent;
 mod registry;
 mod reprobe;
+mod retune;
 mod snapshot;
 mod stream;
 mod subscription;

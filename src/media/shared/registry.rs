@@ -29,7 +29,9 @@ pub struct FedBranch {
 /// Where calls get their send branches: shared encoders, or (`per_viewer_encoder = true`)
 /// a capture and encoder of their own.
 pub struct Encoders {
-    pub(super) profile: Arc<Profile>,
+    /// The camera's view of the profile; a reload that changes only rates swaps it
+    /// (`retune.rs`).
+    pub(super) profile: Mutex<Arc<Profile>>,
     /// The encoder element chosen for each usable codec, by probing.
     pub(super) chosen: Mutex<HashMap<Codec, String>>,
     /// Codecs whose probes ran out of time, to be probed again (`reprobe`).
@@ -115,11 +117,16 @@ impl Encoders {
             runtime: tokio::runtime::Handle::try_current().ok(),
             chosen: Mutex::new(chosen),
             pending: Mutex::default(),
-            profile,
+            profile: Mutex::new(profile),
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
             me: Weak::clone(me),
         })
+    }
+
+    /// The camera's view of the profile, as it is now.
+    pub fn profile(&self) -> Arc<Profile> {
+        Arc::clone(&lock(&self.profile))
     }
 
     /// Forgets a stream that stopped for good, so the next call starts a fresh one.
@@ -136,8 +143,8 @@ impl Encoders {
     /// The profile's codecs for `kind` that have a working encoder, in preference order.
     pub fn codecs(&self, kind: MediaKind) -> Vec<Codec> {
         let listed = match kind {
-            MediaKind::Video => self.profile.video.as_ref().map(|v| v.codecs.clone()),
-            MediaKind::Audio => self.profile.audio.as_ref().map(|a| a.codecs.clone()),
+            MediaKind::Video => self.profile().video.as_ref().map(|v| v.codecs.clone()),
+            MediaKind::Audio => self.profile().audio.as_ref().map(|a| a.codecs.clone()),
         };
         // A codec still waiting for a probe that works is tried now, for the next call.
         self.reprobe_now(kind);
@@ -165,8 +172,8 @@ impl Encoders {
         on_failure: impl Fn() + Send + Sync + 'static,
     ) -> Result<FedBranch, MediaError> {
         let factory = self.encoder_for(codec)?;
-        if self.profile.per_viewer_encoder {
-            let profile = &self.profile;
+        let profile = self.profile();
+        if profile.per_viewer_encoder {
             let own = match codec.kind() {
                 MediaKind::Video => profile
                     .video
@@ -250,7 +257,7 @@ impl Encoders {
                 return Ok(Arc::clone(stream));
             }
             let stream = SharedStream::new(
-                &self.profile,
+                &self.profile(),
                 codec,
                 factory,
                 Weak::clone(&self.me),
@@ -331,7 +338,7 @@ impl Encoders {
                 // First: the fields below hold the life and subscribers locks to the end.
                 let rungs = s.rung_info();
                 StreamInfo {
-                    camera: s.profile.name.clone(),
+                    camera: s.profile().name.clone(),
                     codec: format!("{:?}", s.codec).to_lowercase(),
                     state: lock(&s.life).name(),
                     subscribers: lock(&s.subscribers).len(),

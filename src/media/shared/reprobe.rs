@@ -140,12 +140,12 @@ impl Encoders {
     fn reprobe(&self, codec: Codec) {
         let (pinned, excluded) = match codec.kind() {
             MediaKind::Video => self
-                .profile
+                .profile()
                 .video
                 .as_ref()
                 .map(|v| (v.encoders.clone(), v.exclude_encoders.clone())),
             MediaKind::Audio => self
-                .profile
+                .profile()
                 .audio
                 .as_ref()
                 .map(|a| (a.encoders.clone(), a.exclude_encoders.clone())),

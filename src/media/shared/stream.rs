@@ -9,6 +9,7 @@ use std::time::Instant;
 use gst::prelude::*;
 
 use super::feed::Feed;
+use super::retune::rates_of;
 use super::{Encoders, RAW_TAP, SINK, recent};
 use crate::media::codecs::{Codec, MediaKind};
 use crate::media::profile::{Profile, Rung};
@@ -29,11 +30,14 @@ pub struct SharedStream {
     pub(super) rungs: Vec<Rung>,
     /// Frames encoded per rung.
     pub(super) rung_frames: Vec<AtomicU64>,
-    pub(super) profile: Arc<Profile>,
+    /// The camera's view of the profile (swapped by a reload that changes only rates).
+    pub(super) profile: Mutex<Arc<Profile>>,
+    /// The target rate of each encoding (kbit/s), as the profile now says.
+    pub(super) rates: Mutex<Vec<u32>>,
     pub(super) factory: String,
     /// The launch description, made at the first start (the camera's caps are read then)
-    /// and kept to rebuild the pipeline after a source failure.
-    pub(super) desc: std::sync::OnceLock<String>,
+    /// and kept to rebuild the pipeline after a source failure (made again after a retune).
+    pub(super) desc: Mutex<Option<String>>,
     pub(super) life: Mutex<Life>,
     /// Held by whoever builds or tears down the pipeline (blocking threads only).
     pub(super) starting: Mutex<()>,
@@ -174,9 +178,10 @@ impl SharedStream {
             last_keyframe_request: (0..encodings).map(|_| Mutex::new(None)).collect(),
             recent: (0..encodings).map(|_| recent::Recent::default()).collect(),
             next_seq: AtomicU64::new(0),
+            rates: Mutex::new(rates_of(profile, codec)),
             rungs,
-            profile: Arc::clone(profile),
-            desc: std::sync::OnceLock::new(),
+            profile: Mutex::new(Arc::clone(profile)),
+            desc: Mutex::new(None),
             life: Mutex::new(Life::Starting),
             starting: Mutex::new(()),
             subscribers: Mutex::default(),
@@ -231,7 +236,7 @@ impl SharedStream {
         if !self.lost.swap(true, Ordering::AcqRel) {
             let label = crate::metrics::DeviceLabel {
                 device: self.device(),
-                camera: self.profile.name.clone(),
+                camera: self.profile().name.clone(),
             };
             let metrics = crate::metrics::get();
             metrics.devices_lost.get_or_create(&label).inc();
@@ -245,7 +250,7 @@ impl SharedStream {
         if was_lost {
             let label = crate::metrics::DeviceLabel {
                 device: self.device(),
-                camera: self.profile.name.clone(),
+                camera: self.profile().name.clone(),
             };
             crate::metrics::get()
                 .devices_down
@@ -257,12 +262,17 @@ impl SharedStream {
 
     /// The launch description: source, encoder, appsink. The first call reads the
     /// camera's description (the device monitor), so it runs on a blocking thread too.
-    pub(super) fn description(&self) -> Result<&str, MediaError> {
-        if let Some(desc) = self.desc.get() {
+    /// The camera's view of the profile, as it is now.
+    pub(super) fn profile(&self) -> Arc<Profile> {
+        Arc::clone(&lock(&self.profile))
+    }
+
+    pub(super) fn description(&self) -> Result<String, MediaError> {
+        if let Some(desc) = lock(&self.desc).clone() {
             return Ok(desc);
         }
         let codec = self.codec;
-        let profile = &self.profile;
+        let profile = self.profile();
         let (source, encoder) = match codec.kind() {
             MediaKind::Video => {
                 let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
@@ -272,11 +282,16 @@ impl SharedStream {
                 let source = format!("{source} ! identity name={RAW_TAP} silent=true");
                 if !self.rungs.is_empty() {
                     let desc = self.ladder_description(&source, video);
-                    return Ok(self.desc.get_or_init(|| desc));
+                    *lock(&self.desc) = Some(desc.clone());
+                    return Ok(desc);
                 }
+                let rate = lock(&self.rates)
+                    .first()
+                    .copied()
+                    .unwrap_or(video.bitrate_kbps);
                 (
                     source,
-                    fragments::video_encoder(codec, &self.factory, video),
+                    fragments::video_encoder_at(codec, &self.factory, video, rate),
                 )
             }
             MediaKind::Audio => {
@@ -288,7 +303,8 @@ impl SharedStream {
             }
         };
         let desc = format!("{source} ! {encoder} ! {SINK}0");
-        Ok(self.desc.get_or_init(|| desc))
+        *lock(&self.desc) = Some(desc.clone());
+        Ok(desc)
     }
 
     /// One capture split into the rungs: each scales and encodes behind a closed valve
@@ -299,9 +315,10 @@ impl SharedStream {
         video: &crate::media::profile::VideoSend,
     ) -> String {
         let mut desc = format!("{source} ! tee name=split allow-not-linked=true");
+        let rates = lock(&self.rates).clone();
         for (i, rung) in self.rungs.iter().enumerate() {
-            let encoder =
-                fragments::video_encoder_at(self.codec, &self.factory, video, rung.bitrate_kbps);
+            let rate = rates.get(i).copied().unwrap_or(rung.bitrate_kbps);
+            let encoder = fragments::video_encoder_at(self.codec, &self.factory, video, rate);
             desc.push_str(&format!(
                 " split. ! valve name=valve{i} drop=true ! \
                  queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream ! \
@@ -317,13 +334,14 @@ impl SharedStream {
             Life::Running(running) => running.valves.clone(),
             _ => Vec::new(),
         };
+        let rates = lock(&self.rates).clone();
         let subscribers = lock(&self.subscribers);
         self.rungs
             .iter()
             .enumerate()
             .map(|(i, rung)| RungInfo {
                 rendition: rung.name(),
-                bitrate_kbps: rung.bitrate_kbps,
+                bitrate_kbps: rates.get(i).copied().unwrap_or(rung.bitrate_kbps),
                 viewers: subscribers
                     .iter()
                     .filter(|s| {
