@@ -44,6 +44,9 @@ pub enum MediaError {
         codecs: Vec<codecs::Codec>,
         probes: Vec<encoder::Probe>,
     },
+    /// Its camera was stopped for good (shutdown, or taken out of the profile).
+    #[error("the camera is no longer served")]
+    Retired,
     #[error("camera {camera}: {source}")]
     Camera {
         camera: String,

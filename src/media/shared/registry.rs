@@ -43,6 +43,9 @@ pub struct Encoders {
     /// blocking pool).
     pub(super) runtime: Option<tokio::runtime::Handle>,
     pub(super) next_id: AtomicU64,
+    /// Stopped for good (`stop_all`: shutdown, or the camera taken out): no stream starts
+    /// again (a client arriving late must not hold the device a new camera needs).
+    pub(super) retired: AtomicBool,
     pub(super) me: Weak<Encoders>,
 }
 
@@ -120,6 +123,7 @@ impl Encoders {
             profile: Mutex::new(profile),
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
+            retired: AtomicBool::new(false),
             me: Weak::clone(me),
         })
     }
@@ -252,6 +256,10 @@ impl Encoders {
         let factory = self.encoder_for(codec)?;
         let stream = {
             let mut streams = lock(&self.streams);
+            // Read under the streams' lock, which `stop_all` takes after setting it.
+            if self.retired.load(Ordering::Acquire) {
+                return Err(MediaError::Retired);
+            }
             if let Some(stream) = streams.get(&codec) {
                 stream.holders.fetch_add(1, Ordering::Relaxed);
                 return Ok(Arc::clone(stream));
@@ -304,6 +312,7 @@ impl Encoders {
     /// Stops every shared stream now, without lingering (the daemon is shutting down, or
     /// the camera was taken out): no codec is probed again after this.
     pub fn stop_all(&self) {
+        self.retired.store(true, Ordering::Release);
         lock(&self.pending).clear();
         let streams: Vec<Arc<SharedStream>> = lock(&self.streams).drain().map(|(_, s)| s).collect();
         for stream in streams {

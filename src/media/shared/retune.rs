@@ -40,16 +40,17 @@ impl Encoders {
 
 impl SharedStream {
     fn retune(&self, profile: &Arc<Profile>) -> usize {
+        // Not while the pipeline is being built: a start describes it with the rates it
+        // reads, so it either runs already (and is set below) or reads the new ones.
+        let _starting = lock(&self.starting);
         let rates = rates_of(profile, self.codec);
         *lock(&self.profile) = Arc::clone(profile);
         *lock(&self.rates) = rates.clone();
-        // The next start or restart is described again, with the new rates.
-        *lock(&self.desc) = None;
         let sinks = match &*lock(&self.life) {
             Life::Running(running) => running.sinks.clone(),
             _ => Vec::new(),
         };
-        // Set outside the stream's locks: an encoder takes its own while it encodes.
+        // Set outside the stream's other locks: an encoder takes its own while it encodes.
         sinks
             .iter()
             .zip(&rates)

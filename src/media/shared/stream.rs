@@ -35,9 +35,9 @@ pub struct SharedStream {
     /// The target rate of each encoding (kbit/s), as the profile now says.
     pub(super) rates: Mutex<Vec<u32>>,
     pub(super) factory: String,
-    /// The launch description, made at the first start (the camera's caps are read then)
-    /// and kept to rebuild the pipeline after a source failure (made again after a retune).
-    pub(super) desc: Mutex<Option<String>>,
+    /// The video source's launch description, made at the first start (the camera's caps
+    /// are read then) and kept to rebuild the pipeline after a source failure.
+    pub(super) source: std::sync::OnceLock<String>,
     pub(super) life: Mutex<Life>,
     /// Held by whoever builds or tears down the pipeline (blocking threads only).
     pub(super) starting: Mutex<()>,
@@ -181,7 +181,7 @@ impl SharedStream {
             rates: Mutex::new(rates_of(profile, codec)),
             rungs,
             profile: Mutex::new(Arc::clone(profile)),
-            desc: Mutex::new(None),
+            source: std::sync::OnceLock::new(),
             life: Mutex::new(Life::Starting),
             starting: Mutex::new(()),
             subscribers: Mutex::default(),
@@ -260,37 +260,48 @@ impl SharedStream {
         was_lost
     }
 
-    /// The launch description: source, encoder, appsink. The first call reads the
-    /// camera's description (the device monitor), so it runs on a blocking thread too.
     /// The camera's view of the profile, as it is now.
     pub(super) fn profile(&self) -> Arc<Profile> {
         Arc::clone(&lock(&self.profile))
     }
 
+    /// The renditions at the rates the profile now says (a reload may change the rates).
+    pub(super) fn current_rungs(&self) -> Vec<Rung> {
+        let rates = lock(&self.rates);
+        let rungs = self.rungs.iter().enumerate();
+        rungs
+            .map(|(i, rung)| Rung {
+                bitrate_kbps: rates.get(i).copied().unwrap_or(rung.bitrate_kbps),
+                ..*rung
+            })
+            .collect()
+    }
+
+    /// The launch description: source, encoder(s) at the current rates, appsink(s). The video
+    /// source is described once — its first description reads the camera's own (the device
+    /// monitor), so this runs on a blocking thread — and kept for restarts: one while the
+    /// camera is unplugged must not lose the capture format picked while it was there.
     pub(super) fn description(&self) -> Result<String, MediaError> {
-        if let Some(desc) = lock(&self.desc).clone() {
-            return Ok(desc);
-        }
         let codec = self.codec;
         let profile = self.profile();
         let (source, encoder) = match codec.kind() {
             MediaKind::Video => {
                 let video = profile.video.as_ref().ok_or(MediaError::NoSource(codec))?;
-                // The camera's own description picks the capture format when none is set.
-                let caps = camera_caps(video);
-                let source = fragments::video_source(video, caps.as_ref().map(|c| c.as_ref()));
-                let source = format!("{source} ! identity name={RAW_TAP} silent=true");
+                let source = self.source.get_or_init(|| {
+                    // The camera's own description picks the capture format when none is set.
+                    let caps = camera_caps(video);
+                    let source = fragments::video_source(video, caps.as_ref().map(|c| c.as_ref()));
+                    format!("{source} ! identity name={RAW_TAP} silent=true")
+                });
                 if !self.rungs.is_empty() {
-                    let desc = self.ladder_description(&source, video);
-                    *lock(&self.desc) = Some(desc.clone());
-                    return Ok(desc);
+                    return Ok(self.ladder_description(source, video));
                 }
                 let rate = lock(&self.rates)
                     .first()
                     .copied()
                     .unwrap_or(video.bitrate_kbps);
                 (
-                    source,
+                    source.clone(),
                     fragments::video_encoder_at(codec, &self.factory, video, rate),
                 )
             }
@@ -302,9 +313,7 @@ impl SharedStream {
                 )
             }
         };
-        let desc = format!("{source} ! {encoder} ! {SINK}0");
-        *lock(&self.desc) = Some(desc.clone());
-        Ok(desc)
+        Ok(format!("{source} ! {encoder} ! {SINK}0"))
     }
 
     /// One capture split into the rungs: each scales and encodes behind a closed valve

@@ -129,9 +129,10 @@ impl Subscription {
         }
     }
 
-    /// The renditions this call can move between, best first (empty: one, no choice).
-    pub fn rungs(&self) -> &[Rung] {
-        &self.stream.rungs
+    /// The renditions this call can move between, best first, at their current rates
+    /// (empty: one, no choice).
+    pub fn rungs(&self) -> Vec<Rung> {
+        self.stream.current_rungs()
     }
 
     /// The rung this call gets now.

@@ -51,6 +51,10 @@ impl Mounts {
         let Some(points) = self.server.mount_points() else {
             return 0;
         };
+        if !replaced.is_empty() {
+            // Pointed again below; meanwhile no client reaches a camera being replaced.
+            points.remove_factory(PATH);
+        }
         for name in replaced {
             let Some((_, handler)) = lock(&self.mounted).remove(name) else {
                 continue;
@@ -101,17 +105,15 @@ impl Mounts {
     /// Closes, on the server's thread, the connection of every client with a session on a
     /// media pipeline of `camera` (fed by its encoders: `/live` or `/{name}` alike).
     fn close_clients_of(&self, camera: &str) {
-        let medias: Vec<gst_rtsp_server::RTSPMedia> = lock(&self.feeds)
-            .iter()
-            .filter(|feed| feed.camera == camera)
-            .filter_map(|feed| feed.media.upgrade())
-            .collect();
-        if medias.is_empty() {
-            return;
-        }
         let server = self.server.clone();
+        let feeds = std::sync::Arc::clone(&self.feeds);
         let camera = camera.to_string();
         self.context.invoke(move || {
+            let medias: Vec<gst_rtsp_server::RTSPMedia> = lock(&feeds)
+                .iter()
+                .filter(|feed| feed.camera == camera)
+                .filter_map(|feed| feed.media.upgrade())
+                .collect();
             let mut closed = 0;
             for client in server.client_filter(Some(&mut |_, _| RTSPFilterResult::Ref)) {
                 let plays = client
