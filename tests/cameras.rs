@@ -93,47 +93,6 @@ fn colour(rgb: &[f64]) -> Option<&'static str> {
     (top > 150.0 && others.into_iter().all(|v| v < 80.0)).then_some(name)
 }
 
-/// The mean RGB of a JPEG, decoded by GStreamer's jpegdec.
-fn jpeg_rgb(jpeg: &[u8]) -> Vec<f64> {
-    use gst::prelude::*;
-    gst::init().expect("GStreamer");
-    let pipeline = gst::parse::launch(
-        "appsrc name=in ! jpegdec ! videoconvert ! video/x-raw,format=RGB ! appsink name=out",
-    )
-    .expect("pipeline")
-    .downcast::<gst::Pipeline>()
-    .expect("a pipeline");
-    let by_name = |name| pipeline.by_name(name).expect("element");
-    let src = by_name("in").downcast::<gst_app::AppSrc>().expect("appsrc");
-    let sink = by_name("out")
-        .downcast::<gst_app::AppSink>()
-        .expect("appsink");
-    src.set_caps(Some(&gst::Caps::builder("image/jpeg").build()));
-    pipeline.set_state(gst::State::Playing).expect("playing");
-    src.push_buffer(gst::Buffer::from_slice(jpeg.to_vec()))
-        .expect("push");
-    let _ = src.end_of_stream();
-    let sample = sink
-        .try_pull_sample(gst::ClockTime::from_seconds(5))
-        .expect("a decoded picture");
-    let _ = pipeline.set_state(gst::State::Null);
-    let caps = sample.caps().expect("caps");
-    let info = gst_video::VideoInfo::from_caps(caps).expect("video caps");
-    let buffer = sample.buffer().expect("buffer");
-    let map = buffer.map_readable().expect("readable");
-    let stride = info.stride()[0] as usize;
-    let (width, height) = (info.width() as usize, info.height() as usize);
-    let mut sums = [0f64; 3];
-    for row in 0..height {
-        for px in 0..width {
-            for (c, sum) in sums.iter_mut().enumerate() {
-                *sum += f64::from(map[row * stride + px * 3 + c]);
-            }
-        }
-    }
-    sums.iter().map(|s| s / (width * height) as f64).collect()
-}
-
 /// An aiortc WHEP player of `url` for `seconds`, staying to the end; it reports the frame
 /// rate and freezes of its last `window` seconds.
 fn whep_player(
@@ -167,56 +126,20 @@ async fn joined(peer: std::thread::JoinHandle<aiortc::PeerRun>) -> aiortc::PeerR
 
 /// The colour an aiortc report saw last.
 fn seen(report: &Value) -> Option<&'static str> {
-    let rgb: Vec<f64> = report["video_rgb"]
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
-    colour(&rgb)
+    colour(&numbers(&report["video_rgb"]))
 }
 
-/// ffprobe over RTSP/TCP: its success and each stream's codec.
-async fn ffprobe(url: String) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new("timeout")
-            .args(["20", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
-            .args(["-show_entries", "stream=codec_name", "-of", "compact", &url])
-            .output()
-            .expect("ffprobe (Debian package ffmpeg)");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    })
-    .await
-    .expect("ffprobe thread")
+/// A JSON array of numbers (a colour a peer or a page reported); empty if it is none.
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
 }
 
 /// The status of a raw RTSP DESCRIBE of `path` with the view token's Basic credentials.
 async fn rtsp_describe(port: u16, path: &str) -> u16 {
-    use base64::Engine as _;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("webrtcd:{VIEW}"));
-    let request = format!(
-        "DESCRIBE rtsp://127.0.0.1:{port}{path} RTSP/1.0\r\nCSeq: 1\r\n\
-         Accept: application/sdp\r\nAuthorization: Basic {basic}\r\n\r\n"
-    );
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut reply = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut reply))
-        .await
-        .expect("an RTSP reply")
-        .expect("read");
-    let text = String::from_utf8_lossy(&reply[..n]).into_owned();
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no RTSP status in {text:?}"))
+    let url = format!("rtsp://127.0.0.1:{port}{path}");
+    common::rtsp::describe_status(&url, Some(&common::rtsp::basic(VIEW))).await
 }
 
 netns_test!(
@@ -248,11 +171,14 @@ netns_test!(
         for name in ["red", "green", "blue"] {
             let shot = view_get(&barn, &format!("/api/cameras/{name}/snapshot.jpg?width=64")).await;
             assert_eq!(shot.status, 200, "{name}: {}", shot.body);
-            let rgb = jpeg_rgb(&shot.bytes);
+            let rgb = common::picture::decode_jpeg(&shot.bytes).mean_rgb;
             assert_eq!(colour(&rgb), Some(name), "{name}'s snapshot is {rgb:?}");
         }
         let first = view_get(&barn, "/api/snapshot.jpg?width=64").await;
-        assert_eq!(colour(&jpeg_rgb(&first.bytes)), Some("red"));
+        assert_eq!(
+            colour(&common::picture::decode_jpeg(&first.bytes).mean_rgb),
+            Some("red")
+        );
         let none = view_get(&barn, "/api/cameras/nope/snapshot.jpg").await;
         assert_eq!(none.status, 404, "{}", none.body);
 
@@ -366,7 +292,8 @@ netns_test!(
         // RTSP: each camera at its name (ffprobe, as an NVR probes it), `/live` the first,
         // a name there is not 404.
         let url = format!("rtsp://webrtcd:{VIEW}@127.0.0.1:{rtsp_port}/green");
-        let (ok, probed) = ffprobe(url).await;
+        let (ok, probed) =
+            common::rtsp::ffprobe_streams(&url, "codec_name", Duration::from_secs(20)).await;
         assert!(ok && probed.contains("codec_name=h264"), "{probed}");
         assert_eq!(rtsp_describe(rtsp_port, "/live").await, 200);
         assert_eq!(rtsp_describe(rtsp_port, "/blue").await, 200);
@@ -665,23 +592,26 @@ netns_test!(
     }
 );
 
-/// Each grid tile's camera, decoded size, play time, mean colour (from an 8×8 canvas copy of
-/// its picture) and where it sits on the screen.
+/// A video element's mean colour, from an 8×8 canvas copy of its picture (null before one).
+const MEAN_RGB_JS: &str = "function meanRgb(v) {
+  if (v.videoWidth === 0) return null;
+  const c = document.createElement('canvas');
+  c.width = 8; c.height = 8;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0, 8, 8);
+  const d = g.getImageData(0, 0, 8, 8).data;
+  const rgb = [0, 0, 0];
+  for (let i = 0; i < d.length; i += 4) { rgb[0] += d[i]; rgb[1] += d[i + 1]; rgb[2] += d[i + 2]; }
+  return rgb.map((x) => x / (d.length / 4));
+}
+";
+
+/// Each grid tile's camera, decoded size, play time, mean colour and where it sits on the
+/// screen.
 const TILES_JS: &str = "return [...document.querySelectorAll('#tiles .tile')].map((f) => {
   const v = f.querySelector('video');
-  let rgb = null;
-  if (v.videoWidth > 0) {
-    const c = document.createElement('canvas');
-    c.width = 8; c.height = 8;
-    const g = c.getContext('2d');
-    g.drawImage(v, 0, 0, 8, 8);
-    const d = g.getImageData(0, 0, 8, 8).data;
-    rgb = [0, 0, 0];
-    for (let i = 0; i < d.length; i += 4) { rgb[0] += d[i]; rgb[1] += d[i + 1]; rgb[2] += d[i + 2]; }
-    rgb = rgb.map((x) => x / (d.length / 4));
-  }
   const r = f.getBoundingClientRect();
-  return { camera: f.dataset.camera, w: v.videoWidth, t: v.currentTime, rgb,
+  return { camera: f.dataset.camera, w: v.videoWidth, t: v.currentTime, rgb: meanRgb(v),
            left: r.left, right: r.right, top: r.top, bottom: r.bottom,
            caption: f.querySelector('figcaption').textContent };
 });";
@@ -690,22 +620,16 @@ const TILES_JS: &str = "return [...document.querySelectorAll('#tiles .tile')].ma
 const PAGE_JS: &str =
     "const shown = (id) => getComputedStyle(document.getElementById(id)).display !== 'none';
 const v = document.getElementById('remote');
-let rgb = null;
-if (v.videoWidth > 0) {
-  const c = document.createElement('canvas');
-  c.width = 8; c.height = 8;
-  const g = c.getContext('2d');
-  g.drawImage(v, 0, 0, 8, 8);
-  const d = g.getImageData(0, 0, 8, 8).data;
-  rgb = [0, 0, 0];
-  for (let i = 0; i < d.length; i += 4) { rgb[0] += d[i]; rgb[1] += d[i + 1]; rgb[2] += d[i + 2]; }
-  rgb = rgb.map((x) => x / (d.length / 4));
-}
 return { bar: shown('call-bar'), hangup: document.getElementById('hangup').offsetParent !== null,
          picker: shown('camera-picker'), gridButton: shown('grid-open'),
          options: [...document.getElementById('camera').options].map((o) => o.value),
-         w: v.videoWidth, t: v.currentTime, rgb,
+         w: v.videoWidth, t: v.currentTime, rgb: meanRgb(v),
          pageWidth: document.documentElement.scrollWidth, viewport: window.innerWidth };";
+
+/// Runs `body` (one of the scripts above) in the page, with `meanRgb` defined.
+async fn in_page(chrome: &common::browser::Driven, body: &str) -> Value {
+    chrome.script(&format!("{MEAN_RGB_JS}{body}")).await
+}
 
 netns_test!(
     a_phone_watches_every_camera_at_once_and_picks_one_to_call,
@@ -729,7 +653,7 @@ netns_test!(
             .await;
         // Idle: the picker and the grid's button, no call controls.
         let idle = wait_for("the camera picker", Duration::from_secs(20), || async {
-            let v = chrome.script(PAGE_JS).await;
+            let v = in_page(&chrome, PAGE_JS).await;
             (v["picker"] == true).then_some(v)
         })
         .await;
@@ -741,7 +665,7 @@ netns_test!(
         // The grid: every camera at once, each tile its own colour, all within the screen.
         chrome.click("#grid-open").await;
         let tiles = wait_for("every tile to play", Duration::from_secs(30), || async {
-            let tiles = chrome.script(TILES_JS).await;
+            let tiles = in_page(&chrome, TILES_JS).await;
             let list = tiles.as_array()?.clone();
             (list.len() == 3
                 && list
@@ -752,13 +676,10 @@ netns_test!(
         .await;
         let png = chrome.screenshot().await;
         std::fs::write(artifacts_dir().join("page-grid-phone.png"), &png).expect("screenshot");
-        let page = chrome.script(PAGE_JS).await;
+        let page = in_page(&chrome, PAGE_JS).await;
         eprintln!("the grid on a phone: {page}");
         for tile in &tiles {
-            let rgb: Vec<f64> = tile["rgb"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default();
+            let rgb = numbers(&tile["rgb"]);
             assert_eq!(
                 colour(&rgb),
                 tile["camera"].as_str(),
@@ -811,14 +732,11 @@ netns_test!(
             .click(&format!("#peers button[data-peer='{name}']"))
             .await;
         let playing = wait_for("blue in the call", Duration::from_secs(30), || async {
-            let v = chrome.script(PAGE_JS).await;
+            let v = in_page(&chrome, PAGE_JS).await;
             (v["t"].as_f64() > Some(1.0) && v["rgb"].is_array()).then_some(v)
         })
         .await;
-        let rgb: Vec<f64> = playing["rgb"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
+        let rgb = numbers(&playing["rgb"]);
         assert_eq!(colour(&rgb), Some("blue"), "{playing}");
         assert_eq!(
             playing["bar"], true,
@@ -826,7 +744,7 @@ netns_test!(
         );
         chrome.click("#hangup").await;
         let after = wait_for("the controls to go", Duration::from_secs(10), || async {
-            let v = chrome.script(PAGE_JS).await;
+            let v = in_page(&chrome, PAGE_JS).await;
             (v["bar"] == false).then_some(v)
         })
         .await;

@@ -441,33 +441,9 @@ netns_test!(
 );
 
 /// The size of a JPEG, read by a real decoder (GStreamer's `jpegdec`).
-fn decoded_size(jpeg: &[u8]) -> (i32, i32) {
-    use gst::prelude::*;
-    gst::init().expect("GStreamer");
-    let pipeline = gst::parse::launch("appsrc name=in ! jpegdec ! appsink name=out")
-        .expect("pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-    let by_name = |name| pipeline.by_name(name).expect("element");
-    let src = by_name("in").downcast::<gst_app::AppSrc>().expect("appsrc");
-    let sink = by_name("out")
-        .downcast::<gst_app::AppSink>()
-        .expect("appsink");
-    src.set_caps(Some(&gst::Caps::builder("image/jpeg").build()));
-    pipeline.set_state(gst::State::Playing).expect("playing");
-    src.push_buffer(gst::Buffer::from_slice(jpeg.to_vec()))
-        .expect("push");
-    let _ = src.end_of_stream();
-    let sample = sink
-        .try_pull_sample(gst::ClockTime::from_seconds(5))
-        .expect("a decoded picture");
-    let _ = pipeline.set_state(gst::State::Null);
-    let caps = sample.caps().expect("caps");
-    let s = caps.structure(0).expect("structure");
-    (
-        s.get::<i32>("width").expect("width"),
-        s.get::<i32>("height").expect("height"),
-    )
+fn decoded_size(jpeg: &[u8]) -> (usize, usize) {
+    let picture = common::picture::decode_jpeg(jpeg);
+    (picture.width, picture.height)
 }
 
 // Home Assistant's generic camera polls a still picture: `GET /api/snapshot.jpg?width=W` is a

@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::http::error;
 use crate::media::cameras::Camera;
 use crate::media::codecs::MediaKind;
 use crate::media::shared::SnapshotError;
@@ -181,8 +182,4 @@ async fn take(state: CamerasState, camera: Option<String>, query: SnapshotQuery)
         Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed"),
     }
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
 }

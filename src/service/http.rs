@@ -419,7 +419,8 @@ fn decided(result: Result<(), DecideError>) -> Response {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+/// A JSON `{"error": message}` with `status` (every API route's failure).
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 

@@ -8,6 +8,8 @@ pub mod browser;
 pub mod harness;
 pub mod http;
 pub mod journal;
+pub mod picture;
+pub mod rtsp;
 pub mod ws;
 
 use std::os::unix::process::CommandExt;

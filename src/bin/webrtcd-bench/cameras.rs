@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::procs::{Daemon, poll, usage};
 use crate::scenarios::{Spread, frame_viewers, frames_by_session, spread};
+use crate::table::spread_row;
 
 /// A daemon serving `names`, each a 640×480@30 VP8 test camera (no microphone), calling
 /// viewers that only watch.
@@ -197,22 +198,11 @@ pub fn markdown(r: &Result) -> String {
         );
     }
     out.push_str("\n| SIGHUP adding a camera → | median ms | p95 ms | range ms | runs |\n|---|---|---|---|---|\n");
-    for (what, s) in [
-        ("listed in /api/cameras", &r.listed),
-        ("a call on it: first decoded frame", &r.first_frame),
-    ] {
-        match s {
-            Some(s) => {
-                let _ = writeln!(
-                    out,
-                    "| {what} | {:.0} | {:.0} | {:.0}–{:.0} | {} |",
-                    s.median_ms, s.p95_ms, s.min_ms, s.max_ms, s.samples
-                );
-            }
-            None => {
-                let _ = writeln!(out, "| {what} | – | – | – | 0 |");
-            }
-        }
-    }
+    spread_row(&mut out, "listed in /api/cameras", &r.listed);
+    spread_row(
+        &mut out,
+        "a call on it: first decoded frame",
+        &r.first_frame,
+    );
     out
 }

@@ -7,7 +7,8 @@ use crate::{
     Report, cameras, cluster, cold_page, echo, first_frame, keyframe, networks, players, ring,
 };
 
-fn spread_row(out: &mut String, what: &str, s: &Option<Spread>) {
+/// One `| what | median | p95 | range | samples |` row (dashes when nothing was measured).
+pub fn spread_row(out: &mut String, what: &str, s: &Option<Spread>) {
     match s {
         Some(s) => {
             let _ = writeln!(
