@@ -59,6 +59,11 @@ pub struct TypeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CameraLabel {
+    pub camera: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -85,6 +90,10 @@ pub struct Metrics {
     pub ice_restarts: Counter,
     pub devices_lost: Family<DeviceLabel, Counter>,
     pub devices_down: Family<DeviceLabel, Gauge>,
+    pub recording_bytes: Family<CameraLabel, Counter>,
+    pub recording_segments: Family<CameraLabel, Counter>,
+    pub recordings_deleted: Family<ReasonLabel, Counter>,
+    pub recording_paused: Family<CameraLabel, Gauge>,
 }
 
 /// The process's metrics.
@@ -118,6 +127,10 @@ impl Metrics {
             ice_restarts: Counter::default(),
             devices_lost: Family::default(),
             devices_down: Family::default(),
+            recording_bytes: Family::default(),
+            recording_segments: Family::default(),
+            recordings_deleted: Family::default(),
+            recording_paused: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -220,6 +233,26 @@ impl Metrics {
             "devices_down",
             "Shared sources whose device is lost now (retried until it returns), by device",
             m.devices_down.clone(),
+        );
+        r.register(
+            "recording_written_bytes",
+            "Bytes of recordings written, by camera",
+            m.recording_bytes.clone(),
+        );
+        r.register(
+            "recording_segments",
+            "Recording segments finished, by camera",
+            m.recording_segments.clone(),
+        );
+        r.register(
+            "recordings_deleted",
+            "Recording segments deleted by retention, by reason (age, space)",
+            m.recordings_deleted.clone(),
+        );
+        r.register(
+            "recording_paused",
+            "1 while a camera's recording is paused (its disk cannot be written)",
+            m.recording_paused.clone(),
         );
         m
     }

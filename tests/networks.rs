@@ -695,7 +695,13 @@ async fn fitted_from_loss_reports(camera_calls: bool) {
     let seconds = 40;
     // A window long enough to hold a failed probe of the next rung up and the picture that
     // flows around it: a 6 s window that fell on a probe read 5.3 fps (CI, session 21).
-    let args = ["--stay", "--seconds", &seconds.to_string(), "--window", "14"];
+    let args = [
+        "--stay",
+        "--seconds",
+        &seconds.to_string(),
+        "--window",
+        "14",
+    ];
     let callee = (!camera_calls).then_some(camera_id.as_str());
     let viewer = aiortc::run(&camera, &viewer_id, callee, &args, false);
     let started = Instant::now();

@@ -8,6 +8,7 @@ pub mod encoder;
 pub mod fragments;
 pub mod profile;
 pub mod receive;
+pub mod record;
 pub mod send;
 pub mod shared;
 pub mod speaker;

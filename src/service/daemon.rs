@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::Tokens;
-use super::caps::{ConnectionCaps, rtsp_request_within};
+use super::caps::ConnectionCaps;
 use super::config::Config;
 use super::guard::Guard;
 use super::health::Health;
@@ -274,6 +274,10 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .connections
             .spawn(Arc::clone(&camera.encoders).keep_reprobing(tasks.shutdown.clone()));
     }
+    let recorders = {
+        let (config, cameras) = (config.clone(), Arc::clone(&cameras));
+        tokio::task::spawn_blocking(move || super::recordings::start(&config, &cameras)).await??
+    };
     let relay = new_relay(&config);
     // The link stops on its own signal, after the calls: their hangups leave through it.
     let link_tasks = link::LinkTasks {
@@ -330,6 +334,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             health: Arc::clone(&health),
             publishing: Arc::clone(&publishing),
             whep_max_per_address: config.whep_max_per_address,
+            recorders: recorders.clone(),
         },
         config.web_dir.clone(),
         listeners.https_port(),
@@ -340,45 +345,24 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         },
     );
     listeners.serve(app, &config, &tasks, tls.as_ref())?;
-    let mut rtsp_mounts = None;
-    if let Some(listen) = config.rtsp_listen {
-        let secrets = config
-            .tokens
-            .iter()
-            .map(|t| t.secret().to_string())
-            .collect();
-        let cameras = Arc::clone(&cameras);
-        let max_clients = ConnectionCaps::of(&config).rtsp;
-        let max_sessions = max_clients * super::rtsp::front::MAX_SESSIONS_PER_CLIENT;
-        let (handoff, mounts) = tokio::task::spawn_blocking(move || {
-            super::rtsp::start(&cameras, secrets, max_sessions)
-        })
-        .await??;
-        rtsp_mounts = Some(mounts);
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen for RTSP on {listen}"))?;
-        let bound = listener.local_addr()?;
-        let admission = listener::Admission::new(listener::Limits {
-            max_connections: max_clients,
-            max_per_address: config.rtsp_max_clients_per_address,
-            header_timeout: rtsp_request_within(&config),
-        });
-        tasks.connections.spawn(super::rtsp::front::serve(
-            listener,
-            admission,
-            rtsp_request_within(&config),
-            handoff,
-            tasks.shutdown.clone(),
-            tasks.connections.clone(),
-        ));
-        println!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
-        tracing::info!("webrtcd listening on rtsp://{bound}{}", super::rtsp::PATH);
-    }
+    let rtsp_mounts = match config.rtsp_listen {
+        Some(listen) => Some(
+            super::rtsp::listen(
+                &config,
+                listen,
+                &cameras,
+                &tasks.connections,
+                &tasks.shutdown,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let profile_reload = super::reload::ProfileReload {
         file: config.profile.clone(),
         calls: Arc::clone(&calls),
         rtsp: rtsp_mounts,
+        recorders: recorders.clone(),
         tracker: tasks.connections.clone(),
         shutdown: tasks.shutdown.clone(),
     };
@@ -410,6 +394,10 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     if !calls.shut_down(EndReason::Shutdown, SHUTDOWN_GRACE).await {
         tracing::warn!("calls still ending after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    if let Some(recorders) = recorders {
+        // Each writes its segment's end.
+        let _ = tokio::task::spawn_blocking(move || recorders.stop_all()).await;
     }
     // Shared encoders would linger for the next viewer; there is none to come.
     cameras.stop_all();

@@ -87,6 +87,8 @@ pub struct DaemonParts {
     pub publishing: Arc<super::whip::Publishing>,
     /// WHEP sessions at once from one address.
     pub whep_max_per_address: usize,
+    /// The recorders (none: recording is off).
+    pub recorders: Option<Arc<crate::media::record::Recorders>>,
 }
 
 pub fn daemon_router(
@@ -101,6 +103,7 @@ pub fn daemon_router(
         health,
         publishing,
         whep_max_per_address,
+        recorders,
     } = parts;
     let ice = Arc::new(ice);
     let whep = super::whep::Sessions::new(
@@ -136,6 +139,7 @@ pub fn daemon_router(
         .route("/style.css", get(style))
         .with_state(state)
         .merge(cameras)
+        .merge(super::recordings::router(recorders))
         .merge(signaling_router(relay))
         .merge(super::whep::http::router(whep, ice))
         .layer(axum::middleware::from_fn_with_state(tokens, require_scope))
@@ -160,6 +164,7 @@ pub fn scope_needed(method: &axum::http::Method, path: &str) -> Option<Scope> {
         || path == "/api/cameras"
         || (path.starts_with("/api/cameras/") && path.ends_with("/snapshot.jpg"))
         || whep
+        || (path.starts_with("/api/recordings") && method != axum::http::Method::DELETE)
     {
         Some(Scope::View)
     } else {

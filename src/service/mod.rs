@@ -18,6 +18,7 @@ pub mod ice_servers;
 pub mod listener;
 pub mod logging;
 mod notify;
+mod recordings;
 mod reload;
 pub mod rtsp;
 pub mod tls;

@@ -22,6 +22,8 @@ pub struct ProfileReload {
     pub file: PathBuf,
     pub calls: Arc<CallManager>,
     pub rtsp: Option<Arc<Mounts>>,
+    /// Cameras added are recorded, those removed no longer.
+    pub recorders: Option<Arc<crate::media::record::Recorders>>,
     /// Where the new cameras' encoder re-probes run, until `shutdown`.
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
@@ -97,6 +99,10 @@ impl ProfileReload {
             // The RTSP server's calls take its locks: not on a worker.
             let rtsp = Arc::clone(rtsp);
             let _ = tokio::task::spawn_blocking(move || rtsp.serve(&all, &replaced)).await;
+        }
+        if let Some(recorders) = &self.recorders {
+            let recorders = Arc::clone(recorders);
+            let _ = tokio::task::spawn_blocking(move || recorders.sync()).await;
         }
     }
 

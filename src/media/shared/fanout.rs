@@ -40,7 +40,7 @@ impl SharedStream {
         // is still closed asks once its call starts connecting: a keyframe now would go
         // nowhere.
         let takes_frames = match &subscriber.feed {
-            Feed::AppSrc(_) => true,
+            Feed::AppSrc(_) | Feed::Tap(_) => true,
             Feed::Direct(direct) => direct.is_open(),
         };
         if takes_frames {

@@ -19,6 +19,9 @@
 //!
 //! The RTSP server's media pipelines bring their own `appsrc` (and its thread): those are fed
 //! through it, from the start, and one whose queue fills counts as stalled.
+//!
+//! A tap (the recorder) gets each frame, deep-copied and with the moment it came, through a
+//! function of its own that must not block either (a bounded queue it may refuse to grow).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +35,24 @@ use crate::sync::lock;
 pub(super) enum Feed {
     AppSrc(gst_app::AppSrc),
     Direct(DirectFeed),
+    Tap(Tap),
 }
+
+/// What a tap is handed, in order: caps before the frames they describe.
+pub enum Tapped {
+    Caps(gst::Caps),
+    Frame {
+        /// Its own copy (a hardware encoder's memory is not held), timestamps unset.
+        buffer: gst::Buffer,
+        keyframe: bool,
+        /// When the encoder handed it out.
+        came: Instant,
+    },
+}
+
+/// The function a tap is handed frames with: false when it did not take one (its queue is
+/// full), which makes the stream start it over at a keyframe, caps first.
+pub(super) struct Tap(pub(super) Box<dyn Fn(Tapped) -> bool + Send + Sync>);
 
 impl Feed {
     /// The pad whose upstream events (a viewer's keyframe requests) reach the shared stream.
@@ -40,13 +60,14 @@ impl Feed {
         match self {
             Feed::AppSrc(appsrc) => appsrc.static_pad("src"),
             Feed::Direct(direct) => Some(direct.pad.clone()),
+            Feed::Tap(_) => None,
         }
     }
 
     /// Readies the feed once its branch runs in its pipeline.
     pub(super) fn attach(&self) -> Result<(), MediaError> {
         match self {
-            Feed::AppSrc(_) => Ok(()),
+            Feed::AppSrc(_) | Feed::Tap(_) => Ok(()),
             Feed::Direct(direct) => direct.attach(),
         }
     }
@@ -55,7 +76,7 @@ impl Feed {
     /// [armed](DirectFeed::arm) keeps it instead, from a keyframe on.
     pub(super) fn admit(&self, frame: &Frame) -> bool {
         match self {
-            Feed::AppSrc(_) => true,
+            Feed::AppSrc(_) | Feed::Tap(_) => true,
             Feed::Direct(direct) => direct.admit(frame),
         }
     }
@@ -64,7 +85,7 @@ impl Feed {
     pub(super) fn backlog(&self) -> u64 {
         match self {
             Feed::AppSrc(appsrc) => appsrc.current_level_buffers(),
-            Feed::Direct(_) => 0,
+            Feed::Direct(_) | Feed::Tap(_) => 0,
         }
     }
 
@@ -72,6 +93,12 @@ impl Feed {
         match self {
             Feed::AppSrc(appsrc) => appsrc.set_caps(caps),
             Feed::Direct(direct) => direct.set_caps(caps),
+            // Refused (a full queue): the frame after is refused too, and caps sent again.
+            Feed::Tap(tap) => {
+                if let Some(caps) = caps {
+                    (tap.0)(Tapped::Caps(caps.clone()));
+                }
+            }
         }
     }
 
@@ -82,6 +109,15 @@ impl Feed {
         match self {
             Feed::AppSrc(appsrc) => appsrc.push_buffer(buffer).is_ok(),
             Feed::Direct(direct) => direct.push(buffer),
+            Feed::Tap(tap) => {
+                let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let buffer = buffer.copy_deep().unwrap_or(buffer);
+                (tap.0)(Tapped::Frame {
+                    buffer,
+                    keyframe,
+                    came: Instant::now(),
+                })
+            }
         }
     }
 }

@@ -39,6 +39,7 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 
+pub use feed::Tapped;
 pub use registry::{Encoders, FedBranch};
 pub use snapshot::SnapshotError;
 pub use stream::{RungInfo, StreamInfo, StreamStats};

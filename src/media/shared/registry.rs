@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::fanout::forward_keyframe_requests;
-use super::feed::{DirectFeed, Feed};
+use super::feed::{DirectFeed, Feed, Tap, Tapped};
 use super::reprobe;
 use super::stream::{Life, SharedStream, StreamInfo, Subscriber};
 use super::subscription::{Subscription, Warm};
@@ -214,6 +214,18 @@ impl Encoders {
         on_failure: impl Fn() + Send + Sync + 'static,
     ) -> Result<Subscription, MediaError> {
         self.subscribe_feed(codec, Feed::AppSrc(appsrc), on_failure)
+    }
+
+    /// A subscriber of the daemon's own (the recorder): `tap` is handed each frame of the
+    /// stream's first rung (its best), from a keyframe asked for now, once the subscription
+    /// is [activated](Subscription::activate); it must never block.
+    pub fn tap(
+        self: &Arc<Self>,
+        codec: Codec,
+        tap: impl Fn(Tapped) -> bool + Send + Sync + 'static,
+        on_failure: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Subscription, MediaError> {
+        self.subscribe_feed(codec, Feed::Tap(Tap(Box::new(tap))), on_failure)
     }
 
     pub(super) fn subscribe_feed(

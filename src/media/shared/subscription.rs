@@ -109,6 +109,12 @@ impl Subscription {
         crate::media::work::off_worker(open);
     }
 
+    /// Asks for a keyframe on this subscriber's rung (rate-limited as a viewer's request is).
+    pub fn request_keyframe(&self) {
+        self.stream
+            .request_keyframe(self.subscriber.rung.load(Ordering::Relaxed), false);
+    }
+
     pub(super) fn is_pending(&self) -> bool {
         lock(&self.pending).is_some()
     }

@@ -84,6 +84,7 @@ impl Default for Config {
             tls_listen: None,
             publish: Vec::new(),
             bridge: None,
+            recording: None,
             hooks: Vec::new(),
             rtsp_listen: None,
             rtsp_max_clients: rtsp_max_clients(),
@@ -106,4 +107,12 @@ impl Default for Config {
             file: None,
         }
     }
+}
+
+pub fn segment_secs() -> u64 {
+    60
+}
+
+pub fn min_free_mb() -> u64 {
+    500
 }

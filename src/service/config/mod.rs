@@ -80,6 +80,8 @@ pub struct Config {
     /// `[bridge]`: local programs exchange DataChannel messages with calls over a Unix
     /// socket.
     pub bridge: Option<BridgeConfig>,
+    /// `[recording]`: segments of each camera's video written to disk (none: no recording).
+    pub recording: Option<RecordingConfig>,
     /// `[[hooks]]`: programs run on call events (`ringing`, `connected`, `ended`).
     #[serde(default)]
     pub hooks: Vec<Hook>,
@@ -153,6 +155,34 @@ pub struct BridgeConfig {
     /// daemon's user and group. Anyone who can connect talks to every call.
     #[serde(default = "defaults::bridge_mode")]
     pub mode: u32,
+}
+
+/// `[recording]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Where segments go (default: `recordings` in the state directory).
+    pub path: Option<PathBuf>,
+    /// The cameras recorded, by name (default: all).
+    pub cameras: Option<Vec<String>>,
+    #[serde(default)]
+    pub mode: RecordingMode,
+    /// A segment's length.
+    #[serde(default = "defaults::segment_secs")]
+    pub segment_secs: u64,
+    /// Segments older than this many days are deleted (default: kept until space runs short).
+    pub keep_days: Option<u32>,
+    /// The oldest segments are deleted while the disk has less than this free (MiB).
+    #[serde(default = "defaults::min_free_mb")]
+    pub min_free_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingMode {
+    #[default]
+    Continuous,
+    Off,
 }
 
 /// A program run on call events.
@@ -258,6 +288,17 @@ impl Config {
             }),
             _ => None,
         }
+    }
+
+    /// Where recordings go.
+    pub fn recording_dir(&self) -> Option<PathBuf> {
+        let recording = self.recording.as_ref()?;
+        Some(
+            recording
+                .path
+                .clone()
+                .unwrap_or_else(|| self.state_dir().join("recordings")),
+        )
     }
 
     /// The state directory: the configured one, systemd's `StateDirectory=`, or `./state`.

@@ -171,6 +171,27 @@ impl Config {
         {
             out.push(format!("web_dir: {} has no index.html", dir.display()));
         }
+        if let Some(recording) = &self.recording {
+            out.extend(recording.problems());
+        }
+        out
+    }
+}
+
+impl super::RecordingConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(2..=3600).contains(&self.segment_secs) {
+            out.push("recording.segment_secs: between 2 and 3600".into());
+        }
+        if self.keep_days == Some(0) {
+            out.push("recording.keep_days: at least 1 (or leave it out)".into());
+        }
+        for name in self.cameras.iter().flatten() {
+            if let Err(why) = crate::camera_name::CameraName::parse(name) {
+                out.push(format!("recording.cameras: {name:?}: {why}"));
+            }
+        }
         out
     }
 }

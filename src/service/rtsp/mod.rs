@@ -17,8 +17,10 @@
 //! no connection itself: [`front`] admits them and hands them over.
 
 pub mod front;
+mod listen;
 mod mounts;
 
+pub use listen::listen;
 pub use mounts::Mounts;
 
 use std::sync::{Arc, Mutex, Weak};

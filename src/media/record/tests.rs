@@ -1,0 +1,138 @@
+//! Built for tests only: #[cfg(test)] mod tests; segments written by the same elements the
+//! recorder uses, then torn as a crash tears them.
+
+use std::io::Write;
+use std::time::Duration;
+
+use gst::prelude::*;
+
+use super::mp4::scan_and_repair;
+use super::store::SegmentId;
+
+/// A fragmented MP4 of `frames` at 30 fps, as a segment is written.
+fn write_segment(path: &std::path::Path, frames: u32) {
+    gst::init().expect("gst");
+    let launch = format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,width=160,height=120,framerate=30/1 \
+         ! x264enc key-int-max=30 ! h264parse ! mp4mux fragment-duration=1000 \
+         ! filesink location={}",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&launch).expect("pipeline");
+    pipeline.set_state(gst::State::Playing).expect("play");
+    let bus = pipeline.bus().expect("bus");
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("finished");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gst::State::Null).expect("stop");
+}
+
+fn open(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open")
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("webrtcd-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir.join(name)
+}
+
+#[test]
+fn a_whole_segment_reads_its_duration_and_is_left_as_it_is() {
+    let path = temp("whole.mp4");
+    write_segment(&path, 90);
+    let len = std::fs::metadata(&path).expect("len").len();
+    let scanned = scan_and_repair(&mut open(&path)).expect("scan");
+    assert!(!scanned.repaired);
+    assert_eq!(scanned.len, len);
+    assert!(
+        (scanned.duration.as_secs_f64() - 3.0).abs() < 0.05,
+        "{scanned:?}"
+    );
+}
+
+#[test]
+fn a_torn_end_is_cut_after_the_last_whole_fragment_and_its_duration_written() {
+    let path = temp("torn.mp4");
+    write_segment(&path, 90);
+    let whole = std::fs::read(&path).expect("read");
+    // The last fragment's mdat is torn in its middle (a kill during a write), with the index
+    // (mfra) never written.
+    let last_moof = whole
+        .windows(4)
+        .rposition(|w| w == b"moof")
+        .expect("a moof")
+        - 4;
+    let torn = last_moof + (whole.len() - last_moof) / 2;
+    std::fs::write(&path, &whole[..torn]).expect("write");
+    let scanned = scan_and_repair(&mut open(&path)).expect("scan");
+    assert!(scanned.repaired, "{scanned:?}");
+    assert_eq!(
+        scanned.len, last_moof as u64,
+        "cut where the torn fragment began"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).expect("len").len(),
+        last_moof as u64
+    );
+    assert!(
+        scanned.duration >= Duration::from_millis(1900)
+            && scanned.duration <= Duration::from_millis(2100),
+        "{scanned:?}"
+    );
+    // Read again: nothing more to cut, the same duration.
+    let again = scan_and_repair(&mut open(&path)).expect("scan");
+    assert!(!again.repaired);
+    assert_eq!(again.duration, scanned.duration);
+
+    // Garbage after the last whole box goes too.
+    let mut file = open(&path);
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).expect("seek");
+    file.write_all(&[0xff; 13]).expect("append");
+    let cut = scan_and_repair(&mut open(&path)).expect("scan");
+    assert!(cut.repaired);
+    assert_eq!(cut.len, last_moof as u64);
+}
+
+#[test]
+fn what_is_no_segment_of_ours_is_an_error_not_a_panic() {
+    let path = temp("garbage.mp4");
+    std::fs::write(&path, b"\x00\x00\x00\x10moovgarbage!!!").expect("write");
+    assert!(scan_and_repair(&mut open(&path)).is_err());
+    std::fs::write(&path, b"").expect("write");
+    assert!(scan_and_repair(&mut open(&path)).is_err());
+    // A moov that claims more than the file holds: torn before any movie.
+    std::fs::write(&path, b"\x7f\x00\x00\x00moov").expect("write");
+    assert!(scan_and_repair(&mut open(&path)).is_err());
+}
+
+#[test]
+fn ids_are_a_camera_and_a_utc_time_and_nothing_else() {
+    let id = SegmentId::parse("door_20261208T001500.123Z").expect("an id");
+    assert_eq!(id.camera, "door");
+    assert_eq!(id.text(), "door_20261208T001500.123Z");
+    assert_eq!(id.start.millisecond(), 123);
+    let parsed = SegmentId::parse("front_door_20261208T001500.123Z").expect("underscores");
+    assert_eq!(parsed.camera, "front_door");
+    for bad in [
+        "",
+        "door",
+        "../door_20261208T001500.123Z",
+        "door_20261208T001500.123Z/../../x",
+        "Door_20261208T001500.123Z",
+        "door_20261308T001500.123Z",
+        "door_20261208T001500Z",
+        "door_20261208T001500.123Z.mp4",
+        "door_20261208T001500.123",
+    ] {
+        assert!(SegmentId::parse(bad).is_none(), "{bad:?}");
+    }
+}

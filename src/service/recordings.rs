@@ -1,0 +1,195 @@
+//! Recordings over HTTP: `GET /api/recordings?camera=&from=&to=` lists them (view scope),
+//! `GET /api/recordings/{id}` serves one with `Range` (a `<video>` seeks in it; view scope),
+//! `DELETE /api/recordings/{id}` deletes one (admin). The recorders themselves are
+//! `media::record`'s; this starts them from `[recording]`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use tower::ServiceExt;
+
+use super::config::{Config, RecordingMode};
+use super::http::error;
+use crate::media::cameras::Cameras;
+use crate::media::record::store::StoreError;
+use crate::media::record::{Recorders, Segment, Settings, Store};
+
+/// A listing holds at most this many recordings (the oldest in the range first; ask again
+/// `from` the last one's end for more).
+const MAX_LISTED: usize = 2000;
+
+/// Opens the recordings' directory (repairing what a crash cut short) and starts a recorder
+/// per recorded camera: blocking. `None`: recording is off.
+pub fn start(config: &Config, cameras: &Arc<Cameras>) -> anyhow::Result<Option<Arc<Recorders>>> {
+    let (Some(recording), Some(dir)) = (&config.recording, config.recording_dir()) else {
+        return Ok(None);
+    };
+    if recording.mode == RecordingMode::Off {
+        return Ok(None);
+    }
+    for name in recording.cameras.iter().flatten() {
+        if cameras.get(Some(name)).is_none() {
+            tracing::warn!(
+                camera = name,
+                "recording.cameras names a camera the profile lacks"
+            );
+        }
+    }
+    let store =
+        Store::open(&dir).map_err(|e| anyhow::anyhow!("recording.path: {}: {e}", dir.display()))?;
+    tracing::info!(
+        path = %dir.display(),
+        recordings = store.list(None, None, None).len(),
+        "recordings"
+    );
+    let settings = Settings {
+        segment: Duration::from_secs(recording.segment_secs),
+        keep: recording
+            .keep_days
+            .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+        min_free: recording.min_free_mb.saturating_mul(1 << 20),
+        cameras: recording.cameras.clone(),
+    };
+    Ok(Some(Recorders::start(
+        Arc::new(store),
+        Arc::clone(cameras),
+        settings,
+    )))
+}
+
+pub fn router(recorders: Option<Arc<Recorders>>) -> Router {
+    Router::new()
+        .route("/api/recordings", get(list))
+        .route("/api/recordings/{id}", get(serve).delete(delete))
+        .with_state(recorders)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    camera: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Listed {
+    id: String,
+    camera: String,
+    start: String,
+    end: String,
+    duration_s: f64,
+    bytes: u64,
+    url: String,
+    /// Being written now (it grows).
+    writing: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Recorder {
+    camera: String,
+    #[serde(flatten)]
+    state: crate::media::record::RecorderState,
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-12-08T00:15:00.123Z`.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    at.to_offset(time::UtcOffset::UTC)
+        .format(format)
+        .unwrap_or_default()
+}
+
+fn listed(segment: Segment) -> Listed {
+    Listed {
+        url: format!("/api/recordings/{}", segment.id),
+        start: rfc3339(segment.start),
+        end: rfc3339(segment.end()),
+        duration_s: (segment.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+        bytes: segment.bytes,
+        writing: segment.writing,
+        camera: segment.camera,
+        id: segment.id,
+    }
+}
+
+async fn list(
+    State(recorders): State<Option<Arc<Recorders>>>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let Some(recorders) = recorders else {
+        return axum::Json(serde_json::json!({"recording": false, "recordings": []}))
+            .into_response();
+    };
+    let time = |text: &Option<String>, key: &str| match text {
+        None => Ok(None),
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+            .map(Some)
+            .map_err(|_| format!("{key}: not an RFC 3339 time")),
+    };
+    let (from, to) = match (time(&query.from, "from"), time(&query.to, "to")) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(why), _) | (_, Err(why)) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let mut segments = recorders.store().list(query.camera.as_deref(), from, to);
+    let more = segments.len() > MAX_LISTED;
+    segments.truncate(MAX_LISTED);
+    let recorders: Vec<Recorder> = recorders
+        .states()
+        .into_iter()
+        .map(|(camera, state)| Recorder { camera, state })
+        .collect();
+    axum::Json(serde_json::json!({
+        "recording": true,
+        "recorders": recorders,
+        "recordings": segments.into_iter().map(listed).collect::<Vec<_>>(),
+        "more": more,
+    }))
+    .into_response()
+}
+
+/// The file, with `Range` and `If-Modified-Since` (tower-http's `ServeFile`).
+async fn serve(
+    State(recorders): State<Option<Arc<Recorders>>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let Some((segment, path)) = recorders.and_then(|r| r.store().get(&id)) else {
+        return error(StatusCode::NOT_FOUND, "no such recording");
+    };
+    // Its type from its extension (`.mp4`: video/mp4).
+    let _ = segment;
+    match tower_http::services::ServeFile::new(path)
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response.into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
+
+async fn delete(
+    State(recorders): State<Option<Arc<Recorders>>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(recorders) = recorders else {
+        return error(StatusCode::NOT_FOUND, "no such recording");
+    };
+    let deleted = tokio::task::spawn_blocking(move || recorders.store().delete(&id)).await;
+    match deleted {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(StoreError::NotFound)) => error(StatusCode::NOT_FOUND, "no such recording"),
+        Ok(Err(err @ StoreError::Writing)) => error(StatusCode::CONFLICT, &err.to_string()),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
