@@ -255,6 +255,8 @@ netns_test!(
         assert_eq!(bad.status, 400, "{}", bad.body);
         let other = as_viewer(&daemon, "GET", "/api/recordings?camera=nope", &[]).await;
         assert!(other.body.contains("\"recordings\":[]"), "{}", other.body);
+        // Chromium plays it in a <video> (fetched with Range), and seeks in it.
+        chromium_plays(&daemon, path).await;
         // Ids reach no other file.
         for hostile in [
             "/api/recordings/..%2F..%2Fidentity",
@@ -286,6 +288,48 @@ netns_test!(
         assert!(!std::path::Path::new(&file_of(&daemon, &state, first)).exists());
     }
 );
+
+/// A `<video>` on the daemon's page plays the recording at `path`: its time advances and
+/// frames are decoded; then it seeks back and plays from there.
+async fn chromium_plays(daemon: &Proc, path: &str) {
+    let chrome = common::browser::Driven::start().await;
+    chrome
+        .open(&format!("http://{}/?token={VIEW}", daemon.addr))
+        .await;
+    let js = format!(
+        "if (!window.rec) {{ const v = document.createElement('video'); v.muted = true; \
+         v.src = '{path}?token={VIEW}'; document.body.appendChild(v); window.rec = v; \
+         window.seeked = 0; v.onseeked = () => window.seeked++; v.play(); }} \
+         const v = window.rec; const q = v.getVideoPlaybackQuality(); \
+         return {{t: v.currentTime, frames: q.totalVideoFrames, ended: v.ended, \
+         error: v.error ? v.error.message || String(v.error.code) : null, \
+         duration: v.duration, seeked: window.seeked}};"
+    );
+    let played = wait_for("the recording to play", Duration::from_secs(20), || async {
+        let v = chrome.script(&js).await;
+        assert!(v["error"].is_null(), "the <video> failed: {v}");
+        (v["ended"] == true).then_some(v)
+    })
+    .await;
+    eprintln!("Chromium played a recording: {played}");
+    assert!(played["frames"].as_u64() >= Some(60), "{played}");
+    assert!(
+        (played["duration"].as_f64().unwrap_or(0.0) - 3.0).abs() <= 0.5,
+        "{played}"
+    );
+    chrome
+        .script("window.rec.currentTime = 1.0; window.rec.play(); return true;")
+        .await;
+    let again = wait_for("a seek and play again", Duration::from_secs(10), || async {
+        let v = chrome.script(&js).await;
+        (v["seeked"].as_u64() >= Some(1) && v["ended"] == true).then_some(v)
+    })
+    .await;
+    assert!(
+        again["frames"].as_u64() > played["frames"].as_u64(),
+        "frames after the seek: {again}"
+    );
+}
 
 netns_test!(
     a_kill_9_loses_at_most_two_seconds_and_recording_goes_on,
