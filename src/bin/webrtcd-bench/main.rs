@@ -17,6 +17,7 @@ mod networks;
 mod players;
 mod plot;
 mod procs;
+mod recording;
 mod ring;
 mod scenarios;
 mod shutdown;
@@ -108,6 +109,9 @@ struct Args {
     /// camera → its first frame (`--calls` times, 5 at most).
     #[arg(long)]
     cameras_only: bool,
+    /// Only recording's cost: a 720p30 H.264 camera with recording off and on.
+    #[arg(long)]
+    recording_only: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -148,6 +152,7 @@ struct Report {
     keyframes: Vec<keyframe::Row>,
     echo: echo::Echo,
     cameras: Option<cameras::Result>,
+    recording: Vec<recording::Row>,
     errors: Vec<String>,
 }
 
@@ -214,6 +219,10 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let window = Duration::from_secs(args.window);
         let result = cameras::measure(&dir, window, args.calls.clamp(1, 5)).await?;
         return show(&dir, "cameras.md", &cameras::markdown(&result));
+    }
+    if args.recording_only {
+        let rows = recording::measure(&dir, Duration::from_secs(args.window)).await?;
+        return show(&dir, "recording.md", &recording::markdown(&rows));
     }
     if args.cluster_only {
         let routing = cluster::measure(&dir, args.routed_messages).await?;
@@ -386,6 +395,11 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         match cameras::measure(&dir, window, 5).await {
             Ok(result) => report.cameras = Some(result),
             Err(e) => report.errors.push(note("cameras", e)),
+        }
+        eprintln!("recording's cost: a 720p30 camera, recording off and on");
+        match recording::measure(&dir, window).await {
+            Ok(rows) => report.recording = rows,
+            Err(e) => report.errors.push(note("recording", e)),
         }
     }
     eprintln!("relay routing: one relay, two relays through Redis");

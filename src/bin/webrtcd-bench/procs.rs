@@ -58,10 +58,14 @@ impl Daemon {
         let profile_path = dir.join(format!("{name}.toml"));
         std::fs::write(&profile_path, profile)?;
         let state = dir.join(format!("state-{name}"));
+        // No config file but the one `extra` names (`--config` once only).
+        let config = if extra.contains(&"--config") {
+            None
+        } else {
+            Some("/dev/null")
+        };
         let mut args: Vec<std::ffi::OsString> = [
             "run",
-            "--config",
-            "/dev/null",
             "--listen",
             "127.0.0.1:0",
             "--id",
@@ -72,6 +76,9 @@ impl Daemon {
         .iter()
         .map(Into::into)
         .collect();
+        if let Some(config) = config {
+            args.extend(["--config".into(), config.into()]);
+        }
         args.extend(["--profile".into(), profile_path.into_os_string()]);
         args.extend(["--state-dir".into(), state.into_os_string()]);
         args.extend(extra.iter().map(Into::into));

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use crate::scenarios::Spread;
 use crate::{
-    Report, cameras, cluster, cold_page, echo, first_frame, keyframe, networks, players, ring,
+    Report, cameras, cluster, cold_page, echo, first_frame, keyframe, networks, players, recording,
+    ring,
 };
 
 /// One `| what | median | p95 | range | samples |` row (dashes when nothing was measured).
@@ -34,6 +35,7 @@ pub fn markdown(r: &Report) -> String {
         (!r.keyframes.is_empty()).then(|| keyframe::markdown(&r.keyframes)),
         (!r.echo.rooms.is_empty()).then(|| echo::markdown(&r.echo)),
         r.cameras.as_ref().map(cameras::markdown),
+        (!r.recording.is_empty()).then(|| recording::markdown(&r.recording)),
         r.routing.as_ref().map(cluster::markdown),
     ];
     for table in tables.into_iter().flatten() {
