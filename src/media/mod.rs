@@ -1,11 +1,13 @@
 //! Media: sources, encoders, decoders and sinks as GStreamer bins, and the pipelines' life.
 //! Knows nothing of signaling or WebRTC negotiation.
 
+pub mod camera_events;
 pub mod cameras;
 pub mod codecs;
 pub mod devices;
 pub mod encoder;
 pub mod fragments;
+pub mod motion;
 pub mod profile;
 pub mod receive;
 pub mod record;

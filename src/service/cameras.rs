@@ -15,12 +15,14 @@ use serde_json::json;
 use super::http::error;
 use crate::media::cameras::Camera;
 use crate::media::codecs::MediaKind;
+use crate::media::motion::{MotionState, Motions};
 use crate::media::shared::SnapshotError;
 use crate::session::CallManager;
 
 #[derive(Clone)]
 struct CamerasState {
     calls: Arc<CallManager>,
+    motions: Arc<Motions>,
     /// Snapshots being taken (each holds a blocking thread while it waits for a picture).
     snapshots: Arc<tokio::sync::Semaphore>,
 }
@@ -32,13 +34,14 @@ const MAX_SNAPSHOTS: usize = 4;
 /// How long a snapshot may wait for a picture (an idle camera starting included).
 const SNAPSHOT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub fn router(calls: Arc<CallManager>) -> Router {
+pub fn router(calls: Arc<CallManager>, motions: Arc<Motions>) -> Router {
     Router::new()
         .route("/api/cameras", get(list))
         .route("/api/snapshot.jpg", get(first_snapshot))
         .route("/api/cameras/{camera}/snapshot.jpg", get(snapshot))
         .with_state(CamerasState {
             calls,
+            motions,
             snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
         })
 }
@@ -56,6 +59,8 @@ struct CameraInfo {
     audio: Option<AudioInfo>,
     /// The encoder element each codec uses (probed at start).
     encoders: std::collections::BTreeMap<String, String>,
+    /// Its motion watch (`null`: motion is not enabled).
+    motion: Option<MotionState>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +76,7 @@ struct AudioInfo {
     codecs: Vec<&'static str>,
 }
 
-fn describe(camera: &Camera, viewers: usize) -> CameraInfo {
+fn describe(camera: &Camera, viewers: usize, motion: Option<MotionState>) -> CameraInfo {
     let encoders = &camera.encoders;
     let names = |kind| encoders.codecs(kind).iter().map(|c| c.name()).collect();
     let streams = encoders.streams();
@@ -99,18 +104,22 @@ fn describe(camera: &Camera, viewers: usize) -> CameraInfo {
             .into_iter()
             .map(|(codec, encoder)| (codec.name().to_string(), encoder))
             .collect(),
+        motion,
     }
 }
 
 async fn list(State(state): State<CamerasState>) -> Response {
     // Describing a camera may re-probe an encoder that timed out at start: not on a worker.
-    let calls = Arc::clone(&state.calls);
+    let (calls, motions) = (Arc::clone(&state.calls), Arc::clone(&state.motions));
     let described = tokio::task::spawn_blocking(move || {
         let cameras: Vec<CameraInfo> = calls
             .cameras()
             .all()
             .iter()
-            .map(|camera| describe(camera, calls.viewers(&camera.name)))
+            .map(|camera| {
+                let motion = motions.state(camera.name.as_str());
+                describe(camera, calls.viewers(&camera.name), motion)
+            })
             .collect();
         cameras
     })

@@ -274,10 +274,6 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             .connections
             .spawn(Arc::clone(&camera.encoders).keep_reprobing(tasks.shutdown.clone()));
     }
-    let recorders = {
-        let (config, cameras) = (config.clone(), Arc::clone(&cameras));
-        tokio::task::spawn_blocking(move || super::recordings::start(&config, &cameras)).await??
-    };
     let relay = new_relay(&config);
     // The link stops on its own signal, after the calls: their hangups leave through it.
     let link_tasks = link::LinkTasks {
@@ -298,6 +294,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         None => link::embedded(&relay, config.id.clone(), &link_tasks),
     };
     let calls = CallManager::new(settings, Arc::clone(&cameras), link.outgoing.clone());
+    let watching = super::watching::Watching::start(&config, &cameras, &calls).await?;
     // Listening to the calls before the first can start.
     super::hooks::start(
         &config.hooks,
@@ -334,7 +331,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
             health: Arc::clone(&health),
             publishing: Arc::clone(&publishing),
             whep_max_per_address: config.whep_max_per_address,
-            recorders: recorders.clone(),
+            watching: Arc::clone(&watching),
         },
         config.web_dir.clone(),
         listeners.https_port(),
@@ -362,7 +359,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
         file: config.profile.clone(),
         calls: Arc::clone(&calls),
         rtsp: rtsp_mounts,
-        recorders: recorders.clone(),
+        watching: Arc::clone(&watching),
         tracker: tasks.connections.clone(),
         shutdown: tasks.shutdown.clone(),
     };
@@ -395,10 +392,7 @@ pub async fn run_daemon(config: Config) -> anyhow::Result<()> {
     if !calls.shut_down(EndReason::Shutdown, SHUTDOWN_GRACE).await {
         tracing::warn!("calls still ending after {SHUTDOWN_GRACE:?}; exiting anyway");
     }
-    if let Some(recorders) = recorders {
-        // Each writes its segment's end.
-        let _ = tokio::task::spawn_blocking(move || recorders.stop_all()).await;
-    }
+    watching.stop().await;
     // Shared encoders would linger for the next viewer; there is none to come.
     cameras.stop_all();
     // Teardowns run on blocking threads; bounded by the same grace.

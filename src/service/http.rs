@@ -87,8 +87,8 @@ pub struct DaemonParts {
     pub publishing: Arc<super::whip::Publishing>,
     /// WHEP sessions at once from one address.
     pub whep_max_per_address: usize,
-    /// The recorders (none: recording is off).
-    pub recorders: Option<Arc<crate::media::record::Recorders>>,
+    /// The recorders and motion watchers.
+    pub watching: Arc<super::watching::Watching>,
 }
 
 pub fn daemon_router(
@@ -103,7 +103,7 @@ pub fn daemon_router(
         health,
         publishing,
         whep_max_per_address,
-        recorders,
+        watching,
     } = parts;
     let ice = Arc::new(ice);
     let whep = super::whep::Sessions::new(
@@ -111,7 +111,7 @@ pub fn daemon_router(
         whep_max_per_address,
         relay.tracker.clone(),
     );
-    let cameras = super::cameras::router(Arc::clone(&calls));
+    let cameras = super::cameras::router(Arc::clone(&calls), Arc::clone(&watching.motions));
     let state = DaemonState {
         calls,
         health,
@@ -139,7 +139,7 @@ pub fn daemon_router(
         .route("/style.css", get(style))
         .with_state(state)
         .merge(cameras)
-        .merge(super::recordings::router(recorders))
+        .merge(super::recordings::router(watching.recorders.clone()))
         .merge(signaling_router(relay))
         .merge(super::whep::http::router(whep, ice))
         .layer(axum::middleware::from_fn_with_state(tokens, require_scope))

@@ -22,6 +22,7 @@ mod recordings;
 mod reload;
 pub mod rtsp;
 pub mod tls;
+mod watching;
 pub mod whep;
 pub mod whip;
 

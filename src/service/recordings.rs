@@ -29,7 +29,11 @@ const MAX_LISTED: usize = 2000;
 
 /// Opens the recordings' directory (repairing what a crash cut short) and starts a recorder
 /// per recorded camera: blocking. `None`: recording is off.
-pub fn start(config: &Config, cameras: &Arc<Cameras>) -> anyhow::Result<Option<Arc<Recorders>>> {
+pub fn start(
+    config: &Config,
+    cameras: &Arc<Cameras>,
+    on_event: crate::media::camera_events::OnCameraEvent,
+) -> anyhow::Result<Option<Arc<Recorders>>> {
     let (Some(recording), Some(dir)) = (&config.recording, config.recording_dir()) else {
         return Ok(None);
     };
@@ -63,6 +67,7 @@ pub fn start(config: &Config, cameras: &Arc<Cameras>) -> anyhow::Result<Option<A
         Arc::new(store),
         Arc::clone(cameras),
         settings,
+        on_event,
     )))
 }
 

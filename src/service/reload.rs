@@ -22,8 +22,8 @@ pub struct ProfileReload {
     pub file: PathBuf,
     pub calls: Arc<CallManager>,
     pub rtsp: Option<Arc<Mounts>>,
-    /// Cameras added are recorded, those removed no longer.
-    pub recorders: Option<Arc<crate::media::record::Recorders>>,
+    /// Cameras added are recorded and watched, those removed no longer.
+    pub watching: Arc<super::watching::Watching>,
     /// Where the new cameras' encoder re-probes run, until `shutdown`.
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
@@ -100,10 +100,7 @@ impl ProfileReload {
             let rtsp = Arc::clone(rtsp);
             let _ = tokio::task::spawn_blocking(move || rtsp.serve(&all, &replaced)).await;
         }
-        if let Some(recorders) = &self.recorders {
-            let recorders = Arc::clone(recorders);
-            let _ = tokio::task::spawn_blocking(move || recorders.sync()).await;
-        }
+        self.watching.sync().await;
     }
 
     /// Stops a camera taken out (or replaced) once its calls have let go of its encoders

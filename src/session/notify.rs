@@ -16,17 +16,24 @@ const EVENTS_KEPT: usize = 256;
 /// at most 16 MiB, whatever peers send).
 const MESSAGES_KEPT: usize = 256;
 
-/// One moment in a call's life.
+/// One moment in a call's life, or a camera's (motion, recording: no session, peer or role).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CallEvent {
-    /// `ringing`, `connected`, `ended`, `device-lost` or `device-back`.
+    /// `ringing`, `connected`, `ended`, `device-lost` or `device-back`; a camera's
+    /// `motion-start`, `motion-end`, `recording-paused` or `recording-resumed`.
     pub event: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub session: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub peer: String,
-    pub role: Role,
-    /// Why it ended (`ended` only): a hangup reason.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    pub role: Option<Role>,
+    /// The camera the call watches, or the camera the event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    /// Why it ended (`ended`: a hangup reason), or why recording paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Which of the call's devices (`device-lost`, `device-back` only): `microphone` or
     /// `speaker`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,12 +43,16 @@ pub struct CallEvent {
 }
 
 /// The event names a hook may ask for.
-pub const EVENT_NAMES: [&str; 5] = [
+pub const EVENT_NAMES: [&str; 9] = [
     "ringing",
     "connected",
     "ended",
     "device-lost",
     "device-back",
+    "motion-start",
+    "motion-end",
+    "recording-paused",
+    "recording-resumed",
 ];
 
 /// A DataChannel message a peer sent on a call (not the daemon's own ping and pong).
@@ -50,6 +61,12 @@ pub struct ChannelMessage {
     pub session: String,
     pub peer: String,
     pub data: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub struct Notifier {
@@ -83,18 +100,30 @@ impl Notifier {
         reason: Option<&'static str>,
         device: Option<&'static str>,
     ) {
-        let time_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         // No listener: nobody to tell.
         let _ = self.events.send(CallEvent {
             event,
             session: info.session.clone(),
             peer: info.peer.clone(),
-            role: info.role,
-            reason,
+            role: Some(info.role),
+            camera: Some(info.camera.clone()),
+            reason: reason.map(str::to_string),
             device,
-            time_ms,
+            time_ms: now_ms(),
+        });
+    }
+
+    /// Something happened to a camera (motion, recording); never blocks.
+    pub fn camera(&self, event: crate::media::camera_events::CameraEvent) {
+        let _ = self.events.send(CallEvent {
+            event: event.event,
+            session: String::new(),
+            peer: String::new(),
+            role: None,
+            camera: Some(event.camera),
+            reason: event.reason,
+            device: None,
+            time_ms: now_ms(),
         });
     }
 

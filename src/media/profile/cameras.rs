@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{AudioSend, Profile, VideoSend};
+use super::{AudioSend, MotionSettings, Profile, VideoSend};
 use crate::camera_name::{CameraName, MAX_CAMERA_CHARS};
 
 /// Cameras a profile may list: each watched camera is a capture and its encoders running.
@@ -21,6 +21,8 @@ pub struct CameraConfig {
     pub video: Option<VideoSend>,
     /// A camera may have no microphone.
     pub audio: Option<AudioSend>,
+    /// Watching its picture for motion (off by default).
+    pub motion: Option<MotionSettings>,
 }
 
 impl Profile {
@@ -33,6 +35,7 @@ impl Profile {
             name: name_from(&self.name),
             video: self.video.clone(),
             audio: self.audio.clone(),
+            motion: self.motion.clone(),
         }]
     }
 
@@ -48,6 +51,7 @@ impl Profile {
             name: camera.name.to_string(),
             video: camera.video.clone(),
             audio: camera.audio.clone(),
+            motion: camera.motion.clone(),
             camera: Vec::new(),
             speaker_feeds_canceller,
             ..self.clone()
@@ -99,10 +103,12 @@ impl Profile {
     }
 
     pub(super) fn check_cameras(&self) -> Result<(), String> {
-        if !self.camera.is_empty() && (self.video.is_some() || self.audio.is_some()) {
+        if !self.camera.is_empty()
+            && (self.video.is_some() || self.audio.is_some() || self.motion.is_some())
+        {
             return Err(
-                "video, audio: a profile with [[camera]] gives each camera its own \
-                 [camera.video] and [camera.audio]; move them there"
+                "video, audio, motion: a profile with [[camera]] gives each camera its own \
+                 [camera.video], [camera.audio] and [camera.motion]; move them there"
                     .into(),
             );
         }
@@ -120,6 +126,13 @@ impl Profile {
                     .audio
                     .as_ref()
                     .map_or(Ok(()), |a| a.check(self.per_viewer_encoder))
+            });
+            let checked = checked.and_then(|()| match &camera.motion {
+                Some(motion) if motion.enabled && camera.video.is_none() => {
+                    Err("motion.enabled: the camera has no video to watch".into())
+                }
+                Some(motion) => motion.check(),
+                None => Ok(()),
             });
             checked.map_err(|message| self.about(camera, message))?;
         }

@@ -3,6 +3,7 @@
 //! loaded; an error names the file, the camera, the key and what is wrong.
 
 mod cameras;
+mod motion;
 mod receive;
 mod sources;
 #[cfg(test)]
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use cameras::{CameraConfig, MAX_CAMERAS};
+pub use motion::MotionSettings;
 pub use receive::{Receive, SinkKind};
 pub use sources::{
     AudioSend, AudioSourceKind, KNOWN_FORMATS, MAX_RUNGS, Rung, VideoSend, VideoSourceKind,
@@ -58,6 +60,8 @@ pub struct Profile {
     /// several cameras lists them in `camera` instead.
     pub video: Option<VideoSend>,
     pub audio: Option<AudioSend>,
+    /// The one camera's motion watch (`[motion]`).
+    pub motion: Option<MotionSettings>,
     /// Several cameras (`[[camera]]`), the first being the one used where none is named.
     #[serde(default)]
     pub camera: Vec<CameraConfig>,

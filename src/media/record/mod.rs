@@ -17,6 +17,7 @@ use std::time::Duration;
 pub use recorder::RecorderState;
 pub use store::{Segment, Store};
 
+use crate::media::camera_events::OnCameraEvent;
 use crate::media::cameras::Cameras;
 use crate::sync::lock;
 use recorder::Recorder;
@@ -39,16 +40,24 @@ pub struct Recorders {
     store: Arc<Store>,
     cameras: Arc<Cameras>,
     settings: Settings,
+    on_event: OnCameraEvent,
     running: Mutex<HashMap<String, Recorder>>,
 }
 
 impl Recorders {
     /// Starts a recorder for each recorded camera (blocking: threads started).
-    pub fn start(store: Arc<Store>, cameras: Arc<Cameras>, settings: Settings) -> Arc<Recorders> {
+    /// `on_event`: `recording-paused` and `recording-resumed`.
+    pub fn start(
+        store: Arc<Store>,
+        cameras: Arc<Cameras>,
+        settings: Settings,
+        on_event: OnCameraEvent,
+    ) -> Arc<Recorders> {
         let recorders = Arc::new(Recorders {
             store,
             cameras,
             settings,
+            on_event,
             running: Mutex::default(),
         });
         recorders.sync();
@@ -90,6 +99,7 @@ impl Recorders {
                     Arc::clone(&self.cameras),
                     Arc::clone(&self.store),
                     self.settings.clone(),
+                    Arc::clone(&self.on_event),
                 ) {
                     Ok(recorder) => {
                         running.insert(name.clone(), recorder);

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use super::segment::SegmentWriter;
 use super::store::{Container, Segment, SegmentId, Store};
 use super::{Settings, mp4};
+use crate::media::camera_events::{CameraEvent, OnCameraEvent};
 use crate::media::cameras::{Camera, Cameras};
 use crate::media::codecs::{Codec, MediaKind};
 use crate::media::shared::{Subscription, Tapped};
@@ -75,6 +76,7 @@ impl Recorder {
         cameras: Arc<Cameras>,
         store: Arc<Store>,
         settings: Settings,
+        on_event: OnCameraEvent,
     ) -> std::io::Result<Recorder> {
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(RecorderState {
@@ -89,6 +91,7 @@ impl Recorder {
             stop: Arc::clone(&stop),
             state: Arc::clone(&state),
             paused_until: None,
+            on_event,
         };
         let thread = std::thread::Builder::new()
             .name(format!("record-{camera}"))
@@ -122,6 +125,7 @@ struct Worker {
     state: Arc<Mutex<RecorderState>>,
     /// Paused (a write failed): no segment before this.
     paused_until: Option<Instant>,
+    on_event: OnCameraEvent,
 }
 
 /// The segment being written.
@@ -291,7 +295,10 @@ impl Worker {
             match self.open(frame_caps, buffer, came) {
                 Ok(w) => {
                     writing = Some(w);
-                    self.paused_until = None;
+                    if self.paused_until.take().is_some() {
+                        tracing::info!(camera = self.camera, "recording resumed");
+                        self.raise("recording-resumed", None);
+                    }
                     self.set_state("recording", None);
                     crate::metrics::get()
                         .recording_paused
@@ -411,6 +418,7 @@ impl Worker {
                 "recording paused: cannot write (tried again every {} s; live calls go on)",
                 RETRY.as_secs()
             );
+            self.raise("recording-paused", Some(why.to_string()));
         }
         self.set_state("paused", Some(why.to_string()));
         crate::metrics::get()
@@ -438,6 +446,14 @@ impl Worker {
         crate::metrics::CameraLabel {
             camera: self.camera.clone(),
         }
+    }
+
+    fn raise(&self, event: &'static str, reason: Option<String>) {
+        (self.on_event)(CameraEvent {
+            event,
+            camera: self.camera.clone(),
+            reason,
+        });
     }
 
     fn set_state(&self, state: &'static str, reason: Option<String>) {

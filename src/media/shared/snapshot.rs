@@ -58,6 +58,18 @@ impl Encoders {
     }
 }
 
+impl Encoders {
+    /// The pad where `codec`'s running stream passes its raw pictures (before any encoding),
+    /// if it runs now: a new one after each restart.
+    pub fn raw_pictures(&self, codec: crate::media::codecs::Codec) -> Option<gst::Pad> {
+        let stream = lock(&self.streams).get(&codec).cloned()?;
+        match &*lock(&stream.life) {
+            Life::Running(running) => running.raw_tap.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// The next raw picture at the stream's tap (waiting, within `timeout`, for a stream that
 /// another caller is starting or restarting).
 fn next_picture(
