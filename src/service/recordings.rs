@@ -21,7 +21,7 @@ use super::config::{Config, RecordingMode};
 use super::http::error;
 use crate::media::cameras::Cameras;
 use crate::media::record::store::StoreError;
-use crate::media::record::{Recorders, Segment, Settings, Store};
+use crate::media::record::{MotionMode, Recorders, Segment, Settings, Store};
 
 /// A listing holds at most this many recordings (the oldest in the range first; ask again
 /// `from` the last one's end for more).
@@ -33,6 +33,7 @@ pub fn start(
     config: &Config,
     cameras: &Arc<Cameras>,
     on_event: crate::media::camera_events::OnCameraEvent,
+    motions: &Arc<crate::media::motion::Motions>,
 ) -> anyhow::Result<Option<Arc<Recorders>>> {
     let (Some(recording), Some(dir)) = (&config.recording, config.recording_dir()) else {
         return Ok(None);
@@ -62,12 +63,29 @@ pub fn start(
             .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
         min_free: recording.min_free_mb.saturating_mul(1 << 20),
         cameras: recording.cameras.clone(),
+        motion: (recording.mode == RecordingMode::Motion).then(|| MotionMode {
+            pre: Duration::from_secs(recording.pre_secs),
+            post: Duration::from_secs(recording.post_secs),
+        }),
     };
+    if recording.mode == RecordingMode::Motion {
+        for camera in cameras.all() {
+            let watched = camera.profile.motion.as_ref().is_some_and(|m| m.enabled);
+            if !watched {
+                tracing::warn!(
+                    camera = %camera.name,
+                    "recording.mode is \"motion\" and the camera's motion is not enabled: \
+                     it is recorded only once [motion] enables it"
+                );
+            }
+        }
+    }
     Ok(Some(Recorders::start(
         Arc::new(store),
         Arc::clone(cameras),
         settings,
         on_event,
+        Some(Arc::clone(motions)),
     )))
 }
 

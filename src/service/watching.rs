@@ -27,8 +27,8 @@ impl Watching {
         let on_event: OnCameraEvent = Arc::new(move |event| notify.notifier().camera(event));
         let (config, cameras) = (config.clone(), Arc::clone(cameras));
         tokio::task::spawn_blocking(move || {
-            let recorders = super::recordings::start(&config, &cameras, Arc::clone(&on_event))?;
-            let motions = Motions::start(cameras, on_event);
+            let motions = Motions::start(Arc::clone(&cameras), Arc::clone(&on_event));
+            let recorders = super::recordings::start(&config, &cameras, on_event, &motions)?;
             Ok(Arc::new(Watching { recorders, motions }))
         })
         .await?

@@ -4,11 +4,13 @@
 //! is repaired at the next start ([`mp4`]). Nothing here knows HTTP: the service serves it.
 
 pub mod mp4;
+mod preroll;
 mod recorder;
 mod segment;
 pub mod store;
 #[cfg(test)]
 mod tests;
+mod writing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,7 @@ pub use store::{Segment, Store};
 
 use crate::media::camera_events::OnCameraEvent;
 use crate::media::cameras::Cameras;
+use crate::media::motion::Motions;
 use crate::sync::lock;
 use recorder::Recorder;
 
@@ -33,6 +36,17 @@ pub struct Settings {
     pub min_free: u64,
     /// The cameras recorded (none: all).
     pub cameras: Option<Vec<String>>,
+    /// `mode = "motion"`: recorded only while a camera's motion lasts (none: continuously).
+    pub motion: Option<MotionMode>,
+}
+
+/// `mode = "motion"`: how much before and after the motion is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct MotionMode {
+    /// Kept before the motion started (from the keyframe at least this far back).
+    pub pre: Duration,
+    /// Kept after it ended.
+    pub post: Duration,
 }
 
 /// The recorders of every recorded camera, and their store.
@@ -41,23 +55,27 @@ pub struct Recorders {
     cameras: Arc<Cameras>,
     settings: Settings,
     on_event: OnCameraEvent,
+    motions: Option<Arc<Motions>>,
     running: Mutex<HashMap<String, Recorder>>,
 }
 
 impl Recorders {
     /// Starts a recorder for each recorded camera (blocking: threads started).
-    /// `on_event`: `recording-paused` and `recording-resumed`.
+    /// `on_event`: `recording-paused` and `recording-resumed`; `motions`: what
+    /// `mode = "motion"` records by.
     pub fn start(
         store: Arc<Store>,
         cameras: Arc<Cameras>,
         settings: Settings,
         on_event: OnCameraEvent,
+        motions: Option<Arc<Motions>>,
     ) -> Arc<Recorders> {
         let recorders = Arc::new(Recorders {
             store,
             cameras,
             settings,
             on_event,
+            motions,
             running: Mutex::default(),
         });
         recorders.sync();
@@ -100,6 +118,7 @@ impl Recorders {
                     Arc::clone(&self.store),
                     self.settings.clone(),
                     Arc::clone(&self.on_event),
+                    self.motions.clone(),
                 ) {
                     Ok(recorder) => {
                         running.insert(name.clone(), recorder);

@@ -13,7 +13,6 @@
 //! tried again every [`RETRY`] until a segment can be written: the calls on the camera never
 //! notice.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -22,12 +21,15 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
+use super::preroll::{self, Preroll};
 use super::segment::SegmentWriter;
 use super::store::{Container, Segment, SegmentId, Store};
+use super::writing::Writing;
 use super::{Settings, mp4};
 use crate::media::camera_events::{CameraEvent, OnCameraEvent};
 use crate::media::cameras::{Camera, Cameras};
 use crate::media::codecs::{Codec, MediaKind};
+use crate::media::motion::Motions;
 use crate::media::shared::{Subscription, Tapped};
 use crate::sync::lock;
 
@@ -44,8 +46,6 @@ const ASK_AGAIN: Duration = Duration::from_secs(1);
 const SILENCE: Duration = Duration::from_secs(3);
 /// A paused recorder tries again this often.
 const RETRY: Duration = Duration::from_secs(5);
-/// The index (listing) learns a segment's progress this often.
-const PROGRESS: Duration = Duration::from_secs(1);
 
 enum Message {
     Tapped(Tapped),
@@ -56,7 +56,8 @@ enum Message {
 /// What a recorder is doing, for `GET /api/recordings` and the page.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RecorderState {
-    /// `recording`, `waiting` (no frames yet) or `paused`.
+    /// `recording`, `waiting` (no frames yet), `standby` (`mode = "motion"`, nothing moves)
+    /// or `paused`.
     pub state: &'static str,
     /// Why it is paused.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +78,7 @@ impl Recorder {
         store: Arc<Store>,
         settings: Settings,
         on_event: OnCameraEvent,
+        motions: Option<Arc<Motions>>,
     ) -> std::io::Result<Recorder> {
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(RecorderState {
@@ -92,6 +94,8 @@ impl Recorder {
             state: Arc::clone(&state),
             paused_until: None,
             on_event,
+            motions,
+            preroll: Preroll::default(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("record-{camera}"))
@@ -126,23 +130,10 @@ struct Worker {
     /// Paused (a write failed): no segment before this.
     paused_until: Option<Instant>,
     on_event: OnCameraEvent,
-}
-
-/// The segment being written.
-struct Writing {
-    /// Taken when the segment ends.
-    writer: Option<SegmentWriter>,
-    segment: Segment,
-    path: PathBuf,
-    caps: gst::Caps,
-    started: Instant,
-    /// The last frame, written once the next one comes.
-    last: Option<(gst::Buffer, Instant)>,
-    /// A frame's usual length (for the very last one).
-    frame_interval: Duration,
-    asked_at: Option<Instant>,
-    progress_at: Instant,
-    bytes_counted: u64,
+    /// Motion now, for `mode = "motion"`.
+    motions: Option<Arc<Motions>>,
+    /// In `mode = "motion"`, what is held while nothing moves.
+    preroll: Preroll,
 }
 
 /// Why a subscription's loop ended.
@@ -255,34 +246,58 @@ impl Worker {
                 continue;
             };
             if let Some(w) = writing.as_mut() {
-                let due = came.saturating_duration_since(w.started) + w.frame_interval / 2
-                    >= self.settings.segment;
-                if keyframe && (due || w.caps != frame_caps) {
-                    // This keyframe begins the next segment: the last frame lasts until it.
+                if self.motion_over(w) {
+                    // `post` after the motion: this frame goes to the pre-roll.
+                    tracing::debug!(camera = self.camera, "motion over: the recording ends");
                     let ended = writing.take();
                     self.finish(ended, Some(came));
+                    self.set_state("standby", None);
                 } else {
-                    if let Err(why) = w.write_previous(came, buffer) {
+                    let due = came.saturating_duration_since(w.started) + w.frame_interval / 2
+                        >= self.settings.segment;
+                    if keyframe && (due || w.caps != frame_caps) {
+                        // This keyframe begins the next segment: the last frame lasts until it.
                         let ended = writing.take();
-                        self.pause(ended, &why);
+                        self.finish(ended, Some(came));
+                    } else {
+                        if let Err(why) = w.write_previous(came, buffer) {
+                            let ended = writing.take();
+                            self.pause(ended, &why);
+                            continue;
+                        }
+                        if came.saturating_duration_since(w.started) + w.frame_interval * 3 / 2
+                            >= self.settings.segment
+                            && w.asked_at.is_none_or(|at| at.elapsed() >= ASK_AGAIN)
+                        {
+                            subscription.request_keyframe();
+                            w.asked_at = Some(Instant::now());
+                        }
+                        w.progress(&self.store, &self.camera);
                         continue;
                     }
-                    if came.saturating_duration_since(w.started) + w.frame_interval * 3 / 2
-                        >= self.settings.segment
-                        && w.asked_at.is_none_or(|at| at.elapsed() >= ASK_AGAIN)
-                    {
-                        subscription.request_keyframe();
-                        w.asked_at = Some(Instant::now());
-                    }
-                    w.progress(&self.store, &self.camera);
-                    continue;
                 }
             }
             // No segment open.
-            if self
+            let paused = self
                 .paused_until
-                .is_some_and(|until| Instant::now() < until)
-            {
+                .is_some_and(|until| Instant::now() < until);
+            if let Some(motion) = self.settings.motion {
+                // Held until motion comes, `pre` back from a keyframe on.
+                let held = preroll::Held {
+                    buffer,
+                    keyframe,
+                    came,
+                };
+                self.preroll.push(&frame_caps, held, motion.pre);
+                if paused || !self.motion_now() {
+                    continue;
+                }
+                if let Some((caps, frames)) = self.preroll.take() {
+                    writing = self.open_from(caps, frames);
+                }
+                continue;
+            }
+            if paused {
                 continue;
             }
             if !keyframe {
@@ -292,22 +307,65 @@ impl Worker {
                 }
                 continue;
             }
-            match self.open(frame_caps, buffer, came) {
-                Ok(w) => {
-                    writing = Some(w);
-                    if self.paused_until.take().is_some() {
-                        tracing::info!(camera = self.camera, "recording resumed");
-                        self.raise("recording-resumed", None);
-                    }
-                    self.set_state("recording", None);
-                    crate::metrics::get()
-                        .recording_paused
-                        .get_or_create(&self.label())
-                        .set(0);
-                }
-                Err(why) => self.pause(None, &why),
+            writing = self.open_from(
+                frame_caps,
+                vec![preroll::Held {
+                    buffer,
+                    keyframe,
+                    came,
+                }],
+            );
+        }
+    }
+
+    /// Opens a segment with `frames` (a keyframe first) written; `None` when it cannot be
+    /// (recording pauses).
+    fn open_from(&mut self, caps: gst::Caps, frames: Vec<preroll::Held>) -> Option<Writing> {
+        let mut frames = frames.into_iter();
+        let first = frames.next()?;
+        let mut w = match self.open(caps, first.buffer, first.came) {
+            Ok(w) => w,
+            Err(why) => {
+                self.pause(None, &why);
+                return None;
+            }
+        };
+        for frame in frames {
+            if let Err(why) = w.write_previous(frame.came, frame.buffer) {
+                self.pause(Some(w), &why);
+                return None;
             }
         }
+        if self.paused_until.take().is_some() {
+            tracing::info!(camera = self.camera, "recording resumed");
+            self.raise("recording-resumed", None);
+        }
+        self.set_state("recording", None);
+        crate::metrics::get()
+            .recording_paused
+            .get_or_create(&self.label())
+            .set(0);
+        Some(w)
+    }
+
+    /// Motion on the camera now (as its watcher sees it).
+    fn motion_now(&self) -> bool {
+        self.motions
+            .as_ref()
+            .and_then(|m| m.state(&self.camera))
+            .is_some_and(|state| state.active)
+    }
+
+    /// In `mode = "motion"`: whether the motion has been over for `post`.
+    fn motion_over(&self, w: &mut Writing) -> bool {
+        let Some(motion) = self.settings.motion else {
+            return false;
+        };
+        if self.motion_now() {
+            w.still_since = None;
+            return false;
+        }
+        w.still_since.get_or_insert_with(Instant::now).elapsed() >= motion.post
     }
 
     /// Opens a segment that starts with this keyframe; retention runs first.
@@ -347,6 +405,7 @@ impl Worker {
             asked_at: None,
             progress_at: Instant::now(),
             bytes_counted: 0,
+            still_since: None,
         })
     }
 
@@ -470,62 +529,6 @@ impl Worker {
         while !self.stopped() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
         }
-    }
-}
-
-impl Writing {
-    /// Writes the frame before this one (now that its length is known) and keeps this one.
-    fn write_previous(&mut self, came: Instant, buffer: gst::Buffer) -> Result<(), String> {
-        if let Some((previous, previous_came)) = self.last.take() {
-            let length = came.saturating_duration_since(previous_came);
-            if !length.is_zero() {
-                self.frame_interval = length;
-            }
-            let pts = previous_came.saturating_duration_since(self.started);
-            self.writer()?.push(previous, pts, length)?;
-        }
-        self.last = Some((buffer, came));
-        Ok(())
-    }
-
-    fn write_last(&mut self, end: Instant) -> Result<(), String> {
-        if let Some((previous, previous_came)) = self.last.take() {
-            let pts = previous_came.saturating_duration_since(self.started);
-            self.writer()?
-                .push(previous, pts, end.saturating_duration_since(previous_came))?;
-        }
-        Ok(())
-    }
-
-    fn writer(&self) -> Result<&SegmentWriter, String> {
-        self.writer
-            .as_ref()
-            .ok_or_else(|| "the segment was closed".to_string())
-    }
-
-    /// Tells the index (and the metrics) how far the segment got, once a [`PROGRESS`].
-    fn progress(&mut self, store: &Store, camera: &str) {
-        if self.progress_at.elapsed() < PROGRESS {
-            return;
-        }
-        self.progress_at = Instant::now();
-        if let Some((_, came)) = &self.last {
-            self.segment.duration = came.saturating_duration_since(self.started);
-        }
-        self.segment.bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        self.count_bytes(camera);
-        store.writing(self.segment.clone());
-    }
-
-    fn count_bytes(&mut self, camera: &str) {
-        let new = self.segment.bytes.saturating_sub(self.bytes_counted);
-        self.bytes_counted = self.segment.bytes;
-        crate::metrics::get()
-            .recording_bytes
-            .get_or_create(&crate::metrics::CameraLabel {
-                camera: camera.to_string(),
-            })
-            .inc_by(new);
     }
 }
 

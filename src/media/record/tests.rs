@@ -136,3 +136,69 @@ fn ids_are_a_camera_and_a_utc_time_and_nothing_else() {
         assert!(SegmentId::parse(bad).is_none(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_preroll_keeps_pre_back_from_a_keyframe_and_stays_bounded() {
+    use super::preroll::{Held, Preroll};
+    gst::init().expect("gst");
+    let caps = gst::Caps::builder("video/x-h264").build();
+    let t0 = std::time::Instant::now();
+    let mut preroll = Preroll::default();
+    // 30 fps, a keyframe every 60 frames (2 s), 10 s of it; 3 s wanted.
+    for i in 0..300u64 {
+        let frame = Held {
+            buffer: gst::Buffer::with_size(1000).expect("buffer"),
+            keyframe: i % 60 == 0,
+            came: t0 + Duration::from_millis(i * 1000 / 30),
+        };
+        preroll.push(&caps, frame, Duration::from_secs(3));
+    }
+    let kept = preroll.kept();
+    let now = t0 + Duration::from_millis(299 * 1000 / 30);
+    let (first_key, first_came) = kept[0];
+    assert!(first_key, "from a keyframe");
+    let back = now - first_came;
+    assert!(back >= Duration::from_secs(3), "{back:?}");
+    assert!(
+        back <= Duration::from_secs(5),
+        "no more than a keyframe interval more: {back:?}"
+    );
+    // Frames before the first keyframe are not kept; other caps start it over.
+    let mut fresh = Preroll::default();
+    fresh.push(
+        &caps,
+        Held {
+            buffer: gst::Buffer::with_size(10).expect("buffer"),
+            keyframe: false,
+            came: t0,
+        },
+        Duration::from_secs(3),
+    );
+    assert!(fresh.kept().is_empty());
+    let other = gst::Caps::builder("video/x-h264")
+        .field("width", 640)
+        .build();
+    preroll.push(
+        &other,
+        Held {
+            buffer: gst::Buffer::with_size(10).expect("buffer"),
+            keyframe: true,
+            came: now,
+        },
+        Duration::from_secs(3),
+    );
+    assert_eq!(preroll.kept().len(), 1);
+    let (taken_caps, frames) = preroll.take().expect("taken");
+    assert_eq!((taken_caps, frames.len()), (other, 1));
+    // An encoder that never makes another keyframe: bounded, not a minute and more of it.
+    let mut endless = Preroll::default();
+    for i in 0..5000u64 {
+        let frame = Held {
+            buffer: gst::Buffer::with_size(100).expect("buffer"),
+            keyframe: i == 0,
+            came: t0 + Duration::from_millis(i * 33),
+        };
+        endless.push(&caps, frame, Duration::from_secs(3));
+    }
+    assert!(endless.kept().len() <= 1800, "{}", endless.kept().len());
+}

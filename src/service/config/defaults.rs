@@ -116,3 +116,11 @@ pub fn segment_secs() -> u64 {
 pub fn min_free_mb() -> u64 {
     500
 }
+
+pub fn pre_secs() -> u64 {
+    5
+}
+
+pub fn post_secs() -> u64 {
+    10
+}

@@ -175,6 +175,12 @@ pub struct RecordingConfig {
     /// The oldest segments are deleted while the disk has less than this free (MiB).
     #[serde(default = "defaults::min_free_mb")]
     pub min_free_mb: u64,
+    /// `mode = "motion"`: seconds kept before a motion (from the keyframe that far back).
+    #[serde(default = "defaults::pre_secs")]
+    pub pre_secs: u64,
+    /// `mode = "motion"`: seconds kept after a motion ended.
+    #[serde(default = "defaults::post_secs")]
+    pub post_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -182,6 +188,9 @@ pub struct RecordingConfig {
 pub enum RecordingMode {
     #[default]
     Continuous,
+    /// Only while a camera's motion lasts (`[camera.motion]` enabled), with `pre_secs` and
+    /// `post_secs` around it.
+    Motion,
     Off,
 }
 

@@ -184,6 +184,12 @@ impl super::RecordingConfig {
         if !(2..=3600).contains(&self.segment_secs) {
             out.push("recording.segment_secs: between 2 and 3600".into());
         }
+        if self.pre_secs > 30 {
+            out.push("recording.pre_secs: at most 30".into());
+        }
+        if self.post_secs > 600 {
+            out.push("recording.post_secs: at most 600".into());
+        }
         if self.keep_days == Some(0) {
             out.push("recording.keep_days: at least 1 (or leave it out)".into());
         }
