@@ -12,6 +12,7 @@ mod echo_alone;
 mod first_frame;
 mod harness;
 mod keyframe;
+mod motion;
 mod near_end;
 mod networks;
 mod players;
@@ -112,6 +113,10 @@ struct Args {
     /// Only recording's cost: a 720p30 H.264 camera with recording off and on.
     #[arg(long)]
     recording_only: bool,
+    /// Only motion detection: its cost (a 720p30 camera, the watch off and on) and the
+    /// picture moving → `motion-start` (`--calls` times, 10 at most).
+    #[arg(long)]
+    motion_only: bool,
     /// Messages routed one at a time for the relay routing latency.
     #[arg(long, default_value_t = 10_000)]
     routed_messages: usize,
@@ -153,6 +158,7 @@ struct Report {
     echo: echo::Echo,
     cameras: Option<cameras::Result>,
     recording: Vec<recording::Row>,
+    motion: Option<motion::Result>,
     errors: Vec<String>,
 }
 
@@ -219,6 +225,11 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let window = Duration::from_secs(args.window);
         let result = cameras::measure(&dir, window, args.calls.clamp(1, 5)).await?;
         return show(&dir, "cameras.md", &cameras::markdown(&result));
+    }
+    if args.motion_only {
+        let window = Duration::from_secs(args.window);
+        let result = motion::measure(&dir, window, args.calls.clamp(1, 10)).await?;
+        return show(&dir, "motion.md", &motion::markdown(&result));
     }
     if args.recording_only {
         let rows = recording::measure(&dir, Duration::from_secs(args.window)).await?;
@@ -400,6 +411,11 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         match recording::measure(&dir, window).await {
             Ok(rows) => report.recording = rows,
             Err(e) => report.errors.push(note("recording", e)),
+        }
+        eprintln!("motion: its cost, and the picture moving → motion-start");
+        match motion::measure(&dir, window, 5).await {
+            Ok(result) => report.motion = Some(result),
+            Err(e) => report.errors.push(note("motion", e)),
         }
     }
     eprintln!("relay routing: one relay, two relays through Redis");

@@ -241,12 +241,13 @@ pub fn spawn_webrtcd(
     }
     let mut child = command
         .args(args)
-        .envs(env.iter().copied())
-        // The soak wants each call's end reason (one info line per call).
+        // The soak wants each call's end reason (one info line per call); a scenario may
+        // set its own.
         .env(
             "RUST_LOG",
             std::env::var("WEBRTCD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use crate::scenarios::Spread;
 use crate::{
-    Report, cameras, cluster, cold_page, echo, first_frame, keyframe, networks, players, recording,
-    ring,
+    Report, cameras, cluster, cold_page, echo, first_frame, keyframe, motion, networks, players,
+    recording, ring,
 };
 
 /// One `| what | median | p95 | range | samples |` row (dashes when nothing was measured).
@@ -36,6 +36,7 @@ pub fn markdown(r: &Report) -> String {
         (!r.echo.rooms.is_empty()).then(|| echo::markdown(&r.echo)),
         r.cameras.as_ref().map(cameras::markdown),
         (!r.recording.is_empty()).then(|| recording::markdown(&r.recording)),
+        r.motion.as_ref().map(motion::markdown),
         r.routing.as_ref().map(cluster::markdown),
     ];
     for table in tables.into_iter().flatten() {
