@@ -162,7 +162,8 @@ pub fn scope_needed(method: &axum::http::Method, path: &str) -> Option<Scope> {
         || path == "/api/ice-servers"
         || path == "/api/snapshot.jpg"
         || path == "/api/cameras"
-        || (path.starts_with("/api/cameras/") && path.ends_with("/snapshot.jpg"))
+        || (path.starts_with("/api/cameras/")
+            && (path.ends_with("/snapshot.jpg") || path.ends_with("/playback")))
         || whep
         || (path.starts_with("/api/recordings") && method != axum::http::Method::DELETE)
     {

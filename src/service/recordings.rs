@@ -21,7 +21,12 @@ use super::config::{Config, RecordingMode};
 use super::http::error;
 use crate::media::cameras::Cameras;
 use crate::media::record::store::StoreError;
-use crate::media::record::{MotionMode, Recorders, Segment, Settings, Store};
+use crate::media::record::{MotionMode, Recorders, Segment, Settings, Store, splice};
+
+/// A playback lasts at most this long (its segments' boxes are read for each request).
+const MAX_PLAYBACK_SECS: f64 = 3600.0;
+/// A playback's body is read in pieces of at most this many bytes.
+const PLAYBACK_CHUNK: u64 = 1 << 20;
 
 /// A listing holds at most this many recordings (the oldest in the range first; ask again
 /// `from` the last one's end for more).
@@ -93,6 +98,7 @@ pub fn router(recorders: Option<Arc<Recorders>>) -> Router {
     Router::new()
         .route("/api/recordings", get(list))
         .route("/api/recordings/{id}", get(serve).delete(delete))
+        .route("/api/cameras/{camera}/playback", get(playback))
         .with_state(recorders)
 }
 
@@ -215,4 +221,110 @@ async fn delete(
         Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct PlaybackQuery {
+    start: String,
+    /// Seconds (default 600).
+    duration: Option<f64>,
+}
+
+/// `GET /api/cameras/{camera}/playback?start=…&duration=…`: the camera's recordings from
+/// `start` for `duration` seconds as one fragmented MP4 (whole segments, joined without
+/// re-encoding: `media::record::splice`), with `Range`.
+async fn playback(
+    State(recorders): State<Option<Arc<Recorders>>>,
+    Path(camera): Path<String>,
+    Query(query): Query<PlaybackQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(recorders) = recorders else {
+        return error(StatusCode::NOT_FOUND, "recording is off");
+    };
+    let Ok(start) = OffsetDateTime::parse(&query.start, &Rfc3339) else {
+        return error(StatusCode::BAD_REQUEST, "start: not an RFC 3339 time");
+    };
+    let seconds = query.duration.unwrap_or(600.0);
+    if !(seconds > 0.0 && seconds <= MAX_PLAYBACK_SECS) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "duration: seconds, more than 0 and at most 3600",
+        );
+    }
+    let end = start + Duration::from_secs_f64(seconds);
+    let store = Arc::clone(recorders.store());
+    let segments = store.list(Some(&camera), Some(start), Some(end));
+    if segments.is_empty() {
+        return error(StatusCode::NOT_FOUND, "no recording of that camera then");
+    }
+    let files: Vec<std::path::PathBuf> = segments.iter().map(|s| store.path_of(s)).collect();
+    let joined = match tokio::task::spawn_blocking(move || splice::join(&files)).await {
+        Ok(Ok(joined)) if joined.segments > 0 => joined,
+        Ok(Ok(_)) => return error(StatusCode::NOT_FOUND, "no playable recording then"),
+        Ok(Err(err)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    };
+    let total = joined.len;
+    let range = headers
+        .get(axum::http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|text| {
+            http_range_header::parse_range_header(text)
+                .and_then(|ranges| ranges.validate(total))
+                .ok()
+                .and_then(|ranges| ranges.into_iter().next())
+        });
+    let (status, from, to) = match range {
+        None => (StatusCode::OK, 0, total),
+        Some(Some(range)) => (StatusCode::PARTIAL_CONTENT, *range.start(), range.end() + 1),
+        Some(None) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(
+                    axum::http::header::CONTENT_RANGE,
+                    format!("bytes */{total}"),
+                )],
+            )
+                .into_response();
+        }
+    };
+    let pieces = Arc::new(joined.pieces);
+    let body = futures::stream::unfold(from, move |at| {
+        let pieces = Arc::clone(&pieces);
+        async move {
+            if at >= to {
+                return None;
+            }
+            let next = (at + PLAYBACK_CHUNK).min(to);
+            let read =
+                tokio::task::spawn_blocking(move || splice::read_range(&pieces, at..next)).await;
+            let chunk = match read {
+                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Err(err)) => Err(err),
+                Err(err) => Err(std::io::Error::other(err)),
+            };
+            Some((chunk, next))
+        }
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    let value = |text: String| {
+        axum::http::HeaderValue::from_str(&text).unwrap_or(axum::http::HeaderValue::from_static(""))
+    };
+    h.insert(axum::http::header::CONTENT_TYPE, value("video/mp4".into()));
+    h.insert(axum::http::header::ACCEPT_RANGES, value("bytes".into()));
+    h.insert(
+        axum::http::header::CONTENT_LENGTH,
+        value((to - from).to_string()),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            axum::http::header::CONTENT_RANGE,
+            value(format!("bytes {from}-{}/{total}", to - 1)),
+        );
+    }
+    h.insert("x-webrtcd-segments", value(format!("{}", joined.segments)));
+    response
 }

@@ -7,6 +7,7 @@ pub mod mp4;
 mod preroll;
 mod recorder;
 mod segment;
+pub mod splice;
 pub mod store;
 #[cfg(test)]
 mod tests;

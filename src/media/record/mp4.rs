@@ -103,7 +103,11 @@ pub fn scan_and_repair(file: &mut File) -> Result<Scanned, Mp4Error> {
 }
 
 /// A box's type, header length and size at `pos`; `None` if its header is cut off.
-fn box_header(file: &mut File, pos: u64, len: u64) -> io::Result<Option<([u8; 4], u64, u64)>> {
+pub(super) fn box_header(
+    file: &mut File,
+    pos: u64,
+    len: u64,
+) -> io::Result<Option<([u8; 4], u64, u64)>> {
     if pos + 8 > len {
         return Ok(None);
     }
@@ -132,7 +136,7 @@ fn box_header(file: &mut File, pos: u64, len: u64) -> io::Result<Option<([u8; 4]
     Ok(Some((kind, header, size)))
 }
 
-fn read_body(file: &mut File, at: u64, len: u64) -> Result<Vec<u8>, Mp4Error> {
+pub(super) fn read_body(file: &mut File, at: u64, len: u64) -> Result<Vec<u8>, Mp4Error> {
     if len > MAX_HEADER_BOX {
         return Err(Mp4Error::Format("header box too large"));
     }
@@ -143,7 +147,7 @@ fn read_body(file: &mut File, at: u64, len: u64) -> Result<Vec<u8>, Mp4Error> {
 }
 
 /// Child boxes of a box's body: (type, body).
-fn children(body: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(super) fn children(body: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut rest = body;
     std::iter::from_fn(move || {
         if rest.len() < 8 {
@@ -159,16 +163,16 @@ fn children(body: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-fn child<'a>(body: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+pub(super) fn child<'a>(body: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     children(body).find(|(k, _)| *k == kind).map(|(_, b)| b)
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn be32(b: &[u8], at: usize) -> Option<u32> {
     let bytes = b.get(at..at + 4)?;
     Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
-fn be64(b: &[u8], at: usize) -> Option<u64> {
+pub(super) fn be64(b: &[u8], at: usize) -> Option<u64> {
     let bytes = b.get(at..at + 8)?;
     let mut out = [0u8; 8];
     out.copy_from_slice(bytes);

@@ -217,7 +217,8 @@ impl Store {
         Some((segment, path))
     }
 
-    fn path_of(&self, segment: &Segment) -> PathBuf {
+    /// Where a segment's file is.
+    pub fn path_of(&self, segment: &Segment) -> PathBuf {
         self.root.join(&segment.camera).join(format!(
             "{}.{}",
             segment.id,

@@ -11,9 +11,13 @@ use super::store::SegmentId;
 
 /// A fragmented MP4 of `frames` at 30 fps, as a segment is written.
 fn write_segment(path: &std::path::Path, frames: u32) {
+    write_sized_segment(path, frames, 160);
+}
+
+fn write_sized_segment(path: &std::path::Path, frames: u32, width: u32) {
     gst::init().expect("gst");
     let launch = format!(
-        "videotestsrc num-buffers={frames} ! video/x-raw,width=160,height=120,framerate=30/1 \
+        "videotestsrc num-buffers={frames} ! video/x-raw,width={width},height=120,framerate=30/1 \
          ! x264enc key-int-max=30 ! h264parse ! mp4mux fragment-duration=1000 \
          ! filesink location={}",
         path.display()
@@ -201,4 +205,37 @@ fn the_preroll_keeps_pre_back_from_a_keyframe_and_stays_bounded() {
         endless.push(&caps, frame, Duration::from_secs(3));
     }
     assert!(endless.kept().len() <= 1800, "{}", endless.kept().len());
+}
+
+#[test]
+fn segments_join_into_one_file_until_one_differs() {
+    use super::splice::{join, read_range};
+    let (a, b, c) = (temp("join-a.mp4"), temp("join-b.mp4"), temp("join-c.mp4"));
+    write_segment(&a, 60);
+    write_segment(&b, 45);
+    write_sized_segment(&c, 30, 320);
+    let joined = join(&[a.clone(), b.clone(), c.clone()]).expect("joined");
+    assert_eq!(joined.segments, 2, "the third has another picture size");
+    assert!(
+        (joined.duration.as_secs_f64() - 3.5).abs() < 0.05,
+        "{:?}",
+        joined.duration
+    );
+    let bytes = read_range(&joined.pieces, 0..joined.len).expect("read");
+    assert_eq!(bytes.len() as u64, joined.len);
+    let out = temp("joined.mp4");
+    std::fs::write(&out, &bytes).expect("write");
+    // Read back as any segment is: the whole length, nothing torn.
+    let scanned = scan_and_repair(&mut open(&out)).expect("scan");
+    assert!(!scanned.repaired);
+    assert!(
+        (scanned.duration.as_secs_f64() - 3.5).abs() < 0.05,
+        "{scanned:?}"
+    );
+    // A range is the same bytes as the whole file's.
+    let part = read_range(&joined.pieces, 1000..5000).expect("range");
+    assert_eq!(part, bytes[1000..5000].to_vec());
+    // Nothing to join.
+    let none = join(&[c]).expect("one");
+    assert_eq!(none.segments, 1);
 }
