@@ -28,7 +28,7 @@ pub enum Piece {
 }
 
 impl Piece {
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         match self {
             Piece::Bytes(bytes) => bytes.len() as u64,
             Piece::File { len, .. } => *len,
@@ -124,10 +124,10 @@ pub fn join(files: &[PathBuf]) -> Result<Joined, Mp4Error> {
         if !same || header.as_ref().is_none_or(|(_, known)| known.is_empty()) {
             break;
         }
-        if joined == 0 {
-            if let Some((bytes, _)) = &header {
-                pieces.push(Piece::Bytes(bytes.clone()));
-            }
+        if joined == 0
+            && let Some((bytes, _)) = &header
+        {
+            pieces.push(Piece::Bytes(bytes.clone()));
         }
         pieces.extend(fragments);
         for (track, end) in ends {
@@ -146,7 +146,7 @@ pub fn join(files: &[PathBuf]) -> Result<Joined, Mp4Error> {
     if let Some(Piece::Bytes(head)) = pieces.first_mut() {
         set_mehd(head, duration);
     }
-    let len = pieces.iter().map(Piece::len).sum();
+    let len = pieces.iter().map(Piece::size).sum();
     Ok(Joined {
         pieces,
         len,
@@ -368,7 +368,7 @@ pub fn read_range(pieces: &[Piece], range: std::ops::Range<u64>) -> std::io::Res
     let mut out = Vec::with_capacity((range.end - range.start) as usize);
     let mut at = 0u64;
     for piece in pieces {
-        let (start, end) = (at, at + piece.len());
+        let (start, end) = (at, at + piece.size());
         at = end;
         if end <= range.start || start >= range.end {
             continue;
