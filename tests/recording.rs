@@ -295,6 +295,7 @@ netns_test!(
         let before = "/api/cameras/rec-segments/playback?start=2020-01-01T00:00:00Z&duration=60";
         assert_eq!(as_viewer(&daemon, "GET", before, &[]).await.status, 404);
         chromium_plays(&daemon, &format!("{playback}&token={VIEW}"), listed_sum).await;
+        page_plays_from_its_timeline(&daemon, segments.len()).await;
         // Ids reach no other file.
         for hostile in [
             "/api/recordings/..%2F..%2Fidentity",
@@ -326,6 +327,69 @@ netns_test!(
         assert!(!std::path::Path::new(&file_of(&daemon, &state, first)).exists());
     }
 );
+
+/// The page shows today's recordings on its timeline; a click on one plays from there.
+async fn page_plays_from_its_timeline(daemon: &Proc, at_least: usize) {
+    let chrome = common::browser::Driven::start().await;
+    chrome
+        .open(&format!("http://{}/?token={VIEW}", daemon.addr))
+        .await;
+    let shown = wait_for("the timeline", Duration::from_secs(20), || async {
+        let v = chrome
+            .script(
+                "const s = document.getElementById('recordings'); \
+                 return {hidden: s.hidden, recs: document.querySelectorAll('#rec-timeline .rec').length, \
+                 summary: document.getElementById('rec-summary').textContent, \
+                 camera: document.getElementById('rec-camera').value, \
+                 state: document.getElementById('rec-state').textContent};",
+            )
+            .await;
+        (v["hidden"] == false && v["recs"].as_u64() >= Some(at_least as u64)).then_some(v)
+    })
+    .await;
+    eprintln!("the page's timeline: {shown}");
+    assert_eq!(shown["camera"], "rec-segments", "{shown}");
+    assert_eq!(shown["state"], "recording", "{shown}");
+    // A click where the first recording is (a few pixels of a day: clicked at its centre).
+    chrome
+        .script(
+            "const r = document.querySelector('#rec-timeline .rec').getBoundingClientRect(); \
+             document.getElementById('rec-timeline').dispatchEvent(new MouseEvent('click', \
+             {bubbles: true, clientX: r.left + r.width / 2, clientY: r.top + r.height / 2})); \
+             return true;",
+        )
+        .await;
+    let playing = wait_for(
+        "the clicked recording to play",
+        Duration::from_secs(20),
+        || async {
+            let v = chrome
+                .script(
+                    "const v = document.getElementById('rec-video'); \
+                 return {hidden: v.hidden, t: v.currentTime, src: v.src, \
+                 frames: v.getVideoPlaybackQuality().totalVideoFrames, \
+                 error: v.error ? String(v.error.code) : null};",
+                )
+                .await;
+            assert!(v["error"].is_null(), "{v}");
+            (v["hidden"] == false && v["t"].as_f64() > Some(1.0) && v["frames"].as_u64() > Some(20))
+                .then_some(v)
+        },
+    )
+    .await;
+    eprintln!("played from the timeline: {playing}");
+    chrome
+        .script("document.getElementById('recordings').scrollIntoView(); return true;")
+        .await;
+    let png = chrome.screenshot().await;
+    std::fs::write(artifacts_dir().join("page-recordings.png"), &png).expect("screenshot");
+    assert!(
+        playing["src"]
+            .as_str()
+            .is_some_and(|s| s.contains("/playback?")),
+        "{playing}"
+    );
+}
 
 /// A `<video>` on the daemon's page plays `src` (`duration` seconds long) to its end: its
 /// time advances and frames are decoded; then it seeks back and plays from there.

@@ -136,6 +136,7 @@ pub fn daemon_router(
         .route("/", get(page))
         .route("/app.js", get(script))
         .route("/cameras.js", get(cameras_script))
+        .route("/recordings.js", get(recordings_script))
         .route("/style.css", get(style))
         .with_state(state)
         .merge(cameras)
@@ -148,7 +149,13 @@ pub fn daemon_router(
 
 /// The page and its script and style are public (they hold no data); the page passes its
 /// token on to `/signaling`.
-const PUBLIC: [&str; 4] = ["/", "/app.js", "/cameras.js", "/style.css"];
+const PUBLIC: [&str; 5] = [
+    "/",
+    "/app.js",
+    "/cameras.js",
+    "/recordings.js",
+    "/style.css",
+];
 
 /// The scope a request needs; `None`: public. A CORS preflight carries no token: WHEP's is
 /// public (it says only which methods and headers the routes take, and STUN servers).
@@ -257,6 +264,17 @@ async fn script(State(state): State<DaemonState>) -> Response {
 async fn cameras_script(State(state): State<DaemonState>) -> Response {
     let js = include_str!("../../web/cameras.js");
     web_file(&state, "cameras.js", js, "text/javascript; charset=utf-8").await
+}
+
+async fn recordings_script(State(state): State<DaemonState>) -> Response {
+    let js = include_str!("../../web/recordings.js");
+    web_file(
+        &state,
+        "recordings.js",
+        js,
+        "text/javascript; charset=utf-8",
+    )
+    .await
 }
 
 async fn style(State(state): State<DaemonState>) -> Response {

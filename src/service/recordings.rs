@@ -172,6 +172,7 @@ async fn list(
     let mut segments = recorders.store().list(query.camera.as_deref(), from, to);
     let more = segments.len() > MAX_LISTED;
     segments.truncate(MAX_LISTED);
+    let motion = motions_between(&recorders, query.camera.as_deref(), from, to);
     let recorders: Vec<Recorder> = recorders
         .states()
         .into_iter()
@@ -182,8 +183,41 @@ async fn list(
         "recorders": recorders,
         "recordings": segments.into_iter().map(listed).collect::<Vec<_>>(),
         "more": more,
+        "motion": motion,
     }))
     .into_response()
+}
+
+/// The motions the watchers remember (since the daemon started) of `camera` (any: `None`)
+/// overlapping `from`..`to`: `{"camera", "start", "end"}` (`end` null while it goes on).
+fn motions_between(
+    recorders: &Recorders,
+    camera: Option<&str>,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+) -> Vec<serde_json::Value> {
+    let Some(motions) = recorders.motions() else {
+        return Vec::new();
+    };
+    let at = |ms: u64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+    motions
+        .history()
+        .into_iter()
+        .filter(|(name, _, _)| camera.is_none_or(|c| c == name))
+        .filter_map(|(name, start, end)| {
+            let (start, end) = (at(start)?, end.and_then(at));
+            let overlaps = from.is_none_or(|from| end.is_none_or(|end| end >= from))
+                && to.is_none_or(|to| start <= to);
+            overlaps.then(|| {
+                serde_json::json!({
+                    "camera": name,
+                    "start": rfc3339(start),
+                    "end": end.map(rfc3339),
+                })
+            })
+        })
+        .take(MAX_LISTED)
+        .collect()
 }
 
 /// The file, with `Range` and `If-Modified-Since` (tower-http's `ServeFile`).

@@ -83,6 +83,22 @@ impl Motions {
         lock(&self.running).get(camera).map(Watcher::state)
     }
 
+    /// Each watched camera's motions since it was first watched (the newest 512; not kept
+    /// across restarts): (camera, start, end — none while it goes on), in milliseconds since
+    /// the Unix epoch.
+    pub fn history(&self) -> Vec<(String, u64, Option<u64>)> {
+        let mut all: Vec<(String, u64, Option<u64>)> = lock(&self.running)
+            .iter()
+            .flat_map(|(name, w)| {
+                w.history()
+                    .into_iter()
+                    .map(move |(start, end)| (name.clone(), start, end))
+            })
+            .collect();
+        all.sort_by_key(|m| m.1);
+        all
+    }
+
     pub fn stop_all(&self) {
         let all: Vec<Watcher> = lock(&self.running).drain().map(|(_, w)| w).collect();
         for watcher in all {

@@ -21,6 +21,9 @@ use crate::media::profile::MotionSettings;
 use crate::media::shared::Warm;
 use crate::sync::lock;
 
+/// Motions kept per camera for the page's timeline (the newest; a day of a busy street).
+const HISTORY: usize = 512;
+
 /// Looks at most this often.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// The thread checks the camera, the pad and the time this often.
@@ -44,6 +47,8 @@ struct Shared {
     detector: Mutex<Detector>,
     last_look: Mutex<Option<Instant>>,
     state: Mutex<MotionState>,
+    /// Motions (start, end: none while it goes on), in milliseconds since the Unix epoch.
+    history: Mutex<std::collections::VecDeque<(u64, Option<u64>)>>,
     on_event: OnCameraEvent,
 }
 
@@ -58,11 +63,19 @@ impl Shared {
                 Change::Start => {
                     state.active = true;
                     state.last_start_ms = Some(now_ms);
+                    let mut history = lock(&self.history);
+                    if history.len() >= HISTORY {
+                        history.pop_front();
+                    }
+                    history.push_back((now_ms, None));
                     "motion-start"
                 }
                 Change::End => {
                     state.active = false;
                     state.last_end_ms = Some(now_ms);
+                    if let Some(last) = lock(&self.history).back_mut() {
+                        last.1.get_or_insert(now_ms);
+                    }
                     "motion-end"
                 }
             }
@@ -131,6 +144,7 @@ impl Watcher {
             detector: Mutex::new(Detector::new(&settings)),
             last_look: Mutex::new(None),
             state: Mutex::default(),
+            history: Mutex::default(),
             on_event: Arc::clone(on_event),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -153,6 +167,11 @@ impl Watcher {
 
     pub fn state(&self) -> MotionState {
         lock(&self.shared.state).clone()
+    }
+
+    /// The motions kept (start, end), oldest first.
+    pub fn history(&self) -> Vec<(u64, Option<u64>)> {
+        lock(&self.shared.history).iter().copied().collect()
     }
 
     pub fn stop(mut self) {

@@ -87,6 +87,10 @@ impl Recorders {
         &self.store
     }
 
+    pub fn motions(&self) -> Option<&Arc<Motions>> {
+        self.motions.as_ref()
+    }
+
     /// After a reload: recorders for cameras that came, none for those that went (blocking:
     /// a stopped recorder writes its segment's end).
     pub fn sync(&self) {
