@@ -67,6 +67,36 @@ async fn status_of(p: &Proc) -> Value {
     serde_json::from_str(&text).expect("JSON")
 }
 
+/// `/api/events` (admin token), read raw as it comes (60 s at most), into a shared string.
+async fn admin_events(daemon: &Proc) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(&daemon.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Accept: text/event-stream\r\n\r\n",
+        daemon.addr
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut t) = sink.lock() {
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    text
+}
+
 /// A request with the view token.
 async fn as_viewer(
     p: &Proc,
@@ -510,6 +540,7 @@ netns_test!(
             &profile,
             &format!("path = '{dir}'\nsegment_secs = 2\nmin_free_mb = 3"),
         );
+        let events = admin_events(&daemon).await;
         let seconds_watched = 40;
         let viewer = aiortc::spawn(
             "rec-disk-viewer",
@@ -595,6 +626,13 @@ netns_test!(
             metric_of(&daemon, "webrtcd_recording_paused", "camera=").await,
             0
         );
+        // Said on /api/events (and so to hooks) too.
+        let said = events.lock().map(|t| t.clone()).unwrap_or_default();
+        assert!(
+            said.contains("event: recording-paused") && said.contains("No space left"),
+            "{said}"
+        );
+        assert!(said.contains("event: recording-resumed"), "{said}");
         let report = aiortc::finished(viewer, &daemon).await;
         eprintln!("viewer over {:?}: {report}", started.elapsed());
         let fps = report["recent_fps"].as_f64().unwrap_or(0.0);
