@@ -18,13 +18,20 @@ use common::*;
 use serde_json::Value;
 
 /// A camera of `pattern` (`ball`: moving; `snow`: as many bits as it is allowed) in H.264.
-fn camera_profile(name: &str, pattern: &str, kbps: u32) -> std::path::PathBuf {
+/// With `audio`, a test tone in Opus too.
+fn camera_profile(name: &str, pattern: &str, kbps: u32, audio: bool) -> std::path::PathBuf {
+    let audio = if audio {
+        "[audio]\nsource = 'test'\ncodecs = ['opus']\n"
+    } else {
+        ""
+    };
     write_profile(
         name,
         &format!(
             "name = '{name}'\nlinger_ms = 500\n[video]\nsource = 'launch'\n\
              launch = 'videotestsrc is-live=true pattern={pattern}'\n\
-             width = 640\nheight = 360\nframerate = 30\ncodecs = ['h264']\nbitrate_kbps = {kbps}\n"
+             width = 640\nheight = 360\nframerate = 30\ncodecs = ['h264']\nbitrate_kbps = {kbps}\n\
+             {audio}"
         ),
     )
 }
@@ -149,7 +156,7 @@ fn file_of(p: &Proc, state: &str, v: &Value) -> String {
     )
 }
 
-/// ffprobe's codec and duration of a file.
+/// ffprobe's codecs (`h264,opus`) and the video's duration.
 async fn probe(file: &str) -> (String, f64) {
     let (ok, out) = run_tool(
         "ffprobe",
@@ -157,9 +164,9 @@ async fn probe(file: &str) -> (String, f64) {
             "-v",
             "error",
             "-show_entries",
-            "stream=codec_name:format=duration",
+            "stream=codec_name,duration",
             "-of",
-            "default=nw=1",
+            "csv=p=0",
             file,
         ]
         .iter()
@@ -169,16 +176,16 @@ async fn probe(file: &str) -> (String, f64) {
     )
     .await;
     assert!(ok, "ffprobe {file}: {out}");
-    let field = |key: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_default()
-            .to_string()
-    };
-    (
-        field("codec_name"),
-        field("duration").parse().unwrap_or(-1.0),
-    )
+    let streams: Vec<(&str, f64)> = out
+        .lines()
+        .filter_map(|l| {
+            let (codec, duration) = l.split_once(',')?;
+            Some((codec, duration.trim().parse().unwrap_or(-1.0)))
+        })
+        .collect();
+    let codecs: Vec<&str> = streams.iter().map(|s| s.0).collect();
+    let video = streams.iter().find(|s| s.0 == "h264").map_or(-1.0, |s| s.1);
+    (codecs.join(","), video)
 }
 
 /// ffmpeg decodes every frame of `file` without one error; returns the frames decoded.
@@ -211,7 +218,7 @@ netns_test!(
     segments_are_as_long_as_asked_and_follow_one_another,
     Net::LoopbackOnly,
     {
-        let profile = camera_profile("rec-segments", "ball", 800);
+        let profile = camera_profile("rec-segments", "ball", 800, true);
         let state = format!("{}/recordings", state_dir("rec-segments").display());
         let _ = std::fs::remove_dir_all(&state);
         let daemon = recorder("rec-segments", &profile, "segment_secs = 3");
@@ -225,10 +232,20 @@ netns_test!(
         )
         .await;
         let segments = finished(&done);
-        // The recorder is the stream's one subscriber: no encoder of its own.
-        let streams = status_of(&daemon).await["shared_streams"].clone();
-        assert_eq!(streams.as_array().map(Vec::len), Some(1), "{streams}");
-        assert_eq!(streams[0]["codec"], "h264", "{streams}");
+        // The recorder is the streams' one subscriber: no encoder of its own.
+        let status = status_of(&daemon).await;
+        let streams = status["shared_streams"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let codecs: Vec<&str> = streams.iter().filter_map(|s| s["codec"].as_str()).collect();
+        assert_eq!(codecs.len(), 2, "{status}");
+        assert!(
+            codecs.contains(&"h264") && codecs.contains(&"opus"),
+            "{status}"
+        );
+        assert!(streams.iter().all(|s| s["subscribers"] == 1), "{status}");
+        assert_eq!(status["encoders"]["video"], 1, "{status}");
         assert_eq!(
             metric_of(&daemon, "webrtcd_recording_segments_total", "").await as usize,
             segments.len(),
@@ -243,7 +260,7 @@ netns_test!(
                 segment["id"],
                 seconds(segment)
             );
-            assert_eq!(codec, "h264", "{file}");
+            assert_eq!(codec, "h264,opus", "{file}: video and the microphone");
             assert!((duration - 3.0).abs() <= 0.5, "{file}: {duration} s");
             assert!(
                 (duration - seconds(segment)).abs() <= 0.02,
@@ -470,7 +487,7 @@ netns_test!(
     a_kill_9_loses_at_most_two_seconds_and_recording_goes_on,
     Net::LoopbackOnly,
     {
-        let profile = camera_profile("rec-kill", "ball", 800);
+        let profile = camera_profile("rec-kill", "ball", 800, true);
         let state = format!("{}/recordings", state_dir("rec-kill").display());
         let _ = std::fs::remove_dir_all(&state);
         let mut daemon = recorder("rec-kill", &profile, "segment_secs = 8");
@@ -505,7 +522,7 @@ netns_test!(
             "{kept} s kept of {written} s written"
         );
         let (codec, duration) = probe(&file).await;
-        assert_eq!(codec, "h264");
+        assert_eq!(codec, "h264,opus");
         assert!(
             (duration - kept).abs() <= 0.05,
             "ffprobe {duration} s, listed {kept} s"
@@ -534,7 +551,7 @@ netns_test!(
             .status()
             .is_ok_and(|s| s.success());
         assert!(mounted, "mount a tmpfs on {dir}");
-        let profile = camera_profile(name, "snow", 1500);
+        let profile = camera_profile(name, "snow", 1500, false);
         let daemon = recorder(
             name,
             &profile,

@@ -4,16 +4,20 @@
 // Loaded after app.js, whose globals it uses ($, token).
 "use strict";
 
-const day = { start: 0, recordings: [], camera: "" };
-const DAY_MS = 86400000;
+const day = { start: 0, end: 0, recordings: [], camera: "", asked: 0 };
+// Pages of a day's listing fetched at most (2000 recordings each).
+const MAX_PAGES = 20;
 
 function authHeaders() {
   return token ? { Authorization: "Bearer " + token } : {};
 }
 
-function localMidnight(dateText) {
+// The local day of `dateText`: from its midnight to the next (23 or 25 hours on the days
+// clocks change).
+function setDay(dateText) {
   const [y, m, d] = dateText.split("-").map(Number);
-  return new Date(y, m - 1, d).getTime();
+  day.start = new Date(y, m - 1, d).getTime();
+  day.end = new Date(y, m - 1, d + 1).getTime();
 }
 
 function isoDate(ms) {
@@ -22,56 +26,63 @@ function isoDate(ms) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
 }
 
-async function loadRecordings() {
-  let listed;
-  const from = day.start, to = day.start + DAY_MS;
-  const query = new URLSearchParams({
-    from: new Date(from).toISOString(),
-    to: new Date(to).toISOString(),
-  });
+async function fetchPage(from, to) {
+  const query = new URLSearchParams({ from: new Date(from).toISOString(), to: new Date(to).toISOString() });
   if (day.camera) query.set("camera", day.camera);
   try {
     const r = await fetch("/api/recordings?" + query, { headers: authHeaders() });
-    if (!r.ok) return;
-    listed = await r.json();
-  } catch { return; }
-  if (!listed.recording) return;
+    return r.ok ? await r.json() : null;
+  } catch { return null; }
+}
+
+async function loadRecordings() {
+  // Only the latest request's answer is drawn (a camera or day changed meanwhile).
+  const asked = ++day.asked;
+  const first = await fetchPage(day.start, day.end);
+  if (asked !== day.asked || !first || !first.recording) return;
   $("recordings").hidden = false;
-  const cameraNames = (listed.recorders || []).map((r) => r.camera);
+  const cameraNames = (first.recorders || []).map((r) => r.camera);
   const select = $("rec-camera");
-  if (select.options.length !== cameraNames.length) {
+  const shown = [...select.options].map((o) => o.value);
+  if (shown.join("\n") !== cameraNames.join("\n")) {
     select.replaceChildren(...cameraNames.map((name) => {
       const o = document.createElement("option");
       o.value = name;
       o.textContent = name;
       return o;
     }));
-    if (!day.camera && cameraNames.length) {
-      day.camera = cameraNames[0];
-      return loadRecordings();
-    }
+  }
+  if (!cameraNames.includes(day.camera) && cameraNames.length) {
+    day.camera = cameraNames[0];
+    return loadRecordings();
   }
   select.value = day.camera;
-  const recorder = (listed.recorders || []).find((r) => r.camera === day.camera);
+  let listed = first.recordings || [];
+  // A busy day is listed in pages: the next from the last one's end.
+  let page = first;
+  for (let pages = 1; page.more && pages < MAX_PAGES && listed.length; pages++) {
+    page = await fetchPage(Date.parse(listed[listed.length - 1].end) + 1, day.end);
+    if (asked !== day.asked || !page) return;
+    listed = listed.concat(page.recordings || []);
+  }
+  const recorder = (first.recorders || []).find((r) => r.camera === day.camera);
   $("rec-state").textContent = recorder
     ? recorder.state + (recorder.reason ? ": " + recorder.reason : "")
     : "";
-  day.recordings = (listed.recordings || []).map((r) => ({
-    start: Date.parse(r.start), end: Date.parse(r.end), id: r.id,
-  }));
-  const motions = (listed.motion || []).map((m) => ({
+  day.recordings = listed.map((r) => ({ start: Date.parse(r.start), end: Date.parse(r.end), id: r.id }));
+  const motions = (first.motion || []).map((m) => ({
     start: Date.parse(m.start), end: m.end ? Date.parse(m.end) : Date.now(),
   }));
   drawTimeline(day.recordings, motions);
-  $("rec-summary").textContent =
-    `${day.recordings.length} recordings, ${motions.length} motions`;
+  $("rec-summary").textContent = `${day.recordings.length} recordings, ${motions.length} motions`;
 }
 
 function span(kind, start, end) {
   const el = document.createElement("span");
   el.className = kind;
-  const left = Math.max(0, (start - day.start) / DAY_MS) * 100;
-  const width = Math.max(0.15, ((Math.min(end, day.start + DAY_MS) - Math.max(start, day.start)) / DAY_MS) * 100);
+  const length = day.end - day.start;
+  const left = Math.max(0, (start - day.start) / length) * 100;
+  const width = Math.max(0.15, ((Math.min(end, day.end) - Math.max(start, day.start)) / length) * 100);
   el.style.left = left + "%";
   el.style.width = width + "%";
   return el;
@@ -89,7 +100,9 @@ function drawTimeline(recordings, motions) {
 // pixel of the day's line is a minute and more: a short recording is a few pixels wide).
 function playAt(ms) {
   const distance = (r) => (ms < r.start ? r.start - ms : ms > r.end ? ms - r.end : 0);
-  const at = day.recordings.reduce((best, r) => (!best || distance(r) < distance(best) ? r : best), null);
+  // A recording begun a moment ago has nothing to play yet.
+  const playable = day.recordings.filter((r) => r.end - r.start >= 1500);
+  const at = playable.reduce((best, r) => (!best || distance(r) < distance(best) ? r : best), null);
   if (!at) return;
   const from = Math.min(Math.max(ms, at.start), Math.max(at.start, at.end - 1000));
   const query = new URLSearchParams({ start: new Date(from).toISOString(), duration: "600" });
@@ -107,10 +120,10 @@ function playAt(ms) {
 function setUpRecordings() {
   const date = $("rec-date");
   date.value = isoDate(Date.now());
-  day.start = localMidnight(date.value);
+  setDay(date.value);
   date.addEventListener("change", () => {
     if (!date.value) return;
-    day.start = localMidnight(date.value);
+    setDay(date.value);
     loadRecordings();
   });
   $("rec-camera").addEventListener("change", (e) => {
@@ -120,7 +133,7 @@ function setUpRecordings() {
   $("rec-timeline").addEventListener("click", (e) => {
     const box = e.currentTarget.getBoundingClientRect();
     const share = (e.clientX - box.left) / box.width;
-    playAt(day.start + share * DAY_MS);
+    playAt(day.start + share * (day.end - day.start));
   });
   loadRecordings();
   // Today's timeline grows.

@@ -286,7 +286,9 @@ async fn playback(
             "duration: seconds, more than 0 and at most 3600",
         );
     }
-    let end = start + Duration::from_secs_f64(seconds);
+    let Some(end) = start.checked_add(time::Duration::seconds_f64(seconds)) else {
+        return error(StatusCode::BAD_REQUEST, "start: too far in the future");
+    };
     let store = Arc::clone(recorders.store());
     let segments = store.list(Some(&camera), Some(start), Some(end));
     if segments.is_empty() {
@@ -300,12 +302,15 @@ async fn playback(
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
     };
     let total = joined.len;
+    // A Range that does not parse (another unit, garbage) is ignored, as RFC 9110 says; one
+    // that parses but lies outside the file is answered 416. Several ranges: the first.
     let range = headers
         .get(axum::http::header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .map(|text| {
-            http_range_header::parse_range_header(text)
-                .and_then(|ranges| ranges.validate(total))
+        .and_then(|text| http_range_header::parse_range_header(text).ok())
+        .map(|ranges| {
+            ranges
+                .validate(total)
                 .ok()
                 .and_then(|ranges| ranges.into_iter().next())
         });

@@ -229,6 +229,11 @@ impl Looping {
         if let Some(mut held) = self.held.take() {
             held.detach();
         }
+        // No longer watched (motion turned off, the camera removed, shutdown): a motion going
+        // on is over, as far as anyone listening knows.
+        if lock(&self.shared.detector).active() {
+            self.shared.report(Change::End);
+        }
     }
 
     /// Follows the camera (replaced by a reload), its settings and its capture's pad.
@@ -241,8 +246,14 @@ impl Looping {
         };
         let settings = camera.profile.motion.clone().unwrap_or_default();
         if settings != self.settings {
-            *lock(&self.shared.detector) = Detector::new(&settings);
+            let was_active =
+                std::mem::replace(&mut *lock(&self.shared.detector), Detector::new(&settings))
+                    .active();
             self.settings = settings;
+            // A motion going on ends with the detector that saw it (the new one starts still).
+            if was_active {
+                self.shared.report(Change::End);
+            }
         }
         let replaced = self
             .held

@@ -23,6 +23,8 @@ pub struct Scanned {
     pub len: u64,
     /// Something torn was cut off.
     pub repaired: bool,
+    /// Its header lacked its duration (written now, when repairing).
+    pub header_missing: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,41 @@ pub enum Mp4Error {
 /// Reads `file`'s duration, cutting off a torn end and writing a missing duration into its
 /// header (the file must be open for writing).
 pub fn scan_and_repair(file: &mut File) -> Result<Scanned, Mp4Error> {
+    scan(file, true)
+}
+
+/// Whether `file` needs nothing done: its index (`mfra`) was written at its end, so it was
+/// finished and is whole, and its header says how long it is. Then its duration, from a few
+/// reads (not a walk of every fragment: a start with thousands of recordings).
+pub fn finished_duration(file: &mut File) -> Option<Duration> {
+    let len = file.metadata().ok()?.len();
+    // mfro, the last box: size 16, its version and flags, then the mfra's size.
+    let mut tail = [0u8; 16];
+    file.seek(SeekFrom::Start(len.checked_sub(16)?)).ok()?;
+    file.read_exact(&mut tail).ok()?;
+    if &tail[4..8] != b"mfro" {
+        return None;
+    }
+    let mut pos = 0;
+    while pos < len {
+        let (kind, header, size) = box_header(file, pos, len).ok()??;
+        let end = pos.checked_add(size).filter(|end| *end <= len)?;
+        if &kind == b"moov" {
+            let body = read_body(file, pos + header, size - header).ok()?;
+            let movie = Movie::parse(&body, pos + header).ok()?;
+            let mehd = movie.mehd?;
+            return (mehd.value > 0 && movie.movie_timescale > 0).then(|| {
+                Duration::from_secs_f64(mehd.value as f64 / f64::from(movie.movie_timescale))
+            });
+        }
+        pos = end;
+    }
+    None
+}
+
+/// [`scan_and_repair`], cutting and writing nothing unless `repair` (`repaired` then says
+/// what a repair would do).
+pub fn scan(file: &mut File, repair: bool) -> Result<Scanned, Mp4Error> {
     let len = file.metadata()?.len();
     let mut movie: Option<Movie> = None;
     let mut good = 0u64;
@@ -48,15 +85,15 @@ pub fn scan_and_repair(file: &mut File) -> Result<Scanned, Mp4Error> {
             torn = true;
             break;
         };
-        if pos + size > len {
+        let Some(end) = pos.checked_add(size).filter(|end| *end <= len) else {
             torn = true;
             break;
-        }
+        };
         match &kind {
             b"moov" => {
                 let body = read_body(file, pos + header, size - header)?;
                 movie = Some(Movie::parse(&body, pos + header)?);
-                good = pos + size;
+                good = end;
             }
             b"moof" => {
                 let movie = movie.as_ref().ok_or(Mp4Error::Format("moof before moov"))?;
@@ -64,17 +101,17 @@ pub fn scan_and_repair(file: &mut File) -> Result<Scanned, Mp4Error> {
                 pending_end = fragment_end(&body, movie);
             }
             b"mdat" => {
-                if let Some(end) = pending_end.take() {
-                    end_ticks = end_ticks.max(end);
+                if let Some(fragment_end) = pending_end.take() {
+                    end_ticks = end_ticks.max(fragment_end);
                 }
-                good = pos + size;
+                good = end;
             }
-            _ => good = pos + size,
+            _ => good = end,
         }
-        pos += size;
+        pos = end;
     }
     let movie = movie.ok_or(Mp4Error::Format("no moov"))?;
-    if torn || good < len {
+    if (torn || good < len) && repair {
         file.set_len(good)?;
     }
     let duration = if movie.timescale == 0 {
@@ -82,7 +119,9 @@ pub fn scan_and_repair(file: &mut File) -> Result<Scanned, Mp4Error> {
     } else {
         Duration::from_secs_f64(end_ticks as f64 / f64::from(movie.timescale))
     };
+    let missing = movie.mehd.is_some_and(|mehd| mehd.value == 0);
     if let Some(mehd) = movie.mehd
+        && repair
         && mehd.value == 0
         && movie.movie_timescale > 0
         && good >= mehd.offset + mehd.width
@@ -99,6 +138,7 @@ pub fn scan_and_repair(file: &mut File) -> Result<Scanned, Mp4Error> {
         duration,
         len: good,
         repaired: torn || good < len,
+        header_missing: missing,
     })
 }
 
@@ -274,52 +314,66 @@ fn fragment_end(moof: &[u8], movie: &Movie) -> Option<u64> {
         .filter(|(k, _)| *k == b"traf")
         .map(|(_, b)| b)
         .find(|traf| child(traf, b"tfhd").and_then(|t| be32(t, 4)) == Some(movie.track))?;
-    let tfhd = child(traf, b"tfhd")?;
-    let tfhd_flags = be32(tfhd, 0)? & 0x00ff_ffff;
-    // Optional fields in order: base-data-offset (8), sample-description-index (4), then
-    // default-sample-duration (4).
-    let mut at = 8;
-    if tfhd_flags & 0x01 != 0 {
-        at += 8;
-    }
-    if tfhd_flags & 0x02 != 0 {
-        at += 4;
-    }
-    let default_duration = if tfhd_flags & 0x08 != 0 {
-        be32(tfhd, at)?
-    } else {
-        movie.default_duration
-    };
     let tfdt = child(traf, b"tfdt")?;
     let base = if tfdt.first() == Some(&1) {
         be64(tfdt, 4)?
     } else {
         u64::from(be32(tfdt, 4)?)
     };
+    base.checked_add(traf_duration(traf, movie.default_duration)?)
+}
+
+/// The sum of a `traf`'s sample durations (`trex_default`: its track's default); `None`
+/// when its boxes say more than they hold.
+pub(super) fn traf_duration(traf: &[u8], trex_default: u32) -> Option<u64> {
+    let tfhd = child(traf, b"tfhd")?;
+    let flags = be32(tfhd, 0)? & 0x00ff_ffff;
+    // Optional fields in order: base-data-offset (8), sample-description-index (4), then
+    // default-sample-duration (4).
+    let mut at = 8;
+    if flags & 0x01 != 0 {
+        at += 8;
+    }
+    if flags & 0x02 != 0 {
+        at += 4;
+    }
+    let default = if flags & 0x08 != 0 {
+        be32(tfhd, at)?
+    } else {
+        trex_default
+    };
     let mut total = 0u64;
     for (_, trun) in children(traf).filter(|(k, _)| *k == b"trun") {
-        let flags = be32(trun, 0)? & 0x00ff_ffff;
-        let count = be32(trun, 4)?;
-        let mut at = 8;
-        if flags & 0x01 != 0 {
-            at += 4; // data offset
-        }
-        if flags & 0x04 != 0 {
-            at += 4; // first sample flags
-        }
-        let per_sample = [0x100, 0x200, 0x400, 0x800]
-            .iter()
-            .filter(|f| flags & **f != 0)
-            .count()
-            * 4;
-        for i in 0..count as usize {
-            let duration = if flags & 0x100 != 0 {
-                be32(trun, at + i * per_sample)?
-            } else {
-                default_duration
-            };
-            total += u64::from(duration);
-        }
+        total = total.checked_add(trun_duration(trun, default)?)?;
     }
-    Some(base + total)
+    Some(total)
+}
+
+/// The sum of a `trun`'s sample durations. Its sample count comes from the file: each
+/// sample's fields must be there (a count of billions in a small box is not walked).
+fn trun_duration(trun: &[u8], default: u32) -> Option<u64> {
+    let flags = be32(trun, 0)? & 0x00ff_ffff;
+    let count = be32(trun, 4)? as usize;
+    let mut at = 8;
+    if flags & 0x01 != 0 {
+        at += 4; // data offset
+    }
+    if flags & 0x04 != 0 {
+        at += 4; // first sample flags
+    }
+    if flags & 0x100 == 0 {
+        return Some(u64::from(default).saturating_mul(count as u64));
+    }
+    let per_sample = [0x100, 0x200, 0x400, 0x800]
+        .iter()
+        .filter(|f| flags & **f != 0)
+        .count()
+        * 4;
+    let needed = count.checked_mul(per_sample)?.checked_add(at)?;
+    if needed > trun.len() {
+        return None;
+    }
+    (0..count).try_fold(0u64, |total, i| {
+        total.checked_add(u64::from(be32(trun, at + i * per_sample)?))
+    })
 }

@@ -44,11 +44,16 @@ const QUEUE: usize = 120;
 const ASK_AGAIN: Duration = Duration::from_secs(1);
 /// No frame for this long: the segment ends (the source is lost or the camera replaced).
 const SILENCE: Duration = Duration::from_secs(3);
+/// A microphone silent this long is taken to be gone (Opus packets come every 20 ms; with DTX
+/// at most every 400 ms).
+const AUDIO_QUIET: Duration = Duration::from_millis(1000);
 /// A paused recorder tries again this often.
 const RETRY: Duration = Duration::from_secs(5);
 
 enum Message {
     Tapped(Tapped),
+    /// The camera's Opus.
+    Audio(Tapped),
     /// The shared stream gave up for good.
     Failed,
 }
@@ -162,6 +167,7 @@ impl Worker {
             };
             let (sender, receiver) = sync_channel(QUEUE);
             let failed: SyncSender<Message> = sender.clone();
+            let audio_sender = sender.clone();
             let tapped = camera.encoders.tap(
                 codec,
                 move |frame| sender.try_send(Message::Tapped(frame)).is_ok(),
@@ -179,8 +185,23 @@ impl Worker {
                 }
             };
             subscription.activate();
+            // The microphone alongside, when the camera has one: a lost microphone leaves the
+            // video recording (segments go on without audio).
+            let audio = has_opus(&camera)
+                .then(|| {
+                    camera.encoders.tap(
+                        Codec::Opus,
+                        move |frame| audio_sender.try_send(Message::Audio(frame)).is_ok(),
+                        || {},
+                    )
+                })
+                .and_then(Result::ok);
+            if let Some(audio) = &audio {
+                audio.activate();
+            }
             wait = Duration::from_secs(1);
             let ended = self.record(&camera, &subscription, &receiver);
+            drop(audio);
             drop(subscription);
             if matches!(ended, Ended::Stop) {
                 break;
@@ -198,6 +219,7 @@ impl Worker {
         frames: &Receiver<Message>,
     ) -> Ended {
         let mut caps: Option<gst::Caps> = None;
+        let mut audio = Audio::default();
         let mut writing: Option<Writing> = None;
         let mut asked_at: Option<Instant> = None;
         let mut last_frame = Instant::now();
@@ -208,6 +230,20 @@ impl Worker {
             }
             let tapped = match frames.recv_timeout(Duration::from_millis(250)) {
                 Ok(Message::Tapped(tapped)) => tapped,
+                Ok(Message::Audio(Tapped::Caps(caps))) => {
+                    audio.caps = Some(caps);
+                    continue;
+                }
+                Ok(Message::Audio(Tapped::Frame { buffer, came, .. })) => {
+                    audio.last = Some(Instant::now());
+                    if let Some(w) = writing.as_mut()
+                        && let Err(why) = w.write_audio(came, buffer)
+                    {
+                        let ended = writing.take();
+                        self.pause(ended, &why);
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if last_frame.elapsed() >= SILENCE {
                         if writing.is_some() {
@@ -246,6 +282,15 @@ impl Worker {
                 continue;
             };
             if let Some(w) = writing.as_mut() {
+                if w.has_audio() && !audio.flowing() {
+                    // The microphone went quiet: the muxer would wait for it. This segment
+                    // ends; the next (from a keyframe) goes on without audio.
+                    tracing::info!(camera = self.camera, "no audio: the segment ends here");
+                    let ended = writing.take();
+                    self.finish(ended, Some(came));
+                    subscription.request_keyframe();
+                    continue;
+                }
                 if self.motion_over(w) {
                     // `post` after the motion: this frame goes to the pre-roll.
                     tracing::debug!(camera = self.camera, "motion over: the recording ends");
@@ -257,8 +302,22 @@ impl Worker {
                         >= self.settings.segment;
                     if keyframe && (due || w.caps != frame_caps) {
                         // This keyframe begins the next segment: the last frame lasts until it.
+                        let still_since = w.still_since;
                         let ended = writing.take();
                         self.finish(ended, Some(came));
+                        if self.settings.motion.is_some() {
+                            // Motion (or its `post`) goes on into the next segment, at once.
+                            let first = vec![preroll::Held {
+                                buffer,
+                                keyframe,
+                                came,
+                            }];
+                            writing = self.open_from(frame_caps, first, &audio);
+                            if let Some(w) = writing.as_mut() {
+                                w.still_since = still_since;
+                            }
+                            continue;
+                        }
                     } else {
                         if let Err(why) = w.write_previous(came, buffer) {
                             let ended = writing.take();
@@ -292,8 +351,15 @@ impl Worker {
                 if paused || !self.motion_now() {
                     continue;
                 }
-                if let Some((caps, frames)) = self.preroll.take() {
-                    writing = self.open_from(caps, frames);
+                match self.preroll.take() {
+                    Some((caps, frames)) => writing = self.open_from(caps, frames, &audio),
+                    // Nothing held (a recording just ended): from the next keyframe, now.
+                    None => {
+                        if asked_at.is_none_or(|at| at.elapsed() >= ASK_AGAIN) {
+                            subscription.request_keyframe();
+                            asked_at = Some(Instant::now());
+                        }
+                    }
                 }
                 continue;
             }
@@ -307,23 +373,27 @@ impl Worker {
                 }
                 continue;
             }
-            writing = self.open_from(
-                frame_caps,
-                vec![preroll::Held {
-                    buffer,
-                    keyframe,
-                    came,
-                }],
-            );
+            let first = vec![preroll::Held {
+                buffer,
+                keyframe,
+                came,
+            }];
+            writing = self.open_from(frame_caps, first, &audio);
         }
     }
 
     /// Opens a segment with `frames` (a keyframe first) written; `None` when it cannot be
     /// (recording pauses).
-    fn open_from(&mut self, caps: gst::Caps, frames: Vec<preroll::Held>) -> Option<Writing> {
+    fn open_from(
+        &mut self,
+        caps: gst::Caps,
+        frames: Vec<preroll::Held>,
+        audio: &Audio,
+    ) -> Option<Writing> {
         let mut frames = frames.into_iter();
         let first = frames.next()?;
-        let mut w = match self.open(caps, first.buffer, first.came) {
+        let audio_caps = audio.caps.as_ref().filter(|_| audio.flowing());
+        let mut w = match self.open(caps, audio_caps, first.buffer, first.came) {
             Ok(w) => w,
             Err(why) => {
                 self.pause(None, &why);
@@ -372,6 +442,7 @@ impl Worker {
     fn open(
         &self,
         caps: gst::Caps,
+        audio: Option<&gst::Caps>,
         keyframe: gst::Buffer,
         came: Instant,
     ) -> Result<Writing, String> {
@@ -382,7 +453,7 @@ impl Worker {
             .store
             .create_path(&id, Container::Mp4)
             .map_err(|e| format!("cannot create the recordings' directory: {e}"))?;
-        let writer = SegmentWriter::open(&path, &caps).map_err(|e| e.to_string())?;
+        let writer = SegmentWriter::open(&path, &caps, audio).map_err(|e| e.to_string())?;
         let segment = Segment {
             id: text,
             camera: self.camera.clone(),
@@ -406,6 +477,7 @@ impl Worker {
             progress_at: Instant::now(),
             bytes_counted: 0,
             still_since: None,
+            audio_next: None,
         })
     }
 
@@ -530,6 +602,29 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
         }
     }
+}
+
+/// The camera's microphone as the recorder hears it.
+#[derive(Default)]
+struct Audio {
+    caps: Option<gst::Caps>,
+    /// When its last packet came.
+    last: Option<Instant>,
+}
+
+impl Audio {
+    /// Packets came within the last [`AUDIO_QUIET`].
+    fn flowing(&self) -> bool {
+        self.caps.is_some() && self.last.is_some_and(|at| at.elapsed() < AUDIO_QUIET)
+    }
+}
+
+/// Whether the camera has Opus audio (recorded alongside its video).
+fn has_opus(camera: &Camera) -> bool {
+    camera
+        .encoders
+        .codecs(MediaKind::Audio)
+        .contains(&Codec::Opus)
 }
 
 /// What a camera is recorded as: its H.264 stream (MP4 takes it as it is).

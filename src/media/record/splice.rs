@@ -3,7 +3,9 @@
 //! the whole length), then every segment's fragments as they are on disk, each `moof` copied
 //! with two fields changed — its `mfhd` sequence number, and each track's `tfdt` moved on by
 //! the length of the segments before — since everything else in a fragment is relative to
-//! its `moof`. Segments join only while their sample descriptions (`stsd`: SPS/PPS, sizes)
+//! its `moof`. Every track moves on by the length of the video before (converted to its
+//! timescale), so that the audio stays where it was against the video in each segment.
+//! Segments join only while their sample descriptions (`stsd`: SPS/PPS, sizes)
 //! are the same as the first's: an encoder restarted with other settings ends the join.
 //!
 //! The result is a list of pieces (bytes made here, or a range of a segment's file) with a
@@ -14,7 +16,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::mp4::{Mp4Error, be32, be64, box_header, child, children, read_body};
+use super::mp4::{Mp4Error, be32, be64, box_header, child, children, read_body, traf_duration};
 
 /// One piece of the joined file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,7 @@ pub struct Joined {
 struct Track {
     timescale: u32,
     default_duration: u32,
+    video: bool,
 }
 
 /// Joins `files` (in order): blocking (reads each segment's boxes, not its media).
@@ -57,8 +60,9 @@ pub fn join(files: &[PathBuf]) -> Result<Joined, Mp4Error> {
     let mut pieces = Vec::new();
     let mut header: Option<(Vec<u8>, Vec<Vec<u8>>)> = None;
     let mut tracks: HashMap<u32, Track> = HashMap::new();
-    // Where each track's next segment starts, in its ticks.
+    // Where each track's next segment starts, in its ticks, and in seconds (the video's).
     let mut offsets: HashMap<u32, u64> = HashMap::new();
+    let mut offset_secs = 0f64;
     let mut sequence = 0u32;
     let mut joined = 0;
     for path in files {
@@ -69,10 +73,11 @@ pub fn join(files: &[PathBuf]) -> Result<Joined, Mp4Error> {
         let mut pos = 0u64;
         let mut fragments = Vec::new();
         let mut same = true;
+        let mut pending_spans: Vec<(u32, u64)> = Vec::new();
         while let Some((kind, head, size)) = box_header(&mut file, pos, len)? {
-            if pos + size > len {
+            let Some(box_end) = pos.checked_add(size).filter(|end| *end <= len) else {
                 break;
-            }
+            };
             match &kind {
                 b"ftyp" | b"moov" if header.is_none() || kind == *b"moov" => {
                     let whole = read_body(&mut file, pos, size)?;
@@ -105,6 +110,12 @@ pub fn join(files: &[PathBuf]) -> Result<Joined, Mp4Error> {
                     pending = Some(moof);
                 }
                 b"mdat" => {
+                    for (track, end) in pending_spans.drain(..) {
+                        let in_segment =
+                            end.saturating_sub(offsets.get(&track).copied().unwrap_or(0));
+                        let e = ends.entry(track).or_default();
+                        *e = (*e).max(in_segment);
+                    }
                     if let Some(moof) = pending.take() {
                         fragments.push(Piece::Bytes(moof));
                         fragments.push(Piece::File {
@@ -119,10 +130,14 @@ pub fn join(files: &[PathBuf]) -> Result<Joined, Mp4Error> {
             if !same {
                 break;
             }
-            pos += size;
+            pos = box_end;
         }
         if !same || header.as_ref().is_none_or(|(_, known)| known.is_empty()) {
             break;
+        }
+        if fragments.is_empty() {
+            // Nothing whole yet (a segment begun less than a fragment ago): nothing to play.
+            continue;
         }
         if joined == 0
             && let Some((bytes, _)) = &header
@@ -130,19 +145,40 @@ pub fn join(files: &[PathBuf]) -> Result<Joined, Mp4Error> {
             pieces.push(Piece::Bytes(bytes.clone()));
         }
         pieces.extend(fragments);
-        for (track, end) in ends {
-            *offsets.entry(track).or_default() += end;
+        let video_secs = ends.iter().find_map(|(id, end)| {
+            let track = tracks.get(id).filter(|t| t.video && t.timescale > 0)?;
+            Some(*end as f64 / f64::from(track.timescale))
+        });
+        match video_secs {
+            Some(secs) => {
+                offset_secs += secs;
+                for (id, track) in &tracks {
+                    let ticks = (offset_secs * f64::from(track.timescale)).round() as u64;
+                    offsets.insert(*id, ticks);
+                }
+            }
+            // No video (not one of ours): each track after its own end.
+            None => {
+                for (track, end) in ends {
+                    *offsets.entry(track).or_default() += end;
+                }
+            }
         }
         joined += 1;
     }
-    let duration = offsets
-        .iter()
-        .filter_map(|(id, ticks)| {
-            let timescale = tracks.get(id)?.timescale;
-            (timescale > 0).then(|| Duration::from_secs_f64(*ticks as f64 / f64::from(timescale)))
-        })
-        .max()
-        .unwrap_or_default();
+    let duration = if offset_secs > 0.0 {
+        Duration::from_secs_f64(offset_secs)
+    } else {
+        offsets
+            .iter()
+            .filter_map(|(id, ticks)| {
+                let timescale = tracks.get(id)?.timescale;
+                (timescale > 0)
+                    .then(|| Duration::from_secs_f64(*ticks as f64 / f64::from(timescale)))
+            })
+            .max()
+            .unwrap_or_default()
+    };
     if let Some(Piece::Bytes(head)) = pieces.first_mut() {
         set_mehd(head, duration);
     }
@@ -194,7 +230,12 @@ fn read_tracks(moov: &[u8]) -> HashMap<u32, Track> {
         } else {
             be32(tkhd, 12)
         };
-        let mdhd = child(trak, b"mdia").and_then(|m| child(m, b"mdhd"));
+        let mdia = child(trak, b"mdia");
+        let video = mdia
+            .and_then(|m| child(m, b"hdlr"))
+            .and_then(|h| h.get(8..12))
+            == Some(b"vide".as_slice());
+        let mdhd = mdia.and_then(|m| child(m, b"mdhd"));
         let timescale = mdhd.and_then(|m| {
             if m.first() == Some(&1) {
                 be32(m, 20)
@@ -208,6 +249,7 @@ fn read_tracks(moov: &[u8]) -> HashMap<u32, Track> {
                 Track {
                     timescale,
                     default_duration: 0,
+                    video,
                 },
             );
         }
@@ -265,7 +307,8 @@ fn shift(
             start
         };
         let default = tracks.get(&track).map_or(0, |t| t.default_duration);
-        spans.push((track, start + traf_duration(inner, tfhd, default)));
+        let length = traf_duration(inner, default).ok_or(Mp4Error::Format("trun"))?;
+        spans.push((track, start.saturating_add(length)));
     }
     for (at, bytes) in writes {
         if let Some(slot) = whole.get_mut(at..at + bytes.len()) {
@@ -273,48 +316,6 @@ fn shift(
         }
     }
     Ok(spans)
-}
-
-/// The sum of a `traf`'s sample durations.
-fn traf_duration(traf: &[u8], tfhd: &[u8], trex_default: u32) -> u64 {
-    let flags = be32(tfhd, 0).unwrap_or(0) & 0x00ff_ffff;
-    let mut at = 8;
-    if flags & 0x01 != 0 {
-        at += 8;
-    }
-    if flags & 0x02 != 0 {
-        at += 4;
-    }
-    let default = if flags & 0x08 != 0 {
-        be32(tfhd, at).unwrap_or(trex_default)
-    } else {
-        trex_default
-    };
-    let mut total = 0u64;
-    for (_, trun) in children(traf).filter(|(k, _)| *k == b"trun") {
-        let flags = be32(trun, 0).unwrap_or(0) & 0x00ff_ffff;
-        let count = be32(trun, 4).unwrap_or(0) as usize;
-        let mut at = 8;
-        if flags & 0x01 != 0 {
-            at += 4;
-        }
-        if flags & 0x04 != 0 {
-            at += 4;
-        }
-        let per_sample = [0x100, 0x200, 0x400, 0x800]
-            .iter()
-            .filter(|f| flags & **f != 0)
-            .count()
-            * 4;
-        for i in 0..count {
-            total += u64::from(if flags & 0x100 != 0 {
-                be32(trun, at + i * per_sample).unwrap_or(0)
-            } else {
-                default
-            });
-        }
-    }
-    total
 }
 
 /// Sets the `mehd` (fragment duration) in `head` (`ftyp` and `moov`) to `duration`.

@@ -65,7 +65,9 @@ pub struct Segment {
 
 impl Segment {
     pub fn end(&self) -> OffsetDateTime {
-        self.start + self.duration
+        self.start
+            .checked_add(time::Duration::try_from(self.duration).unwrap_or(time::Duration::ZERO))
+            .unwrap_or(self.start)
     }
 }
 
@@ -147,7 +149,14 @@ impl Store {
             if CameraName::parse(&camera).is_err() || !camera_dir.path().is_dir() {
                 continue;
             }
-            for file in std::fs::read_dir(camera_dir.path())?.flatten() {
+            let files = match std::fs::read_dir(camera_dir.path()) {
+                Ok(files) => files,
+                Err(err) => {
+                    tracing::warn!(camera, %err, "recordings of this camera cannot be read");
+                    continue;
+                }
+            };
+            for file in files.flatten() {
                 if let Some(segment) = read_segment(&file.path(), &camera) {
                     found.insert((segment.start, segment.camera.clone()), segment);
                 }
@@ -253,7 +262,9 @@ impl Store {
     /// is below `min_free` (blocking: file system calls).
     pub fn enforce(&self, keep: Option<Duration>, min_free: u64) -> Deleted {
         let mut deleted = Deleted::default();
-        let oldest_kept = keep.map(|keep| OffsetDateTime::from(SystemTime::now() - keep));
+        let oldest_kept = keep
+            .and_then(|keep| SystemTime::now().checked_sub(keep))
+            .map(OffsetDateTime::from);
         let candidates: Vec<Segment> = lock(&self.index)
             .values()
             .filter(|s| !s.writing)
@@ -297,6 +308,49 @@ fn remove_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A fragmented MP4's duration and length: at once for a finished one; else its fragments
+/// are read, and it is repaired if it needs it and can be (a read-only disk: read as it is).
+fn read_mp4(path: &Path, stem: &str) -> Option<(Duration, u64)> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let bytes = file.metadata().ok()?.len();
+    if let Some(duration) = mp4::finished_duration(&mut file) {
+        return Some((duration, bytes));
+    }
+    let scanned = match mp4::scan(&mut file, false) {
+        Ok(scanned) => scanned,
+        Err(err) => {
+            tracing::warn!(recording = stem, %err, "a recording cannot be read: left alone");
+            return None;
+        }
+    };
+    if !scanned.repaired && !scanned.header_missing {
+        return Some((scanned.duration, scanned.len));
+    }
+    let repaired = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(mp4::Mp4Error::from)
+        .and_then(|mut file| mp4::scan_and_repair(&mut file));
+    match repaired {
+        Ok(repaired) => {
+            if repaired.repaired {
+                tracing::info!(
+                    recording = stem,
+                    duration_s = repaired.duration.as_secs_f64(),
+                    "a recording cut short (the daemon stopped while writing it) was repaired"
+                );
+            }
+            Some((repaired.duration, repaired.len))
+        }
+        Err(err) => {
+            // Listed as far as it plays (a torn end is ignored by readers).
+            tracing::warn!(recording = stem, %err, "a recording cut short cannot be repaired");
+            Some((scanned.duration, scanned.len))
+        }
+    }
+}
+
 /// A segment file found at start: its duration read (an MP4 cut short is repaired); one that
 /// holds nothing is removed.
 fn read_segment(path: &Path, camera: &str) -> Option<Segment> {
@@ -307,31 +361,7 @@ fn read_segment(path: &Path, camera: &str) -> Option<Segment> {
         return None;
     }
     let (duration, bytes) = match container {
-        Container::Mp4 => {
-            let scanned = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(mp4::Mp4Error::from)
-                .and_then(|mut file| mp4::scan_and_repair(&mut file));
-            match scanned {
-                Ok(scanned) => {
-                    if scanned.repaired {
-                        tracing::info!(
-                            recording = stem,
-                            duration_s = scanned.duration.as_secs_f64(),
-                            "a recording cut short (the daemon stopped while writing it) \
-                             was repaired"
-                        );
-                    }
-                    (scanned.duration, scanned.len)
-                }
-                Err(err) => {
-                    tracing::warn!(recording = stem, %err, "a recording cannot be read: left alone");
-                    return None;
-                }
-            }
-        }
+        Container::Mp4 => read_mp4(path, stem)?,
     };
     if duration.is_zero() {
         tracing::info!(recording = stem, "an empty recording removed");

@@ -239,3 +239,36 @@ fn segments_join_into_one_file_until_one_differs() {
     let none = join(&[c]).expect("one");
     assert_eq!(none.segments, 1);
 }
+
+#[test]
+fn hostile_boxes_are_refused_in_bounded_time() {
+    use super::mp4::scan;
+    use super::splice::join;
+    let path = temp("hostile.mp4");
+    write_segment(&path, 60);
+    let mut bytes = std::fs::read(&path).expect("read");
+    // A trun that claims four billion samples.
+    let trun = bytes.windows(4).position(|w| w == b"trun").expect("a trun");
+    bytes[trun + 8..trun + 12].copy_from_slice(&u32::MAX.to_be_bytes());
+    std::fs::write(&path, &bytes).expect("write");
+    let started = std::time::Instant::now();
+    let _ = scan(&mut open(&path), false);
+    let _ = join(std::slice::from_ref(&path));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A box whose 64-bit size runs past the end of every file (pos + size overflows).
+    let mut boxes = b"\x00\x00\x00\x10ftypisom\x00\x00\x00\x00".to_vec();
+    boxes.extend_from_slice(b"\x00\x00\x00\x01free");
+    boxes.extend_from_slice(&(u64::MAX - 7).to_be_bytes());
+    boxes.extend_from_slice(&[0u8; 64]);
+    std::fs::write(&path, &boxes).expect("write");
+    let started = std::time::Instant::now();
+    assert!(scan(&mut open(&path), false).is_err(), "no moov");
+    let joined = join(std::slice::from_ref(&path)).expect("nothing joined");
+    assert_eq!(joined.segments, 0);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -27,7 +27,14 @@ pub(super) struct Writing {
     pub(super) bytes_counted: u64,
     /// In `mode = "motion"`: since when nothing has moved.
     pub(super) still_since: Option<Instant>,
+    /// Where the next audio packet goes (they follow one another; arrival jitter ignored).
+    pub(super) audio_next: Option<Duration>,
 }
+
+/// Audio arriving this far from where the last packet ended starts afresh there (a gap).
+const AUDIO_RESYNC: Duration = Duration::from_millis(100);
+/// An Opus packet without a duration lasts this long (the encoders' frame size).
+const OPUS_FRAME: Duration = Duration::from_millis(20);
 
 impl Writing {
     /// Writes the frame before this one (now that its length is known) and keeps this one.
@@ -55,6 +62,29 @@ impl Writing {
                 .push(previous, pts, end.saturating_duration_since(previous_came))?;
         }
         Ok(())
+    }
+
+    /// Writes one audio packet that came at `came` (before the segment's start: not this
+    /// segment's).
+    pub(super) fn write_audio(&mut self, came: Instant, buffer: gst::Buffer) -> Result<(), String> {
+        if came < self.started || !self.writer()?.has_audio() {
+            return Ok(());
+        }
+        let arrived = came.saturating_duration_since(self.started);
+        let pts = match self.audio_next {
+            Some(next) if next.abs_diff(arrived) < AUDIO_RESYNC => next,
+            _ => arrived,
+        };
+        let length = buffer
+            .duration()
+            .map_or(OPUS_FRAME, |d| Duration::from_nanos(d.nseconds()));
+        self.writer()?.push_audio(buffer, pts, length)?;
+        self.audio_next = Some(pts + length);
+        Ok(())
+    }
+
+    pub(super) fn has_audio(&self) -> bool {
+        self.writer.as_ref().is_some_and(SegmentWriter::has_audio)
     }
 
     fn writer(&self) -> Result<&SegmentWriter, String> {

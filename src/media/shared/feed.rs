@@ -89,17 +89,16 @@ impl Feed {
         }
     }
 
-    pub(super) fn set_caps(&self, caps: Option<&gst::Caps>) {
+    /// Whether they were taken (a tap's full queue refuses them: they are sent again).
+    pub(super) fn set_caps(&self, caps: Option<&gst::Caps>) -> bool {
         match self {
             Feed::AppSrc(appsrc) => appsrc.set_caps(caps),
             Feed::Direct(direct) => direct.set_caps(caps),
-            // Refused (a full queue): the frame after is refused too, and caps sent again.
             Feed::Tap(tap) => {
-                if let Some(caps) = caps {
-                    (tap.0)(Tapped::Caps(caps.clone()));
-                }
+                return caps.is_none_or(|caps| (tap.0)(Tapped::Caps(caps.clone())));
             }
         }
+        true
     }
 
     /// Pushes one frame (its timestamps unset: each pipeline stamps it with its own clock).

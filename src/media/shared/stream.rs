@@ -123,8 +123,12 @@ impl Subscriber {
     pub(super) fn send_caps(&self, caps: Option<&gst::CapsRef>) {
         let mut known = lock(&self.caps);
         if known.as_ref().map(|c| c.as_ref()) != caps {
-            self.feed.set_caps(caps.map(|c| c.to_owned()).as_ref());
-            *known = caps.map(|c| c.to_owned());
+            let taken = self.feed.set_caps(caps.map(|c| c.to_owned()).as_ref());
+            *known = if taken {
+                caps.map(|c| c.to_owned())
+            } else {
+                None
+            };
         }
     }
 }
