@@ -9,6 +9,7 @@ mod recorder;
 mod segment;
 pub mod splice;
 pub mod store;
+mod tapped;
 #[cfg(test)]
 mod tests;
 mod writing;

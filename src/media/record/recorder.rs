@@ -24,11 +24,12 @@ use time::OffsetDateTime;
 use super::preroll::{self, Preroll};
 use super::segment::SegmentWriter;
 use super::store::{Container, Segment, SegmentId, Store};
+use super::tapped::{Audio, has_opus, recorded_codec};
 use super::writing::Writing;
 use super::{Settings, mp4};
 use crate::media::camera_events::{CameraEvent, OnCameraEvent};
 use crate::media::cameras::{Camera, Cameras};
-use crate::media::codecs::{Codec, MediaKind};
+use crate::media::codecs::Codec;
 use crate::media::motion::Motions;
 use crate::media::shared::{Subscription, Tapped};
 use crate::sync::lock;
@@ -44,9 +45,6 @@ const QUEUE: usize = 120;
 const ASK_AGAIN: Duration = Duration::from_secs(1);
 /// No frame for this long: the segment ends (the source is lost or the camera replaced).
 const SILENCE: Duration = Duration::from_secs(3);
-/// A microphone silent this long is taken to be gone (Opus packets come every 20 ms; with DTX
-/// at most every 400 ms).
-const AUDIO_QUIET: Duration = Duration::from_millis(1000);
 /// A paused recorder tries again this often.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -446,7 +444,8 @@ impl Worker {
         keyframe: gst::Buffer,
         came: Instant,
     ) -> Result<Writing, String> {
-        self.enforce_retention();
+        self.store
+            .enforce(self.settings.keep, self.settings.min_free);
         let start = OffsetDateTime::now_utc() - came.elapsed();
         let id = SegmentId::new(&self.camera, start);
         let (text, path) = self
@@ -558,21 +557,6 @@ impl Worker {
             .set(1);
     }
 
-    fn enforce_retention(&self) {
-        let deleted = self
-            .store
-            .enforce(self.settings.keep, self.settings.min_free);
-        let metrics = crate::metrics::get();
-        for (reason, count) in [("age", deleted.for_age), ("space", deleted.for_space)] {
-            if count > 0 {
-                metrics
-                    .recordings_deleted
-                    .get_or_create(&crate::metrics::ReasonLabel { reason })
-                    .inc_by(count as u64);
-            }
-        }
-    }
-
     fn label(&self) -> crate::metrics::CameraLabel {
         crate::metrics::CameraLabel {
             camera: self.camera.clone(),
@@ -602,36 +586,4 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
         }
     }
-}
-
-/// The camera's microphone as the recorder hears it.
-#[derive(Default)]
-struct Audio {
-    caps: Option<gst::Caps>,
-    /// When its last packet came.
-    last: Option<Instant>,
-}
-
-impl Audio {
-    /// Packets came within the last [`AUDIO_QUIET`].
-    fn flowing(&self) -> bool {
-        self.caps.is_some() && self.last.is_some_and(|at| at.elapsed() < AUDIO_QUIET)
-    }
-}
-
-/// Whether the camera has Opus audio (recorded alongside its video).
-fn has_opus(camera: &Camera) -> bool {
-    camera
-        .encoders
-        .codecs(MediaKind::Audio)
-        .contains(&Codec::Opus)
-}
-
-/// What a camera is recorded as: its H.264 stream (MP4 takes it as it is).
-fn recorded_codec(camera: &Camera) -> Option<Codec> {
-    camera
-        .encoders
-        .codecs(MediaKind::Video)
-        .into_iter()
-        .find(|codec| *codec == Codec::H264)
 }

@@ -259,7 +259,7 @@ impl Store {
     }
 
     /// Deletes the oldest finished segments while they are older than `keep` or free space
-    /// is below `min_free` (blocking: file system calls).
+    /// is below `min_free` (blocking: file system calls), counted in `recordings_deleted`.
     pub fn enforce(&self, keep: Option<Duration>, min_free: u64) -> Deleted {
         let mut deleted = Deleted::default();
         let oldest_kept = keep
@@ -280,6 +280,11 @@ impl Store {
             match remove_file(&path) {
                 Ok(()) => {
                     lock(&self.index).remove(&(segment.start, segment.camera.clone()));
+                    let reason = if too_old { "age" } else { "space" };
+                    crate::metrics::get()
+                        .recordings_deleted
+                        .get_or_create(&crate::metrics::ReasonLabel { reason })
+                        .inc();
                     if too_old {
                         deleted.for_age += 1;
                     } else {
