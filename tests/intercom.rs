@@ -625,7 +625,6 @@ fn alive(pid: i32) -> bool {
 /// events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_run_on_call_events_within_their_bound_and_events_stream() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _serial = serial().await;
     let dir = artifacts_dir().join("hooks");
     let _ = std::fs::remove_dir_all(&dir);
@@ -667,34 +666,7 @@ async fn hooks_run_on_call_events_within_their_bound_and_events_stream() {
         &["--relay", &door.ws_url()],
     );
     // The event stream, read raw as it comes.
-    let mut stream = tokio::net::TcpStream::connect(&door.addr)
-        .await
-        .expect("connect");
-    stream
-        .write_all(
-            format!(
-                "GET /api/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
-                door.addr
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("write");
-    let streamed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = std::sync::Arc::clone(&streamed);
-    let reader = tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
-        {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .expect("lock")
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let (streamed, reader) = event_stream(&door, None).await;
 
     wait_peer(&alice, "hooks-door").await;
     let session = place_call(&alice, "hooks-door").await;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::browser::Net;
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A camera showing `launch`'s picture, watched for motion (ended after 1 s still).
 fn camera(name: &str, launch: &str) -> String {
@@ -49,44 +48,6 @@ fn motion_of<'a>(cameras: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// `/api/events`, read raw as it comes (for 60 s at most), into a shared string.
-async fn event_stream(
-    daemon: &Proc,
-) -> (
-    std::sync::Arc<std::sync::Mutex<String>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let mut stream = tokio::net::TcpStream::connect(&daemon.addr)
-        .await
-        .expect("connect");
-    stream
-        .write_all(
-            format!(
-                "GET /api/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
-                daemon.addr
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("write");
-    let streamed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = std::sync::Arc::clone(&streamed);
-    let reader = tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
-        {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .expect("lock")
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    (streamed, reader)
-}
-
 netns_test!(
     a_moving_picture_raises_motion_and_a_still_one_none,
     Net::LoopbackOnly,
@@ -116,7 +77,7 @@ netns_test!(
         );
         let profile = write_profile("motion", &profile_text(MOVING));
         let daemon = Proc::daemon("motion", &profile, &["--config", &config]);
-        let (streamed, reader) = event_stream(&daemon).await;
+        let (streamed, reader) = event_stream(&daemon, None).await;
         let text = || streamed.lock().expect("lock").clone();
         wait_for(
             "motion-start from the yard",
@@ -214,7 +175,7 @@ netns_test!(
             "[recording]\nmode = 'motion'\npre_secs = 3\npost_secs = 1\nsegment_secs = 60\n",
         );
         let daemon = Proc::daemon("porch", &profile, &["--config", &config]);
-        let (streamed, reader) = event_stream(&daemon).await;
+        let (streamed, reader) = event_stream(&daemon, None).await;
         tokio::time::sleep(Duration::from_secs(6)).await;
         let idle = get(&daemon, "/api/recordings").await;
         assert_eq!(idle["recordings"], serde_json::json!([]), "{idle}");

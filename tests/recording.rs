@@ -52,58 +52,6 @@ fn recorder(name: &str, profile: &std::path::Path, recording: &str) -> Proc {
     Proc::daemon(name, profile, &["--config", &cfg])
 }
 
-/// The sum of `p`'s `/metrics` samples named `name` whose line contains `label` (admin).
-async fn metric_of(p: &Proc, name: &str, label: &str) -> u64 {
-    let (_, text) =
-        webrtcd::service::api_client::request("GET", &p.api("/metrics"), None, Some(ADMIN))
-            .await
-            .expect("GET /metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// `GET /api/status` (admin).
-async fn status_of(p: &Proc) -> Value {
-    let (status, text) =
-        webrtcd::service::api_client::request("GET", &p.api("/api/status"), None, Some(ADMIN))
-            .await
-            .expect("GET /api/status");
-    assert_eq!(status, 200, "{text}");
-    serde_json::from_str(&text).expect("JSON")
-}
-
-/// `/api/events` (admin token), read raw as it comes (60 s at most), into a shared string.
-async fn admin_events(daemon: &Proc) -> std::sync::Arc<std::sync::Mutex<String>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(&daemon.addr)
-        .await
-        .expect("connect");
-    let request = format!(
-        "GET /api/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\n\
-         Accept: text/event-stream\r\n\r\n",
-        daemon.addr
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = std::sync::Arc::clone(&text);
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
-        {
-            if n == 0 {
-                break;
-            }
-            if let Ok(mut t) = sink.lock() {
-                t.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        }
-    });
-    text
-}
-
 /// A request with the view token.
 async fn as_viewer(
     p: &Proc,
@@ -233,7 +181,7 @@ netns_test!(
         .await;
         let segments = finished(&done);
         // The recorder is the streams' one subscriber: no encoder of its own.
-        let status = status_of(&daemon).await;
+        let status = get_as(&daemon, Some(ADMIN), "/api/status").await;
         let streams = status["shared_streams"]
             .as_array()
             .cloned()
@@ -247,7 +195,7 @@ netns_test!(
         assert!(streams.iter().all(|s| s["subscribers"] == 1), "{status}");
         assert_eq!(status["encoders"]["video"], 1, "{status}");
         assert_eq!(
-            metric_of(&daemon, "webrtcd_recording_segments_total", "").await as usize,
+            metric_as(&daemon, Some(ADMIN), "webrtcd_recording_segments_total", "").await as usize,
             segments.len(),
             "segments counted"
         );
@@ -557,7 +505,7 @@ netns_test!(
             &profile,
             &format!("path = '{dir}'\nsegment_secs = 2\nmin_free_mb = 3"),
         );
-        let events = admin_events(&daemon).await;
+        let (events, _reader) = event_stream(&daemon, Some(ADMIN)).await;
         let seconds_watched = 40;
         let viewer = aiortc::spawn(
             "rec-disk-viewer",
@@ -581,8 +529,9 @@ netns_test!(
         })
         .await;
         wait_for("deleted for space", Duration::from_secs(30), || async {
-            (metric_of(
+            (metric_as(
                 &daemon,
+                Some(ADMIN),
                 "webrtcd_recordings_deleted_total",
                 "reason=\"space\"",
             )
@@ -615,7 +564,7 @@ netns_test!(
         .await;
         eprintln!("full: {}", paused["recorders"]);
         assert_eq!(
-            metric_of(&daemon, "webrtcd_recording_paused", "camera=").await,
+            metric_as(&daemon, Some(ADMIN), "webrtcd_recording_paused", "camera=").await,
             1
         );
         let admin = format!("Bearer {ADMIN}");
@@ -640,7 +589,7 @@ netns_test!(
         })
         .await;
         assert_eq!(
-            metric_of(&daemon, "webrtcd_recording_paused", "camera=").await,
+            metric_as(&daemon, Some(ADMIN), "webrtcd_recording_paused", "camera=").await,
             0
         );
         // Said on /api/events (and so to hooks) too.

@@ -266,7 +266,12 @@ impl Drop for Proc {
 }
 
 pub async fn get(p: &Proc, path: &str) -> Value {
-    let (status, body) = api_client::request("GET", &p.api(path), None, None)
+    get_as(p, None, path).await
+}
+
+/// [`get`] with a token (`Authorization: Bearer`).
+pub async fn get_as(p: &Proc, token: Option<&str>, path: &str) -> Value {
+    let (status, body) = api_client::request("GET", &p.api(path), None, token)
         .await
         .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", p.name));
     assert_eq!(status, 200, "GET {path} on {}: {body}", p.name);
@@ -315,13 +320,55 @@ pub async fn ended_with(p: &Proc, reason: &str) -> u64 {
 
 /// The sum of `p`'s `/metrics` samples named `name` whose line contains `label`.
 pub async fn metric(p: &Proc, name: &str, label: &str) -> u64 {
-    let (_, text) = api_client::request("GET", &p.api("/metrics"), None, None)
+    metric_as(p, None, name, label).await
+}
+
+/// [`metric`] with a token.
+pub async fn metric_as(p: &Proc, token: Option<&str>, name: &str, label: &str) -> u64 {
+    let (_, text) = api_client::request("GET", &p.api("/metrics"), None, token)
         .await
         .expect("GET /metrics");
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// `GET /api/events` (with `token`), read raw as it comes (for 60 s at most) into a shared
+/// string; the task reading it.
+pub async fn event_stream(
+    p: &Proc,
+    token: Option<&str>,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(&p.addr)
+        .await
+        .expect("connect");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nHost: {}\r\n{auth}Accept: text/event-stream\r\n\r\n",
+        p.addr
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut t) = sink.lock() {
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    (text, reader)
 }
 
 /// The threads process `pid` runs now.
